@@ -1,0 +1,131 @@
+"""The `ray-t2t` command.
+
+    ray-t2t validate CONFIG [section.key=value ...] [--explain [--section NAME]]
+    ray-t2t validate --explain [--section NAME]      # every config field, its type, default and meaning
+    ray-t2t data CONFIG [section.key=value ...] [--rebuild] [--show N]
+
+Errors in the user's input (config, data) print one clear message and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ray_t2t import __version__
+from ray_t2t.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("config", nargs=None if required else "?", help="experiment YAML file")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="override config values, e.g. training.max_steps=100"
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ray_t2t.config import config_hash, explain, load_config
+
+    cfg = None
+    if args.config is not None:
+        if "=" in args.config:
+            raise UserError(f"expected a config file before the overrides, got {args.config!r}")
+        cfg = load_config(args.config, args.overrides)
+    elif not args.explain:
+        raise UserError("give a CONFIG to validate, or --explain to list every config field")
+    if args.explain:
+        print(explain(cfg, args.section))
+        return 0
+    models = cfg.models
+    teachers = ", ".join(spec.preset or spec.name_or_path for spec in models.teachers) or "none"
+    methods = ", ".join(m.label or m.name for m in cfg.methods) or "none"
+    print(f"{args.config}: valid (config hash {config_hash(cfg)})")
+    print(f"  experiment  {cfg.experiment_dir}")
+    print(f"  task        {cfg.data.task}")
+    print(f"  student     {models.student.preset or models.student.name_or_path}; teacher: {teachers}")
+    print(f"  methods     {methods}")
+    print(f"  eval        {cfg.eval.metric}" + (f", target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g}" if cfg.eval.target else ""))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from ray_t2t.config import load_config
+    from ray_t2t.data import SPLITS, prepare_data
+
+    cfg = load_config(args.config, args.overrides)
+    prepared = prepare_data(cfg, rebuild=args.rebuild, log=lambda message: print(message, flush=True))
+    summary = prepared.summary
+    splits = {name: summary["splits"][name] for name in SPLITS}
+    tok = summary["tokenizer"]
+    if tok["kind"] == "built":
+        tok_text = f"built from train: {tok['source_level']} source, {tok['target_level']} target"
+    else:
+        tok_text = f"pretrained {tok['name_or_path']}"
+    print(f"task: {summary['task']}")
+    print(f"tokenizer: {tok_text}, vocabulary {tok['vocab_size']:,}")
+    print(f"{'split':<12}{'examples':>10}{'source tokens':>15}{'target tokens':>15}{'max source':>12}{'max target':>12}")
+    for name, split in splits.items():
+        print(
+            f"{name:<12}{split['examples']:>10,}{split['source_tokens']:>15,}{split['target_tokens']:>15,}"
+            f"{split['max_source_tokens']:>12}{split['max_target_tokens']:>12}"
+        )
+    for name, split in splits.items():
+        cut = split["truncated"]
+        if cut["source"] or cut["target"]:
+            print(f"truncated in {name}: {cut['source']:,} source, {cut['target']:,} target sequences")
+    for name, split in splits.items():
+        print(f"examples from {name}:")
+        for source, target in split["samples"][: args.show]:
+            print(f"  {source!r} -> {target!r}")
+    print(f"data: {prepared.path} ({'reused' if prepared.reused else 'built'})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ray-t2t",
+        description="Measure what each way of training a text-to-text model costs to reach a quality target, on Ray.",
+    )
+    parser.add_argument("--version", action="version", version=f"ray-t2t {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a config (unknown keys, types, ranges); --explain lists every field",
+        description="Check an experiment config. With --explain, print every field with its type, default, "
+        "description (and value, when a CONFIG is given).",
+    )
+    _add_config_arguments(validate, required=False)
+    validate.add_argument("--explain", action="store_true", help="print every config field and what it means")
+    validate.add_argument("--section", help="with --explain: only this section, e.g. data or deepspeed")
+    validate.set_defaults(run=cmd_validate)
+
+    data = commands.add_parser(
+        "data",
+        help="prepare and cache the tokenized splits; print sizes, token counts and examples",
+        description="Load the task, split it (seeded), build or load the tokenizer, tokenize, and cache the "
+        "result under <storage_path>/<run.name>/data/. Reuses the cache when nothing changed.",
+    )
+    _add_config_arguments(data)
+    data.add_argument("--rebuild", action="store_true", help="rebuild even if a cache exists")
+    data.add_argument("--show", type=int, default=3, metavar="N", help="examples to print per split (default 3)")
+    data.set_defaults(run=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UserError as err:
+        print(f"ray-t2t {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

