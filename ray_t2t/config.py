@@ -34,22 +34,9 @@ from ray_t2t.presets import PRESETS
 
 
 class Section(BaseModel):
-    """Base of every config section: strict keys, every field documented."""
+    """Base of every config section: strict keys (see unknown_keys), every field documented."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        # pydantic's own extra="forbid" message does not list the valid keys; this one does.
-        if isinstance(data, dict):
-            unknown = [key for key in data if key not in cls.model_fields]
-            if unknown:
-                names = ", ".join(repr(str(k)) for k in unknown)
-                raise ValueError(
-                    f"unknown key {names}. Valid keys: {', '.join(cls.model_fields)}"
-                )
-        return data
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -544,19 +531,50 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
     """Validate a plain dict; raises ConfigError listing every problem, one per line."""
+    lines = unknown_keys(raw, ExperimentConfig)
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        lines = [_format_error(e) for e in err.errors()]
-        raise ConfigError(f"{source}: {len(lines)} problem(s):\n  " + "\n  ".join(lines)) from None
+        # pydantic's own unknown-key errors do not list the valid keys; unknown_keys() reported them.
+        lines += [_format_error(e) for e in err.errors() if not (lines and e["type"] == "extra_forbidden")]
+    if lines:
+        raise ConfigError(f"{source}: {len(lines)} problem(s):\n  " + "\n  ".join(lines))
+    return cfg
+
+
+def unknown_keys(raw: Any, model: type[BaseModel], path: str = "") -> list[str]:
+    """One message per unknown key anywhere in `raw`, naming its section and that section's valid keys."""
+    if not isinstance(raw, dict):
+        return []
+    problems = []
+    unknown = [key for key in raw if key not in model.model_fields]
+    if unknown:
+        where = f"section '{path}'" if path else "top level"
+        names = ", ".join(repr(str(key)) for key in unknown)
+        problems.append(f"{where}: unknown key {names}. Valid keys: {', '.join(model.model_fields)}")
+    for key, value in raw.items():
+        if key in model.model_fields:
+            annotation = model.model_fields[key].annotation
+            problems += _unknown_keys_in_value(value, annotation, f"{path}.{key}" if path else str(key))
+    return problems
+
+
+def _unknown_keys_in_value(value: Any, annotation: Any, path: str) -> list[str]:
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _unknown_keys_in_value(item, annotation, f"{path}.{i}")]
+    sections = _sections_in(annotation)
+    if not isinstance(value, dict) or not sections:
+        return []
+    if len(sections) > 1:  # the methods union: the entry's `name` picks its section
+        sections = [s for s in sections if typing.get_args(s.model_fields["name"].annotation) == (value.get("name"),)]
+        if len(sections) != 1:
+            return []  # an unknown method name; pydantic reports it with the valid names
+    return unknown_keys(value, sections[0], path)
 
 
 def _format_error(error: dict) -> str:
     loc = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
-    if message.startswith("unknown key"):
-        where = f"section '{loc}'" if loc else "top level"
-        return f"{where}: {message}"
     shown = error.get("input")
     got = "" if error["type"] in ("missing", "value_error") or isinstance(shown, dict) else f" (got {shown!r})"
     return f"{loc or 'top level'}: {message}{got}"

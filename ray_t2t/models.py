@@ -1,0 +1,279 @@
+"""Models: build one from a preset or a Hugging Face name/path, and describe its size.
+
+    from ray_t2t.config import ModelSpec
+    from ray_t2t.models import build_model, count_parameters, model_info
+
+    model, info = build_model(ModelSpec(preset="t5-tiny"), tokenizer, seed=0)
+    info.describe()                  # 't5 encoder-decoder, 0.05M parameters (0.05M trainable)'
+    model, info = build_model(ModelSpec(name_or_path="runs/base/checkpoint"), tokenizer)
+
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    count_parameters(model)          # (total, trainable), recounted after freezing or PEFT
+    model_info(model).describe()
+
+Token ids always come from the PairTokenizer, so a model and its tokenizer agree: pad and
+end-of-sequence everywhere; for a freshly initialized model also the start ids (an encoder-decoder's
+decoder starts from pad, as in T5; a decoder-only model's bos is its eos, as in GPT-2). A model
+loaded with pretrained weights keeps the start ids it was trained with.
+
+Models are created in float32; mixed precision is the training engine's job. Importing this module is
+cheap: torch and transformers are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ray_t2t.errors import ConfigError
+from ray_t2t.presets import FAMILIES, PRESETS
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    from ray_t2t.config import ModelSpec
+    from ray_t2t.tokenizer import PairTokenizer
+
+ENCODER_DECODER = "encoder_decoder"
+DECODER_ONLY = "decoder_only"
+
+# Set from the tokenizer, never by `overrides`: a model whose ids disagree with its tokenizer trains
+# and decodes garbage without any error.
+TOKEN_ID_KEYS = ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id")
+
+
+class ModelConfigError(ConfigError, ValueError):
+    """A model spec that cannot be built (unknown preset or override key, invalid value).
+
+    A ConfigError, so the command line prints the message without a traceback, and a ValueError.
+    """
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a built model is, for logs, run records and reports."""
+
+    family: str  # ENCODER_DECODER or DECODER_ONLY
+    architecture: str  # the config's model_type: "t5", "bart", "gpt2", "llama", ...
+    total_params: int
+    trainable_params: int
+
+    def describe(self) -> str:
+        """E.g. 't5 encoder-decoder, 0.52M parameters (0.52M trainable)'."""
+        kind = self.family.replace("_", "-")
+        return (
+            f"{self.architecture} {kind}, {_millions(self.total_params)} parameters "
+            f"({_millions(self.trainable_params)} trainable)"
+        )
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M"
+
+
+# ------------------------------------------------------------------------------------ inspection
+
+
+def is_encoder_decoder(model: Any) -> bool:
+    """True for encoder-decoder models (T5, BART), False for decoder-only ones (GPT-2, Llama).
+
+    Works on PEFT-wrapped models too (they forward `.config` to the base model).
+    """
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts. Call again after freezing parameters or adding adapters.
+
+    Tied weights (T5's shared embedding and output layer) count once, as module.parameters() yields a
+    shared tensor once.
+    """
+    total = trainable = 0
+    for param in model.parameters():
+        count = _numel(param)
+        total += count
+        if param.requires_grad:
+            trainable += count
+    return total, trainable
+
+
+def _numel(param: torch.Tensor) -> int:
+    # bitsandbytes packs two 4-bit weights per byte of storage (QLoRA), so numel() counts half of them;
+    # PEFT's own parameter count makes the same correction.
+    if param.__class__.__name__ == "Params4bit":
+        storage_bytes = param.quant_storage.itemsize if hasattr(param, "quant_storage") else 1
+        return param.numel() * 2 * storage_bytes
+    return param.numel()
+
+
+def model_info(model: Any) -> ModelInfo:
+    """A ModelInfo for `model` as it is now (frozen parts and adapters included)."""
+    total, trainable = count_parameters(model)
+    return ModelInfo(
+        family=ENCODER_DECODER if is_encoder_decoder(model) else DECODER_ONLY,
+        architecture=str(getattr(model.config, "model_type", None) or type(model).__name__),
+        total_params=total,
+        trainable_params=trainable,
+    )
+
+
+# -------------------------------------------------------------------------------------- building
+
+
+def build_model(spec: ModelSpec, tokenizer: PairTokenizer, seed: int | None = None) -> tuple[PreTrainedModel, ModelInfo]:
+    """The model `spec` describes, with its token ids taken from `tokenizer`, and its ModelInfo.
+
+    A preset or `pretrained: false` gives a fresh initialization with exactly the tokenizer's
+    vocabulary; `pretrained: true` loads the checkpoint's weights and grows its embeddings when the
+    tokenizer has more tokens than the checkpoint. With `seed`, initialization (and any new embedding
+    rows) is reproducible: the same seed gives identical weights. The global torch RNG is left as it
+    was, so seeding here does not change the caller's random stream.
+
+    Raises ModelConfigError (a ValueError) for an unknown preset, an override key that is not an
+    attribute of the model's config, an override of a token id, or a value the config rejects.
+    Loading by name/path raises what transformers raises (OSError for a missing folder or model).
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        if spec.preset is not None:
+            model = _build_preset(spec, tokenizer)
+        else:
+            model = _build_named(spec, tokenizer)
+    return model, model_info(model)
+
+
+def _build_preset(spec: ModelSpec, tokenizer: PairTokenizer) -> PreTrainedModel:
+    import transformers
+
+    if spec.preset not in PRESETS:
+        raise ModelConfigError(f"unknown preset {spec.preset!r}. Valid presets: {', '.join(PRESETS)}")
+    family, kwargs = PRESETS[spec.preset]
+    class_name, encoder_decoder = FAMILIES[family]
+    config_class = getattr(transformers, class_name)
+    where = f"preset {spec.preset!r}"
+    overrides = _checked_overrides(config_class(**kwargs), spec.overrides, where)
+    # One constructor call with everything, so values the config derives in __post_init__ (Llama's
+    # head_dim from hidden_size, T5's activation flags, ...) follow the overrides.
+    settings = {**kwargs, "vocab_size": tokenizer.vocab_size, **overrides}
+    settings.update(_fresh_token_ids(tokenizer, encoder_decoder))
+    config = _make_config(lambda: config_class(**settings), where)
+    _drop_forced_eos(config)
+    return _instantiate(config, tokenizer, weights_from=None)
+
+
+def _build_named(spec: ModelSpec, tokenizer: PairTokenizer) -> PreTrainedModel:
+    from transformers import AutoConfig
+
+    name = spec.name_or_path
+    config = AutoConfig.from_pretrained(name, trust_remote_code=spec.trust_remote_code)
+    where = f"model {name!r}"
+    overrides = _checked_overrides(config, spec.overrides, where)
+    if spec.pretrained:
+        # The checkpoint was trained with its own start ids; only pad/eos must match the tokenizer.
+        ids = {"pad_token_id": tokenizer.pad_id, "eos_token_id": tokenizer.eos_id}
+        if config.is_encoder_decoder and getattr(config, "decoder_start_token_id", None) is None:
+            ids["decoder_start_token_id"] = tokenizer.pad_id
+        settings = {**overrides, **ids}
+    else:
+        settings = {**overrides, "vocab_size": tokenizer.vocab_size}
+        settings.update(_fresh_token_ids(tokenizer, config.is_encoder_decoder))
+    # Rebuilt from a dict rather than setattr, so the config validates the new values as a whole.
+    values = {**config.to_dict(), **settings}
+    config = _make_config(lambda: type(config).from_dict(values), where)
+    if not spec.pretrained:
+        _drop_forced_eos(config)
+    return _instantiate(
+        config,
+        tokenizer,
+        weights_from=name if spec.pretrained else None,
+        trust_remote_code=spec.trust_remote_code,
+    )
+
+
+def _checked_overrides(config: PretrainedConfig, overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """`overrides` with aliases resolved (T5's hidden_size -> d_model).
+
+    Raises ModelConfigError for a key the config does not have (transformers would silently keep it
+    as an unused attribute) or a token id key.
+    """
+    checked = {}
+    for key, value in overrides.items():
+        if key in TOKEN_ID_KEYS:
+            raise ModelConfigError(
+                f"{where}: override {key!r} is not allowed; token ids are set from the tokenizer"
+            )
+        if not hasattr(config, key):
+            known = [k for k in config.to_dict() if not k.startswith("_")]
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ModelConfigError(
+                f"{where}: unknown override {key!r}: {type(config).__name__} has no such attribute.{hint}"
+            )
+        checked[config.attribute_map.get(key, key)] = value
+    return checked
+
+
+def _fresh_token_ids(tokenizer: PairTokenizer, encoder_decoder: bool) -> dict[str, int]:
+    """Special ids of a freshly initialized model: all from the tokenizer."""
+    ids = {"pad_token_id": tokenizer.pad_id, "eos_token_id": tokenizer.eos_id}
+    if encoder_decoder:
+        # T5's convention: the decoder starts from pad (BART's default, eos, would be another id here).
+        ids["bos_token_id"] = ids["decoder_start_token_id"] = tokenizer.pad_id
+    else:
+        ids["bos_token_id"] = tokenizer.eos_id  # GPT-2's convention; prompts never start with it here
+    return ids
+
+
+def _drop_forced_eos(config: PretrainedConfig) -> None:
+    # BartConfig defaults to forced_eos_token_id=2, which generate copies into the generation config:
+    # it would force id 2 (not eos in a built vocabulary) as the last token at max_new_tokens. Fresh
+    # models of every family decode the same way, without forcing.
+    if getattr(config, "forced_eos_token_id", None) is not None:
+        config.forced_eos_token_id = None
+
+
+def _make_config(make, where: str) -> PretrainedConfig:
+    """Run `make`, turning the config's validation errors into a ModelConfigError naming the model."""
+    try:
+        return make()
+    except Exception as err:  # strict-dataclass, type and value errors: all mean "bad override value"
+        raise ModelConfigError(f"{where}: invalid model config: {err}") from err
+
+
+def _instantiate(
+    config: PretrainedConfig,
+    tokenizer: PairTokenizer,
+    *,
+    weights_from: str | None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    # float32 explicitly: otherwise a config carrying dtype=bfloat16 (saved from a bf16 run) builds a
+    # bf16 model, and the training engine's precision setting would no longer decide.
+    if weights_from is None:
+        model = auto.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    else:
+        model = auto.from_pretrained(
+            weights_from, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+    if tokenizer.vocab_size > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(tokenizer.vocab_size)
+    _sync_generation_config(model)
+    return model
+
+
+def _sync_generation_config(model: PreTrainedModel) -> None:
+    # A checkpoint's generation_config.json is loaded as is and may disagree with the ids set above.
+    generation = model.generation_config
+    for key in TOKEN_ID_KEYS + ("forced_eos_token_id",):
+        if hasattr(model.config, key):
+            setattr(generation, key, getattr(model.config, key))

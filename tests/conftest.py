@@ -1,0 +1,41 @@
+"""Shared fixtures. Everything is built in code or written to tmp_path: no network, no hub."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Never reach for the Hugging Face hub from tests: local paths only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_cache(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "hf_cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+
+
+def minimal_config(tmp_path: Path, **sections) -> dict:
+    """The smallest valid experiment config as a dict, storage under tmp_path; sections replace defaults."""
+    raw = {
+        "run": {"name": "test", "storage_path": str(tmp_path / "runs")},
+        "data": {"split_sizes": {"train": 300, "validation": 20, "test": 20}},
+        "models": {"student": {"preset": "t5-tiny"}},
+    }
+    raw.update(sections)
+    return raw
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def ray_t2t_bin() -> str:
+    return str(Path(sys.executable).parent / "ray-t2t")

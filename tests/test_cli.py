@@ -1,0 +1,77 @@
+"""The `ray-t2t` command line, in process and as the installed console script."""
+
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import REPO, minimal_config
+from ray_t2t.cli import main
+
+
+def write(tmp_path, raw):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_validate_quickstart(capsys):
+    assert main(["validate", str(REPO / "configs/quickstart.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "valid (config hash" in out and "kd_logits" in out
+
+
+def test_validate_unknown_key_exits_nonzero_listing_valid_keys(capsys):
+    assert main(["validate", str(REPO / "configs/quickstart.yaml"), "data.no_such_key=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'no_such_key'" in err and "Valid keys: task, cmudict, huggingface, files" in err
+    assert "Traceback" not in err
+
+
+def test_validate_explain_with_and_without_config(capsys):
+    assert main(["validate", "--explain", "--section", "tune"]) == 0
+    out = capsys.readouterr().out
+    assert "tune.seeds" in out and "training." not in out
+    assert main(["validate", str(REPO / "configs/quickstart.yaml"), "tune.seeds=[3, 4]", "--explain"]) == 0
+    assert "tune.seeds  (list of int, default [0])  = [3, 4]" in capsys.readouterr().out
+
+
+def test_validate_needs_a_config_or_explain(capsys):
+    assert main(["validate"]) == 2
+    assert "give a CONFIG" in capsys.readouterr().err
+    assert main(["validate", "training.max_steps=3"]) == 2
+    assert "expected a config file before the overrides" in capsys.readouterr().err
+
+
+def test_data_prints_identical_summaries_on_two_runs(tmp_path, capsys):
+    config = write(tmp_path, minimal_config(tmp_path))
+    assert main(["data", config, "--show", "2"]) == 0
+    first = capsys.readouterr().out
+    assert main(["data", config, "--show", "2"]) == 0
+    second = capsys.readouterr().out
+    assert "train" in first and "300" in first and "(built)" in first and "(reused)" in second
+    summary = lambda out: [line for line in out.splitlines() if line.startswith(("task", "tokenizer", "train", "validation", "test", "  "))]
+    assert summary(first) == summary(second) and len(summary(first)) >= 11
+
+
+def test_data_bad_input_exits_nonzero_without_traceback(tmp_path, capsys):
+    raw = minimal_config(tmp_path, data={"task": "files", "files": {"train": str(tmp_path / "missing.csv")}})
+    assert main(["data", write(tmp_path, raw)]) == 2
+    err = capsys.readouterr().err
+    assert "file not found" in err and "missing.csv" in err and "Traceback" not in err
+
+
+def test_console_script_is_installed(ray_t2t_bin, tmp_path):
+    done = subprocess.run([ray_t2t_bin, "validate", str(REPO / "configs/quickstart.yaml"), "data.no_such_key=1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Valid keys" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([ray_t2t_bin, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "validate" in done.stdout and "data" in done.stdout
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["data", "--help"]])
+def test_help_and_version(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip()
