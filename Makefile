@@ -1,0 +1,36 @@
+# The two set-up commands (see README):
+#   make demo   create .venv, install pinned dependencies, run the embedded default
+#   make test   create .venv, install pinned dependencies, run the tests
+# Other targets: make install, make clean.
+#
+# requirements.lock pins every package; torch==2.13.0 is the CPU build where pip finds one (as on
+# our CPU machines). Elsewhere, on a CPU-only machine, add the CPU wheel index to skip the CUDA build:
+#   make test PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP_EXTRA ?=
+CONFIG ?= configs/quickstart.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install demo test clean
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/ray-t2t validate $(CONFIG)
+	$(BIN)/ray-t2t data $(CONFIG)
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) ray_t2t_runs .pytest_cache *.egg-info
