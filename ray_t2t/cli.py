@@ -10,6 +10,7 @@ Errors in the user's input (config, data) print one clear message and exit with 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ray_t2t import __version__
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
