@@ -1,13 +1,17 @@
 """Batches: tokenized examples -> the tensors a model takes, padded to the longest in the batch.
 
-    from ray_t2t.batching import collate_decoder_only, collate_encoder_decoder, prompts_decoder_only
+    from ray_t2t.batching import (
+        collate_decoder_only, collate_encoder_decoder, prompts_decoder_only, prompts_encoder_decoder,
+    )
 
     sources, targets = tok.encode_sources(words), tok.encode_targets(phonemes)
     batch = collate_encoder_decoder(sources, targets, tok.pad_id)          # T5, BART
     batch = collate_decoder_only(sources, targets, tok.pad_id, tok.sep_id)  # GPT-2, Llama
     loss = model(**batch).loss
 
-    input_ids, attention_mask = prompts_decoder_only(sources, tok.pad_id, tok.sep_id)  # for generate
+    # generation inputs: the same source side as in training
+    input_ids, attention_mask = prompts_encoder_decoder(sources, tok.pad_id)            # right-padded
+    input_ids, attention_mask = prompts_decoder_only(sources, tok.pad_id, tok.sep_id)   # left-padded
 
 Sources and targets are given as PairTokenizer.encode_* returns them: each ends in end-of-sequence.
 
@@ -44,7 +48,7 @@ def collate_encoder_decoder(source_ids: Ids, target_ids: Ids, pad_id: int) -> di
     Raises ValueError if the batch is empty, the two lists differ in length, or a sequence is empty.
     """
     _check_pairs(source_ids, target_ids)
-    input_ids, attention_mask = _pad(source_ids, pad_id, left=False)
+    input_ids, attention_mask = prompts_encoder_decoder(source_ids, pad_id)
     labels, _ = _pad(target_ids, IGNORE_INDEX, left=False)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
@@ -66,6 +70,15 @@ def collate_decoder_only(source_ids: Ids, target_ids: Ids, pad_id: int, sep_id: 
     input_ids, attention_mask = _pad(sequences, pad_id, left=False)
     labels_tensor, _ = _pad(labels, IGNORE_INDEX, left=False)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels_tensor}
+
+
+def prompts_encoder_decoder(source_ids: Ids, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of right-padded encoder inputs, for training and generation alike.
+
+    Raises ValueError if the batch or a source is empty.
+    """
+    _check_sequences("source", source_ids)
+    return _pad(source_ids, pad_id, left=False)
 
 
 def prompts_decoder_only(source_ids: Ids, pad_id: int, sep_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,13 +105,17 @@ def decoder_only_prompt(source: Sequence[int], sep_id: int) -> list[int]:
 
 
 def _check_pairs(source_ids: Ids, target_ids: Ids) -> None:
-    if not source_ids:
-        raise ValueError("empty batch")
     if len(source_ids) != len(target_ids):
         raise ValueError(f"{len(source_ids)} sources but {len(target_ids)} targets")
-    for name, sequences in (("source", source_ids), ("target", target_ids)):
-        if any(len(ids) == 0 for ids in sequences):
-            raise ValueError(f"empty {name} sequence; sequences end in end-of-sequence (PairTokenizer.encode_*)")
+    _check_sequences("source", source_ids)
+    _check_sequences("target", target_ids)
+
+
+def _check_sequences(name: str, sequences: Ids) -> None:
+    if not sequences:
+        raise ValueError("empty batch")
+    if any(len(ids) == 0 for ids in sequences):
+        raise ValueError(f"empty {name} sequence; sequences end in end-of-sequence (PairTokenizer.encode_*)")
 
 
 def _pad(sequences: Ids, value: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:

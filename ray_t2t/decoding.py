@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ray_t2t.batching import collate_encoder_decoder, prompts_decoder_only
+from ray_t2t.batching import prompts_decoder_only, prompts_encoder_decoder
 from ray_t2t.models import is_encoder_decoder
 
 if TYPE_CHECKING:
@@ -114,8 +114,7 @@ def _generate_batch(
     device = _device_of(model)
     encoder_decoder = is_encoder_decoder(model)
     if encoder_decoder:
-        batch = collate_encoder_decoder(sources, sources, tokenizer.pad_id)  # targets unused here
-        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        input_ids, attention_mask = prompts_encoder_decoder(sources, tokenizer.pad_id)
     else:
         input_ids, attention_mask = prompts_decoder_only(sources, tokenizer.pad_id, tokenizer.sep_id)
     output = model.generate(

@@ -4,7 +4,7 @@
     from ray_t2t.models import build_model, count_parameters, model_info
 
     model, info = build_model(ModelSpec(preset="t5-tiny"), tokenizer, seed=0)
-    info.describe()                  # 't5 encoder-decoder, 0.05M parameters (0.05M trainable)'
+    info.describe()                  # 't5 encoder-decoder, 0.03M parameters (0.03M trainable)'
     model, info = build_model(ModelSpec(name_or_path="runs/base/checkpoint"), tokenizer)
 
     for p in model.encoder.parameters():
@@ -17,8 +17,9 @@ end-of-sequence everywhere; for a freshly initialized model also the start ids (
 decoder starts from pad, as in T5; a decoder-only model's bos is its eos, as in GPT-2). A model
 loaded with pretrained weights keeps the start ids it was trained with.
 
-Models are created in float32; mixed precision is the training engine's job. Importing this module is
-cheap: torch and transformers are imported inside the functions that need them.
+Models are created in float32 (mixed precision is the training engine's job) and returned in eval
+mode, whether built or loaded: call model.train() to train. Importing this module is cheap: torch and
+transformers are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -123,14 +124,17 @@ def model_info(model: Any) -> ModelInfo:
 # -------------------------------------------------------------------------------------- building
 
 
-def build_model(spec: ModelSpec, tokenizer: PairTokenizer, seed: int | None = None) -> tuple[PreTrainedModel, ModelInfo]:
+def build_model(
+    spec: ModelSpec, tokenizer: PairTokenizer, seed: int | None = None
+) -> tuple[PreTrainedModel, ModelInfo]:
     """The model `spec` describes, with its token ids taken from `tokenizer`, and its ModelInfo.
 
     A preset or `pretrained: false` gives a fresh initialization with exactly the tokenizer's
     vocabulary; `pretrained: true` loads the checkpoint's weights and grows its embeddings when the
     tokenizer has more tokens than the checkpoint. With `seed`, initialization (and any new embedding
     rows) is reproducible: the same seed gives identical weights. The global torch RNG is left as it
-    was, so seeding here does not change the caller's random stream.
+    was, so seeding here does not change the caller's random stream. The model is returned in eval
+    mode; call model.train() before training it.
 
     Raises ModelConfigError (a ValueError) for an unknown preset, an override key that is not an
     attribute of the model's config, an override of a token id, or a value the config rejects.
@@ -268,6 +272,9 @@ def _instantiate(
     if tokenizer.vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(tokenizer.vocab_size)
     _sync_generation_config(model)
+    # from_pretrained returns eval mode and from_config train mode; every built model starts the same
+    # way, in eval mode (a teacher then gives deterministic outputs). Trainers call model.train().
+    model.eval()
     return model
 
 
