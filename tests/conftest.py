@@ -31,6 +31,17 @@ def minimal_config(tmp_path: Path, **sections) -> dict:
     return raw
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine they lose a lot."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO

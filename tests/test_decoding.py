@@ -32,13 +32,7 @@ def tok() -> PairTokenizer:
     return PairTokenizer.build(WORDS + UNSEEN, PHONEMES, "char", "word")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from threads, and on a busy 2-core machine they lose a lot.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # ------------------------------------------------------------------------------------ batching
