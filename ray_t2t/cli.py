@@ -3,6 +3,7 @@
     ray-t2t validate CONFIG [section.key=value ...] [--explain [--section NAME]]
     ray-t2t validate --explain [--section NAME]      # every config field, its type, default and meaning
     ray-t2t data CONFIG [section.key=value ...] [--rebuild] [--show N]
+    ray-t2t train CONFIG [method=NAME] [section.key=value ...]
 
 Errors in the user's input (config, data) print one clear message and exit with status 2.
 """
@@ -84,6 +85,23 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from ray_t2t.config import load_config
+    from ray_t2t.train.launcher import summarize, train
+
+    label = None
+    overrides = []
+    for item in args.overrides:
+        if item.startswith("method="):
+            label = item.removeprefix("method=")
+        else:
+            overrides.append(item)
+    cfg = load_config(args.config, overrides)
+    record = train(cfg, label, log=lambda message: print(message, flush=True))
+    print(summarize(record))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ray-t2t",
@@ -113,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--rebuild", action="store_true", help="rebuild even if a cache exists")
     data.add_argument("--show", type=int, default=3, metavar="N", help="examples to print per split (default 3)")
     data.set_defaults(run=cmd_data)
+
+    train = commands.add_parser(
+        "train",
+        help="train one method on Ray Train + DeepSpeed and write its run record",
+        description="Train one of the config's methods (method=NAME: its label or name) on Ray Train with "
+        "DeepSpeed. Starts a local Ray, or joins the cluster in RAY_ADDRESS. Rerunning the same command "
+        "reuses a finished run and resumes an unfinished one from its last checkpoint.",
+    )
+    _add_config_arguments(train)
+    train.set_defaults(run=cmd_train)
     return parser
 
 

@@ -342,6 +342,15 @@ class PreparedData:
     summary: dict
     reused: bool = False
 
+    @classmethod
+    def open(cls, path: str | Path) -> "PreparedData":
+        """A finished cache folder, e.g. in a training worker. Raises DataError if it is incomplete."""
+        path = Path(path)
+        marker = path / COMPLETE_MARKER
+        if not marker.is_file():
+            raise DataError(f"{path} is not a finished data folder (no {COMPLETE_MARKER}); run `ray-t2t data` again")
+        return cls(path, json.loads(marker.read_text()), reused=True)
+
     def tokenizer(self) -> PairTokenizer:
         return PairTokenizer.load(self.path / "tokenizer")
 

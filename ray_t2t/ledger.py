@@ -1,0 +1,121 @@
+"""Time, device-seconds, money and the run record: one format for every run, teacher runs included.
+
+The report reads only run records. A record is one JSON file, written by rank 0 next to the run:
+
+    <storage_path>/<run.name>/runs/<label>/record.json
+
+Definitions used everywhere:
+- a *device* is what a worker computes on: one GPU, or the CPU cores reserved for a CPU worker, so
+  device-seconds = seconds x workers x (GPUs, or CPU cores, per worker);
+- training time counts the optimizer steps only; evaluation and checkpointing are timed apart, so a
+  method is not charged for how often it is measured;
+- cost = device-hours x the price of that device in the config's `cost` table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray_t2t.config import ExperimentConfig
+from ray_t2t.errors import ConfigError
+
+RECORD_FILE = "record.json"
+RECORD_VERSION = 1
+
+# Peak dense bf16 FLOP/s per device, for MFU. CPUs vary too much to list: MFU is null there.
+PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What one training run occupies."""
+
+    workers: int
+    device_type: str  # "cpu" or the accelerator name ("H100", ...)
+    devices_per_worker: float  # GPUs per worker, or CPU cores per worker
+
+    @property
+    def devices(self) -> float:
+        return self.workers * self.devices_per_worker
+
+    def price_per_device_hour(self, cfg: ExperimentConfig) -> float:
+        if self.device_type == "cpu":
+            return cfg.cost.cpu_hour
+        prices = cfg.cost.device_hour
+        if self.device_type not in prices:
+            raise ConfigError(
+                f"cost.device_hour has no price for {self.device_type!r} (prices for: {', '.join(prices) or 'none'})"
+            )
+        return prices[self.device_type]
+
+    def as_dict(self) -> dict:
+        return {
+            "workers": self.workers,
+            "device_type": self.device_type,
+            "devices_per_worker": self.devices_per_worker,
+            "devices": self.devices,
+            "host_cpu": platform.processor() or platform.machine(),
+            "host_cpu_count": os.cpu_count(),
+        }
+
+
+def hardware_of(cfg: ExperimentConfig, gpu_name: str | None = None) -> Hardware:
+    """The hardware a run with this config's scaling section occupies."""
+    scaling = cfg.scaling
+    resources = scaling.resources_per_worker or {}
+    if scaling.use_gpu:
+        device_type = scaling.accelerator_type or _short_gpu_name(gpu_name) or "gpu"
+        return Hardware(scaling.num_workers, device_type, float(resources.get("GPU", 1)))
+    return Hardware(scaling.num_workers, "cpu", float(resources.get("CPU", 1)))
+
+
+def _short_gpu_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    for known in PEAK_FLOPS:
+        if known in name.upper():
+            return known
+    return name
+
+
+def cost_of(device_seconds: float, hardware: Hardware, cfg: ExperimentConfig) -> float:
+    return device_seconds / 3600 * hardware.price_per_device_hour(cfg)
+
+
+def mfu(flops_per_s: float, hardware: Hardware) -> float | None:
+    """Model FLOPs utilization of the run's devices; None where the peak is unknown (CPUs)."""
+    peak = PEAK_FLOPS.get(hardware.device_type)
+    if peak is None:
+        return None
+    return flops_per_s / (peak * hardware.devices)
+
+
+def write_record(folder: Path, record: dict[str, Any]) -> Path:
+    """Write record.json atomically (a reader never sees half a record)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RECORD_FILE
+    staging = folder / f".{RECORD_FILE}.{os.getpid()}"
+    staging.write_text(json.dumps(record, indent=1, sort_keys=True))
+    staging.replace(path)
+    return path
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    path = folder / RECORD_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())

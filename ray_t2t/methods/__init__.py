@@ -1,0 +1,83 @@
+"""Training methods: one module each, looked up by name in METHODS.
+
+A method module defines
+
+    build(setup: Setup) -> torch.nn.Module
+        The model to train, with requires_grad set on exactly what trains.
+
+and may define
+
+    check(cfg, params) -> None                                  raises ConfigError before any work
+    collate(setup, source_ids, target_ids) -> dict of tensors   (default: the family's collation)
+    loss(model, batch) -> torch.Tensor                          (default: the model's cross-entropy)
+    export(model, folder, setup) -> None                        (default: save_pretrained)
+    EVALUATES_TASK = False                                      (default True: decode and score)
+
+Everything else (the DeepSpeed engine, batching order, evaluation, checkpoints, the run record) is the
+shared loop's job, in ray_t2t.train, so methods are compared on equal terms. Methods never import Ray.
+Names map to modules of this package only: nothing named in a config is ever imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ray_t2t.config import ExperimentConfig, ModelSpec
+    from ray_t2t.tokenizer import PairTokenizer
+
+METHODS = {
+    "scratch": "ray_t2t.methods.scratch",
+    "finetune": "ray_t2t.methods.finetune",
+    "lora": "ray_t2t.methods.lora",
+    "partial": "ray_t2t.methods.partial",
+}
+
+
+@dataclass
+class Setup:
+    """What a method needs to build its model."""
+
+    cfg: ExperimentConfig
+    params: Any  # the method's entry in cfg.methods (its parameters)
+    tokenizer: PairTokenizer
+    seed: int
+    encoder_decoder: bool | None = None  # set by the loop once the model is built
+
+    def model_spec(self, role: str) -> ModelSpec:
+        return model_spec(self.cfg, role)
+
+
+def model_spec(cfg: ExperimentConfig, role: str) -> ModelSpec:
+    """models.student / models.base / the (first) teacher."""
+    if role == "teacher":
+        return cfg.models.teachers[0]
+    return getattr(cfg.models, role)
+
+
+def get_method(name: str) -> ModuleType:
+    """The module implementing method `name`. Raises KeyError naming the methods there are."""
+    if name not in METHODS:
+        raise KeyError(f"method {name!r} is not implemented yet. Implemented: {', '.join(METHODS)}")
+    return importlib.import_module(METHODS[name])
+
+
+def collate(setup: Setup, source_ids, target_ids) -> dict:
+    """The family's standard batch (encoder-decoder or decoder-only, loss on the target)."""
+    from ray_t2t.batching import collate_decoder_only, collate_encoder_decoder
+
+    tok = setup.tokenizer
+    if setup.encoder_decoder:
+        return collate_encoder_decoder(source_ids, target_ids, tok.pad_id)
+    return collate_decoder_only(source_ids, target_ids, tok.pad_id, tok.sep_id)
+
+
+def cross_entropy(model, batch) -> Any:
+    return model(**batch).loss
+
+
+def save_pretrained(model, folder, setup: Setup) -> None:
+    model.save_pretrained(folder)

@@ -1,0 +1,45 @@
+"""partial: fine-tune only part of a pretrained model; everything else stays frozen.
+
+    ray-t2t train CONFIG method=partial methods.0.trainable=top_layers methods.0.top_n_layers=2
+
+Parameters: `model` (default base), `trainable`:
+- top_layers: the last `top_n_layers` blocks of the decoder (decoder-only: of the stack), its final
+  norm and the output layer. T5 ties its output layer to the shared embedding, which then trains too.
+- decoder: the whole decoder of an encoder-decoder model (the encoder stays frozen).
+"""
+
+from ray_t2t.errors import ConfigError
+from ray_t2t.methods import Setup
+from ray_t2t.methods.finetune import check  # noqa: F401  (needs pretrained weights too)
+from ray_t2t.models import build_model
+
+
+def decoder_stack(model):
+    """(decoder module, its list of blocks): T5/BART decoders, GPT-2 and Llama stacks."""
+    stack = model.get_decoder() if model.config.is_encoder_decoder else model.base_model
+    for name in ("block", "layers", "h"):
+        blocks = getattr(stack, name, None)
+        if blocks is not None:
+            return stack, blocks
+    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__}")
+
+
+def build(setup: Setup):
+    params = setup.params
+    model, _ = build_model(setup.model_spec(params.model), setup.tokenizer, seed=setup.seed)
+    model.requires_grad_(False)
+    stack, blocks = decoder_stack(model)
+    if params.trainable == "decoder":
+        if not model.config.is_encoder_decoder:
+            raise ConfigError("partial with trainable=decoder needs an encoder-decoder model; use top_layers")
+        stack.requires_grad_(True)
+    else:
+        if params.top_n_layers > len(blocks):
+            raise ConfigError(f"partial: top_n_layers={params.top_n_layers} but the model has {len(blocks)} blocks")
+        for block in blocks[-params.top_n_layers:]:
+            block.requires_grad_(True)
+        for name, module in stack.named_children():  # the final norm after the blocks
+            if "norm" in name or name == "ln_f":
+                module.requires_grad_(True)
+    model.get_output_embeddings().requires_grad_(True)
+    return model

@@ -1,0 +1,18 @@
+"""scratch: a randomly initialized model trained on the task — the baseline with no prior knowledge.
+
+    ray-t2t train configs/quickstart.yaml method=scratch
+
+Parameters: `model` (student, teacher or base: which of `models` to build). A Hugging Face name or
+path is used for its architecture only; its weights are not loaded.
+"""
+
+from ray_t2t.methods import Setup
+from ray_t2t.models import build_model
+
+
+def build(setup: Setup):
+    spec = setup.model_spec(setup.params.model)
+    if spec.name_or_path is not None:
+        spec = spec.model_copy(update={"pretrained": False})
+    model, _ = build_model(spec, setup.tokenizer, seed=setup.seed)
+    return model

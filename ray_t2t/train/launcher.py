@@ -1,0 +1,178 @@
+"""Run one method of an experiment on Ray Train: what `ray-t2t train CONFIG method=NAME` does.
+
+    from ray_t2t.config import load_config
+    from ray_t2t.train.launcher import train
+    record = train(load_config("configs/quickstart.yaml"), "scratch")
+
+Driver side only: it checks the method before any work, prepares the data, and builds the
+TorchTrainer (ScalingConfig, RunConfig, FailureConfig, CheckpointConfig from the config). The loop
+itself runs in the workers (ray_t2t.train.loop).
+
+Reruns: a run is `<storage_path>/<run.name>/runs/<label>/`. A finished run with the same settings is
+reused, not retrained; an unfinished one resumes from its last checkpoint, because the TorchTrainer
+gets the same RunConfig(storage_path, name) again. A folder holding a run of different settings is
+refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from ray_t2t.config import ExperimentConfig, config_hash
+from ray_t2t.data import prepare_data
+from ray_t2t.errors import ConfigError, UserError
+from ray_t2t.ledger import hardware_of, read_record, write_record
+from ray_t2t.methods import get_method
+from ray_t2t.train.loop import FAIL_ONCE_ENV, method_entry, train_loop_per_worker
+
+RUN_HASH_FILE = "run_hash"
+
+
+def choose_method(cfg: ExperimentConfig, label: str | None):
+    """The methods entry named `label` (its label, or its method name); the only one if None."""
+    labels = [m.label or m.name for m in cfg.methods]
+    if not labels:
+        raise ConfigError("the config lists no methods; add one under `methods`")
+    if label is None:
+        if len(labels) > 1:
+            raise ConfigError(f"the config lists several methods; choose one with method=NAME ({', '.join(labels)})")
+        label = labels[0]
+    try:
+        return method_entry(cfg, label)
+    except KeyError:
+        raise ConfigError(f"no method {label!r} in the config. Methods: {', '.join(labels)}") from None
+
+
+def run_hash(cfg: ExperimentConfig, entry) -> str:
+    """What decides a run's result: every section a worker reads, and this method's entry."""
+    dump = cfg.model_dump(mode="json")
+    relevant = {key: dump[key] for key in ("seed", "data", "models", "training", "eval", "scaling", "deepspeed", "cost")}
+    relevant["method"] = entry.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure_ray(use_gpu: bool) -> None:
+    """Join the cluster named by RAY_ADDRESS (as under `ray job submit`), or start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env_vars = {"DS_ACCELERATOR": "cuda" if use_gpu else "cpu", "TOKENIZERS_PARALLELISM": "false"}
+    if FAIL_ONCE_ENV in os.environ:
+        env_vars[FAIL_ONCE_ENV] = os.environ[FAIL_ONCE_ENV]
+    runtime_env = {"env_vars": env_vars}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True)
+    else:
+        ray.init(runtime_env=runtime_env, include_dashboard=False, _node_ip_address="127.0.0.1")
+
+
+def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train one method; returns its run record. Raises UserError (before any training) for a bad
+    method choice or config, and UserError if training fails."""
+    entry = choose_method(cfg, label)
+    label = entry.label or entry.name
+    try:
+        method = get_method(entry.name)
+    except KeyError as err:
+        raise ConfigError(str(err.args[0])) from None
+    if hasattr(method, "check"):
+        method.check(cfg, entry)
+    if not cfg.scaling.use_gpu or cfg.scaling.accelerator_type:
+        hardware_of(cfg).price_per_device_hour(cfg)  # a missing price fails now, not after training
+
+    run_dir = (cfg.experiment_dir / "runs" / label).resolve()
+    this_run = run_hash(cfg, entry)
+    hash_file = run_dir / RUN_HASH_FILE
+    if hash_file.is_file() and hash_file.read_text().strip() != this_run:
+        raise UserError(
+            f"{run_dir} holds a run of '{label}' with other settings. Use another run.name or method "
+            "label, or remove that folder to start over"
+        )
+    record = read_record(run_dir)
+    if record is not None and record.get("status") == "finished":
+        log(f"{label}: reusing the finished run in {run_dir}")
+        return record
+
+    prepared = prepare_data(cfg, log=log)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    hash_file.write_text(this_run)
+    ensure_ray(cfg.scaling.use_gpu)
+
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    scaling = cfg.scaling
+    resources = scaling.resources_per_worker
+    payload = {
+        "config": cfg.model_dump(mode="json"),
+        "label": label,
+        "data_path": str(prepared.path.resolve()),
+        "run_dir": str(run_dir),
+        "config_hash": config_hash(cfg),
+        "run_hash": this_run,
+        "threads": int((resources or {}).get("CPU", 1)),
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=payload,
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=scaling.placement_strategy,
+            accelerator_type=scaling.accelerator_type,
+        ),
+        run_config=RunConfig(
+            name=label,
+            storage_path=str((cfg.experiment_dir / "train").resolve()),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep),
+        ),
+    )
+    log(f"{label}: training on Ray ({scaling.num_workers} worker(s)); run folder {run_dir}")
+    try:
+        trainer.fit()
+    except Exception as err:  # Ray wraps the worker's exception; the run folder keeps its checkpoints
+        reason = f"{type(err).__name__}: {err}"
+        write_record(run_dir, {"label": label, "method": entry.name, "run_hash": this_run, "status": "failed",
+                               "reason": reason[:4000]})
+        raise UserError(f"training '{label}' failed: {reason}\nRerun the same command to resume from the last checkpoint.") from None
+    record = read_record(run_dir)
+    if record is None or record.get("status") != "finished":
+        raise UserError(f"training '{label}' ended without writing its run record in {run_dir}")
+    return record
+
+
+def summarize(record: dict) -> str:
+    """A few lines for the terminal."""
+    metric = record["metric"]["name"]
+    test = record["final"]["test"]
+    lines = [
+        f"{record['label']} ({record['method']}): {record['steps']['done']}/{record['steps']['planned']} steps"
+        + (", stopped at target" if record["stopped_at_target"] else "")
+        + (f", resumed {record['resumes']}x" if record["resumes"] else ""),
+        f"  model      {record['model']['architecture']} {record['model']['family'].replace('_', '-')}, "
+        f"{record['model']['total_params'] / 1e6:.2f}M parameters ({record['model']['trainable_params'] / 1e6:.2f}M trained)",
+        f"  test       " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()),
+        f"  training   {record['times']['train_s']:.1f}s, {record['device_seconds'] / 3600:.4f} device-hours "
+        f"({record['hardware']['devices']:g} x {record['hardware']['device_type']}), "
+        f"{record['cost']['total']:.4f} {record['cost']['currency']}, {record['tokens_per_s'] or 0:,.0f} tokens/s",
+    ]
+    ttt = record["time_to_target"]
+    target = record["target"]
+    if target:
+        reached = (f"reached at step {ttt['step']} after {ttt['wall_s']:.1f}s, {ttt['cost']:.4f} {record['cost']['currency']}"
+                   if ttt else "not reached")
+        lines.append(f"  target     {target['metric']} {target['op']} {target['value']:g}: {reached}")
+    if record.get("inference"):
+        inf = record["inference"]
+        lines.append(f"  inference  {inf['tokens_per_s'] or 0:,.0f} tokens/s (batch {inf['batch_size']}), "
+                     f"{inf['latency_s'] * 1000:.1f} ms per example alone")
+    lines.append(f"  record     {Path(record['model']['export_path']).parent / 'record.json'}")
+    lines.append(f"  model      {record['model']['export_path']}")
+    return "\n".join(lines)

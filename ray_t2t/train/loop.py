@@ -1,0 +1,418 @@
+"""The training loop every method runs: one copy per worker, on a DeepSpeed engine.
+
+Read it top to bottom: build the method's model -> DeepSpeed engine (ZeRO stage, precision, offload,
+accumulation, clipping from the config) -> resume from the latest checkpoint if there is one -> steps
+(micro-batches from BatchOrder, so the data position is the step count) -> every `eval.every_n_steps`
+the task metric on validation -> every `run.checkpoint_every_n_steps` a DeepSpeed checkpoint reported
+to Ray -> at the end: test metrics, the exported model, inference speed, and the run record.
+
+Clocks: `train_s` counts optimizer steps only; evaluation, checkpoints and export have their own
+clocks, so how often a run is measured does not change its cost. All clocks are kept in the
+checkpoint, so a resumed run continues its curve and its totals where the checkpoint left them.
+
+The loop never imports Ray: it talks to a TrainContext (ray_t2t.train.context).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ray_t2t.config import ExperimentConfig, validate_config
+from ray_t2t.data import PreparedData
+from ray_t2t.ledger import cost_of, hardware_of, mfu, write_record
+from ray_t2t.methods import Setup, collate, cross_entropy, get_method, save_pretrained
+from ray_t2t.metrics import METRICS, compute_metrics
+from ray_t2t.models import count_parameters, is_encoder_decoder
+from ray_t2t.train.batch_order import BatchOrder
+
+CHECKPOINT_TAG = "ray_t2t"
+# Test hook: "STEP:MARKER_FILE" makes rank 0 raise once at STEP (then creates MARKER_FILE), to prove
+# that a failed worker group resumes from its last checkpoint.
+FAIL_ONCE_ENV = "RAY_T2T_FAIL_ONCE_AT_STEP"
+
+
+def train_loop_per_worker(payload: dict) -> None:
+    """Ray Train's entry point (TorchTrainer's train_loop_per_worker)."""
+    from ray_t2t.train.context import RayTrainContext
+
+    run_worker(payload, RayTrainContext())
+
+
+def method_entry(cfg: ExperimentConfig, label: str):
+    for entry in cfg.methods:
+        if (entry.label or entry.name) == label:
+            return entry
+    raise KeyError(label)
+
+
+def deepspeed_config(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
+    ds = cfg.deepspeed
+    precision = ds.precision if ds.precision != "auto" else ("bf16" if cfg.scaling.use_gpu else "fp32")
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if ds.offload_params:
+        zero["offload_param"] = {"device": "cpu"}
+    config = {
+        "train_micro_batch_size_per_gpu": cfg.training.batch_size,
+        "gradient_accumulation_steps": ds.gradient_accumulation_steps,
+        "train_batch_size": cfg.training.batch_size * ds.gradient_accumulation_steps * world_size,
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},
+        # torch's AdamW is given to the engine: no JIT-built optimizer ops, also under ZeRO offload.
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+    }
+    if ds.gradient_clipping > 0:
+        config["gradient_clipping"] = ds.gradient_clipping
+    return config
+
+
+def lr_factor(step: int, cfg: ExperimentConfig) -> float:
+    """Multiplier of the peak learning rate for optimizer step `step` (0-based): linear warmup, then
+    linear or cosine decay to zero at max_steps, or constant."""
+    training = cfg.training
+    if step < training.warmup_steps:
+        return (step + 1) / training.warmup_steps
+    if training.lr_schedule == "constant":
+        return 1.0
+    progress = (step - training.warmup_steps) / max(1, training.max_steps - training.warmup_steps)
+    progress = min(1.0, progress)
+    if training.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+class Split:
+    """One split's token ids and references, as plain lists."""
+
+    def __init__(self, data: PreparedData, name: str):
+        table = data.read_split(name)
+        self.source_ids = table.column("source_ids").to_pylist()
+        self.target_ids = table.column("target_ids").to_pylist()
+        self.references = table.column("references").to_pylist()
+
+    def __len__(self) -> int:
+        return len(self.source_ids)
+
+
+def _log(ctx, message: str) -> None:
+    if ctx.rank == 0:
+        print(f"[ray-t2t] {message}", flush=True)
+
+
+@contextmanager
+def full_parameters(engine):
+    """Under ZeRO-3 each rank holds a shard of every weight: gather them for decoding and export.
+    A collective: every rank enters."""
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield
+    else:
+        yield
+
+
+def _all_gather(ctx, value):
+    import torch.distributed as dist
+
+    if ctx.world_size == 1:
+        return [value]
+    gathered = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def evaluate(engine, method, setup: Setup, split: Split, ctx, device, limit: int | None = None) -> dict[str, float]:
+    """Validation loss (teacher-forced) and, for task-evaluating methods, the eval metrics on decoded
+    outputs. Each rank takes every world_size-th example; results are gathered, so every rank returns
+    the same numbers (and takes the same stop-at-target decision)."""
+    import torch
+
+    from ray_t2t.decoding import generate
+
+    cfg = setup.cfg
+    model = engine.module
+    count = len(split) if limit is None else min(limit, len(split))
+    mine = list(range(ctx.rank, count, ctx.world_size))
+    sources = [split.source_ids[i] for i in mine]
+    targets = [split.target_ids[i] for i in mine]
+    model.eval()
+    loss_sum, loss_tokens, predictions = 0.0, 0, []
+    with torch.no_grad(), full_parameters(engine):
+        step = cfg.eval.batch_size
+        for start in range(0, len(mine), step):
+            batch = getattr(method, "collate", collate)(setup, sources[start : start + step], targets[start : start + step])
+            batch = {key: value.to(device) for key, value in batch.items()}
+            tokens = int((batch["labels"] != -100).sum())
+            loss_sum += float(getattr(method, "loss", cross_entropy)(model, batch)) * tokens
+            loss_tokens += tokens
+        if getattr(method, "EVALUATES_TASK", True) and sources:
+            max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
+            predictions = generate(model, setup.tokenizer, sources, max_new_tokens=max_new,
+                                   num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size)
+    model.train()
+    results = _all_gather(ctx, (mine, predictions, loss_sum, loss_tokens))
+    total_tokens = sum(r[3] for r in results)
+    metrics = {"loss": sum(r[2] for r in results) / max(1, total_tokens)}
+    if getattr(method, "EVALUATES_TASK", True):
+        by_index = {i: p for r in results for i, p in zip(r[0], r[1])}
+        order = sorted(by_index)
+        names = dict.fromkeys([cfg.eval.metric, "per", "exact_match"])  # ordered, unique
+        metrics |= compute_metrics([by_index[i] for i in order], [split.references[i] for i in order], list(names))
+    return metrics
+
+
+def _reached(metrics: dict, cfg: ExperimentConfig) -> bool:
+    target = cfg.eval.target
+    if target is None or target.metric not in metrics:
+        return False
+    value = metrics[target.metric]
+    return value <= target.value if target.op == "<=" else value >= target.value
+
+
+def _peak_memory_bytes(device) -> int:
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _inference_speed(model, setup: Setup, split: Split) -> dict[str, float]:
+    """Greedy decoding of the final model: tokens/s at the eval batch size, and one-example latency."""
+    from ray_t2t.decoding import generate_ids
+
+    cfg = setup.cfg
+    max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
+    sources = split.source_ids[:256]
+    started = time.perf_counter()
+    outputs = generate_ids(model, setup.tokenizer, sources, max_new_tokens=max_new, batch_size=cfg.eval.batch_size)
+    batch_s = time.perf_counter() - started
+    singles = sources[:16]
+    started = time.perf_counter()
+    for source in singles:
+        generate_ids(model, setup.tokenizer, [source], max_new_tokens=max_new, batch_size=1)
+    latency = (time.perf_counter() - started) / max(1, len(singles))
+    generated = sum(len(ids) for ids in outputs)
+    return {"tokens_per_s": generated / batch_s if batch_s else None, "latency_s": latency,
+            "batch_size": cfg.eval.batch_size, "examples": len(sources)}
+
+
+def run_worker(payload: dict, ctx) -> None:
+    """Train one method on this worker. `payload`: config (dict), label, data_path, run_dir,
+    config_hash, threads (CPU threads per worker)."""
+    wall_start = time.perf_counter()
+    cfg = validate_config(payload["config"])
+    use_gpu = cfg.scaling.use_gpu
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")
+    import deepspeed
+    import torch
+
+    entry = method_entry(cfg, payload["label"])
+    method = get_method(entry.name)
+    if use_gpu:
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, int(payload.get("threads", 1))))
+    run_dir = Path(payload["run_dir"])
+    data = PreparedData.open(payload["data_path"])
+    setup = Setup(cfg, entry, data.tokenizer(), seed=cfg.seed)
+    model = method.build(setup)
+    setup.encoder_decoder = is_encoder_decoder(model)
+    total_params, trainable_params = count_parameters(model)
+    model.train()
+    train, validation = Split(data, "train"), Split(data, "validation")
+    order = BatchOrder(
+        [len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
+        cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length,
+    )
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.training.learning_rate,
+        weight_decay=cfg.training.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, ctx.world_size)
+    )
+    gpu_name = torch.cuda.get_device_name(device) if use_gpu else None
+    hardware = hardware_of(cfg, gpu_name)
+    price = hardware.price_per_device_hour(cfg)
+    accumulation = cfg.deepspeed.gradient_accumulation_steps
+    max_steps = cfg.training.max_steps
+
+    state: dict[str, Any] = {
+        "step": 0, "tokens": 0, "train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "setup_s": 0.0,
+        "curve": [], "time_to_target": None, "stopped_at_target": False, "resumes": 0, "restart_s": 0.0,
+    }
+    with ctx.latest_checkpoint() as folder:
+        if folder is not None:
+            _, client = engine.load_checkpoint(folder, tag=CHECKPOINT_TAG)
+            state = client["ray_t2t"]
+            torch.set_rng_state(client["rng"])
+            state["resumes"] += 1
+            _log(ctx, f"resumed from checkpoint at step {state['step']} (resume {state['resumes']})")
+    state["setup_s"] += time.perf_counter() - wall_start
+    _log(ctx, f"{entry.label or entry.name}: {entry.name} on {hardware.workers} x {hardware.device_type}, "
+              f"{total_params / 1e6:.2f}M parameters ({trainable_params / 1e6:.2f}M trainable), "
+              f"ZeRO {cfg.deepspeed.zero_stage}, {max_steps} steps, setup {time.perf_counter() - wall_start:.1f}s")
+
+    fail_at = os.environ.get(FAIL_ONCE_ENV)
+    loss_sum = torch.zeros((), device=device)  # summed on device: no host sync per step
+    loss_count = 0
+    log_every = max(1, max_steps // 20)
+    while state["step"] < max_steps and not state["stopped_at_target"]:
+        if fail_at and ctx.rank == 0:
+            fail_step, marker = fail_at.split(":", 1)
+            if state["step"] == int(fail_step) and not Path(marker).exists():
+                Path(marker).touch()
+                raise RuntimeError(f"injected failure at step {fail_step} ({FAIL_ONCE_ENV})")
+        step_start = time.perf_counter()
+        for micro in range(accumulation):
+            indices = order.indices(state["step"] * accumulation + micro)
+            sources = [train.source_ids[i] for i in indices]
+            targets = [train.target_ids[i] for i in indices]
+            batch = getattr(method, "collate", collate)(setup, sources, targets)
+            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            loss = getattr(method, "loss", cross_entropy)(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            loss_sum += loss.detach()
+            loss_count += 1
+            # Ranks' batches differ in length by little (length-grouped); rank 0's count stands for all.
+            state["tokens"] += sum(len(s) + len(t) for s, t in zip(sources, targets)) * ctx.world_size
+        state["step"] += 1
+        state["train_s"] += time.perf_counter() - step_start
+        step = state["step"]
+        last = step == max_steps
+
+        metrics: dict[str, Any] = {"step": step}
+        if step % log_every == 0 or last or step % cfg.eval.every_n_steps == 0:
+            metrics["train_loss"] = float(loss_sum) / max(1, loss_count)
+            loss_sum.zero_()
+            loss_count = 0
+        if step % cfg.eval.every_n_steps == 0 or last:
+            eval_start = time.perf_counter()
+            val = evaluate(engine, method, setup, validation, ctx, device)
+            state["eval_s"] += time.perf_counter() - eval_start
+            device_s = state["train_s"] * hardware.devices
+            point = {"step": step, "wall_s": state["train_s"], "device_s": device_s,
+                     "cost": device_s / 3600 * price, "tokens": state["tokens"],
+                     "train_loss": metrics.get("train_loss"), **{f"val_{k}": v for k, v in val.items()}}
+            state["curve"].append(point)
+            metrics |= {f"val_{k}": v for k, v in val.items()}
+            if state["time_to_target"] is None and _reached(val, cfg):
+                state["time_to_target"] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens")}
+                _log(ctx, f"target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g} "
+                          f"reached at step {step}, {state['train_s']:.1f}s of training")
+                state["stopped_at_target"] = cfg.eval.stop_at_target
+        if "train_loss" in metrics:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("step",))
+            tokens_per_s = state["tokens"] / state["train_s"] if state["train_s"] else 0
+            _log(ctx, f"step {step}/{max_steps}: {shown}, lr {scheduler.get_last_lr()[0]:.3g}, {tokens_per_s:,.0f} tokens/s")
+        if step % cfg.run.checkpoint_every_n_steps == 0 or last or state["stopped_at_target"]:
+            checkpoint_start = time.perf_counter()
+            folder = tempfile.mkdtemp(prefix="ray_t2t_checkpoint_")
+            engine.save_checkpoint(folder, tag=CHECKPOINT_TAG, client_state={"ray_t2t": state, "rng": torch.get_rng_state()})
+            ctx.report(metrics, checkpoint_dir=folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            state["checkpoint_s"] += time.perf_counter() - checkpoint_start
+        elif "val_loss" in metrics:
+            ctx.report(metrics)
+
+    _finish(engine, method, setup, data, ctx, device, state, hardware, price, run_dir, payload,
+            total_params, trainable_params, wall_start)
+
+
+def _finish(engine, method, setup, data, ctx, device, state, hardware, price, run_dir, payload,
+            total_params, trainable_params, wall_start) -> None:
+    """Test metrics, export, inference speed, the run record (rank 0)."""
+    cfg = setup.cfg
+    test = Split(data, "test")
+    finish_start = time.perf_counter()
+    test_metrics = evaluate(engine, method, setup, test, ctx, device)
+    peaks = _all_gather(ctx, _peak_memory_bytes(device))
+    export_dir = run_dir / "model"
+    inference = None
+    with full_parameters(engine):
+        if ctx.rank == 0:
+            staging = run_dir / f".model-staging-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            getattr(method, "export", save_pretrained)(engine.module, staging, setup)
+            setup.tokenizer.save(staging / "ray_t2t_tokenizer")
+            shutil.rmtree(export_dir, ignore_errors=True)
+            staging.rename(export_dir)
+            if getattr(method, "EVALUATES_TASK", True):
+                engine.module.eval()
+                inference = _inference_speed(engine.module, setup, test)
+    if ctx.rank != 0:
+        return
+    train_s = state["train_s"]
+    device_s = train_s * hardware.devices
+    flops_per_token = 4 * total_params + 2 * trainable_params  # forward 2N, backward 2N (+2N for trained weights)
+    tokens_per_s = state["tokens"] / train_s if train_s else None
+    final_val = {k.removeprefix("val_"): v for k, v in state["curve"][-1].items() if k.startswith("val_")}
+    finish_s = time.perf_counter() - finish_start
+    record = {
+        "record_version": 1,
+        "experiment": cfg.run.name,
+        "label": payload["label"],
+        "method": setup.params.name,
+        "params": setup.params.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "config_hash": payload["config_hash"],
+        "run_hash": payload["run_hash"],
+        "status": "finished",
+        "stopped_at_target": state["stopped_at_target"],
+        "resumes": state["resumes"],
+        "steps": {"planned": cfg.training.max_steps, "done": state["step"]},
+        "model": {
+            "family": "encoder_decoder" if setup.encoder_decoder else "decoder_only",
+            "architecture": engine.module.config.model_type,
+            "total_params": total_params,
+            "trainable_params": trainable_params,
+            "size_on_disk_bytes": _folder_bytes(export_dir),
+            "export_path": str(export_dir),
+        },
+        "data": {"task": cfg.data.task, "train_examples": data.summary["splits"]["train"]["examples"],
+                 "tokens_seen": state["tokens"]},
+        "hardware": hardware.as_dict(),
+        "times": {"setup_s": state["setup_s"], "train_s": train_s, "eval_s": state["eval_s"],
+                  "checkpoint_s": state["checkpoint_s"], "finish_s": finish_s,
+                  "total_s": state["setup_s"] + train_s + state["eval_s"] + state["checkpoint_s"] + finish_s},
+        "device_seconds": device_s,
+        "cost": {"currency": cfg.cost.currency, "price_per_device_hour": price, "total": cost_of(device_s, hardware, cfg)},
+        "tokens_per_s": tokens_per_s,
+        "flops_per_token": flops_per_token,
+        "mfu": mfu(flops_per_token * tokens_per_s, hardware) if tokens_per_s else None,
+        "peak_memory_bytes": max(peaks),
+        "energy_j": None,
+        "learning_curve": state["curve"],
+        "target": cfg.eval.target.model_dump() if cfg.eval.target else None,
+        "time_to_target": state["time_to_target"],
+        "final": {"validation": final_val, "test": test_metrics},
+        "inference": inference,
+        "metric": {"name": cfg.eval.metric, "higher_is_better": METRICS[cfg.eval.metric].higher_is_better},
+    }
+    write_record(run_dir, record)
+    _log(ctx, f"finished: test {cfg.eval.metric} {test_metrics.get(cfg.eval.metric, float('nan')):.4g}, "
+              f"{train_s:.1f}s training, record {run_dir / 'record.json'}")
