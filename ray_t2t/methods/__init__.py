@@ -34,6 +34,7 @@ METHODS = {
     "finetune": "ray_t2t.methods.finetune",
     "lora": "ray_t2t.methods.lora",
     "partial": "ray_t2t.methods.partial",
+    "qlora": "ray_t2t.methods.qlora",
 }
 
 

@@ -61,9 +61,11 @@ def ensure_ray(use_gpu: bool) -> None:
 
     if ray.is_initialized():
         return
-    env_vars = {"DS_ACCELERATOR": "cuda" if use_gpu else "cpu", "TOKENIZERS_PARALLELISM": "false"}
-    if FAIL_ONCE_ENV in os.environ:
-        env_vars[FAIL_ONCE_ENV] = os.environ[FAIL_ONCE_ENV]
+    env_vars = {
+        "DS_ACCELERATOR": "cuda" if use_gpu else "cpu",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",  # otherwise every worker line prints twice
+    }
     runtime_env = {"env_vars": env_vars}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True)
@@ -116,6 +118,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         "config_hash": config_hash(cfg),
         "run_hash": this_run,
         "threads": int((resources or {}).get("CPU", 1)),
+        "fail_once_at_step": os.environ.get(FAIL_ONCE_ENV),
     }
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -34,8 +34,8 @@ from ray_t2t.models import count_parameters, is_encoder_decoder
 from ray_t2t.train.batch_order import BatchOrder
 
 CHECKPOINT_TAG = "ray_t2t"
-# Test hook: "STEP:MARKER_FILE" makes rank 0 raise once at STEP (then creates MARKER_FILE), to prove
-# that a failed worker group resumes from its last checkpoint.
+# Test hook, read by the launcher from the driver's environment: "STEP:MARKER_FILE" makes rank 0 raise
+# once at STEP (creating MARKER_FILE), to prove that a failed worker group resumes from its checkpoint.
 FAIL_ONCE_ENV = "RAY_T2T_FAIL_ONCE_AT_STEP"
 
 
@@ -135,8 +135,8 @@ def _all_gather(ctx, value):
 
 
 def evaluate(engine, method, setup: Setup, split: Split, ctx, device, limit: int | None = None) -> dict[str, float]:
-    """Validation loss (teacher-forced) and, for task-evaluating methods, the eval metrics on decoded
-    outputs. Each rank takes every world_size-th example; results are gathered, so every rank returns
+    """Teacher-forced task loss and token accuracy and, for task-evaluating methods, the eval metrics
+    on decoded outputs. Each rank takes every world_size-th example; results are gathered, so every rank returns
     the same numbers (and takes the same stop-at-target decision)."""
     import torch
 
@@ -149,23 +149,32 @@ def evaluate(engine, method, setup: Setup, split: Split, ctx, device, limit: int
     sources = [split.source_ids[i] for i in mine]
     targets = [split.target_ids[i] for i in mine]
     model.eval()
-    loss_sum, loss_tokens, predictions = 0.0, 0, []
+    loss_sum, loss_tokens, correct, predictions = 0.0, 0, 0, []
     with torch.no_grad(), full_parameters(engine):
         step = cfg.eval.batch_size
         for start in range(0, len(mine), step):
-            batch = getattr(method, "collate", collate)(setup, sources[start : start + step], targets[start : start + step])
+            # The task's own cross-entropy for every method (not a method's training loss, which may
+            # mix in distillation terms), so validation loss compares across methods.
+            batch = collate(setup, sources[start : start + step], targets[start : start + step])
             batch = {key: value.to(device) for key, value in batch.items()}
-            tokens = int((batch["labels"] != -100).sum())
-            loss_sum += float(getattr(method, "loss", cross_entropy)(model, batch)) * tokens
+            outputs = model(**batch)
+            labels, logits = batch["labels"], outputs.logits
+            if not setup.encoder_decoder:  # a decoder-only model predicts token t+1 at position t
+                labels, logits = labels[:, 1:], logits[:, :-1]
+            scored = labels != -100
+            tokens = int(scored.sum())
+            loss_sum += float(outputs.loss) * tokens
             loss_tokens += tokens
+            correct += int(((logits.argmax(-1) == labels) & scored).sum())
         if getattr(method, "EVALUATES_TASK", True) and sources:
             max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
             predictions = generate(model, setup.tokenizer, sources, max_new_tokens=max_new,
                                    num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size)
     model.train()
-    results = _all_gather(ctx, (mine, predictions, loss_sum, loss_tokens))
-    total_tokens = sum(r[3] for r in results)
-    metrics = {"loss": sum(r[2] for r in results) / max(1, total_tokens)}
+    results = _all_gather(ctx, (mine, predictions, loss_sum, loss_tokens, correct))
+    total_tokens = max(1, sum(r[3] for r in results))
+    metrics = {"loss": sum(r[2] for r in results) / total_tokens,
+               "token_accuracy": sum(r[4] for r in results) / total_tokens}
     if getattr(method, "EVALUATES_TASK", True):
         by_index = {i: p for r in results for i, p in zip(r[0], r[1])}
         order = sorted(by_index)
@@ -214,6 +223,25 @@ def _inference_speed(model, setup: Setup, split: Split) -> dict[str, float]:
             "batch_size": cfg.eval.batch_size, "examples": len(sources)}
 
 
+def _evaluate_into_curve(engine, method, setup, validation, ctx, device, state, hardware, price, metrics) -> None:
+    """Validate now; append a learning-curve point (and the report metrics); note the target."""
+    cfg = setup.cfg
+    eval_start = time.perf_counter()
+    val = evaluate(engine, method, setup, validation, ctx, device)
+    state["eval_s"] += time.perf_counter() - eval_start
+    device_s = state["train_s"] * hardware.devices
+    point = {"step": state["step"], "wall_s": state["train_s"], "device_s": device_s,
+             "cost": device_s / 3600 * price, "tokens": state["tokens"],
+             "train_loss": metrics.get("train_loss"), **{f"val_{k}": v for k, v in val.items()}}
+    state["curve"].append(point)
+    metrics |= {f"val_{k}": v for k, v in val.items()}
+    if state["time_to_target"] is None and _reached(val, cfg):
+        state["time_to_target"] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens")}
+        _log(ctx, f"target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g} "
+                  f"reached at step {state['step']}, {state['train_s']:.1f}s of training")
+        state["stopped_at_target"] = cfg.eval.stop_at_target
+
+
 def run_worker(payload: dict, ctx) -> None:
     """Train one method on this worker. `payload`: config (dict), label, data_path, run_dir,
     config_hash, threads (CPU threads per worker)."""
@@ -232,6 +260,7 @@ def run_worker(payload: dict, ctx) -> None:
     else:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, int(payload.get("threads", 1))))
+    torch.manual_seed(cfg.seed * 1000 + ctx.rank)  # dropout; model init has its own seeded generator
     run_dir = Path(payload["run_dir"])
     data = PreparedData.open(payload["data_path"])
     setup = Setup(cfg, entry, data.tokenizer(), seed=cfg.seed)
@@ -275,7 +304,9 @@ def run_worker(payload: dict, ctx) -> None:
               f"{total_params / 1e6:.2f}M parameters ({trainable_params / 1e6:.2f}M trainable), "
               f"ZeRO {cfg.deepspeed.zero_stage}, {max_steps} steps, setup {time.perf_counter() - wall_start:.1f}s")
 
-    fail_at = os.environ.get(FAIL_ONCE_ENV)
+    fail_at = payload.get("fail_once_at_step")
+    if state["step"] == 0 and not state["curve"]:
+        _evaluate_into_curve(engine, method, setup, validation, ctx, device, state, hardware, price, {})
     loss_sum = torch.zeros((), device=device)  # summed on device: no host sync per step
     loss_count = 0
     log_every = max(1, max_steps // 20)
@@ -310,20 +341,7 @@ def run_worker(payload: dict, ctx) -> None:
             loss_sum.zero_()
             loss_count = 0
         if step % cfg.eval.every_n_steps == 0 or last:
-            eval_start = time.perf_counter()
-            val = evaluate(engine, method, setup, validation, ctx, device)
-            state["eval_s"] += time.perf_counter() - eval_start
-            device_s = state["train_s"] * hardware.devices
-            point = {"step": step, "wall_s": state["train_s"], "device_s": device_s,
-                     "cost": device_s / 3600 * price, "tokens": state["tokens"],
-                     "train_loss": metrics.get("train_loss"), **{f"val_{k}": v for k, v in val.items()}}
-            state["curve"].append(point)
-            metrics |= {f"val_{k}": v for k, v in val.items()}
-            if state["time_to_target"] is None and _reached(val, cfg):
-                state["time_to_target"] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens")}
-                _log(ctx, f"target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g} "
-                          f"reached at step {step}, {state['train_s']:.1f}s of training")
-                state["stopped_at_target"] = cfg.eval.stop_at_target
+            _evaluate_into_curve(engine, method, setup, validation, ctx, device, state, hardware, price, metrics)
         if "train_loss" in metrics:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("step",))
             tokens_per_s = state["tokens"] / state["train_s"] if state["train_s"] else 0

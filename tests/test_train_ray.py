@@ -1,0 +1,220 @@
+"""Training through real Ray Train + DeepSpeed on CPU, tiny models: every method learns, ZeRO 2 and 3
+with two workers, a worker failure resumes, a finished run is reused, the export loads in transformers.
+
+One local Ray for the module (each TorchTrainer.fit costs ~20 s of start-up here, so runs are shared:
+the scratch run's exported model is the pretrained base of finetune, lora and partial)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import minimal_config
+from ray_t2t.config import validate_config
+from ray_t2t.errors import ConfigError, UserError
+from ray_t2t.train.launcher import summarize, train
+from ray_t2t.train.loop import FAIL_ONCE_ENV
+
+TARGET = 0.95  # PER: an untrained model scores 1 (it says nothing); the tiny scratch model gets below
+STEPS, EVERY = 600, 200
+SMALL_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
+                                               "num_decoder_layers": 2, "dropout_rate": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    return tmp_path_factory.mktemp("train_runs")
+
+
+def experiment(storage, methods, models=None, **sections):
+    raw = minimal_config(storage, methods=methods, **sections)
+    raw["run"] = {"name": "tiny", "storage_path": str(storage), "checkpoint_every_n_steps": EVERY}
+    raw["data"] = {"split_sizes": {"train": 20000, "validation": 256, "test": 64}, "max_source_length": 24,
+                   "max_target_length": 24}
+    raw["models"] = models or {"student": SMALL_T5}
+    raw.setdefault("training", {"batch_size": 64, "max_steps": STEPS, "learning_rate": 5e-3, "warmup_steps": 20})
+    raw.setdefault("eval", {"every_n_steps": EVERY, "batch_size": 64, "target": f"per <= {TARGET}"})
+    return validate_config(raw)
+
+
+def assert_learned(record):
+    curve = record["learning_curve"]
+    first, last = curve[0], curve[-1]
+    assert first["step"] == 0 and last["step"] == record["steps"]["planned"] == record["steps"]["done"]
+    assert last["val_loss"] < 0.7 * first["val_loss"], curve
+    assert last["val_token_accuracy"] > first["val_token_accuracy"] + 0.2, curve
+
+
+def assert_consistent(record):
+    """Every field present, and the figures agree with each other."""
+    for key in ("experiment", "label", "method", "params", "seed", "config_hash", "run_hash", "status", "resumes",
+                "steps", "model", "data", "hardware", "times", "device_seconds", "cost", "tokens_per_s", "mfu",
+                "peak_memory_bytes", "energy_j", "learning_curve", "target", "time_to_target", "final", "inference"):
+        assert key in record, key
+    assert record["status"] == "finished"
+    hw, times = record["hardware"], record["times"]
+    assert record["device_seconds"] >= times["train_s"] * hw["workers"] * hw["devices_per_worker"] * 0.999
+    assert math.isclose(record["cost"]["total"], record["device_seconds"] / 3600 * record["cost"]["price_per_device_hour"])
+    assert times["total_s"] >= times["train_s"] + times["eval_s"] > 0
+    assert record["tokens_per_s"] == pytest.approx(record["data"]["tokens_seen"] / times["train_s"])
+    steps = [p["step"] for p in record["learning_curve"]]
+    assert steps == sorted(set(steps))
+    walls = [p["wall_s"] for p in record["learning_curve"]]
+    assert walls == sorted(walls)
+    ttt = record["time_to_target"]
+    if ttt is not None:
+        point = next(p for p in record["learning_curve"] if p["step"] == ttt["step"])
+        assert point["val_per"] <= TARGET and ttt["wall_s"] == point["wall_s"]
+        assert all(p["val_per"] > TARGET for p in record["learning_curve"] if p["step"] < ttt["step"])
+    assert record["model"]["size_on_disk_bytes"] > 0
+    assert record["inference"]["tokens_per_s"] > 0 and record["inference"]["latency_s"] > 0
+    assert record["peak_memory_bytes"] > 0
+    assert set(record["final"]["test"]) >= {"loss", "wer", "per"}
+
+
+@pytest.fixture(scope="module")
+def scratch_run(ray_session, storage):
+    cfg = experiment(storage, [{"name": "scratch"}])
+    return cfg, train(cfg, "scratch")
+
+
+def test_scratch_learns_and_writes_a_consistent_record(scratch_run):
+    _, record = scratch_run
+    assert_learned(record)
+    assert_consistent(record)
+    curve = record["learning_curve"]
+    assert curve[-1]["val_per"] < curve[0]["val_per"]  # decoded outputs improve too
+    assert record["time_to_target"] is not None
+    assert record["hardware"]["device_type"] == "cpu" and record["mfu"] is None
+    assert "test" in summarize(record)
+
+
+def test_rerun_reuses_the_finished_run(scratch_run):
+    cfg, record = scratch_run
+    messages = []
+    again = train(cfg, "scratch", log=messages.append)
+    assert again == record
+    assert any("reusing the finished run" in m for m in messages)
+    changed = cfg.model_copy(update={"seed": 1})
+    with pytest.raises(UserError, match="holds a run of 'scratch' with other settings"):
+        train(changed, "scratch")
+
+
+def test_export_loads_with_plain_transformers_and_generates(scratch_run):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from ray_t2t.decoding import generate
+    from ray_t2t.tokenizer import PairTokenizer
+
+    _, record = scratch_run
+    folder = record["model"]["export_path"]
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+    tok = PairTokenizer.load(f"{folder}/ray_t2t_tokenizer")
+    predictions = generate(model, tok, tok.encode_sources(["hello", "world"]), max_new_tokens=20)
+    assert len(predictions) == 2 and all(p.strip() for p in predictions)
+
+
+def base_from(scratch_run):
+    _, record = scratch_run
+    return {"student": SMALL_T5, "base": {"name_or_path": record["model"]["export_path"]}}
+
+
+def fine_tuning(storage, scratch_run, methods):
+    return experiment(storage, methods, models=base_from(scratch_run),
+                      training={"batch_size": 64, "max_steps": 200, "learning_rate": 1e-3, "warmup_steps": 5})
+
+
+def test_finetune_improves_on_its_pretrained_start(scratch_run, storage):
+    record = train(fine_tuning(storage, scratch_run, [{"name": "finetune"}]), "finetune")
+    assert_consistent(record)
+    start = scratch_run[1]["learning_curve"][-1]["val_loss"]
+    curve = record["learning_curve"]
+    assert curve[0]["val_loss"] == pytest.approx(start, rel=1e-4)  # starts from the exported weights
+    assert curve[-1]["val_loss"] < curve[0]["val_loss"]
+    assert record["model"]["trainable_params"] == record["model"]["total_params"]
+
+
+def test_lora_trains_only_adapters(scratch_run, storage):
+    from peft import get_peft_model
+    from transformers import AutoModelForSeq2SeqLM
+
+    from ray_t2t.methods.lora import lora_config
+
+    all_linear = ["q", "k", "v", "o", "wi", "wo"]
+    cfg = fine_tuning(storage, scratch_run, [{"name": "lora", "rank": 8, "alpha": 16, "target_modules": all_linear}])
+    cfg.training.learning_rate = 1e-2
+    record = train(cfg, "lora")
+    assert_consistent(record)
+    curve = record["learning_curve"]
+    assert curve[-1]["val_loss"] < curve[0]["val_loss"]
+    base = AutoModelForSeq2SeqLM.from_pretrained(base_from(scratch_run)["base"]["name_or_path"])
+    base_params = sum(p.numel() for p in base.parameters())
+    peft_model = get_peft_model(base, lora_config(base, cfg.methods[0]))
+    adapters = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    assert record["model"]["trainable_params"] == adapters
+    assert record["model"]["total_params"] == base_params + adapters
+    # merged on export: plain transformers loads it, same shapes as the base
+    merged = AutoModelForSeq2SeqLM.from_pretrained(record["model"]["export_path"])
+    assert sum(p.numel() for p in merged.parameters()) == base_params
+
+
+def test_partial_trains_only_the_top_layers(scratch_run, storage):
+    cfg = fine_tuning(storage, scratch_run, [{"name": "partial", "trainable": "top_layers", "top_n_layers": 1}])
+    record = train(cfg, "partial")
+    assert_consistent(record)
+    assert 0 < record["model"]["trainable_params"] < record["model"]["total_params"]
+    curve = record["learning_curve"]
+    assert curve[-1]["val_loss"] < curve[0]["val_loss"]
+
+
+@pytest.mark.parametrize(
+    "stage, preset",
+    [(2, SMALL_T5), (3, {"preset": "gpt2-tiny", "overrides": {"n_embd": 64}})],
+    ids=["zero2-t5", "zero3-gpt2"],
+)
+def test_two_workers_under_zero_stage(ray_session, storage, stage, preset):
+    cfg = experiment(storage, [{"name": "scratch", "label": f"zero{stage}"}], models={"student": preset},
+                     scaling={"num_workers": 2}, deepspeed={"zero_stage": stage},
+                     training={"batch_size": 32, "max_steps": STEPS, "learning_rate": 5e-3, "warmup_steps": 20})
+    record = train(cfg, f"zero{stage}")
+    assert_learned(record)
+    assert_consistent(record)
+    assert record["hardware"]["workers"] == 2
+
+
+def test_a_failed_worker_resumes_from_its_checkpoint(ray_session, storage, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"300:{tmp_path / 'failed_once'}")
+    cfg = experiment(storage, [{"name": "scratch", "label": "fault"}])
+    cfg.run.max_failures = 1
+    record = train(cfg, "fault")
+    assert (tmp_path / "failed_once").exists()  # the failure really happened
+    assert record["resumes"] == 1
+    assert record["steps"]["done"] == cfg.training.max_steps
+    curve = record["learning_curve"]
+    assert [p["step"] for p in curve] == [0, 200, 400, 600]  # each point once: resumed at step 200
+    assert curve[2]["val_loss"] < curve[1]["val_loss"]  # continued, not restarted
+    assert_consistent(record)
+
+
+def test_refusals_come_before_any_work(ray_session, storage):
+    cfg = experiment(storage, [{"name": "qlora"}], models={"student": {"preset": "t5-tiny"}, "base": {"name_or_path": "x"}})
+    with pytest.raises(ConfigError, match="qlora' quantizes the base model to 4 bits .* needs a CUDA GPU"):
+        train(cfg, "qlora")
+    cfg = experiment(storage, [{"name": "finetune"}], models={"student": {"preset": "t5-tiny"}, "base": {"preset": "t5-tiny"}})
+    with pytest.raises(ConfigError, match="starts from pretrained weights"):
+        train(cfg, "finetune")
+    with pytest.raises(ConfigError, match=r"no method 'nope' in the config. Methods: finetune"):
+        train(cfg, "nope")
+    assert not (storage / "tiny" / "runs" / "qlora").exists()
