@@ -136,14 +136,40 @@ def fine_tuning(storage, scratch_run, methods):
                       training={"batch_size": 64, "max_steps": 200, "learning_rate": 1e-3, "warmup_steps": 5})
 
 
-def test_finetune_improves_on_its_pretrained_start(scratch_run, storage):
-    record = train(fine_tuning(storage, scratch_run, [{"name": "finetune"}]), "finetune")
+@pytest.fixture(scope="module")
+def pretrain_run(ray_session, storage):
+    cfg = experiment(storage, [{"name": "pretrain"}], models={"student": SMALL_T5, "base": SMALL_T5},
+                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10})
+    return train(cfg, "pretrain")
+
+
+def test_pretrain_learns_its_own_objective(pretrain_run):
+    curve = pretrain_run["learning_curve"]
+    assert [p["step"] for p in curve] == [0, 200]
+    assert curve[-1]["val_loss"] < 0.7 * curve[0]["val_loss"]  # denoising loss on held-out text
+    assert "val_per" not in curve[-1]  # it is not evaluated on the task
+    assert pretrain_run["time_to_target"] is None
+
+
+def test_finetune_starts_from_the_pretrained_base_and_improves(pretrain_run, storage):
+    models = {"student": SMALL_T5, "base": {"name_or_path": pretrain_run["model"]["export_path"]}}
+    cfg = experiment(storage, [{"name": "finetune"}], models=models,
+                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10})
+    record = train(cfg, "finetune")
+    assert_learned(record)
     assert_consistent(record)
-    start = scratch_run[1]["learning_curve"][-1]["val_loss"]
-    curve = record["learning_curve"]
-    assert curve[0]["val_loss"] == pytest.approx(start, rel=1e-4)  # starts from the exported weights
-    assert curve[-1]["val_loss"] < curve[0]["val_loss"]
     assert record["model"]["trainable_params"] == record["model"]["total_params"]
+
+
+def test_sft_copies_half_the_teacher_and_improves(scratch_run, storage):
+    models = {"student": SMALL_T5, "teacher": {"name_or_path": scratch_run[1]["model"]["export_path"]}}
+    cfg = experiment(storage, [{"name": "sft"}], models=models,
+                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 3e-3, "warmup_steps": 5})
+    record = train(cfg, "sft")
+    assert_consistent(record)
+    assert record["model"]["total_params"] < scratch_run[1]["model"]["total_params"]
+    curve = record["learning_curve"]
+    assert curve[-1]["val_loss"] < curve[0]["val_loss"]
 
 
 def test_lora_trains_only_adapters(scratch_run, storage):

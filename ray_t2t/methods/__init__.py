@@ -8,10 +8,10 @@ A method module defines
 and may define
 
     check(cfg, params) -> None                                  raises ConfigError before any work
-    collate(setup, source_ids, target_ids) -> dict of tensors   (default: the family's collation)
+    collate(setup, source_ids, target_ids, generator) -> dict   (default: the family's collation)
     loss(model, batch) -> torch.Tensor                          (default: the model's cross-entropy)
     export(model, folder, setup) -> None                        (default: save_pretrained)
-    EVALUATES_TASK = False                                      (default True: decode and score)
+    EVALUATES_TASK = False     (default True: decode and score; False: validate on the method's own loss)
 
 Everything else (the DeepSpeed engine, batching order, evaluation, checkpoints, the run record) is the
 shared loop's job, in ray_t2t.train, so methods are compared on equal terms. Methods never import Ray.
@@ -35,6 +35,8 @@ METHODS = {
     "lora": "ray_t2t.methods.lora",
     "partial": "ray_t2t.methods.partial",
     "qlora": "ray_t2t.methods.qlora",
+    "pretrain": "ray_t2t.methods.pretrain",
+    "sft": "ray_t2t.methods.sft",
 }
 
 
@@ -66,8 +68,10 @@ def get_method(name: str) -> ModuleType:
     return importlib.import_module(METHODS[name])
 
 
-def collate(setup: Setup, source_ids, target_ids) -> dict:
-    """The family's standard batch (encoder-decoder or decoder-only, loss on the target)."""
+def collate(setup: Setup, source_ids, target_ids, generator=None) -> dict:
+    """The family's standard batch (encoder-decoder or decoder-only, loss on the target). A method's
+    own collate may draw random numbers from `generator` (None in training: the global torch RNG,
+    which checkpoints restore; a fixed one in evaluation, so validation batches never change)."""
     from ray_t2t.batching import collate_decoder_only, collate_encoder_decoder
 
     tok = setup.tokenizer

@@ -148,14 +148,20 @@ def evaluate(engine, method, setup: Setup, split: Split, ctx, device, limit: int
     mine = list(range(ctx.rank, count, ctx.world_size))
     sources = [split.source_ids[i] for i in mine]
     targets = [split.target_ids[i] for i in mine]
+    evaluates_task = getattr(method, "EVALUATES_TASK", True)
     model.eval()
     loss_sum, loss_tokens, correct, predictions = 0.0, 0, 0, []
     with torch.no_grad(), full_parameters(engine):
         step = cfg.eval.batch_size
+        generator = torch.Generator().manual_seed(cfg.seed)
         for start in range(0, len(mine), step):
-            # The task's own cross-entropy for every method (not a method's training loss, which may
-            # mix in distillation terms), so validation loss compares across methods.
-            batch = collate(setup, sources[start : start + step], targets[start : start + step])
+            pair = (sources[start : start + step], targets[start : start + step])
+            if evaluates_task:
+                # The task's own cross-entropy for every method (not a method's training loss, which
+                # may mix in distillation terms), so validation loss compares across methods.
+                batch = collate(setup, *pair)
+            else:  # e.g. pretraining: its own objective on held-out text
+                batch = method.collate(setup, *pair, generator=generator)
             batch = {key: value.to(device) for key, value in batch.items()}
             outputs = model(**batch)
             labels, logits = batch["labels"], outputs.logits
@@ -166,7 +172,7 @@ def evaluate(engine, method, setup: Setup, split: Split, ctx, device, limit: int
             loss_sum += float(outputs.loss) * tokens
             loss_tokens += tokens
             correct += int(((logits.argmax(-1) == labels) & scored).sum())
-        if getattr(method, "EVALUATES_TASK", True) and sources:
+        if evaluates_task and sources:
             max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
             predictions = generate(model, setup.tokenizer, sources, max_new_tokens=max_new,
                                    num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size)
@@ -175,7 +181,7 @@ def evaluate(engine, method, setup: Setup, split: Split, ctx, device, limit: int
     total_tokens = max(1, sum(r[3] for r in results))
     metrics = {"loss": sum(r[2] for r in results) / total_tokens,
                "token_accuracy": sum(r[4] for r in results) / total_tokens}
-    if getattr(method, "EVALUATES_TASK", True):
+    if evaluates_task:
         by_index = {i: p for r in results for i, p in zip(r[0], r[1])}
         order = sorted(by_index)
         names = dict.fromkeys([cfg.eval.metric, "per", "exact_match"])  # ordered, unique

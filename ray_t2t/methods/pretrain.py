@@ -1,0 +1,93 @@
+"""pretrain: self-supervised pretraining on unlabeled text; its exported model is a base to fine-tune.
+
+    ray-t2t train CONFIG method=pretrain
+    ray-t2t train CONFIG method=finetune models.base.name_or_path=<storage>/<name>/runs/pretrain/model
+
+The unlabeled text is the training split's sources and targets, each on its own, unpaired (on the
+embedded task: spellings and pronunciations). Objectives (`objective: auto` picks by family):
+- span_corruption (encoder-decoder): spans covering `noise_density` of the tokens, of mean length
+  `mean_span_length`, are each replaced by one mask token (the tokenizer's unknown token, which
+  real text rarely contains); the model restores the whole sequence (BART-style text infilling,
+  which needs no T5 sentinel tokens in a vocabulary built from the task).
+- causal_lm (decoder-only): next-token prediction over each text.
+Validation loss is the same objective on the validation texts (with a fixed mask), not the task.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ray_t2t.batching import IGNORE_INDEX
+from ray_t2t.errors import ConfigError
+from ray_t2t.methods import Setup, model_spec
+from ray_t2t.methods.scratch import build as build_scratch
+
+EVALUATES_TASK = False
+
+
+def check(cfg, params) -> None:
+    spec = model_spec(cfg, params.model)
+    if spec is None:
+        raise ConfigError(f"method 'pretrain' trains models.{params.model}, which is not set")
+
+
+def build(setup: Setup):
+    return build_scratch(setup)  # random init of the chosen model's architecture
+
+
+def _objective(setup: Setup) -> str:
+    chosen = setup.params.objective
+    if chosen == "auto":
+        return "span_corruption" if setup.encoder_decoder else "causal_lm"
+    if (chosen == "span_corruption") != bool(setup.encoder_decoder):
+        raise ConfigError(f"pretrain objective {chosen!r} does not fit a "
+                          f"{'encoder-decoder' if setup.encoder_decoder else 'decoder-only'} model")
+    return chosen
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
+def corrupt_spans(ids: list[int], mask_id: int, density: float, mean_span: float, generator) -> list[int]:
+    """`ids` with random spans (about `density` of the tokens, mean length `mean_span`) each replaced
+    by one `mask_id`; at least one span when the sequence has a token to mask."""
+    body, eos = ids[:-1], ids[-1:]
+    if not body:
+        return list(ids)
+    n_noise = max(1, round(len(body) * density))
+    n_spans = max(1, round(n_noise / mean_span))
+    starts = sorted(torch.randperm(len(body), generator=generator)[:n_spans].tolist())
+    out, position = [], 0
+    span = max(1, round(mean_span))
+    for start in starts:
+        if start < position:
+            continue
+        out += body[position:start] + [mask_id]
+        position = min(len(body), start + span)
+    return out + body[position:] + eos
+
+
+def collate(setup: Setup, source_ids, target_ids, generator=None) -> dict:
+    texts = [list(ids) for ids in source_ids] + [list(ids) for ids in target_ids]  # unpaired
+    tok = setup.tokenizer
+    if _objective(setup) == "causal_lm":
+        input_ids = _pad(texts, tok.pad_id)
+        labels = _pad(texts, IGNORE_INDEX)
+        return {"input_ids": input_ids, "attention_mask": (labels != IGNORE_INDEX).long(), "labels": labels}
+    mask_id = getattr(tok, "mask_id", None)
+    mask_id = mask_id if mask_id is not None else _unknown_id(tok)
+    params = setup.params
+    corrupted = [corrupt_spans(t, mask_id, params.noise_density, params.mean_span_length, generator) for t in texts]
+    input_ids = _pad(corrupted, tok.pad_id)
+    attention_mask = _pad([[1] * len(c) for c in corrupted], 0)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": _pad(texts, IGNORE_INDEX)}
+
+
+def _unknown_id(tok) -> int:
+    vocab = tok.meta.get("vocab")
+    if vocab is not None:
+        return vocab["<unk>"]
+    hf = tok.source
+    return hf.mask_token_id if hf.mask_token_id is not None else hf.unk_token_id
