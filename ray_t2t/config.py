@@ -409,7 +409,10 @@ class ScalingSection(Section):
 class DeepSpeedSection(Section):
     """The DeepSpeed engine every method trains on."""
 
-    zero_stage: int = Field(1, ge=0, le=3, description="ZeRO stage 0-3.")
+    zero_stage: int = Field(
+        0, ge=0, le=3,
+        description="ZeRO stage 0-3; 0 = plain data parallelism (fastest on one worker: see README, Performance).",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 on GPU, fp32 on CPU."
     )

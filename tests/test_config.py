@@ -43,7 +43,7 @@ def test_minimal_config_fills_documented_defaults(tmp_path):
     cfg = validate_config(minimal_config(tmp_path))
     assert cfg.data.task == "g2p_cmudict"
     assert cfg.data.cmudict.strip_stress is True
-    assert cfg.deepspeed.zero_stage == 1
+    assert cfg.deepspeed.zero_stage == 0
     assert cfg.experiment_dir == tmp_path / "runs" / "test"
 
 
@@ -199,7 +199,7 @@ def test_every_field_is_documented_and_explained(tmp_path):
     assert {"data.cmudict.strip_stress", "deepspeed.zero_stage", "methods[name=lora].rank", "cost.device_hour"} <= paths
     cfg = validate_config(minimal_config(tmp_path))
     text = explain(cfg, "deepspeed")
-    assert "deepspeed.zero_stage  (int, default 1)  = 1" in text and "data." not in text
+    assert "deepspeed.zero_stage  (int, default 0)  = 0" in text and "data." not in text
     with pytest.raises(ConfigError, match="no config section 'nope'"):
         explain(None, "nope")
 

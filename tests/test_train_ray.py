@@ -27,7 +27,7 @@ SMALL_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}})
     yield
     ray.shutdown()
@@ -222,7 +222,7 @@ def test_two_workers_under_zero_stage(ray_session, storage, stage, preset):
 
 def test_a_failed_worker_resumes_from_its_checkpoint(ray_session, storage, tmp_path, monkeypatch):
     monkeypatch.setenv(FAIL_ONCE_ENV, f"300:{tmp_path / 'failed_once'}")
-    cfg = experiment(storage, [{"name": "scratch", "label": "fault"}])
+    cfg = experiment(storage, [{"name": "scratch", "label": "fault"}], deepspeed={"zero_stage": 1})
     cfg.run.max_failures = 1
     record = train(cfg, "fault")
     assert (tmp_path / "failed_once").exists()  # the failure really happened

@@ -70,7 +70,10 @@ def ensure_ray(use_gpu: bool) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True)
     else:
-        ray.init(runtime_env=runtime_env, include_dashboard=False, _node_ip_address="127.0.0.1")
+        # The dashboard hosts the state API that Ray Train's placement-group cleaner polls; without it
+        # the driver prints a warning every few seconds. It listens on loopback only.
+        ray.init(runtime_env=runtime_env, include_dashboard=True, dashboard_host="127.0.0.1",
+                 _node_ip_address="127.0.0.1")
 
 
 def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], None] = print) -> dict:

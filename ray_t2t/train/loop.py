@@ -323,6 +323,8 @@ def run_worker(payload: dict, ctx) -> None:
                 Path(marker).touch()
                 raise RuntimeError(f"injected failure at step {fail_step} ({FAIL_ONCE_ENV})")
         step_start = time.perf_counter()
+        if state["step"] == 0:
+            state["first_step_unix"] = time.time()
         for micro in range(accumulation):
             indices = order.indices(state["step"] * accumulation + micro)
             sources = [train.source_ids[i] for i in indices]
@@ -338,6 +340,7 @@ def run_worker(payload: dict, ctx) -> None:
             state["tokens"] += sum(len(s) + len(t) for s, t in zip(sources, targets)) * ctx.world_size
         state["step"] += 1
         state["train_s"] += time.perf_counter() - step_start
+        state["last_step_unix"] = time.time()
         step = state["step"]
         last = step == max_steps
 
@@ -436,6 +439,9 @@ def _finish(engine, method, setup, data, ctx, device, state, hardware, price, ru
         "final": {"validation": final_val, "test": test_metrics},
         "inference": inference,
         "metric": {"name": cfg.eval.metric, "higher_is_better": METRICS[cfg.eval.metric].higher_is_better},
+        # wall-clock moments, for start-up and tear-down overheads (benchmarks/train_overhead.py)
+        "timestamps": {"first_step": state.get("first_step_unix"), "last_step": state.get("last_step_unix"),
+                       "record_written": time.time()},
     }
     write_record(run_dir, record)
     _log(ctx, f"finished: test {cfg.eval.metric} {test_metrics.get(cfg.eval.metric, float('nan')):.4g}, "
