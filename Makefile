@@ -28,6 +28,7 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/ray-t2t validate $(CONFIG)
 	$(BIN)/ray-t2t data $(CONFIG)
+	$(BIN)/ray-t2t train $(CONFIG) method=scratch
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
