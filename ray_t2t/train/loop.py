@@ -288,6 +288,10 @@ def run_worker(payload: dict, ctx) -> None:
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, ctx.world_size)
     )
+    if ctx.world_size == 1 and cfg.deepspeed.zero_stage == 0:
+        # Averaging gradients over one rank changes nothing but still costs a gloo all-reduce per
+        # micro-step (~4% of a tiny model's step time; benchmarks/train_overhead.py).
+        engine.enable_backward_allreduce = False
     gpu_name = torch.cuda.get_device_name(device) if use_gpu else None
     hardware = hardware_of(cfg, gpu_name)
     price = hardware.price_per_device_hour(cfg)
