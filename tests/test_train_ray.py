@@ -1,20 +1,20 @@
 """Training through real Ray Train + DeepSpeed on CPU, tiny models: every method learns, ZeRO 2 and 3
 with two workers, a worker failure resumes, a finished run is reused, the export loads in transformers.
 
-One local Ray for the module (each TorchTrainer.fit costs ~20 s of start-up here, so runs are shared:
-the scratch run's exported model is the pretrained base of finetune, lora and partial)."""
+One local Ray on loopback for the module. Each TorchTrainer.fit costs ~20 s of start-up here, so runs
+are shared: the pretrain run's exported model is the base of finetune, lora and partial, and the
+scratch run's is the teacher that sft shrinks."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-import torch
 
 from conftest import minimal_config
 from ray_t2t.config import validate_config
 from ray_t2t.errors import ConfigError, UserError
-from ray_t2t.train.launcher import summarize, train
+from ray_t2t.train.launcher import start_local_ray, summarize, train
 from ray_t2t.train.loop import FAIL_ONCE_ENV
 
 TARGET = 0.95  # PER: an untrained model scores 1 (it says nothing); the tiny scratch model gets below
@@ -27,8 +27,9 @@ SMALL_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-             runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}})
+    start_local_ray({"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}},
+                    num_cpus=2)
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
     yield
     ray.shutdown()
 
@@ -126,16 +127,6 @@ def test_export_loads_with_plain_transformers_and_generates(scratch_run):
     assert len(predictions) == 2 and all(p.strip() for p in predictions)
 
 
-def base_from(scratch_run):
-    _, record = scratch_run
-    return {"student": SMALL_T5, "base": {"name_or_path": record["model"]["export_path"]}}
-
-
-def fine_tuning(storage, scratch_run, methods):
-    return experiment(storage, methods, models=base_from(scratch_run),
-                      training={"batch_size": 64, "max_steps": 200, "learning_rate": 1e-3, "warmup_steps": 5})
-
-
 @pytest.fixture(scope="module")
 def pretrain_run(ray_session, storage):
     cfg = experiment(storage, [{"name": "pretrain"}], models={"student": SMALL_T5, "base": SMALL_T5},
@@ -151,11 +142,22 @@ def test_pretrain_learns_its_own_objective(pretrain_run):
     assert pretrain_run["time_to_target"] is None
 
 
-def test_finetune_starts_from_the_pretrained_base_and_improves(pretrain_run, storage):
+def from_pretrained_base(storage, pretrain_run, method: dict, learning_rate: float):
+    """A config whose base is the pretrain run's exported model; 200 steps."""
     models = {"student": SMALL_T5, "base": {"name_or_path": pretrain_run["model"]["export_path"]}}
-    cfg = experiment(storage, [{"name": "finetune"}], models=models,
-                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10})
-    record = train(cfg, "finetune")
+    return experiment(storage, [method], models=models,
+                      training={"batch_size": 64, "max_steps": 200, "learning_rate": learning_rate, "warmup_steps": 10})
+
+
+def assert_improved(record, loss_factor: float = 0.9, accuracy_gain: float = 0.05):
+    """Lower validation loss and higher token accuracy than at its own starting point."""
+    first, last = record["learning_curve"][0], record["learning_curve"][-1]
+    assert last["val_loss"] < loss_factor * first["val_loss"], record["learning_curve"]
+    assert last["val_token_accuracy"] > first["val_token_accuracy"] + accuracy_gain, record["learning_curve"]
+
+
+def test_finetune_starts_from_the_pretrained_base_and_improves(pretrain_run, storage):
+    record = train(from_pretrained_base(storage, pretrain_run, {"name": "finetune"}, 5e-3), "finetune")
     assert_learned(record)
     assert_consistent(record)
     assert record["model"]["trainable_params"] == record["model"]["total_params"]
@@ -168,24 +170,22 @@ def test_sft_copies_half_the_teacher_and_improves(scratch_run, storage):
     record = train(cfg, "sft")
     assert_consistent(record)
     assert record["model"]["total_params"] < scratch_run[1]["model"]["total_params"]
-    curve = record["learning_curve"]
-    assert curve[-1]["val_loss"] < curve[0]["val_loss"]
+    assert_improved(record)
 
 
-def test_lora_trains_only_adapters(scratch_run, storage):
+def test_lora_trains_only_adapters(pretrain_run, storage):
     from peft import get_peft_model
     from transformers import AutoModelForSeq2SeqLM
 
     from ray_t2t.methods.lora import lora_config
 
     all_linear = ["q", "k", "v", "o", "wi", "wo"]
-    cfg = fine_tuning(storage, scratch_run, [{"name": "lora", "rank": 8, "alpha": 16, "target_modules": all_linear}])
-    cfg.training.learning_rate = 1e-2
+    lora = {"name": "lora", "rank": 8, "alpha": 16, "target_modules": all_linear}
+    cfg = from_pretrained_base(storage, pretrain_run, lora, 1e-2)
     record = train(cfg, "lora")
     assert_consistent(record)
-    curve = record["learning_curve"]
-    assert curve[-1]["val_loss"] < curve[0]["val_loss"]
-    base = AutoModelForSeq2SeqLM.from_pretrained(base_from(scratch_run)["base"]["name_or_path"])
+    assert_improved(record)
+    base = AutoModelForSeq2SeqLM.from_pretrained(pretrain_run["model"]["export_path"])
     base_params = sum(p.numel() for p in base.parameters())
     peft_model = get_peft_model(base, lora_config(base, cfg.methods[0]))
     adapters = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
@@ -196,13 +196,12 @@ def test_lora_trains_only_adapters(scratch_run, storage):
     assert sum(p.numel() for p in merged.parameters()) == base_params
 
 
-def test_partial_trains_only_the_top_layers(scratch_run, storage):
-    cfg = fine_tuning(storage, scratch_run, [{"name": "partial", "trainable": "top_layers", "top_n_layers": 1}])
-    record = train(cfg, "partial")
+def test_partial_trains_only_the_top_layers(pretrain_run, storage):
+    partial = {"name": "partial", "trainable": "top_layers", "top_n_layers": 1}
+    record = train(from_pretrained_base(storage, pretrain_run, partial, 5e-3), "partial")
     assert_consistent(record)
     assert 0 < record["model"]["trainable_params"] < record["model"]["total_params"]
-    curve = record["learning_curve"]
-    assert curve[-1]["val_loss"] < curve[0]["val_loss"]
+    assert_improved(record)
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,8 @@ def run_hash(cfg: ExperimentConfig, entry) -> str:
 
 
 def ensure_ray(use_gpu: bool) -> None:
-    """Join the cluster named by RAY_ADDRESS (as under `ray job submit`), or start a local Ray."""
+    """Join the cluster in RAY_ADDRESS (as under `ray job submit`) or one started on this machine with
+    `ray start`; otherwise start a local Ray."""
     import ray
 
     if ray.is_initialized():
@@ -67,13 +68,31 @@ def ensure_ray(use_gpu: bool) -> None:
         "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",  # otherwise every worker line prints twice
     }
     runtime_env = {"env_vars": env_vars}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True)
-    else:
-        # The dashboard hosts the state API that Ray Train's placement-group cleaner polls; without it
-        # the driver prints a warning every few seconds. It listens on loopback only.
-        ray.init(runtime_env=runtime_env, include_dashboard=True, dashboard_host="127.0.0.1",
-                 _node_ip_address="127.0.0.1")
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), runtime_env=runtime_env, log_to_driver=True)
+        return
+    except ConnectionError:
+        if os.environ.get("RAY_ADDRESS"):
+            raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={os.environ['RAY_ADDRESS']}") from None
+    start_local_ray(runtime_env)
+
+
+def start_local_ray(runtime_env: dict | None = None, **kwargs) -> None:
+    """A one-machine Ray bound to loopback: nothing it opens is reachable from the network.
+
+    Ray maps a node address of 127.0.0.1 to the machine's network address unless it believes it runs
+    on a laptop OS; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (inherited by the workers) and the same switch
+    in this already-imported Ray make it keep the loopback address, as it does on macOS.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    # The dashboard hosts the state API that Ray Train's placement-group cleaner polls; without it
+    # the driver prints a warning every few seconds.
+    ray.init(runtime_env=runtime_env, include_dashboard=True, dashboard_host="127.0.0.1",
+             _node_ip_address="127.0.0.1", **kwargs)
 
 
 def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], None] = print) -> dict:
@@ -156,7 +175,6 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
 
 def summarize(record: dict) -> str:
     """A few lines for the terminal."""
-    metric = record["metric"]["name"]
     test = record["final"]["test"]
     lines = [
         f"{record['label']} ({record['method']}): {record['steps']['done']}/{record['steps']['planned']} steps"
@@ -164,7 +182,7 @@ def summarize(record: dict) -> str:
         + (f", resumed {record['resumes']}x" if record["resumes"] else ""),
         f"  model      {record['model']['architecture']} {record['model']['family'].replace('_', '-')}, "
         f"{record['model']['total_params'] / 1e6:.2f}M parameters ({record['model']['trainable_params'] / 1e6:.2f}M trained)",
-        f"  test       " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()),
+        "  test       " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()),
         f"  training   {record['times']['train_s']:.1f}s, {record['device_seconds'] / 3600:.4f} device-hours "
         f"({record['hardware']['devices']:g} x {record['hardware']['device_type']}), "
         f"{record['cost']['total']:.4f} {record['cost']['currency']}, {record['tokens_per_s'] or 0:,.0f} tokens/s",

@@ -22,12 +22,13 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ray_t2t.config import ExperimentConfig, validate_config
 from ray_t2t.data import PreparedData
-from ray_t2t.ledger import cost_of, hardware_of, mfu, write_record
+from ray_t2t.ledger import Hardware, cost_of, hardware_of, mfu, write_record
 from ray_t2t.methods import Setup, collate, cross_entropy, get_method, save_pretrained
 from ray_t2t.metrics import METRICS, compute_metrics
 from ray_t2t.models import count_parameters, is_encoder_decoder
@@ -134,18 +135,17 @@ def _all_gather(ctx, value):
     return gathered
 
 
-def evaluate(engine, method, setup: Setup, split: Split, ctx, device, limit: int | None = None) -> dict[str, float]:
+def evaluate(run: Run, split: Split) -> dict[str, float]:
     """Teacher-forced task loss and token accuracy and, for task-evaluating methods, the eval metrics
-    on decoded outputs. Each rank takes every world_size-th example; results are gathered, so every rank returns
-    the same numbers (and takes the same stop-at-target decision)."""
+    on decoded outputs. Each rank takes every world_size-th example; results are gathered, so every
+    rank returns the same numbers (and takes the same stop-at-target decision)."""
     import torch
 
     from ray_t2t.decoding import generate
 
-    cfg = setup.cfg
+    cfg, setup, method, engine, ctx, device = run.cfg, run.setup, run.method, run.engine, run.ctx, run.device
     model = engine.module
-    count = len(split) if limit is None else min(limit, len(split))
-    mine = list(range(ctx.rank, count, ctx.world_size))
+    mine = list(range(ctx.rank, len(split), ctx.world_size))
     sources = [split.source_ids[i] for i in mine]
     targets = [split.target_ids[i] for i in mine]
     evaluates_task = getattr(method, "EVALUATES_TASK", True)
@@ -229,28 +229,29 @@ def _inference_speed(model, setup: Setup, split: Split) -> dict[str, float]:
             "batch_size": cfg.eval.batch_size, "examples": len(sources)}
 
 
-def _evaluate_into_curve(engine, method, setup, validation, ctx, device, state, hardware, price, metrics) -> None:
-    """Validate now; append a learning-curve point (and the report metrics); note the target."""
-    cfg = setup.cfg
-    eval_start = time.perf_counter()
-    val = evaluate(engine, method, setup, validation, ctx, device)
-    state["eval_s"] += time.perf_counter() - eval_start
-    device_s = state["train_s"] * hardware.devices
-    point = {"step": state["step"], "wall_s": state["train_s"], "device_s": device_s,
-             "cost": device_s / 3600 * price, "tokens": state["tokens"],
-             "train_loss": metrics.get("train_loss"), **{f"val_{k}": v for k, v in val.items()}}
-    state["curve"].append(point)
-    metrics |= {f"val_{k}": v for k, v in val.items()}
-    if state["time_to_target"] is None and _reached(val, cfg):
-        state["time_to_target"] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens")}
-        _log(ctx, f"target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g} "
-                  f"reached at step {state['step']}, {state['train_s']:.1f}s of training")
-        state["stopped_at_target"] = cfg.eval.stop_at_target
+@dataclass
+class Run:
+    """One worker's training run: what start_run() builds and every phase after it uses."""
+
+    payload: dict
+    ctx: Any  # TrainContext
+    cfg: ExperimentConfig
+    setup: Setup
+    method: Any  # the method's module
+    data: PreparedData
+    engine: Any  # deepspeed.DeepSpeedEngine
+    scheduler: Any
+    device: Any  # torch.device
+    hardware: Hardware
+    price: float  # per device-hour
+    total_params: int
+    trainable_params: int
+    state: dict  # step, clocks, tokens, curve, target: all saved in checkpoints
+    run_dir: Path
 
 
-def run_worker(payload: dict, ctx) -> None:
-    """Train one method on this worker. `payload`: config (dict), label, data_path, run_dir,
-    config_hash, threads (CPU threads per worker)."""
+def start_run(payload: dict, ctx) -> Run:
+    """Build the method's model and its DeepSpeed engine; resume from the latest checkpoint."""
     wall_start = time.perf_counter()
     cfg = validate_config(payload["config"])
     use_gpu = cfg.scaling.use_gpu
@@ -267,18 +268,12 @@ def run_worker(payload: dict, ctx) -> None:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, int(payload.get("threads", 1))))
     torch.manual_seed(cfg.seed * 1000 + ctx.rank)  # dropout; model init has its own seeded generator
-    run_dir = Path(payload["run_dir"])
     data = PreparedData.open(payload["data_path"])
     setup = Setup(cfg, entry, data.tokenizer(), seed=cfg.seed)
     model = method.build(setup)
     setup.encoder_decoder = is_encoder_decoder(model)
     total_params, trainable_params = count_parameters(model)
     model.train()
-    train, validation = Split(data, "train"), Split(data, "validation")
-    order = BatchOrder(
-        [len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
-        cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length,
-    )
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.training.learning_rate,
         weight_decay=cfg.training.weight_decay,
@@ -292,15 +287,11 @@ def run_worker(payload: dict, ctx) -> None:
         # Averaging gradients over one rank changes nothing but still costs a gloo all-reduce per
         # micro-step (~4% of a tiny model's step time; benchmarks/train_overhead.py).
         engine.enable_backward_allreduce = False
-    gpu_name = torch.cuda.get_device_name(device) if use_gpu else None
-    hardware = hardware_of(cfg, gpu_name)
-    price = hardware.price_per_device_hour(cfg)
-    accumulation = cfg.deepspeed.gradient_accumulation_steps
-    max_steps = cfg.training.max_steps
+    hardware = hardware_of(cfg, torch.cuda.get_device_name(device) if use_gpu else None)
 
     state: dict[str, Any] = {
         "step": 0, "tokens": 0, "train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "setup_s": 0.0,
-        "curve": [], "time_to_target": None, "stopped_at_target": False, "resumes": 0, "restart_s": 0.0,
+        "curve": [], "time_to_target": None, "stopped_at_target": False, "resumes": 0,
     }
     with ctx.latest_checkpoint() as folder:
         if folder is not None:
@@ -312,20 +303,75 @@ def run_worker(payload: dict, ctx) -> None:
     state["setup_s"] += time.perf_counter() - wall_start
     _log(ctx, f"{entry.label or entry.name}: {entry.name} on {hardware.workers} x {hardware.device_type}, "
               f"{total_params / 1e6:.2f}M parameters ({trainable_params / 1e6:.2f}M trainable), "
-              f"ZeRO {cfg.deepspeed.zero_stage}, {max_steps} steps, setup {time.perf_counter() - wall_start:.1f}s")
+              f"ZeRO {cfg.deepspeed.zero_stage}, {cfg.training.max_steps} steps, "
+              f"setup {time.perf_counter() - wall_start:.1f}s")
+    return Run(payload, ctx, cfg, setup, method, data, engine, scheduler, device, hardware,
+               hardware.price_per_device_hour(cfg), total_params, trainable_params, state, Path(payload["run_dir"]))
 
-    fail_at = payload.get("fail_once_at_step")
+
+def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
+    """Validate now; append a learning-curve point (and the metrics to report); note the target."""
+    cfg, state = run.cfg, run.state
+    eval_start = time.perf_counter()
+    val = evaluate(run, validation)
+    state["eval_s"] += time.perf_counter() - eval_start
+    device_s = state["train_s"] * run.hardware.devices
+    point = {"step": state["step"], "wall_s": state["train_s"], "device_s": device_s,
+             "cost": device_s / 3600 * run.price, "tokens": state["tokens"],
+             "train_loss": metrics.get("train_loss"), **{f"val_{k}": v for k, v in val.items()}}
+    state["curve"].append(point)
+    metrics |= {f"val_{k}": v for k, v in val.items()}
+    if state["time_to_target"] is None and _reached(val, cfg):
+        state["time_to_target"] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens")}
+        _log(run.ctx, f"target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g} "
+                      f"reached at step {state['step']}, {state['train_s']:.1f}s of training")
+        state["stopped_at_target"] = cfg.eval.stop_at_target
+
+
+def save_checkpoint(run: Run, metrics: dict) -> None:
+    """A DeepSpeed checkpoint (every rank writes its shard) reported to Ray with the metrics."""
+    import torch
+
+    started = time.perf_counter()
+    folder = tempfile.mkdtemp(prefix="ray_t2t_checkpoint_")
+    run.engine.save_checkpoint(folder, tag=CHECKPOINT_TAG,
+                               client_state={"ray_t2t": run.state, "rng": torch.get_rng_state()})
+    run.ctx.report(metrics, checkpoint_dir=folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    run.state["checkpoint_s"] += time.perf_counter() - started
+
+
+def _maybe_fail(run: Run) -> None:
+    fail_at = run.payload.get("fail_once_at_step")
+    if fail_at and run.ctx.rank == 0:
+        fail_step, marker = fail_at.split(":", 1)
+        if run.state["step"] == int(fail_step) and not Path(marker).exists():
+            Path(marker).touch()
+            raise RuntimeError(f"injected failure at step {fail_step} ({FAIL_ONCE_ENV})")
+
+
+def train_steps(run: Run) -> None:
+    """Optimizer steps until max_steps (or the target, with stop_at_target): validation, progress
+    lines and checkpoints on their schedules."""
+    import torch
+
+    cfg, ctx, engine, state = run.cfg, run.ctx, run.engine, run.state
+    train, validation = Split(run.data, "train"), Split(run.data, "validation")
+    order = BatchOrder(
+        [len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
+        cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length,
+    )
+    collate_fn = getattr(run.method, "collate", collate)
+    loss_fn = getattr(run.method, "loss", cross_entropy)
+    accumulation = cfg.deepspeed.gradient_accumulation_steps
+    max_steps = cfg.training.max_steps
     if state["step"] == 0 and not state["curve"]:
-        _evaluate_into_curve(engine, method, setup, validation, ctx, device, state, hardware, price, {})
-    loss_sum = torch.zeros((), device=device)  # summed on device: no host sync per step
+        validate_into_curve(run, validation, {})  # the starting point of the learning curve
+    loss_sum = torch.zeros((), device=run.device)  # summed on the device: no host sync per step
     loss_count = 0
     log_every = max(1, max_steps // 20)
     while state["step"] < max_steps and not state["stopped_at_target"]:
-        if fail_at and ctx.rank == 0:
-            fail_step, marker = fail_at.split(":", 1)
-            if state["step"] == int(fail_step) and not Path(marker).exists():
-                Path(marker).touch()
-                raise RuntimeError(f"injected failure at step {fail_step} ({FAIL_ONCE_ENV})")
+        _maybe_fail(run)
         step_start = time.perf_counter()
         if state["step"] == 0:
             state["first_step_unix"] = time.time()
@@ -333,9 +379,9 @@ def run_worker(payload: dict, ctx) -> None:
             indices = order.indices(state["step"] * accumulation + micro)
             sources = [train.source_ids[i] for i in indices]
             targets = [train.target_ids[i] for i in indices]
-            batch = getattr(method, "collate", collate)(setup, sources, targets)
-            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            loss = getattr(method, "loss", cross_entropy)(engine, batch)
+            batch = collate_fn(run.setup, sources, targets)
+            batch = {key: value.to(run.device, non_blocking=True) for key, value in batch.items()}
+            loss = loss_fn(engine, batch)
             engine.backward(loss)
             engine.step()
             loss_sum += loss.detach()
@@ -354,49 +400,51 @@ def run_worker(payload: dict, ctx) -> None:
             loss_sum.zero_()
             loss_count = 0
         if step % cfg.eval.every_n_steps == 0 or last:
-            _evaluate_into_curve(engine, method, setup, validation, ctx, device, state, hardware, price, metrics)
+            validate_into_curve(run, validation, metrics)
         if "train_loss" in metrics:
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("step",))
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "step")
             tokens_per_s = state["tokens"] / state["train_s"] if state["train_s"] else 0
-            _log(ctx, f"step {step}/{max_steps}: {shown}, lr {scheduler.get_last_lr()[0]:.3g}, {tokens_per_s:,.0f} tokens/s")
+            _log(ctx, f"step {step}/{max_steps}: {shown}, lr {run.scheduler.get_last_lr()[0]:.3g}, "
+                      f"{tokens_per_s:,.0f} tokens/s")
         if step % cfg.run.checkpoint_every_n_steps == 0 or last or state["stopped_at_target"]:
-            checkpoint_start = time.perf_counter()
-            folder = tempfile.mkdtemp(prefix="ray_t2t_checkpoint_")
-            engine.save_checkpoint(folder, tag=CHECKPOINT_TAG, client_state={"ray_t2t": state, "rng": torch.get_rng_state()})
-            ctx.report(metrics, checkpoint_dir=folder)
-            shutil.rmtree(folder, ignore_errors=True)
-            state["checkpoint_s"] += time.perf_counter() - checkpoint_start
+            save_checkpoint(run, metrics)
         elif "val_loss" in metrics:
-            ctx.report(metrics)
-
-    _finish(engine, method, setup, data, ctx, device, state, hardware, price, run_dir, payload,
-            total_params, trainable_params, wall_start)
+            ctx.report(metrics)  # every rank reports at the same steps: Ray's report is a barrier
 
 
-def _finish(engine, method, setup, data, ctx, device, state, hardware, price, run_dir, payload,
-            total_params, trainable_params, wall_start) -> None:
-    """Test metrics, export, inference speed, the run record (rank 0)."""
-    cfg = setup.cfg
-    test = Split(data, "test")
+def run_worker(payload: dict, ctx) -> None:
+    """Train one method on this worker. `payload`: config (dict), label, data_path, run_dir,
+    config_hash, run_hash, threads (CPU threads per worker), fail_once_at_step (tests)."""
+    run = start_run(payload, ctx)
+    train_steps(run)
+    finish(run)
+
+
+def finish(run: Run) -> None:
+    """Test metrics, export, inference speed, and the run record (written by rank 0)."""
+    cfg, setup, ctx, engine, state = run.cfg, run.setup, run.ctx, run.engine, run.state
+    test = Split(run.data, "test")
     finish_start = time.perf_counter()
-    test_metrics = evaluate(engine, method, setup, test, ctx, device)
-    peaks = _all_gather(ctx, _peak_memory_bytes(device))
-    export_dir = run_dir / "model"
+    test_metrics = evaluate(run, test)
+    peaks = _all_gather(ctx, _peak_memory_bytes(run.device))
+    export_dir = run.run_dir / "model"
     inference = None
     with full_parameters(engine):
         if ctx.rank == 0:
-            staging = run_dir / f".model-staging-{os.getpid()}"
+            staging = run.run_dir / f".model-staging-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            getattr(method, "export", save_pretrained)(engine.module, staging, setup)
+            getattr(run.method, "export", save_pretrained)(engine.module, staging, setup)
             setup.tokenizer.save(staging / "ray_t2t_tokenizer")
             shutil.rmtree(export_dir, ignore_errors=True)
             staging.rename(export_dir)
-            if getattr(method, "EVALUATES_TASK", True):
+            if getattr(run.method, "EVALUATES_TASK", True):
                 engine.module.eval()
                 inference = _inference_speed(engine.module, setup, test)
     if ctx.rank != 0:
         return
+    hardware, payload = run.hardware, run.payload
+    total_params, trainable_params = run.total_params, run.trainable_params
     train_s = state["train_s"]
     device_s = train_s * hardware.devices
     flops_per_token = 4 * total_params + 2 * trainable_params  # forward 2N, backward 2N (+2N for trained weights)
@@ -424,14 +472,15 @@ def _finish(engine, method, setup, data, ctx, device, state, hardware, price, ru
             "size_on_disk_bytes": _folder_bytes(export_dir),
             "export_path": str(export_dir),
         },
-        "data": {"task": cfg.data.task, "train_examples": data.summary["splits"]["train"]["examples"],
+        "data": {"task": cfg.data.task, "train_examples": run.data.summary["splits"]["train"]["examples"],
                  "tokens_seen": state["tokens"]},
         "hardware": hardware.as_dict(),
         "times": {"setup_s": state["setup_s"], "train_s": train_s, "eval_s": state["eval_s"],
                   "checkpoint_s": state["checkpoint_s"], "finish_s": finish_s,
                   "total_s": state["setup_s"] + train_s + state["eval_s"] + state["checkpoint_s"] + finish_s},
         "device_seconds": device_s,
-        "cost": {"currency": cfg.cost.currency, "price_per_device_hour": price, "total": cost_of(device_s, hardware, cfg)},
+        "cost": {"currency": cfg.cost.currency, "price_per_device_hour": run.price,
+                 "total": cost_of(device_s, hardware, cfg)},
         "tokens_per_s": tokens_per_s,
         "flops_per_token": flops_per_token,
         "mfu": mfu(flops_per_token * tokens_per_s, hardware) if tokens_per_s else None,
@@ -447,6 +496,6 @@ def _finish(engine, method, setup, data, ctx, device, state, hardware, price, ru
         "timestamps": {"first_step": state.get("first_step_unix"), "last_step": state.get("last_step_unix"),
                        "record_written": time.time()},
     }
-    write_record(run_dir, record)
+    write_record(run.run_dir, record)
     _log(ctx, f"finished: test {cfg.eval.metric} {test_metrics.get(cfg.eval.metric, float('nan')):.4g}, "
-              f"{train_s:.1f}s training, record {run_dir / 'record.json'}")
+              f"{train_s:.1f}s training, record {run.run_dir / 'record.json'}")
