@@ -271,8 +271,10 @@ class PartialMethod(_Method):
 
     name: Literal["partial"] = Field(description="Method name.")
     model: ModelRole = Field("base", description="Which of `models` to start from.")
-    trainable: Literal["top_layers", "decoder"] = Field(
-        "top_layers", description="top_layers = the last `top_n_layers` blocks (and the head); decoder = the decoder."
+    trainable: Literal["top_layers", "decoder", "adapters"] = Field(
+        "top_layers",
+        description="top_layers = the last `top_n_layers` blocks (and the head); decoder = the decoder; "
+        "adapters = (IA)^3 adapters only.",
     )
     top_n_layers: int = Field(2, ge=1, description="Blocks trained with trainable=top_layers.")
 

@@ -119,3 +119,16 @@ def test_pretrain_batches_are_unpaired_text(tmp_path, tok, preset, objective):
         assert torch.equal(batch["input_ids"][0, : len(sources[0])], torch.tensor(sources[0]))
     model, _ = build_model(setup.cfg.models.student, tok, seed=0)
     assert torch.isfinite(model(**batch).loss)
+
+
+def test_partial_adapters_train_only_ia3_vectors(tmp_path, tok, saved_teacher):
+    setup = setup_for(tmp_path, tok, {"name": "partial", "trainable": "adapters"},
+                      {"student": {"preset": "t5-tiny"}, "base": {"name_or_path": str(saved_teacher / "t5")}})
+    model = get_method("partial").build(setup)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("ia3_l" in n for n in trainable)
+    get_method("partial").export(model, tmp_path / "export", setup)
+    from transformers import AutoModelForSeq2SeqLM
+
+    merged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "export")
+    assert not any("ia3" in n for n, _ in merged.named_parameters())

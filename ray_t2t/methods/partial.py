@@ -6,6 +6,8 @@ Parameters: `model` (default base), `trainable`:
 - top_layers: the last `top_n_layers` blocks of the decoder (decoder-only: of the stack), its final
   norm and the output layer. T5 ties its output layer to the shared embedding, which then trains too.
 - decoder: the whole decoder of an encoder-decoder model (the encoder stays frozen).
+- adapters: (IA)^3 adapters (peft): learned rescaling vectors on attention keys/values and the
+  feed-forward output; the smallest trainable set of all. Exported merged into the weights.
 """
 
 from ray_t2t.errors import ConfigError
@@ -27,6 +29,11 @@ def decoder_stack(model):
 def build(setup: Setup):
     params = setup.params
     model, _ = build_model(setup.model_spec(params.model), setup.tokenizer, seed=setup.seed)
+    if params.trainable == "adapters":
+        from peft import IA3Config, TaskType, get_peft_model
+
+        task = TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else TaskType.CAUSAL_LM
+        return get_peft_model(model, IA3Config(task_type=task))  # peft's default targets per model type
     model.requires_grad_(False)
     stack, blocks = decoder_stack(model)
     if params.trainable == "decoder":
@@ -43,3 +50,9 @@ def build(setup: Setup):
                 module.requires_grad_(True)
     model.get_output_embeddings().requires_grad_(True)
     return model
+
+
+def export(model, folder, setup: Setup) -> None:
+    if hasattr(model, "merge_and_unload"):  # the adapters option: a plain model again
+        model = model.merge_and_unload()
+    model.save_pretrained(folder)
