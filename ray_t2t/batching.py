@@ -49,7 +49,7 @@ def collate_encoder_decoder(source_ids: Ids, target_ids: Ids, pad_id: int) -> di
     """
     _check_pairs(source_ids, target_ids)
     input_ids, attention_mask = prompts_encoder_decoder(source_ids, pad_id)
-    labels, _ = _pad(target_ids, IGNORE_INDEX, left=False)
+    labels, _ = pad(target_ids, IGNORE_INDEX, left=False)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
@@ -67,8 +67,8 @@ def collate_decoder_only(source_ids: Ids, target_ids: Ids, pad_id: int, sep_id: 
         prompt = decoder_only_prompt(source, sep_id)
         sequences.append(prompt + list(target))
         labels.append([IGNORE_INDEX] * len(prompt) + list(target))
-    input_ids, attention_mask = _pad(sequences, pad_id, left=False)
-    labels_tensor, _ = _pad(labels, IGNORE_INDEX, left=False)
+    input_ids, attention_mask = pad(sequences, pad_id, left=False)
+    labels_tensor, _ = pad(labels, IGNORE_INDEX, left=False)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels_tensor}
 
 
@@ -78,7 +78,7 @@ def prompts_encoder_decoder(source_ids: Ids, pad_id: int) -> tuple[torch.Tensor,
     Raises ValueError if the batch or a source is empty.
     """
     _check_sequences("source", source_ids)
-    return _pad(source_ids, pad_id, left=False)
+    return pad(source_ids, pad_id, left=False)
 
 
 def prompts_decoder_only(source_ids: Ids, pad_id: int, sep_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +88,7 @@ def prompts_decoder_only(source_ids: Ids, pad_id: int, sep_id: int) -> tuple[tor
     """
     if not source_ids:
         raise ValueError("empty batch")
-    return _pad([decoder_only_prompt(source, sep_id) for source in source_ids], pad_id, left=True)
+    return pad([decoder_only_prompt(source, sep_id) for source in source_ids], pad_id, left=True)
 
 
 def decoder_only_prompt(source: Sequence[int], sep_id: int) -> list[int]:
@@ -118,7 +118,7 @@ def _check_sequences(name: str, sequences: Ids) -> None:
         raise ValueError(f"empty {name} sequence; sequences end in end-of-sequence (PairTokenizer.encode_*)")
 
 
-def _pad(sequences: Ids, value: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(sequences: Ids, value: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(padded ids, attention mask) as int64 tensors of shape (batch, longest)."""
     import torch
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ray_t2t.batching import IGNORE_INDEX
+from ray_t2t.batching import IGNORE_INDEX, pad
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup, model_spec
 from ray_t2t.methods.scratch import build as build_scratch
@@ -45,11 +45,6 @@ def _objective(setup: Setup) -> str:
     return chosen
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(row) for row in rows)
-    return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
-
-
 def corrupt_spans(ids: list[int], mask_id: int, density: float, mean_span: float, generator) -> list[int]:
     """`ids` with random spans (about `density` of the tokens, mean length `mean_span`) each replaced
     by one `mask_id`; at least one span when the sequence has a token to mask."""
@@ -72,17 +67,16 @@ def corrupt_spans(ids: list[int], mask_id: int, density: float, mean_span: float
 def collate(setup: Setup, source_ids, target_ids, generator=None) -> dict:
     texts = [list(ids) for ids in source_ids] + [list(ids) for ids in target_ids]  # unpaired
     tok = setup.tokenizer
+    labels, _ = pad(texts, IGNORE_INDEX, left=False)
     if _objective(setup) == "causal_lm":
-        input_ids = _pad(texts, tok.pad_id)
-        labels = _pad(texts, IGNORE_INDEX)
-        return {"input_ids": input_ids, "attention_mask": (labels != IGNORE_INDEX).long(), "labels": labels}
+        input_ids, attention_mask = pad(texts, tok.pad_id, left=False)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
     mask_id = getattr(tok, "mask_id", None)
     mask_id = mask_id if mask_id is not None else _unknown_id(tok)
     params = setup.params
     corrupted = [corrupt_spans(t, mask_id, params.noise_density, params.mean_span_length, generator) for t in texts]
-    input_ids = _pad(corrupted, tok.pad_id)
-    attention_mask = _pad([[1] * len(c) for c in corrupted], 0)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": _pad(texts, IGNORE_INDEX)}
+    input_ids, attention_mask = pad(corrupted, tok.pad_id, left=False)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def _unknown_id(tok) -> int:
