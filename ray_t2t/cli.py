@@ -4,6 +4,7 @@
     ray-t2t validate --explain [--section NAME]      # every config field, its type, default and meaning
     ray-t2t data CONFIG [section.key=value ...] [--rebuild] [--show N]
     ray-t2t train CONFIG [method=NAME] [section.key=value ...]
+    ray-t2t teacher CONFIG [section.key=value ...]
 
 Errors in the user's input (config, data) print one clear message and exit with status 2.
 """
@@ -102,6 +103,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from ray_t2t.config import load_config
+    from ray_t2t.soft_targets import produce_soft_targets
+
+    cfg = load_config(args.config, args.overrides)
+    manifest = produce_soft_targets(cfg, log=lambda message: print(message, flush=True))
+    teacher = manifest["teacher"]
+    kind = "pre-existing teacher" if teacher["pre_existing"] else f"trained by run '{teacher['label']}'"
+    print(f"teacher: {teacher['path']} ({kind})")
+    print(f"soft targets: {manifest['rows']:,} examples in {len(manifest['shards'])} shard(s), "
+          f"{manifest['target_tokens']:,} target tokens, {manifest['bytes'] / 1e6:.2f} MB, "
+          f"{manifest['bytes_per_target_token']:.1f} bytes per target token (k={manifest['identity']['k']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ray-t2t",
@@ -141,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arguments(train)
     train.set_defaults(run=cmd_train)
+
+    teacher = commands.add_parser(
+        "teacher",
+        help="compute the teacher's top-k soft targets on Ray Data (shards + manifest)",
+        description="Run the teacher over the training split on Ray Data (an actor pool of replicas) and "
+        "store its top-k token ids and log-probabilities per target position as checksummed Parquet "
+        "shards with a manifest. A rerun computes only missing shards; a finished set is reused.",
+    )
+    _add_config_arguments(teacher)
+    teacher.set_defaults(run=cmd_teacher)
     return parser
 
 

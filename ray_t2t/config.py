@@ -391,6 +391,22 @@ class EvalSection(Section):
         return value
 
 
+class SoftTargetsSection(Section):
+    """Teacher inference on Ray Data: what `ray-t2t teacher` stores for distillation."""
+
+    top_k: int = Field(32, ge=1, description="Teacher tokens kept per target position (ids and log-probs).")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature of the stored log-probabilities.")
+    generations: Literal["none", "greedy", "beam"] = Field(
+        "none", description="Also store the teacher's own outputs (for kd_sequence): none, greedy or beam."
+    )
+    num_beams: int = Field(4, ge=1, description="Beam width with generations=beam.")
+    replicas: int = Field(1, ge=1, description="Teacher replicas (Ray Data actor pool size).")
+    cpus_per_replica: float = Field(1, gt=0, description="CPUs per replica (also its torch threads).")
+    gpus_per_replica: float = Field(0, ge=0, description="GPUs per replica; 0 = CPU inference.")
+    batch_size: int = Field(256, ge=1, description="Examples per teacher forward pass.")
+    rows_per_shard: int = Field(4096, ge=1, description="Examples per shard file (the unit of resume).")
+
+
 # ------------------------------------------------------------------------------ Ray and DeepSpeed
 
 
@@ -471,6 +487,9 @@ class ExperimentConfig(Section):
     methods: list[Method] = Field(default_factory=list, description="Methods to compare: a list of {name: ..., params}.")
     training: TrainingSection = Field(default_factory=TrainingSection, description="Optimizer and schedule.")
     eval: EvalSection = Field(default_factory=EvalSection, description="Metric, target, decoding.")
+    soft_targets: SoftTargetsSection = Field(
+        default_factory=SoftTargetsSection, description="Teacher inference for distillation (ray-t2t teacher)."
+    )
     scaling: ScalingSection = Field(default_factory=ScalingSection, description="Workers (ScalingConfig).")
     deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection, description="DeepSpeed engine.")
     tune: TuneSection = Field(default_factory=TuneSection, description="Sweeps (TuneConfig).")

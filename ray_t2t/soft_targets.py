@@ -1,0 +1,350 @@
+"""Teacher soft targets: computed once on Ray Data, stored as checksummed shards, reused by students.
+
+    ray-t2t teacher CONFIG                 # or: from ray_t2t.soft_targets import produce_soft_targets
+
+Layout, under <storage_path>/<run.name>/soft_targets/<teacher>/:
+
+    request.json           what was asked (identity of teacher weights, tokenizer, data, k, ...),
+                           written before any shard: a different request for this folder is refused
+    shard-00000.parquet    rows [0, rows_per_shard) of the training split, and so on: shard ids are
+                           fixed by row numbers, so a rerun computes exactly the missing shards
+    manifest.json          written last: shards with rows and sha256, totals, bytes per target token
+
+A shard row: example_id, positions (target tokens, end-of-sequence included), teacher_topk_ids
+(positions x k, in the smallest unsigned type that holds the vocabulary), teacher_topk_logprobs
+(positions x k, float16, log-softmax of logits / temperature), and optionally the teacher's own
+generation (token ids). Each shard is written under a temporary name and renamed when complete, so a
+killed job leaves complete shards or nothing; readers (open_soft_targets) verify the manifest.
+
+Ray Data runs the inference: a dataset of the missing shard ids goes through map_batches over an
+actor pool of teacher replicas (`soft_targets.replicas`, CPUs/GPUs each), one shard per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ray_t2t.config import ExperimentConfig, ModelSpec, validate_config
+from ray_t2t.data import PreparedData, prepare_data
+from ray_t2t.errors import ConfigError, DataError, UserError
+from ray_t2t.ledger import read_record
+
+MANIFEST = "manifest.json"
+REQUEST = "request.json"
+FORMAT_VERSION = 1
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
+def id_type_for(vocab_size: int):
+    """The smallest unsigned integer type that holds every token id."""
+    import pyarrow as pa
+
+    for bits, kind in ((8, pa.uint8()), (16, pa.uint16()), (32, pa.uint32())):
+        if vocab_size <= 2**bits:
+            return kind
+    return pa.uint64()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- the teacher
+
+
+@dataclass
+class Teacher:
+    label: str  # folder name under soft_targets/
+    path: str  # name_or_path to load
+    record: dict | None  # its training run record (None: a pre-existing teacher, cost zero)
+
+
+def resolve_teacher(cfg: ExperimentConfig) -> Teacher:
+    """The teacher to run: models.teacher if it has weights, else the output of the method entry that
+    trains models.teacher. Raises ConfigError/UserError saying what to do when there is none."""
+    if not cfg.models.teachers:
+        raise ConfigError("no models.teacher in the config: set one (a preset trained by a method, or a name/path)")
+    spec = cfg.models.teachers[0]
+    if spec.name_or_path is not None and spec.pretrained:
+        label = Path(spec.name_or_path).name if Path(spec.name_or_path).exists() else spec.name_or_path.replace("/", "--")
+        return Teacher(label, spec.name_or_path, None)
+    trainers = [m for m in cfg.methods if getattr(m, "model", None) == "teacher"]
+    if not trainers:
+        raise ConfigError(
+            "models.teacher has no trained weights (a preset). Add a method entry that trains it, e.g. "
+            "{name: scratch, label: teacher, model: teacher}, or set models.teacher.name_or_path"
+        )
+    label = trainers[0].label or trainers[0].name
+    run_dir = cfg.experiment_dir / "runs" / label
+    record = read_record(run_dir)
+    if record is None or record.get("status") != "finished":
+        raise UserError(f"the teacher is not trained yet: run `ray-t2t train CONFIG method={label}` first")
+    return Teacher(label, str(run_dir / "model"), record)
+
+
+def identity(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData) -> dict[str, Any]:
+    """What the stored soft targets depend on; a folder holds soft targets of one identity only."""
+    path = Path(teacher.path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(path)).encode())
+            digest.update(sha256_file(file).encode())
+        teacher_hash = digest.hexdigest()
+    else:  # a hub name: its name stands for its weights
+        teacher_hash = hashlib.sha256(teacher.path.encode()).hexdigest()
+    meta = json.dumps(prepared.tokenizer().meta, sort_keys=True)
+    settings = cfg.soft_targets
+    return {
+        "format": FORMAT_VERSION,
+        "teacher weights": teacher_hash,
+        "tokenizer": hashlib.sha256(meta.encode()).hexdigest(),
+        "data split": sha256_file(prepared.path / "train.parquet"),
+        "k": settings.top_k,
+        "temperature": settings.temperature,
+        "generations": settings.generations,
+        "num_beams": settings.num_beams if settings.generations == "beam" else None,
+        "rows_per_shard": settings.rows_per_shard,
+    }
+
+
+def _check_request(folder: Path, wanted: dict) -> None:
+    path = folder / REQUEST
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text())
+    differ = [key for key in wanted if stored.get(key) != wanted[key]]
+    if differ:
+        details = ", ".join(
+            f"{key} ({stored.get(key)} -> {wanted[key]})" if key in ("k", "temperature", "generations", "num_beams", "rows_per_shard")
+            else key for key in differ
+        )
+        raise UserError(
+            f"{folder} holds soft targets made with a different {details}. Use another run.name, or remove "
+            "that folder to recompute them"
+        )
+
+
+# ------------------------------------------------------------------------------------ the replicas
+
+
+def topk_rows(model, setup, sources, targets, k: int, temperature: float):
+    """Per example: (positions, ids[positions x k], logprobs[positions x k]) at every target position,
+    teacher-forced. Decoder-only models predict position t+1 at t, hence the shift."""
+    import torch
+
+    from ray_t2t.methods import collate
+
+    batch = collate(setup, sources, targets)
+    batch = {key: value.to(model.device) for key, value in batch.items()}
+    with torch.no_grad():
+        logits = model(**batch).logits
+    labels = batch["labels"]
+    if not setup.encoder_decoder:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    values, ids = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
+    rows = []
+    for b in range(labels.shape[0]):
+        keep = labels[b] != -100
+        rows.append((int(keep.sum()), ids[b][keep].cpu().numpy(), values[b][keep].cpu().numpy()))
+    return rows
+
+
+class TeacherReplica:
+    """A Ray Data actor: loads the teacher once, then computes and writes whole shards."""
+
+    def __init__(self, job: dict):
+        import torch
+
+        from ray_t2t.methods import Setup
+        from ray_t2t.models import build_model, is_encoder_decoder
+
+        self.job = job
+        self.cfg = validate_config(job["config"])
+        settings = self.cfg.soft_targets
+        if settings.gpus_per_replica > 0:
+            self.device = torch.device("cuda")
+        else:
+            self.device = torch.device("cpu")
+            torch.set_num_threads(max(1, int(settings.cpus_per_replica)))
+        data = PreparedData.open(job["data_path"])
+        tokenizer = data.tokenizer()
+        self.model, _ = build_model(ModelSpec(name_or_path=job["teacher_path"]), tokenizer)
+        self.model.to(self.device).eval()
+        self.setup = Setup(self.cfg, None, tokenizer, seed=self.cfg.seed, encoder_decoder=is_encoder_decoder(self.model))
+        train = data.read_split("train")
+        self.source_ids = train.column("source_ids").to_pylist()
+        self.target_ids = train.column("target_ids").to_pylist()
+        self.folder = Path(job["folder"])
+
+    def __call__(self, batch: dict) -> dict:
+        results = [self.write_shard(int(index)) for index in batch["shard"]]
+        return {key: [r[key] for r in results] for key in results[0]}
+
+    def write_shard(self, index: int) -> dict:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from ray_t2t.decoding import generate_ids
+
+        started = time.perf_counter()
+        settings = self.cfg.soft_targets
+        first = index * settings.rows_per_shard
+        last = min(first + settings.rows_per_shard, len(self.source_ids))
+        id_type = id_type_for(self.setup.tokenizer.vocab_size)
+        example_ids, positions, topk_ids, topk_logprobs, generations = [], [], [], [], []
+        for start in range(first, last, settings.batch_size):
+            stop = min(start + settings.batch_size, last)
+            sources, targets = self.source_ids[start:stop], self.target_ids[start:stop]
+            for offset, (count, ids, logprobs) in enumerate(
+                topk_rows(self.model, self.setup, sources, targets, settings.top_k, settings.temperature)
+            ):
+                example_ids.append(start + offset)
+                positions.append(count)
+                topk_ids.append(ids.reshape(-1).astype(np.uint64))
+                topk_logprobs.append(logprobs.reshape(-1).astype(np.float16))
+            if settings.generations != "none":
+                beams = settings.num_beams if settings.generations == "beam" else 1
+                generations += generate_ids(self.model, self.setup.tokenizer, sources,
+                                            max_new_tokens=self.cfg.data.max_target_length, num_beams=beams,
+                                            batch_size=settings.batch_size)
+        columns = {
+            "example_id": pa.array(example_ids, pa.int64()),
+            "positions": pa.array(positions, pa.int32()),
+            "teacher_topk_ids": pa.array(topk_ids, pa.list_(id_type)),
+            "teacher_topk_logprobs": pa.array(topk_logprobs, pa.list_(pa.float16())),
+        }
+        if settings.generations != "none":
+            columns["teacher_generation"] = pa.array(generations, pa.list_(pa.int32()))
+        final = self.folder / shard_name(index)
+        staging = self.folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(pa.table(columns), staging, compression="zstd")
+        os.replace(staging, final)  # atomic: a reader sees the whole shard or none
+        return {"shard": index, "rows": len(example_ids), "target_tokens": int(sum(positions)),
+                "seconds": time.perf_counter() - started}
+
+
+# --------------------------------------------------------------------------------------- the driver
+
+
+def _shard_stats(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["example_id", "positions"])
+    ids = table.column("example_id").to_pylist()
+    return {"name": path.name, "rows": len(ids), "first_id": min(ids), "last_id": max(ids),
+            "target_tokens": int(sum(table.column("positions").to_pylist())),
+            "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict:
+    """Compute (or reuse) the teacher's soft targets for the training split; returns the manifest.
+    Raises ConfigError/UserError before any work when the teacher is missing or the folder holds
+    soft targets of another identity."""
+    teacher = resolve_teacher(cfg)
+    prepared = prepare_data(cfg, log=log)
+    folder = (cfg.experiment_dir / "soft_targets" / teacher.label).resolve()
+    wanted = identity(cfg, teacher, prepared)
+    _check_request(folder, wanted)
+    manifest_path = folder / MANIFEST
+    if manifest_path.is_file():
+        log(f"soft targets: reusing {folder}")
+        return verify_manifest(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / REQUEST).write_text(json.dumps(wanted, indent=1, sort_keys=True))
+    rows = prepared.summary["splits"]["train"]["examples"]
+    settings = cfg.soft_targets
+    count = math.ceil(rows / settings.rows_per_shard)
+    missing = [i for i in range(count) if not (folder / shard_name(i)).is_file()]
+    started = time.perf_counter()
+    if missing:
+        log(f"soft targets: {len(missing)} of {count} shards to compute with {settings.replicas} teacher replica(s) "
+            f"({teacher.path})")
+        _run_replicas(cfg, teacher, prepared, folder, missing)
+    seconds = time.perf_counter() - started
+    shards = [_shard_stats(folder / shard_name(i)) for i in range(count)]
+    covered = sum(s["rows"] for s in shards)
+    if covered != rows:
+        raise DataError(f"{folder}: shards hold {covered} rows, the training split {rows}")
+    tokens = sum(s["target_tokens"] for s in shards)
+    size = sum(s["bytes"] for s in shards)
+    manifest = {
+        "identity": wanted,
+        "teacher": {"label": teacher.label, "path": teacher.path,
+                    "pre_existing": teacher.record is None},
+        "rows": rows,
+        "target_tokens": tokens,
+        "bytes": size,
+        "bytes_per_target_token": size / max(1, tokens),
+        "inference_s": seconds,
+        "shards": shards,
+    }
+    staging = folder / f".{MANIFEST}.tmp"
+    staging.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(staging, manifest_path)  # last: its presence means every shard is complete
+    log(f"soft targets: {rows:,} examples, {tokens:,} target tokens, {size / 1e6:.2f} MB "
+        f"({manifest['bytes_per_target_token']:.1f} B/token at k={settings.top_k}) in {folder}")
+    return manifest
+
+
+def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData, folder: Path,
+                  missing: list[int]) -> None:
+    import ray
+
+    from ray_t2t.train.launcher import ensure_ray
+
+    settings = cfg.soft_targets
+    ensure_ray(settings.gpus_per_replica > 0)
+    job = {"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path.resolve()),
+           "teacher_path": str(Path(teacher.path).resolve()) if Path(teacher.path).exists() else teacher.path,
+           "folder": str(folder)}
+    dataset = ray.data.from_items([{"shard": index} for index in missing])
+    results = dataset.map_batches(
+        TeacherReplica,
+        fn_constructor_kwargs={"job": job},
+        batch_size=1,
+        concurrency=settings.replicas,
+        num_cpus=settings.cpus_per_replica,
+        num_gpus=settings.gpus_per_replica,
+    ).take_all()
+    if len(results) != len(missing):
+        raise UserError(f"teacher inference returned {len(results)} of {len(missing)} shards; rerun to resume")
+
+
+def verify_manifest(folder: Path) -> dict:
+    """The manifest, after checking that every shard it lists is there with its checksum and that the
+    example ids cover 0..rows-1 once. Raises DataError naming what is wrong."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{folder}: no {MANIFEST}; the soft targets are incomplete (rerun `ray-t2t teacher`)")
+    manifest = json.loads(path.read_text())
+    expected_first = 0
+    for shard in manifest["shards"]:
+        file = Path(folder) / shard["name"]
+        if not file.is_file():
+            raise DataError(f"{file}: listed in the manifest but missing")
+        if sha256_file(file) != shard["sha256"]:
+            raise DataError(f"{file}: checksum does not match the manifest (changed or corrupt)")
+        if shard["first_id"] != expected_first or shard["last_id"] - shard["first_id"] + 1 != shard["rows"]:
+            raise DataError(f"{file}: holds example ids {shard['first_id']}..{shard['last_id']}, expected from {expected_first}")
+        expected_first += shard["rows"]
+    if expected_first != manifest["rows"]:
+        raise DataError(f"{folder}: shards hold {expected_first} rows, the manifest says {manifest['rows']}")
+    return manifest

@@ -1,0 +1,167 @@
+"""Teacher soft targets: shard contents, the manifest and its checks, refusals, resume on Ray Data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import minimal_config
+from ray_t2t.config import ModelSpec, validate_config
+from ray_t2t.data import prepare_data
+from ray_t2t.errors import ConfigError, DataError, UserError
+from ray_t2t.models import build_model
+from ray_t2t.soft_targets import (
+    MANIFEST,
+    TeacherReplica,
+    produce_soft_targets,
+    resolve_teacher,
+    shard_name,
+    verify_manifest,
+)
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+ROWS_PER_SHARD = 128  # 300 training examples -> shards of 128, 128, 44
+
+
+def experiment(tmp_path, teacher_preset: str, **soft_targets):
+    raw = minimal_config(tmp_path)
+    cfg = validate_config(raw)
+    prepared = prepare_data(cfg)
+    teacher, _ = build_model(ModelSpec(preset=teacher_preset), prepared.tokenizer(), seed=0)
+    teacher.save_pretrained(tmp_path / "teacher")
+    raw["models"]["teacher"] = {"name_or_path": str(tmp_path / "teacher")}
+    raw["soft_targets"] = {"rows_per_shard": ROWS_PER_SHARD, "batch_size": 64, "top_k": 8, **soft_targets}
+    return validate_config(raw), prepared
+
+
+def write_all_shards_in_process(cfg, prepared) -> tuple:
+    """What the Ray Data actors do, in this process: every shard of the training split."""
+    teacher = resolve_teacher(cfg)
+    folder = cfg.experiment_dir / "soft_targets" / teacher.label
+    folder.mkdir(parents=True, exist_ok=True)
+    replica = TeacherReplica({"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path),
+                              "teacher_path": teacher.path, "folder": str(folder)})
+    for index in range(3):
+        replica.write_shard(index)
+    return replica, folder
+
+
+@pytest.mark.parametrize("preset", ["t5-tiny", "gpt2-tiny"])
+def test_shards_hold_the_teachers_top_k_at_every_target_position(tmp_path, preset):
+    cfg, prepared = experiment(tmp_path, preset, generations="greedy")
+    replica, folder = write_all_shards_in_process(cfg, prepared)
+    table = pq.read_table(folder / shard_name(1))
+    assert table.column("example_id").to_pylist() == list(range(128, 256))
+    import pyarrow as pa
+
+    assert table.schema.field("teacher_topk_ids").type.value_type == pa.uint8()  # vocabulary of 70
+    assert table.schema.field("teacher_topk_logprobs").type.value_type == pa.float16()
+    row = table.slice(5, 1).to_pylist()[0]
+    example = row["example_id"]
+    target = replica.target_ids[example]
+    assert row["positions"] == len(target)
+    ids = np.array(row["teacher_topk_ids"]).reshape(len(target), 8)
+    logprobs = np.array(row["teacher_topk_logprobs"], dtype=np.float32).reshape(len(target), 8)
+    assert (np.diff(logprobs, axis=1) <= 1e-3).all()  # sorted, best first
+    # the stored best token is the teacher's argmax at each target position
+    from ray_t2t.methods import collate
+
+    batch = collate(replica.setup, [replica.source_ids[example]], [target])
+    with torch.no_grad():
+        logits = replica.model(**batch).logits[0]
+    if preset.startswith("gpt2"):
+        prompt = len(replica.source_ids[example])  # source without its eos + sep, then the target
+        logits = logits[prompt - 1 : prompt - 1 + len(target)]
+    assert ids[:, 0].tolist() == logits.argmax(-1).tolist()
+    assert np.allclose(logprobs[:, 0], torch.log_softmax(logits, -1).max(-1).values.numpy(), atol=2e-3)
+    assert len(row["teacher_generation"]) >= 1
+
+
+def test_manifest_is_written_last_and_verified(tmp_path):
+    cfg, prepared = experiment(tmp_path, "t5-tiny")
+    _, folder = write_all_shards_in_process(cfg, prepared)
+    manifest = produce_soft_targets(cfg, log=lambda m: None)  # all shards there: no Ray needed
+    assert manifest["rows"] == 300 and [s["rows"] for s in manifest["shards"]] == [128, 128, 44]
+    assert manifest["bytes_per_target_token"] < 100  # at k=8 here; the goal is <= 100 at k=32
+    assert manifest["teacher"]["pre_existing"] is True
+    assert verify_manifest(folder) == manifest
+
+    shard = folder / shard_name(2)
+    original = shard.read_bytes()
+    shard.write_bytes(original[:-10] + b"x" * 10)
+    with pytest.raises(DataError, match="shard-00002.parquet: checksum does not match"):
+        verify_manifest(folder)
+    shard.unlink()
+    with pytest.raises(DataError, match="shard-00002.parquet: listed in the manifest but missing"):
+        verify_manifest(folder)
+    (folder / MANIFEST).unlink()
+    with pytest.raises(DataError, match="no manifest.json; the soft targets are incomplete"):
+        verify_manifest(folder)
+
+
+def test_a_different_request_for_the_same_folder_is_refused(tmp_path):
+    cfg, prepared = experiment(tmp_path, "t5-tiny")
+    write_all_shards_in_process(cfg, prepared)
+    produce_soft_targets(cfg, log=lambda m: None)
+    changed = cfg.model_copy(deep=True)
+    changed.soft_targets.top_k = 4
+    changed.soft_targets.temperature = 2.0
+    with pytest.raises(UserError, match=r"different k \(8 -> 4\), temperature \(1.0 -> 2.0\)"):
+        produce_soft_targets(changed, log=lambda m: None)
+    (tmp_path / "teacher" / "config.json").write_text((tmp_path / "teacher" / "config.json").read_text() + " ")
+    with pytest.raises(UserError, match="different teacher weights"):
+        produce_soft_targets(cfg, log=lambda m: None)
+
+
+def test_a_teacher_must_have_weights(tmp_path):
+    raw = minimal_config(tmp_path, models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-2m"}})
+    with pytest.raises(ConfigError, match="models.teacher has no trained weights"):
+        resolve_teacher(validate_config(raw))
+    raw["methods"] = [{"name": "scratch", "label": "big", "model": "teacher"}]
+    with pytest.raises(UserError, match="run `ray-t2t train CONFIG method=big` first"):
+        resolve_teacher(validate_config(raw))
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from ray_t2t.train.launcher import start_local_ray
+
+    start_local_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def read_ids(folder) -> list[int]:
+    ids = []
+    for shard in json.loads((folder / MANIFEST).read_text())["shards"]:
+        ids += pq.read_table(folder / shard["name"], columns=["example_id"]).column("example_id").to_pylist()
+    return ids
+
+
+@pytest.mark.parametrize("preset", ["t5-tiny", "gpt2-tiny"])
+def test_ray_data_inference_resumes_and_reuses(ray_session, tmp_path, preset):
+    cfg, prepared = experiment(tmp_path, preset)
+    messages = []
+    manifest = produce_soft_targets(cfg, log=messages.append)
+    folder = tmp_path / "runs" / "test" / "soft_targets" / "teacher"
+    assert read_ids(folder) == list(range(300))
+    # a job killed after two shards: the last shard and the manifest are missing
+    (folder / MANIFEST).unlink()
+    (folder / shard_name(2)).unlink()
+    untouched = (folder / shard_name(0)).stat().st_mtime_ns
+    messages.clear()
+    resumed = produce_soft_targets(cfg, log=messages.append)
+    assert any("1 of 3 shards to compute" in m for m in messages)
+    assert (folder / shard_name(0)).stat().st_mtime_ns == untouched
+    assert read_ids(folder) == list(range(300))  # one row per example, none twice
+    assert [s["sha256"] for s in resumed["shards"][:2]] == [s["sha256"] for s in manifest["shards"][:2]]
+    messages.clear()
+    produce_soft_targets(cfg, log=messages.append)
+    assert any("reusing" in m for m in messages)
+    assert not list(folder.glob(".*.tmp"))
