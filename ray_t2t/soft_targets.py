@@ -348,3 +348,29 @@ def verify_manifest(folder: Path) -> dict:
     if expected_first != manifest["rows"]:
         raise DataError(f"{folder}: shards hold {expected_first} rows, the manifest says {manifest['rows']}")
     return manifest
+
+
+def load_soft_targets(folder: str | Path) -> dict[int, tuple]:
+    """{example_id: (topk_ids [positions x k] int64, topk_logprobs [positions x k] float32)} of a
+    verified soft-target folder (for training; the manifest is checked first)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    manifest = verify_manifest(Path(folder))
+    rows: dict[int, tuple] = {}
+    for shard in manifest["shards"]:
+        table = pq.read_table(Path(folder) / shard["name"],
+                              columns=["example_id", "positions", "teacher_topk_ids", "teacher_topk_logprobs"])
+        examples = table.column("example_id").to_numpy()
+        positions = table.column("positions").to_numpy()
+        ids = table.column("teacher_topk_ids").combine_chunks()
+        logprobs = table.column("teacher_topk_logprobs").combine_chunks()
+        flat_ids = ids.flatten().to_numpy().astype(np.int64)
+        flat_logprobs = logprobs.flatten().to_numpy().astype(np.float32)
+        offsets = ids.offsets.to_numpy()
+        for j, example in enumerate(examples):
+            span = slice(offsets[j], offsets[j + 1])
+            rows[int(example)] = (flat_ids[span].reshape(positions[j], -1), flat_logprobs[span].reshape(positions[j], -1))
+    if len(rows) != manifest["rows"]:
+        raise DataError(f"{folder}: {len(rows)} distinct examples, the manifest says {manifest['rows']}")
+    return rows

@@ -132,3 +132,55 @@ def test_partial_adapters_train_only_ia3_vectors(tmp_path, tok, saved_teacher):
 
     merged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "export")
     assert not any("ia3" in n for n, _ in merged.named_parameters())
+
+
+class KdParams:
+    def __init__(self, divergence="forward_kl", temperature=2.0, alpha=1.0):
+        self.divergence, self.temperature, self.alpha = divergence, temperature, alpha
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+def test_kd_loss_is_zero_when_the_student_matches_the_teacher(kind):
+    from ray_t2t.methods.kd_logits import kd_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 11)
+    labels = torch.tensor([[4, 5, -100], [6, -100, -100]])
+    params = KdParams(kind, temperature=2.0)
+    mask = labels != -100
+    teacher_logprobs, teacher_ids = torch.log_softmax(logits[mask] / 2.0, -1).topk(4, -1)
+    assert kd_loss(logits, labels, teacher_ids, teacher_logprobs, True, params) == pytest.approx(0.0, abs=1e-6)
+    other = kd_loss(torch.randn(2, 3, 11), labels, teacher_ids, teacher_logprobs, True, params)
+    assert other > 0.01
+
+
+def test_kd_loss_with_the_whole_vocabulary_is_the_full_kl():
+    from ray_t2t.methods.kd_logits import kd_loss
+
+    torch.manual_seed(1)
+    student, teacher = torch.randn(1, 4, 9), torch.randn(1, 4, 9)
+    labels = torch.tensor([[1, 2, 3, 4]])
+    temperature = 1.5
+    t_logprobs, t_ids = torch.log_softmax(teacher[0] / temperature, -1).topk(9, -1)  # k = vocabulary
+    full = torch.nn.functional.kl_div(torch.log_softmax(student[0] / temperature, -1),
+                                      torch.log_softmax(teacher[0] / temperature, -1),
+                                      log_target=True, reduction="none").sum(-1).mean() * temperature**2
+    ours = kd_loss(student, labels, t_ids, t_logprobs, True, KdParams(temperature=temperature))
+    assert ours == pytest.approx(float(full), rel=1e-5)
+    # decoder-only: logits at t predict the label at t+1
+    shifted = torch.cat([student, torch.zeros(1, 1, 9)], dim=1)
+    shifted_labels = torch.cat([torch.tensor([[-100]]), labels], dim=1)
+    assert kd_loss(shifted, shifted_labels, t_ids, t_logprobs, False, KdParams(temperature=temperature)) == pytest.approx(float(full), rel=1e-5)
+
+
+def test_kd_logits_refuses_what_it_cannot_do(tmp_path):
+    from ray_t2t.methods.kd_logits import check
+
+    cfg = validate_config(minimal_config(tmp_path, methods=[{"name": "kd_logits", "teacher_source": "online"}],
+                                         models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}))
+    with pytest.raises(ConfigError, match="teacher_source=online .* is not implemented yet"):
+        check(cfg, cfg.methods[0])
+    cfg = validate_config(minimal_config(tmp_path, methods=[{"name": "kd_logits", "top_k": 64}],
+                                         models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}))
+    with pytest.raises(ConfigError, match="top_k=64 exceeds soft_targets.top_k=32"):
+        check(cfg, cfg.methods[0])

@@ -165,3 +165,31 @@ def test_ray_data_inference_resumes_and_reuses(ray_session, tmp_path, preset):
     produce_soft_targets(cfg, log=messages.append)
     assert any("reusing" in m for m in messages)
     assert not list(folder.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("preset", ["t5-tiny", "gpt2-tiny"])
+def test_kd_collate_aligns_teacher_rows_with_labelled_positions(tmp_path, preset):
+    from ray_t2t.methods import Setup
+    from ray_t2t.methods.kd_logits import collate as kd_collate
+    from ray_t2t.methods.kd_logits import kd_loss
+
+    cfg, prepared = experiment(tmp_path, preset)
+    replica, folder = write_all_shards_in_process(cfg, prepared)
+    produce_soft_targets(cfg, log=lambda m: None)
+    raw = cfg.model_dump(mode="json")
+    raw["methods"] = [{"name": "kd_logits", "top_k": 4, "temperature": 2.0}]
+    kd_cfg = validate_config(raw)
+    setup = Setup(kd_cfg, kd_cfg.methods[0], replica.setup.tokenizer, seed=0,
+                  encoder_decoder=replica.setup.encoder_decoder,
+                  extras={"soft_targets": str(folder), "stored_temperature": 1.0})
+    indices = [3, 150, 299]
+    batch = kd_collate(setup, [replica.source_ids[i] for i in indices], [replica.target_ids[i] for i in indices],
+                       indices=indices)
+    positions = sum(len(replica.target_ids[i]) for i in indices)
+    assert batch["teacher_topk_ids"].shape == (positions, 4)
+    # the teacher itself as the student: its own distribution, so the divergence is ~0
+    teacher_ids, teacher_logprobs = batch.pop("teacher_topk_ids"), batch.pop("teacher_topk_logprobs")
+    with torch.no_grad():
+        logits = replica.model(**batch).logits
+    loss = kd_loss(logits, batch["labels"], teacher_ids, teacher_logprobs, setup.encoder_decoder, kd_cfg.methods[0])
+    assert float(loss) == pytest.approx(0.0, abs=2e-3)  # float16 storage

@@ -243,3 +243,17 @@ def test_refusals_come_before_any_work(ray_session, storage):
     with pytest.raises(ConfigError, match=r"no method 'nope' in the config. Methods: finetune"):
         train(cfg, "nope")
     assert not (storage / "tiny" / "runs" / "qlora").exists()
+
+
+def test_kd_logits_student_learns_from_stored_soft_targets(scratch_run, storage):
+    teacher = scratch_run[1]["model"]["export_path"]
+    models = {"student": {"preset": "t5-tiny"}, "teacher": {"name_or_path": teacher}}
+    cfg = experiment(storage, [{"name": "kd_logits", "alpha": 0.5, "temperature": 2.0, "top_k": 8}], models=models,
+                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10},
+                     soft_targets={"top_k": 8, "rows_per_shard": 8192, "batch_size": 512})
+    messages = []
+    record = train(cfg, "kd_logits", log=messages.append)
+    assert any("3 of 3 shards to compute" in m for m in messages)  # soft targets made first, on Ray Data
+    assert (storage / "tiny" / "soft_targets" / "model" / "manifest.json").is_file()
+    assert_consistent(record)
+    assert_improved(record, loss_factor=0.8, accuracy_gain=0.1)

@@ -8,8 +8,10 @@ A method module defines
 and may define
 
     check(cfg, params) -> None                                  raises ConfigError before any work
+    prepare(cfg, params, log) -> dict    driver-side work before training (e.g. soft targets); the
+                                         dict reaches the workers as setup.extras
     collate(setup, source_ids, target_ids, generator) -> dict   (default: the family's collation)
-    loss(model, batch) -> torch.Tensor                          (default: the model's cross-entropy)
+    loss(model, batch, setup) -> torch.Tensor                   (default: the model's cross-entropy)
     export(model, folder, setup) -> None                        (default: save_pretrained)
     EVALUATES_TASK = False     (default True: decode and score; False: validate on the method's own loss)
 
@@ -21,7 +23,7 @@ Names map to modules of this package only: nothing named in a config is ever imp
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,7 @@ METHODS = {
     "qlora": "ray_t2t.methods.qlora",
     "pretrain": "ray_t2t.methods.pretrain",
     "sft": "ray_t2t.methods.sft",
+    "kd_logits": "ray_t2t.methods.kd_logits",
 }
 
 
@@ -49,6 +52,7 @@ class Setup:
     tokenizer: PairTokenizer
     seed: int
     encoder_decoder: bool | None = None  # set by the loop once the model is built
+    extras: dict = field(default_factory=dict)  # what the method's prepare() returned in the driver
 
     def model_spec(self, role: str) -> ModelSpec:
         return model_spec(self.cfg, role)
@@ -68,10 +72,11 @@ def get_method(name: str) -> ModuleType:
     return importlib.import_module(METHODS[name])
 
 
-def collate(setup: Setup, source_ids, target_ids, generator=None) -> dict:
+def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
     """The family's standard batch (encoder-decoder or decoder-only, loss on the target). A method's
     own collate may draw random numbers from `generator` (None in training: the global torch RNG,
-    which checkpoints restore; a fixed one in evaluation, so validation batches never change)."""
+    which checkpoints restore; a fixed one in evaluation, so validation batches never change).
+    `indices` are the examples' row numbers in the training split (None in evaluation)."""
     from ray_t2t.batching import collate_decoder_only, collate_encoder_decoder
 
     tok = setup.tokenizer
@@ -80,7 +85,7 @@ def collate(setup: Setup, source_ids, target_ids, generator=None) -> dict:
     return collate_decoder_only(source_ids, target_ids, tok.pad_id, tok.sep_id)
 
 
-def cross_entropy(model, batch) -> Any:
+def cross_entropy(model, batch, setup: Setup | None = None) -> Any:
     return model(**batch).loss
 
 

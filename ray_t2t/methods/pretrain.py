@@ -64,7 +64,7 @@ def corrupt_spans(ids: list[int], mask_id: int, density: float, mean_span: float
     return out + body[position:] + eos
 
 
-def collate(setup: Setup, source_ids, target_ids, generator=None) -> dict:
+def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
     texts = [list(ids) for ids in source_ids] + [list(ids) for ids in target_ids]  # unpaired
     tok = setup.tokenizer
     labels, _ = pad(texts, IGNORE_INDEX, left=False)

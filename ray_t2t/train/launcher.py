@@ -52,6 +52,8 @@ def run_hash(cfg: ExperimentConfig, entry) -> str:
     dump = cfg.model_dump(mode="json")
     relevant = {key: dump[key] for key in ("seed", "data", "models", "training", "eval", "scaling", "deepspeed", "cost")}
     relevant["method"] = entry.model_dump(mode="json")
+    if entry.name.startswith("kd_"):
+        relevant["soft_targets"] = dump["soft_targets"]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -123,6 +125,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         return record
 
     prepared = prepare_data(cfg, log=log)
+    extras = method.prepare(cfg, entry, log) if hasattr(method, "prepare") else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     hash_file.write_text(this_run)
     ensure_ray(cfg.scaling.use_gpu)
@@ -141,6 +144,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         "run_hash": this_run,
         "threads": int((resources or {}).get("CPU", 1)),
         "fail_once_at_step": os.environ.get(FAIL_ONCE_ENV),
+        "method_extras": extras,
     }
     trainer = TorchTrainer(
         train_loop_per_worker,

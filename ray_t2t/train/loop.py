@@ -269,7 +269,7 @@ def start_run(payload: dict, ctx) -> Run:
         torch.set_num_threads(max(1, int(payload.get("threads", 1))))
     torch.manual_seed(cfg.seed * 1000 + ctx.rank)  # dropout; model init has its own seeded generator
     data = PreparedData.open(payload["data_path"])
-    setup = Setup(cfg, entry, data.tokenizer(), seed=cfg.seed)
+    setup = Setup(cfg, entry, data.tokenizer(), seed=cfg.seed, extras=payload.get("method_extras") or {})
     model = method.build(setup)
     setup.encoder_decoder = is_encoder_decoder(model)
     total_params, trainable_params = count_parameters(model)
@@ -379,9 +379,9 @@ def train_steps(run: Run) -> None:
             indices = order.indices(state["step"] * accumulation + micro)
             sources = [train.source_ids[i] for i in indices]
             targets = [train.target_ids[i] for i in indices]
-            batch = collate_fn(run.setup, sources, targets)
+            batch = collate_fn(run.setup, sources, targets, indices=indices)
             batch = {key: value.to(run.device, non_blocking=True) for key, value in batch.items()}
-            loss = loss_fn(engine, batch)
+            loss = loss_fn(engine, batch, run.setup)
             engine.backward(loss)
             engine.step()
             loss_sum += loss.detach()

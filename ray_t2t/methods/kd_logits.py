@@ -1,0 +1,114 @@
+"""kd_logits: response-based distillation from the teacher's stored top-k soft targets.
+
+    ray-t2t train configs/quickstart.yaml method=kd_logits
+
+The student (models.student, randomly initialized) minimizes
+
+    alpha * T^2 * D(teacher_T || student_T)  +  (1 - alpha) * cross-entropy(gold target)
+
+at every target position, where both distributions are softened by `temperature` T and restricted to
+the teacher's top-`top_k` tokens (renormalized there: a proper distribution on a shared support).
+D is the forward KL, the reverse KL or the Jensen-Shannon divergence (`divergence`). The soft targets
+come from `ray-t2t teacher` (computed before training when missing, reused otherwise); log-probs
+stored at another temperature are re-tempered exactly, since on the top-k support
+log p_T = log p_S * S / T + const.
+
+Parameters: alpha, temperature, divergence, top_k (at most the stored k), teacher_source (offline;
+the online form with a live teacher's full logits is not implemented yet and is refused).
+"""
+
+from __future__ import annotations
+
+from ray_t2t.errors import ConfigError
+from ray_t2t.methods import Setup
+from ray_t2t.methods import collate as task_collate
+from ray_t2t.models import build_model
+
+TEACHER_KEYS = ("teacher_topk_ids", "teacher_topk_logprobs")
+_soft_targets: dict = {}  # per worker process: folder -> {example_id: (ids, logprobs)}
+
+
+def check(cfg, params) -> None:
+    if params.teacher_source == "online":
+        raise ConfigError("kd_logits with teacher_source=online (live teacher, full logits) is not implemented "
+                          "yet; use teacher_source=offline (stored top-k soft targets)")
+    if params.top_k > cfg.soft_targets.top_k:
+        raise ConfigError(f"kd_logits top_k={params.top_k} exceeds soft_targets.top_k={cfg.soft_targets.top_k}, "
+                          "the number of teacher tokens stored per position")
+
+
+def prepare(cfg, params, log) -> dict:
+    """Driver side, before training: compute (or reuse) the soft targets."""
+    from ray_t2t.soft_targets import produce_soft_targets
+
+    manifest = produce_soft_targets(cfg, log=log)
+    folder = cfg.experiment_dir.resolve() / "soft_targets" / manifest["teacher"]["label"]
+    return {"soft_targets": str(folder), "stored_temperature": manifest["identity"]["temperature"]}
+
+
+def build(setup: Setup):
+    model, _ = build_model(setup.model_spec("student"), setup.tokenizer, seed=setup.seed)  # random init
+    return model
+
+
+def _rows(setup: Setup) -> dict:
+    from ray_t2t.soft_targets import load_soft_targets
+
+    folder = setup.extras["soft_targets"]
+    if folder not in _soft_targets:
+        _soft_targets[folder] = load_soft_targets(folder)  # verifies the manifest first
+    return _soft_targets[folder]
+
+
+def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+    """The task batch plus the teacher's top-k ids and log-probs of its target positions, flattened
+    in the order of the batch's labelled positions (row by row, left to right)."""
+    import numpy as np
+    import torch
+
+    batch = task_collate(setup, source_ids, target_ids)
+    if indices is None:  # evaluation: the task alone
+        return batch
+    rows = _rows(setup)
+    params = setup.params
+    stored_t = setup.extras["stored_temperature"]
+    ids = np.concatenate([rows[i][0][:, : params.top_k] for i in indices])
+    logprobs = np.concatenate([rows[i][1][:, : params.top_k] for i in indices])
+    if stored_t != params.temperature:
+        logprobs = logprobs * stored_t / params.temperature  # renormalized over the top-k in the loss
+    batch["teacher_topk_ids"] = torch.from_numpy(ids)
+    batch["teacher_topk_logprobs"] = torch.from_numpy(logprobs)
+    return batch
+
+
+def divergence(student_logprobs, teacher_logprobs, kind: str):
+    """Per-position divergence between two distributions given as log-probs over the same support."""
+    import torch
+
+    p, q = teacher_logprobs.exp(), student_logprobs.exp()
+    if kind == "forward_kl":
+        return (p * (teacher_logprobs - student_logprobs)).sum(-1)
+    if kind == "reverse_kl":
+        return (q * (student_logprobs - teacher_logprobs)).sum(-1)
+    middle = torch.log((p + q) / 2 + 1e-12)
+    return 0.5 * (p * (teacher_logprobs - middle)).sum(-1) + 0.5 * (q * (student_logprobs - middle)).sum(-1)
+
+
+def kd_loss(logits, labels, teacher_ids, teacher_logprobs, encoder_decoder: bool, params):
+    """(distillation term, as a mean over positions times T^2) for one batch."""
+    import torch
+
+    if not encoder_decoder:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    student = logits[labels != -100].float() / params.temperature  # [positions, vocab]
+    student_topk = torch.log_softmax(student.gather(-1, teacher_ids), dim=-1)
+    teacher_topk = torch.log_softmax(teacher_logprobs, dim=-1)
+    return divergence(student_topk, teacher_topk, params.divergence).mean() * params.temperature**2
+
+
+def loss(model, batch, setup: Setup):
+    teacher_ids, teacher_logprobs = (batch.pop(key) for key in TEACHER_KEYS)
+    outputs = model(**batch)
+    params = setup.params
+    kd = kd_loss(outputs.logits, batch["labels"], teacher_ids, teacher_logprobs, setup.encoder_decoder, params)
+    return params.alpha * kd + (1 - params.alpha) * outputs.loss
