@@ -58,8 +58,8 @@ def run_hash(cfg: ExperimentConfig, entry) -> str:
 
 
 def ensure_ray(use_gpu: bool) -> None:
-    """Join the cluster in RAY_ADDRESS (as under `ray job submit`) or one started on this machine with
-    `ray start`; otherwise start a local Ray."""
+    """Join the cluster in RAY_ADDRESS (set by `ray job submit`; `RAY_ADDRESS=auto` joins one started
+    on this machine with `ray start`), or start a local Ray."""
     import ray
 
     if ray.is_initialized():
@@ -70,13 +70,15 @@ def ensure_ray(use_gpu: bool) -> None:
         "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",  # otherwise every worker line prints twice
     }
     runtime_env = {"env_vars": env_vars}
-    try:
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), runtime_env=runtime_env, log_to_driver=True)
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        # No "auto" probing here: a stale cluster file from a killed Ray makes it wait for minutes.
+        start_local_ray(runtime_env)
         return
-    except ConnectionError:
-        if os.environ.get("RAY_ADDRESS"):
-            raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={os.environ['RAY_ADDRESS']}") from None
-    start_local_ray(runtime_env)
+    try:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    except ConnectionError as err:
+        raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {err}") from None
 
 
 def start_local_ray(runtime_env: dict | None = None, **kwargs) -> None:
