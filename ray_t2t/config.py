@@ -308,8 +308,11 @@ class KdSequenceMethod(_Method):
     """Sequence-level distillation (Kim & Rush): train on the teacher's own generations."""
 
     name: Literal["kd_sequence"] = Field(description="Method name.")
-    gold_mix: float = Field(0.0, ge=0, le=1, description="Share of examples that keep the gold target.")
-    num_beams: int = Field(1, ge=1, description="Beam width of the teacher's generations.")
+    gold_mix: float = Field(
+        0.0, ge=0, le=1,
+        description="Share of examples that keep the gold target. The generations come from "
+        "soft_targets.generations (greedy or beam).",
+    )
 
 
 Method = Annotated[

@@ -374,3 +374,17 @@ def load_soft_targets(folder: str | Path) -> dict[int, tuple]:
     if len(rows) != manifest["rows"]:
         raise DataError(f"{folder}: {len(rows)} distinct examples, the manifest says {manifest['rows']}")
     return rows
+
+
+def load_generations(folder: str | Path) -> dict[int, list[int]]:
+    """{example_id: the teacher's generated target ids} of a verified soft-target folder."""
+    import pyarrow.parquet as pq
+
+    manifest = verify_manifest(Path(folder))
+    if manifest["identity"]["generations"] == "none":
+        raise DataError(f"{folder}: made without generations (soft_targets.generations: none)")
+    rows: dict[int, list[int]] = {}
+    for shard in manifest["shards"]:
+        table = pq.read_table(Path(folder) / shard["name"], columns=["example_id", "teacher_generation"])
+        rows.update(zip(table.column("example_id").to_pylist(), table.column("teacher_generation").to_pylist()))
+    return rows

@@ -193,3 +193,38 @@ def test_kd_collate_aligns_teacher_rows_with_labelled_positions(tmp_path, preset
         logits = replica.model(**batch).logits
     loss = kd_loss(logits, batch["labels"], teacher_ids, teacher_logprobs, setup.encoder_decoder, kd_cfg.methods[0])
     assert float(loss) == pytest.approx(0.0, abs=2e-3)  # float16 storage
+
+
+def test_kd_sequence_trains_on_the_teachers_generations(tmp_path):
+    from ray_t2t.methods import Setup
+    from ray_t2t.methods.kd_sequence import collate as seq_collate
+    from ray_t2t.methods.kd_sequence import keeps_gold
+    from ray_t2t.soft_targets import load_generations
+
+    cfg, prepared = experiment(tmp_path, "t5-tiny", generations="greedy")
+    replica, folder = write_all_shards_in_process(cfg, prepared)
+    produce_soft_targets(cfg, log=lambda m: None)
+    generations = load_generations(folder)
+    assert sorted(generations) == list(range(300))
+    indices = list(range(40))
+    sources = [replica.source_ids[i] for i in indices]
+    golds = [replica.target_ids[i] for i in indices]
+    eos = replica.setup.tokenizer.eos_id
+
+    def labels_with(gold_mix):
+        raw = cfg.model_dump(mode="json")
+        raw["methods"] = [{"name": "kd_sequence", "gold_mix": gold_mix}]
+        seq_cfg = validate_config(raw)
+        setup = Setup(seq_cfg, seq_cfg.methods[0], replica.setup.tokenizer, seed=0, encoder_decoder=True,
+                      extras={"soft_targets": str(folder)})
+        labels = seq_collate(setup, sources, golds, indices=indices)["labels"].tolist()
+        return [[t for t in row if t != -100] for row in labels]
+
+    teacher_only = labels_with(0.0)
+    assert all(row[-1] == eos for row in teacher_only)
+    assert teacher_only == [g if g[-1:] == [eos] else g + [eos] for g in (generations[i] or golds[n] for n, i in enumerate(indices))]
+    half = labels_with(0.5)
+    kept = [keeps_gold(i, 0.5, 0) for i in indices]
+    assert 10 < sum(kept) < 30
+    assert all(row == (golds[n] if kept[n] else teacher_only[n]) for n, row in enumerate(half))
+    assert labels_with(1.0) == golds

@@ -257,3 +257,15 @@ def test_kd_logits_student_learns_from_stored_soft_targets(scratch_run, storage)
     assert (storage / "tiny" / "soft_targets" / "model" / "manifest.json").is_file()
     assert_consistent(record)
     assert_improved(record, loss_factor=0.8, accuracy_gain=0.1)
+
+
+def test_kd_sequence_student_learns_from_teacher_generations(scratch_run, storage):
+    models = {"student": {"preset": "t5-tiny"}, "teacher": {"name_or_path": scratch_run[1]["model"]["export_path"]}}
+    cfg = experiment(storage, [{"name": "kd_sequence", "gold_mix": 0.2}], models=models,
+                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10},
+                     soft_targets={"top_k": 4, "generations": "greedy", "rows_per_shard": 8192, "batch_size": 512})
+    cfg.run.name = "tiny_seq"  # its own soft-target folder: generations make a different request
+    record = train(cfg, "kd_sequence")
+    assert (storage / "tiny_seq" / "soft_targets" / "model" / "manifest.json").is_file()
+    assert_consistent(record)
+    assert_improved(record, loss_factor=0.8, accuracy_gain=0.1)

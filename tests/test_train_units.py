@@ -103,7 +103,7 @@ def test_every_registered_method_imports_and_builds_lazily():
     for name in METHODS:
         assert callable(get_method(name).build)
     with pytest.raises(KeyError, match="not implemented yet"):
-        get_method("kd_sequence")
+        get_method("kd_hidden")
 
 
 def test_hardware_cost_and_mfu(tmp_path):

@@ -40,6 +40,7 @@ METHODS = {
     "pretrain": "ray_t2t.methods.pretrain",
     "sft": "ray_t2t.methods.sft",
     "kd_logits": "ray_t2t.methods.kd_logits",
+    "kd_sequence": "ray_t2t.methods.kd_sequence",
 }
 
 

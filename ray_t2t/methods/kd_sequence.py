@@ -1,0 +1,57 @@
+"""kd_sequence: sequence-level distillation (Kim & Rush, 2016) — the student learns the teacher's own
+outputs instead of (or mixed with) the gold targets.
+
+    ray-t2t train configs/quickstart.yaml method=kd_sequence
+
+The teacher's greedy or beam outputs come from `ray-t2t teacher` with `soft_targets.generations:
+greedy` (or `beam`, with `soft_targets.num_beams`); they are computed before training when missing.
+Parameter: `gold_mix`, the share of training examples that keep their gold target (chosen per
+example, seeded, so the same examples keep gold in every epoch and after a resume). The loss is the
+plain cross-entropy; validation and test still score against the gold references.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ray_t2t.errors import ConfigError
+from ray_t2t.methods import Setup
+from ray_t2t.methods import collate as task_collate
+from ray_t2t.methods.kd_logits import build  # noqa: F401  (a randomly initialized student, as kd_logits)
+
+_generations: dict = {}  # per worker process: folder -> {example_id: ids}
+
+
+def check(cfg, params) -> None:
+    if cfg.soft_targets.generations == "none":
+        raise ConfigError("kd_sequence trains on the teacher's generations: set soft_targets.generations to "
+                          "greedy or beam")
+
+
+def prepare(cfg, params, log) -> dict:
+    from ray_t2t.soft_targets import produce_soft_targets
+
+    manifest = produce_soft_targets(cfg, log=log)
+    return {"soft_targets": str(cfg.experiment_dir.resolve() / "soft_targets" / manifest["teacher"]["label"])}
+
+
+def keeps_gold(example: int, gold_mix: float, seed: int) -> bool:
+    return random.Random(seed * 1_000_003 + example).random() < gold_mix
+
+
+def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+    if indices is not None:  # training: the teacher's output replaces the gold target
+        from ray_t2t.soft_targets import load_generations
+
+        folder = setup.extras["soft_targets"]
+        if folder not in _generations:
+            _generations[folder] = load_generations(folder)
+        generated = _generations[folder]
+        eos = setup.tokenizer.eos_id
+        targets = []
+        for example, gold in zip(indices, target_ids):
+            ids = generated[example]
+            use_gold = keeps_gold(example, setup.params.gold_mix, setup.seed) or not ids
+            targets.append(gold if use_gold else (ids if ids[-1] == eos else ids + [eos]))
+        target_ids = targets
+    return task_collate(setup, source_ids, target_ids)
