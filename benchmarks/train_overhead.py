@@ -47,7 +47,8 @@ def plain_pytorch(cfg, prepared, threads: int) -> float:
     from ray_t2t.methods import Setup, collate
     from ray_t2t.models import build_model, is_encoder_decoder
     from ray_t2t.train.batch_order import BatchOrder
-    from ray_t2t.train.loop import Split, lr_factor
+    from ray_t2t.data import Split
+    from ray_t2t.train.loop import lr_factor
 
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)

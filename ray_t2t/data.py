@@ -437,3 +437,16 @@ def prepare_data(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return PreparedData(final, summary)
+
+
+class Split:
+    """One split's token ids and references, as plain lists."""
+
+    def __init__(self, data: PreparedData, name: str):
+        table = data.read_split(name)
+        self.source_ids = table.column("source_ids").to_pylist()
+        self.target_ids = table.column("target_ids").to_pylist()
+        self.references = table.column("references").to_pylist()
+
+    def __len__(self) -> int:
+        return len(self.source_ids)

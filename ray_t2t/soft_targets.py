@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ray_t2t.config import ExperimentConfig, ModelSpec, validate_config
-from ray_t2t.data import PreparedData, prepare_data
+from ray_t2t.data import PreparedData, Split, prepare_data
 from ray_t2t.errors import ConfigError, DataError, UserError
 from ray_t2t.ledger import read_record
 
@@ -188,9 +188,8 @@ class TeacherReplica:
         self.model, _ = build_model(ModelSpec(name_or_path=job["teacher_path"]), tokenizer)
         self.model.to(self.device).eval()
         self.setup = Setup(self.cfg, None, tokenizer, seed=self.cfg.seed, encoder_decoder=is_encoder_decoder(self.model))
-        train = data.read_split("train")
-        self.source_ids = train.column("source_ids").to_pylist()
-        self.target_ids = train.column("target_ids").to_pylist()
+        train = Split(data, "train")
+        self.source_ids, self.target_ids = train.source_ids, train.target_ids
         self.folder = Path(job["folder"])
 
     def __call__(self, batch: dict) -> dict:

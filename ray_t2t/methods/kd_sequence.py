@@ -17,7 +17,8 @@ import random
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup
 from ray_t2t.methods import collate as task_collate
-from ray_t2t.methods.kd_logits import build  # noqa: F401  (a randomly initialized student, as kd_logits)
+# As kd_logits: a randomly initialized student, and soft targets computed (or reused) before training.
+from ray_t2t.methods.kd_logits import build, prepare  # noqa: F401
 
 _generations: dict = {}  # per worker process: folder -> {example_id: ids}
 
@@ -26,13 +27,6 @@ def check(cfg, params) -> None:
     if cfg.soft_targets.generations == "none":
         raise ConfigError("kd_sequence trains on the teacher's generations: set soft_targets.generations to "
                           "greedy or beam")
-
-
-def prepare(cfg, params, log) -> dict:
-    from ray_t2t.soft_targets import produce_soft_targets
-
-    manifest = produce_soft_targets(cfg, log=log)
-    return {"soft_targets": str(cfg.experiment_dir.resolve() / "soft_targets" / manifest["teacher"]["label"])}
 
 
 def keeps_gold(example: int, gold_mix: float, seed: int) -> bool:

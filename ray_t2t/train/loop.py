@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_t2t.config import ExperimentConfig, validate_config
-from ray_t2t.data import PreparedData
+from ray_t2t.data import PreparedData, Split
 from ray_t2t.ledger import Hardware, cost_of, hardware_of, mfu, write_record
 from ray_t2t.methods import Setup, collate, cross_entropy, get_method, save_pretrained
 from ray_t2t.metrics import METRICS, compute_metrics
@@ -92,19 +92,6 @@ def lr_factor(step: int, cfg: ExperimentConfig) -> float:
     if training.lr_schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0 - progress
-
-
-class Split:
-    """One split's token ids and references, as plain lists."""
-
-    def __init__(self, data: PreparedData, name: str):
-        table = data.read_split(name)
-        self.source_ids = table.column("source_ids").to_pylist()
-        self.target_ids = table.column("target_ids").to_pylist()
-        self.references = table.column("references").to_pylist()
-
-    def __len__(self) -> int:
-        return len(self.source_ids)
 
 
 def _log(ctx, message: str) -> None:
