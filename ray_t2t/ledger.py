@@ -104,6 +104,64 @@ def mfu(flops_per_s: float, hardware: Hardware) -> float | None:
     return flops_per_s / (peak * hardware.devices)
 
 
+class EnergyMeter:
+    """Joules this worker's GPU draws while it trains, from NVML's energy counter (Volta and newer).
+
+    Unavailable (``available`` False, energy recorded as null) on CPU workers, without the
+    `nvidia-ml-py` package, or where the driver does not expose the counter. `resume()` and `pause()`
+    bracket the training steps; `take()` returns the joules banked since the last take.
+    """
+
+    def __init__(self, device) -> None:
+        self._nvml = self._handle = self._since = None
+        self._banked = 0.0
+        if getattr(device, "type", "cpu") != "cuda":
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handle = _nvml_handle(pynvml, device)
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)  # raises where unsupported
+            self._nvml = pynvml
+        except Exception:  # no NVML or no counter: energy is unknown, not an error
+            self._handle = None
+
+    @property
+    def available(self) -> bool:
+        return self._nvml is not None
+
+    def _millijoules(self) -> int:
+        return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+
+    def resume(self) -> None:
+        if self.available and self._since is None:
+            self._since = self._millijoules()
+
+    def pause(self) -> None:
+        if self.available and self._since is not None:
+            self._banked += (self._millijoules() - self._since) / 1000
+            self._since = None
+
+    def take(self) -> float:
+        banked, self._banked = self._banked, 0.0
+        return banked
+
+
+def _nvml_handle(pynvml, device):
+    """The NVML handle of a torch CUDA device (NVML numbers all GPUs; CUDA only the visible ones)."""
+    import torch
+
+    uuid = str(getattr(torch.cuda.get_device_properties(device), "uuid", "") or "")
+    if uuid:
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    index = device.index or 0
+    if visible and visible[index].isdigit():
+        index = int(visible[index])
+    return pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
 def write_record(folder: Path, record: dict[str, Any]) -> Path:
     """Write record.json atomically (a reader never sees half a record)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,26 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
+def training_flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
+    """Training FLOPs per (source token, target token): forward 2N, backward 2N for activation
+    gradients, plus 2N for the weight gradients of trainable parameters (attention's own FLOPs are
+    left out: short sequences). A decoder-only model runs every token through all its weights; an
+    encoder-decoder runs source tokens through the encoder and target tokens through the decoder and
+    output layer (the encoder's embedding is a lookup, no FLOPs)."""
+    total, trainable = count_parameters(model)
+    if not is_encoder_decoder(model):
+        return 4.0 * total + 2 * trainable, 4.0 * total + 2 * trainable
+    encoder = model.get_encoder()
+    embedding = {id(p) for p in encoder.get_input_embeddings().parameters()}
+    enc_total = enc_trainable = 0
+    for param in encoder.parameters():
+        if id(param) not in embedding:
+            enc_total += _numel(param)
+            enc_trainable += _numel(param) if param.requires_grad else 0
+    dec_total, dec_trainable = total - enc_total, trainable - enc_trainable
+    return 4.0 * enc_total + 2 * enc_trainable, 4.0 * dec_total + 2 * dec_trainable
+
+
 def _numel(param: torch.Tensor) -> int:
     # bitsandbytes packs two 4-bit weights per byte of storage (QLoRA), so numel() counts half of them;
     # PEFT's own parameter count makes the same correction.

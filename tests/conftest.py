@@ -1,7 +1,10 @@
 """Shared fixtures. Everything is built in code or written to tmp_path: no network, no hub."""
 
+import json
 import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,27 @@ def minimal_config(tmp_path: Path, **sections) -> dict:
     }
     raw.update(sections)
     return raw
+
+
+LOCAL_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from ray_t2t.train.context import LocalContext
+    from ray_t2t.train.loop import run_worker
+    payload = json.loads(sys.argv[1])
+    run_worker(payload, LocalContext(payload["run_dir"]))
+    """
+)
+
+
+def train_locally(cfg, label: str, data_path, run_dir: Path, threads: int = 1, timeout: int = 600) -> dict:
+    """One run of the training loop in a fresh process without Ray (LocalContext); its run record."""
+    payload = {"config": cfg.model_dump(mode="json"), "label": label, "data_path": str(data_path),
+               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": threads}
+    done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads((run_dir / "record.json").read_text())
 
 
 @pytest.fixture(scope="module")

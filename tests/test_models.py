@@ -18,6 +18,7 @@ from ray_t2t.models import (
     count_parameters,
     is_encoder_decoder,
     model_info,
+    training_flops_per_token,
 )
 from ray_t2t.tokenizer import PairTokenizer
 
@@ -95,6 +96,20 @@ def test_freezing_lowers_trainable_count(tok):
     assert total == info.total_params
     assert trainable == info.total_params - embedding.numel()
     assert model_info(model).trainable_params == trainable
+
+
+def test_training_flops_split_encoder_and_decoder(tok):
+    t5, info = build("t5-tiny", tok)
+    source, target = training_flops_per_token(t5)
+    encoder = sum(p.numel() for n, p in t5.get_encoder().named_parameters() if "embed_tokens" not in n)
+    assert source == 6 * encoder  # all trainable: 2N forward + 2N + 2N backward
+    assert source + target == 6 * info.total_params  # the shared embedding counts once, as the output layer
+    for name, param in t5.get_encoder().named_parameters():
+        param.requires_grad_("embed_tokens" in name)  # the embedding is shared with the decoder
+    frozen_source, frozen_target = training_flops_per_token(t5)
+    assert (frozen_source, frozen_target) == (4 * encoder, target)
+    gpt2, info = build("gpt2-tiny", tok)
+    assert training_flops_per_token(gpt2) == (6 * info.total_params, 6 * info.total_params)
 
 
 def test_describe():

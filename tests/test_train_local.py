@@ -3,26 +3,11 @@ must give the same training as plain data parallelism on one worker."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
-from conftest import REPO, minimal_config
+from conftest import minimal_config, train_locally
 from ray_t2t.config import validate_config
 from ray_t2t.data import prepare_data
-
-SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    from ray_t2t.train.context import LocalContext
-    from ray_t2t.train.loop import run_worker
-    payload = json.loads(sys.argv[1])
-    run_worker(payload, LocalContext(payload["run_dir"]))
-    """
-)
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +21,7 @@ def prepared(tmp_path_factory):
 
 
 def run_locally(folder, raw, prepared, name: str, deepspeed: dict) -> dict:
-    cfg = validate_config(dict(raw, deepspeed=deepspeed))
-    run_dir = folder / name
-    payload = {"config": cfg.model_dump(mode="json"), "label": "scratch", "data_path": str(prepared.path),
-               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": 1}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(payload)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((run_dir / "record.json").read_text())
+    return train_locally(validate_config(dict(raw, deepspeed=deepspeed)), "scratch", prepared.path, folder / name)
 
 
 def test_zero_stages_and_offload_train_identically(prepared):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from conftest import minimal_config
 from ray_t2t.config import validate_config
 from ray_t2t.errors import ConfigError
-from ray_t2t.ledger import Hardware, cost_of, hardware_of, mfu, read_record, write_record
+from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, read_record, write_record
 from ray_t2t.methods import METHODS, get_method
 from ray_t2t.train.batch_order import BatchOrder
 from ray_t2t.train.launcher import choose_method, run_hash
@@ -118,6 +119,13 @@ def test_hardware_cost_and_mfu(tmp_path):
     assert mfu(989e12 * 0.4, hw) == pytest.approx(0.4)
     with pytest.raises(ConfigError, match="cost.device_hour has no price for 'A100'"):
         Hardware(1, "A100", 1).price_per_device_hour(gpu)
+
+
+def test_energy_meter_is_off_on_cpu():
+    meter = EnergyMeter(torch.device("cpu"))
+    meter.resume()
+    meter.pause()
+    assert not meter.available and meter.take() == 0.0
 
 
 def test_record_write_is_atomic_and_readable(tmp_path):

@@ -10,7 +10,12 @@ On a CPU-only config it refuses before any work.
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup, model_spec
 from ray_t2t.methods.finetune import check as check_pretrained
-from ray_t2t.methods.lora import export, lora_config  # noqa: F401  (export: merge or adapter, as lora)
+from ray_t2t.methods.lora import lora_config
+
+# DeepSpeed's bf16/fp16 modes cast every parameter, which would destroy the packed 4-bit weights. The
+# engine runs in fp32 (the LoRA weights and their optimizer state); the quantized layers compute in
+# bf16 through bitsandbytes' compute dtype, as in the QLoRA recipe.
+ENGINE_PRECISION = "fp32"
 
 
 def check(cfg, params) -> None:
@@ -18,6 +23,11 @@ def check(cfg, params) -> None:
         raise ConfigError(
             "method 'qlora' quantizes the base model to 4 bits with bitsandbytes, which needs a CUDA GPU: "
             "set scaling.use_gpu=true on a GPU machine, or use method 'lora' on CPU"
+        )
+    if cfg.deepspeed.precision in ("bf16", "fp16"):
+        raise ConfigError(
+            f"method 'qlora' keeps deepspeed.precision at auto or fp32 (got {cfg.deepspeed.precision}): the 4-bit "
+            "layers already compute in bf16, and DeepSpeed's half-precision modes would cast the packed weights"
         )
     if cfg.deepspeed.zero_stage == 3:
         raise ConfigError("method 'qlora' cannot shard 4-bit weights with ZeRO-3; use deepspeed.zero_stage <= 2")
@@ -50,3 +60,14 @@ def build(setup: Setup):
     base.config.eos_token_id = setup.tokenizer.eos_id
     base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     return get_peft_model(base, lora_config(base, params))
+
+
+def export(model, folder, setup: Setup) -> None:
+    """Merged: LoRA folded into the base, de-quantized to bf16, so plain transformers loads it (no
+    bitsandbytes needed). Otherwise the adapter alone, for peft on top of the original base."""
+    if setup.params.merge_on_export:
+        merged = model.merge_and_unload()
+        merged.dequantize()
+        merged.save_pretrained(folder)
+    else:
+        model.save_pretrained(folder)

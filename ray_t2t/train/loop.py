@@ -28,10 +28,10 @@ from typing import Any
 
 from ray_t2t.config import ExperimentConfig, validate_config
 from ray_t2t.data import PreparedData, Split
-from ray_t2t.ledger import Hardware, cost_of, hardware_of, mfu, write_record
+from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, write_record
 from ray_t2t.methods import Setup, collate, cross_entropy, get_method, save_pretrained
 from ray_t2t.metrics import METRICS, compute_metrics
-from ray_t2t.models import count_parameters, is_encoder_decoder
+from ray_t2t.models import count_parameters, is_encoder_decoder, training_flops_per_token
 from ray_t2t.train.batch_order import BatchOrder
 
 CHECKPOINT_TAG = "ray_t2t"
@@ -54,9 +54,16 @@ def method_entry(cfg: ExperimentConfig, label: str):
     raise KeyError(label)
 
 
-def deepspeed_config(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
+def engine_precision(cfg: ExperimentConfig, method=None) -> str:
+    """deepspeed.precision, with auto = bf16 on GPU and fp32 on CPU, unless the method fixes it."""
+    if cfg.deepspeed.precision != "auto":
+        return cfg.deepspeed.precision
+    return getattr(method, "ENGINE_PRECISION", None) or ("bf16" if cfg.scaling.use_gpu else "fp32")
+
+
+def deepspeed_config(cfg: ExperimentConfig, world_size: int, method=None) -> dict[str, Any]:
     ds = cfg.deepspeed
-    precision = ds.precision if ds.precision != "auto" else ("bf16" if cfg.scaling.use_gpu else "fp32")
+    precision = engine_precision(cfg, method)
     zero: dict[str, Any] = {"stage": ds.zero_stage}
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
@@ -233,6 +240,8 @@ class Run:
     price: float  # per device-hour
     total_params: int
     trainable_params: int
+    flops_per_token: tuple[float, float]  # training FLOPs per (source, target) token
+    energy: EnergyMeter
     state: dict  # step, clocks, tokens, curve, target: all saved in checkpoints
     run_dir: Path
 
@@ -260,6 +269,7 @@ def start_run(payload: dict, ctx) -> Run:
     model = method.build(setup)
     setup.encoder_decoder = is_encoder_decoder(model)
     total_params, trainable_params = count_parameters(model)
+    flops_per_token = training_flops_per_token(model)
     model.train()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.training.learning_rate,
@@ -268,17 +278,19 @@ def start_run(payload: dict, ctx) -> Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
     engine, _, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, ctx.world_size)
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, ctx.world_size, method)
     )
     if ctx.world_size == 1 and cfg.deepspeed.zero_stage == 0:
         # Averaging gradients over one rank changes nothing but still costs a gloo all-reduce per
         # micro-step (~4% of a tiny model's step time; benchmarks/train_overhead.py).
         engine.enable_backward_allreduce = False
     hardware = hardware_of(cfg, torch.cuda.get_device_name(device) if use_gpu else None)
+    energy = EnergyMeter(device)
 
     state: dict[str, Any] = {
         "step": 0, "tokens": 0, "train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "setup_s": 0.0,
         "curve": [], "time_to_target": None, "stopped_at_target": False, "resumes": 0,
+        "flops": 0.0, "energy_j": 0.0 if energy.available else None,
     }
     with ctx.latest_checkpoint() as folder:
         if folder is not None:
@@ -293,23 +305,35 @@ def start_run(payload: dict, ctx) -> Run:
               f"ZeRO {cfg.deepspeed.zero_stage}, {cfg.training.max_steps} steps, "
               f"setup {time.perf_counter() - wall_start:.1f}s")
     return Run(payload, ctx, cfg, setup, method, data, engine, scheduler, device, hardware,
-               hardware.price_per_device_hour(cfg), total_params, trainable_params, state, Path(payload["run_dir"]))
+               hardware.price_per_device_hour(cfg), total_params, trainable_params, flops_per_token, energy,
+               state, Path(payload["run_dir"]))
+
+
+def bank_energy(run: Run) -> None:
+    """Stop the energy meter and add every worker's joules since the last bank to the run's total.
+    A collective (every rank calls it at the same steps)."""
+    run.energy.pause()
+    joules = _all_gather(run.ctx, run.energy.take() if run.energy.available else None)
+    if run.state.get("energy_j") is not None and all(j is not None for j in joules):
+        run.state["energy_j"] += sum(joules)
 
 
 def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
     """Validate now; append a learning-curve point (and the metrics to report); note the target."""
     cfg, state = run.cfg, run.state
+    bank_energy(run)
     eval_start = time.perf_counter()
     val = evaluate(run, validation)
     state["eval_s"] += time.perf_counter() - eval_start
     device_s = state["train_s"] * run.hardware.devices
     point = {"step": state["step"], "wall_s": state["train_s"], "device_s": device_s,
-             "cost": device_s / 3600 * run.price, "tokens": state["tokens"],
+             "cost": device_s / 3600 * run.price, "tokens": state["tokens"], "energy_j": state.get("energy_j"),
              "train_loss": metrics.get("train_loss"), **{f"val_{k}": v for k, v in val.items()}}
     state["curve"].append(point)
     metrics |= {f"val_{k}": v for k, v in val.items()}
     if state["time_to_target"] is None and _reached(val, cfg):
-        state["time_to_target"] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens")}
+        state["time_to_target"] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens",
+                                                               "energy_j")}
         _log(run.ctx, f"target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g} "
                       f"reached at step {state['step']}, {state['train_s']:.1f}s of training")
         state["stopped_at_target"] = cfg.eval.stop_at_target
@@ -319,6 +343,7 @@ def save_checkpoint(run: Run, metrics: dict) -> None:
     """A DeepSpeed checkpoint (every rank writes its shard) reported to Ray with the metrics."""
     import torch
 
+    bank_energy(run)
     started = time.perf_counter()
     folder = tempfile.mkdtemp(prefix="ray_t2t_checkpoint_")
     run.engine.save_checkpoint(folder, tag=CHECKPOINT_TAG,
@@ -357,8 +382,11 @@ def train_steps(run: Run) -> None:
     loss_sum = torch.zeros((), device=run.device)  # summed on the device: no host sync per step
     loss_count = 0
     log_every = max(1, max_steps // 20)
+    source_flops, target_flops = run.flops_per_token
+    state.setdefault("flops", 0.0)
     while state["step"] < max_steps and not state["stopped_at_target"]:
         _maybe_fail(run)
+        run.energy.resume()
         step_start = time.perf_counter()
         if state["step"] == 0:
             state["first_step_unix"] = time.time()
@@ -374,12 +402,17 @@ def train_steps(run: Run) -> None:
             loss_sum += loss.detach()
             loss_count += 1
             # Ranks' batches differ in length by little (length-grouped); rank 0's count stands for all.
-            state["tokens"] += sum(len(s) + len(t) for s, t in zip(sources, targets)) * ctx.world_size
+            source_tokens, target_tokens = sum(map(len, sources)), sum(map(len, targets))
+            state["tokens"] += (source_tokens + target_tokens) * ctx.world_size
+            state["flops"] += (source_flops * source_tokens + target_flops * target_tokens) * ctx.world_size
         state["step"] += 1
-        state["train_s"] += time.perf_counter() - step_start
-        state["last_step_unix"] = time.time()
         step = state["step"]
         last = step == max_steps
+        if run.device.type == "cuda" and (last or step % log_every == 0 or step % cfg.eval.every_n_steps == 0
+                                          or step % cfg.run.checkpoint_every_n_steps == 0):
+            torch.cuda.synchronize(run.device)  # GPU work is queued: charge what is pending to training
+        state["train_s"] += time.perf_counter() - step_start
+        state["last_step_unix"] = time.time()
 
         metrics: dict[str, Any] = {"step": step}
         if step % log_every == 0 or last or step % cfg.eval.every_n_steps == 0:
@@ -434,8 +467,8 @@ def finish(run: Run) -> None:
     total_params, trainable_params = run.total_params, run.trainable_params
     train_s = state["train_s"]
     device_s = train_s * hardware.devices
-    flops_per_token = 4 * total_params + 2 * trainable_params  # forward 2N, backward 2N (+2N for trained weights)
     tokens_per_s = state["tokens"] / train_s if train_s else None
+    flops = state.get("flops", 0.0)
     final_val = {k.removeprefix("val_"): v for k, v in state["curve"][-1].items() if k.startswith("val_")}
     finish_s = time.perf_counter() - finish_start
     record = {
@@ -445,6 +478,7 @@ def finish(run: Run) -> None:
         "method": setup.params.name,
         "params": setup.params.model_dump(mode="json"),
         "seed": cfg.seed,
+        "precision": engine_precision(cfg, run.method),
         "config_hash": payload["config_hash"],
         "run_hash": payload["run_hash"],
         "status": "finished",
@@ -469,10 +503,11 @@ def finish(run: Run) -> None:
         "cost": {"currency": cfg.cost.currency, "price_per_device_hour": run.price,
                  "total": cost_of(device_s, hardware, cfg)},
         "tokens_per_s": tokens_per_s,
-        "flops_per_token": flops_per_token,
-        "mfu": mfu(flops_per_token * tokens_per_s, hardware) if tokens_per_s else None,
+        "flops": flops,
+        "flops_per_token": flops / state["tokens"] if state["tokens"] else None,
+        "mfu": mfu(flops / train_s, hardware) if train_s and flops else None,
         "peak_memory_bytes": max(peaks),
-        "energy_j": None,
+        "energy_j": state.get("energy_j"),
         "learning_curve": state["curve"],
         "target": cfg.eval.target.model_dump() if cfg.eval.target else None,
         "time_to_target": state["time_to_target"],

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The GPU-only checks, as one script for a GPU machine: the tests of tests/test_gpu.py (bf16, MFU,
+# NVML energy, ZeRO-2, QLoRA), then benchmarks/gpu_mfu.py. Needs the package's dependencies in the
+# Python on PATH (or WHEELS=folder of wheels to install into /tmp/site first), a CUDA GPU, and
+# bitsandbytes for the QLoRA test.
+#     bash benchmarks/gpu_check.sh            # OUT=folder keeps the logs
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+if [[ -n "${WHEELS:-}" ]]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)"
+python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log"
+tests=${PIPESTATUS[0]}
+python3 benchmarks/gpu_mfu.py "$@" 2>&1 | tee "$OUT/gpu_mfu.log" | grep -v "^\[ray-t2t\]\|^\[20"
+exit $tests
