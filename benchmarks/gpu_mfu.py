@@ -5,7 +5,8 @@
 Each run is `scratch` on the embedded G2P task through the training loop without Ray (LocalContext,
 one process per run, DeepSpeed ZeRO 0, bf16). Prints, per run, the training tokens/s, the model FLOPs
 utilization against the device's dense bf16 peak (ledger.PEAK_FLOPS), joules per 1k tokens from
-NVML's energy counter, and peak memory. G2P sequences are short (~10 tokens a side), so the matrix
+NVML's energy counter, and peak memory; then a plain PyTorch loop (AdamW, bf16 autocast, same model,
+batches and clipping) on the same GPU for the ratio ray_t2t / plain. G2P sequences are short (~10 tokens a side), so the matrix
 products are small: MFU here is a property of this task's shapes, not a ceiling of the loop.
 """
 
@@ -38,6 +39,45 @@ def experiment(folder: Path, preset: str, batch_size: int, steps: int) -> dict:
     }
 
 
+def plain_bf16(cfg, prepared, warmup: int = 10) -> float:
+    """tokens/s of a minimal bf16-autocast PyTorch loop over the same batches (after `warmup` steps)."""
+    import time
+
+    import torch
+
+    from ray_t2t.data import Split
+    from ray_t2t.methods import Setup, collate
+    from ray_t2t.models import build_model, is_encoder_decoder
+    from ray_t2t.train.batch_order import BatchOrder
+
+    setup = Setup(cfg, cfg.methods[0], prepared.tokenizer(), seed=cfg.seed)
+    model, _ = build_model(cfg.models.student, setup.tokenizer, seed=cfg.seed)
+    setup.encoder_decoder = is_encoder_decoder(model)
+    model.cuda().train()
+    train = Split(prepared, "train")
+    order = BatchOrder([len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
+                       cfg.training.batch_size, seed=cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate)
+    tokens = 0
+    for step in range(cfg.training.max_steps + warmup):
+        if step == warmup:
+            torch.cuda.synchronize()
+            tokens, started = 0, time.perf_counter()
+        indices = order.indices(step)
+        sources = [train.source_ids[i] for i in indices]
+        targets = [train.target_ids[i] for i in indices]
+        batch = {k: v.cuda(non_blocking=True) for k, v in collate(setup, sources, targets).items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.deepspeed.gradient_clipping)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += sum(len(s) + len(t) for s, t in zip(sources, targets))
+    torch.cuda.synchronize()
+    return tokens / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -55,13 +95,13 @@ def main() -> None:
             rows.append((preset, batch, r["model"]["total_params"] / 1e6, r["tokens_per_s"], r["mfu"],
                          1000 * energy / r["data"]["tokens_seen"] if energy else None,
                          r["peak_memory_bytes"] / 2**30, r["learning_curve"][-1]["val_per"],
-                         r["hardware"]["device_type"]))
+                         r["hardware"]["device_type"], plain_bf16(cfg, data)))
     print(f"\n{'preset':<11}{'batch':>6}{'params M':>9}{'tokens/s':>11}{'MFU':>8}{'J/1k tok':>9}"
-          f"{'peak GiB':>9}{'val PER':>8}  device")
-    for preset, batch, params, tps, mfu, jpk, mem, per, device in rows:
+          f"{'peak GiB':>9}{'val PER':>8}{'plain tok/s':>12}{'ratio':>7}  device")
+    for preset, batch, params, tps, mfu, jpk, mem, per, device, plain in rows:
         mfu_s = f"{mfu:.2%}" if mfu is not None else "n/a"
         jpk_s = f"{jpk:.2f}" if jpk is not None else "n/a"
-        print(f"{preset:<11}{batch:>6}{params:>9.1f}{tps:>11,.0f}{mfu_s:>8}{jpk_s:>9}{mem:>9.2f}{per:>8.3f}  {device}")
+        print(f"{preset:<11}{batch:>6}{params:>9.1f}{tps:>11,.0f}{mfu_s:>8}{jpk_s:>9}{mem:>9.2f}{per:>8.3f}{plain:>12,.0f}{tps / plain:>7.2f}  {device}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def gpu_config(folder, methods, models=None, steps=200, **sections) -> dict:
     raw = minimal_config(folder, methods=methods)
     raw["data"] = {"split_sizes": {"train": 8000, "validation": 256, "test": 256}}
-    raw["models"] = models or {"student": {"preset": "t5-tiny"}}
+    raw["models"] = models or {"student": {"preset": "t5-0.5m"}}
     raw["scaling"] = {"use_gpu": True, "num_workers": 1}
     raw["training"] = {"batch_size": 64, "max_steps": steps, "warmup_steps": 10, "learning_rate": 3e-3}
     raw["eval"] = {"every_n_steps": steps // 2, "metric": "per", "batch_size": 256}
@@ -39,7 +39,8 @@ def test_bf16_training_on_gpu_learns_and_records_mfu_and_energy(bf16_run):
     _, _, record = bf16_run
     curve = record["learning_curve"]
     assert record["precision"] == "bf16" and record["status"] == "finished"
-    assert curve[-1]["val_loss"] < curve[0]["val_loss"] and curve[-1]["val_per"] < curve[0]["val_per"]
+    assert curve[-1]["val_loss"] < curve[0]["val_loss"]
+    assert curve[-1]["val_token_accuracy"] > curve[0]["val_token_accuracy"]
     assert record["hardware"]["device_type"] != "cpu" and record["hardware"]["devices"] == 1
     assert 0 < record["mfu"] < 1, record["mfu"]
     assert record["flops"] == pytest.approx(record["flops_per_token"] * record["data"]["tokens_seen"])
@@ -69,7 +70,8 @@ def test_qlora_trains_only_adapters_and_exports_a_plain_model(bf16_run, tmp_path
     folder, data, base_record = bf16_run
     base = base_record["model"]["export_path"]
     raw = gpu_config(folder, [{"name": "qlora", "rank": 8, "alpha": 16}], steps=100,
-                     models={"student": {"preset": "t5-tiny"}, "base": {"name_or_path": base}})
+                     models={"student": {"preset": "t5-0.5m"}, "base": {"name_or_path": base}})
+    raw["training"]["learning_rate"] = 1e-2
     record = train_locally(validate_config(raw), "qlora", data.path, tmp_path / "qlora")
     curve = record["learning_curve"]
     assert record["precision"] == "fp32"  # the engine; the 4-bit layers compute in bf16

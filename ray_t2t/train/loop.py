@@ -451,6 +451,9 @@ def finish(run: Run) -> None:
     inference = None
     with full_parameters(engine):
         if ctx.rank == 0:
+            if getattr(run.method, "EVALUATES_TASK", True):  # the trained model, before export may merge it
+                engine.module.eval()
+                inference = _inference_speed(engine.module, setup, test)
             staging = run.run_dir / f".model-staging-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
@@ -458,9 +461,6 @@ def finish(run: Run) -> None:
             setup.tokenizer.save(staging / "ray_t2t_tokenizer")
             shutil.rmtree(export_dir, ignore_errors=True)
             staging.rename(export_dir)
-            if getattr(run.method, "EVALUATES_TASK", True):
-                engine.module.eval()
-                inference = _inference_speed(engine.module, setup, test)
     if ctx.rank != 0:
         return
     hardware, payload = run.hardware, run.payload
