@@ -78,12 +78,12 @@ def hardware_of(cfg: ExperimentConfig, gpu_name: str | None = None) -> Hardware:
     scaling = cfg.scaling
     resources = scaling.resources_per_worker or {}
     if scaling.use_gpu:
-        device_type = scaling.accelerator_type or _short_gpu_name(gpu_name) or "gpu"
+        device_type = scaling.accelerator_type or short_gpu_name(gpu_name) or "gpu"
         return Hardware(scaling.num_workers, device_type, float(resources.get("GPU", 1)))
     return Hardware(scaling.num_workers, "cpu", float(resources.get("CPU", 1)))
 
 
-def _short_gpu_name(name: str | None) -> str | None:
+def short_gpu_name(name: str | None) -> str | None:
     if not name:
         return None
     for known in PEAK_FLOPS:

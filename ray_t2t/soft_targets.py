@@ -8,6 +8,8 @@ Layout, under <storage_path>/<run.name>/soft_targets/<teacher>/:
                            written before any shard: a different request for this folder is refused
     shard-00000.parquet    rows [0, rows_per_shard) of the training split, and so on: shard ids are
                            fixed by row numbers, so a rerun computes exactly the missing shards
+    record.json            the ledger's record of this inference (device-seconds, $, tokens/s,
+                           bytes and their storage price), in the format of training run records
     manifest.json          written last: shards with rows and sha256, totals, bytes per target token
 
 A shard row: example_id, positions (target tokens, end-of-sequence included), teacher_topk_ids
@@ -35,7 +37,7 @@ from typing import Any, Callable
 from ray_t2t.config import ExperimentConfig, ModelSpec, validate_config
 from ray_t2t.data import PreparedData, Split, prepare_data
 from ray_t2t.errors import ConfigError, DataError, UserError
-from ray_t2t.ledger import read_record
+from ray_t2t.ledger import RECORD_VERSION, Hardware, read_record, short_gpu_name, write_record
 
 MANIFEST = "manifest.json"
 REQUEST = "request.json"
@@ -232,12 +234,22 @@ class TeacherReplica:
         }
         if settings.generations != "none":
             columns["teacher_generation"] = pa.array(generations, pa.list_(pa.int32()))
+        seconds = time.perf_counter() - started
+        device = torch_device_name(self.device)
+        # what the ledger needs survives in the shard itself, also across a killed job's rerun
+        ledger = {"seconds": seconds, "device": device, "source_tokens": int(sum(map(len, self.source_ids[first:last])))}
+        table = pa.table(columns).replace_schema_metadata({"ray_t2t": json.dumps(ledger)})
         final = self.folder / shard_name(index)
         staging = self.folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(pa.table(columns), staging, compression="zstd")
+        pq.write_table(table, staging, compression="zstd")
         os.replace(staging, final)  # atomic: a reader sees the whole shard or none
-        return {"shard": index, "rows": len(example_ids), "target_tokens": int(sum(positions)),
-                "seconds": time.perf_counter() - started}
+        return {"shard": index, "rows": len(example_ids), "target_tokens": int(sum(positions)), "seconds": seconds}
+
+
+def torch_device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 # --------------------------------------------------------------------------------------- the driver
@@ -248,9 +260,12 @@ def _shard_stats(path: Path) -> dict:
 
     table = pq.read_table(path, columns=["example_id", "positions"])
     ids = table.column("example_id").to_pylist()
+    metadata = pq.read_schema(path).metadata or {}
+    ledger = json.loads(metadata.get(b"ray_t2t", b"{}"))
     return {"name": path.name, "rows": len(ids), "first_id": min(ids), "last_id": max(ids),
             "target_tokens": int(sum(table.column("positions").to_pylist())),
-            "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            "source_tokens": ledger.get("source_tokens"), "seconds": ledger.get("seconds"),
+            "device": ledger.get("device"), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict:
@@ -265,7 +280,10 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
         log(f"soft targets: reusing {folder}")
-        return verify_manifest(folder)
+        manifest = verify_manifest(folder)
+        if read_record(folder) is None:
+            write_record(folder, inference_record(cfg, teacher, manifest, wall_s=None, log=log))
+        return manifest
     folder.mkdir(parents=True, exist_ok=True)
     (folder / REQUEST).write_text(json.dumps(wanted, indent=1, sort_keys=True))
     rows = prepared.summary["splits"]["train"]["examples"]
@@ -273,6 +291,8 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     count = math.ceil(rows / settings.rows_per_shard)
     missing = [i for i in range(count) if not (folder / shard_name(i)).is_file()]
     started = time.perf_counter()
+    for stale in folder.glob(".shard-*.tmp"):  # half-written by a job that was killed
+        stale.unlink()
     if missing:
         log(f"soft targets: {len(missing)} of {count} shards to compute with {settings.replicas} teacher replica(s) "
             f"({teacher.path})")
@@ -295,12 +315,73 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
         "inference_s": seconds,
         "shards": shards,
     }
+    record = inference_record(cfg, teacher, manifest, wall_s=seconds if len(missing) == count else None, log=log)
+    write_record(folder, record)
     staging = folder / f".{MANIFEST}.tmp"
     staging.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     os.replace(staging, manifest_path)  # last: its presence means every shard is complete
     log(f"soft targets: {rows:,} examples, {tokens:,} target tokens, {size / 1e6:.2f} MB "
         f"({manifest['bytes_per_target_token']:.1f} B/token at k={settings.top_k}) in {folder}")
+    cost = record["cost"]["total"]
+    log(f"soft targets: {record['device_seconds']:.1f} device-seconds of teacher inference"
+        + (f", {cost:.4f} {cfg.cost.currency}" if cost is not None else "")
+        + f", {record['tokens_per_s_per_replica']:,.0f} tokens/s per replica")
     return manifest
+
+
+def inference_record(cfg: ExperimentConfig, teacher: Teacher, manifest: dict, wall_s: float | None,
+                     log: Callable[[str], None] = print) -> dict:
+    """The ledger's record of a teacher inference, in the format of training run records.
+
+    Device-seconds count the seconds replicas spent computing shards (kept in each shard, so a job
+    killed and rerun is charged for every shard it kept, once) x devices per replica; a replica's idle
+    time and the work on shards a kill lost are not counted. `wall_s` is the inference's wall time when
+    one job computed every shard (else null)."""
+    settings = cfg.soft_targets
+    shards = manifest["shards"]
+    devices = {s["device"] for s in shards if s.get("device")}
+    device_type = "cpu" if settings.gpus_per_replica == 0 else (
+        cfg.scaling.accelerator_type or short_gpu_name(sorted(devices)[0] if devices else None) or "gpu")
+    per_replica = settings.gpus_per_replica or settings.cpus_per_replica
+    hardware = Hardware(settings.replicas, device_type, float(per_replica))
+    busy_s = sum(s.get("seconds") or 0.0 for s in shards)
+    device_s = busy_s * per_replica
+    source_tokens = sum(s.get("source_tokens") or 0 for s in shards)
+    tokens = source_tokens + manifest["target_tokens"]
+    try:
+        price = hardware.price_per_device_hour(cfg)
+    except ConfigError as error:
+        log(f"soft targets: no price, cost recorded as null: {error}")
+        price = None
+    teacher_record = teacher.record or {}
+    return {
+        "record_version": RECORD_VERSION,
+        "kind": "teacher_inference",
+        "experiment": cfg.run.name,
+        "label": f"soft_targets:{teacher.label}",
+        "method": "teacher_inference",
+        "status": "finished",
+        "teacher": {
+            "label": teacher.label, "path": teacher.path, "pre_existing": teacher.record is None,
+            # what training the teacher cost (zero for a pre-existing teacher), charged to its students
+            "training_device_seconds": teacher_record.get("device_seconds", 0.0),
+            "training_cost": (teacher_record.get("cost") or {}).get("total", 0.0),
+        },
+        "settings": {"top_k": settings.top_k, "temperature": settings.temperature,
+                     "generations": settings.generations, "batch_size": settings.batch_size},
+        "hardware": hardware.as_dict(),
+        "times": {"busy_s": busy_s, "wall_s": wall_s},
+        "device_seconds": device_s,
+        "cost": {"currency": cfg.cost.currency, "price_per_device_hour": price,
+                 "total": device_s / 3600 * price if price is not None else None,
+                 "storage_per_month": manifest["bytes"] / 1e9 * cfg.cost.storage_gb_month},
+        "data": {"examples": manifest["rows"], "source_tokens": source_tokens,
+                 "target_tokens": manifest["target_tokens"], "tokens": tokens},
+        "tokens_per_s": tokens / wall_s if wall_s else None,
+        "tokens_per_s_per_replica": tokens / busy_s if busy_s else None,
+        "storage": {"bytes": manifest["bytes"], "bytes_per_target_token": manifest["bytes_per_target_token"],
+                    "shards": len(shards)},
+    }
 
 
 def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData, folder: Path,

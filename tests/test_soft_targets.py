@@ -13,6 +13,7 @@ from conftest import minimal_config
 from ray_t2t.config import ModelSpec, validate_config
 from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, DataError, UserError
+from ray_t2t.ledger import read_record
 from ray_t2t.models import build_model
 from ray_t2t.soft_targets import (
     MANIFEST,
@@ -151,6 +152,13 @@ def test_ray_data_inference_resumes_and_reuses(ray_session, tmp_path, preset):
     manifest = produce_soft_targets(cfg, log=messages.append)
     folder = tmp_path / "runs" / "test" / "soft_targets" / "teacher"
     assert read_ids(folder) == list(range(300))
+    record = read_record(folder)  # the ledger's record of the inference
+    assert record["kind"] == "teacher_inference" and record["teacher"]["pre_existing"]
+    assert record["teacher"]["training_cost"] == 0.0
+    assert record["device_seconds"] == pytest.approx(sum(s["seconds"] for s in manifest["shards"]))
+    assert record["cost"]["total"] == pytest.approx(record["device_seconds"] / 3600 * cfg.cost.cpu_hour)
+    assert record["data"]["target_tokens"] == manifest["target_tokens"] and record["data"]["source_tokens"] > 0
+    assert record["storage"]["bytes"] == manifest["bytes"] and record["tokens_per_s"] > 0
     # a job killed after two shards: the last shard and the manifest are missing
     (folder / MANIFEST).unlink()
     (folder / shard_name(2)).unlink()
@@ -161,6 +169,9 @@ def test_ray_data_inference_resumes_and_reuses(ray_session, tmp_path, preset):
     assert (folder / shard_name(0)).stat().st_mtime_ns == untouched
     assert read_ids(folder) == list(range(300))  # one row per example, none twice
     assert [s["sha256"] for s in resumed["shards"][:2]] == [s["sha256"] for s in manifest["shards"][:2]]
+    # the kept shards' inference is still charged, once; the rerun's wall time is not the whole job's
+    assert read_record(folder)["device_seconds"] == pytest.approx(sum(s["seconds"] for s in resumed["shards"]))
+    assert read_record(folder)["tokens_per_s"] is None
     messages.clear()
     produce_soft_targets(cfg, log=messages.append)
     assert any("reusing" in m for m in messages)
@@ -228,3 +239,45 @@ def test_kd_sequence_trains_on_the_teachers_generations(tmp_path):
     assert 10 < sum(kept) < 30
     assert all(row == (golds[n] if kept[n] else teacher_only[n]) for n, row in enumerate(half))
     assert labels_with(1.0) == golds
+
+
+def test_a_teacher_job_killed_mid_run_resumes_to_exactly_one_row_per_example(tmp_path, ray_t2t_bin):
+    """`ray-t2t teacher` in its own process group, SIGKILLed (driver, local Ray and its actors) once
+    its first shard is on disk, then rerun: every example once, checksums verified, no temporary files."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    raw = minimal_config(tmp_path)
+    raw["data"]["split_sizes"] = {"train": 2400, "validation": 20, "test": 20}
+    prepared = prepare_data(validate_config(raw))
+    teacher, _ = build_model(ModelSpec(preset="t5-0.5m"), prepared.tokenizer(), seed=0)
+    teacher.save_pretrained(tmp_path / "teacher")
+    raw["models"]["teacher"] = {"name_or_path": str(tmp_path / "teacher")}
+    raw["soft_targets"] = {"rows_per_shard": 100, "batch_size": 50, "top_k": 8, "generations": "greedy"}
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    folder = tmp_path / "runs" / "test" / "soft_targets" / "teacher"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    job = subprocess.Popen([ray_t2t_bin, "teacher", str(config)], env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (folder / shard_name(0)).exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    time.sleep(1)  # let any orphan finish dying
+    kept = sorted(folder.glob("shard-*.parquet"))
+    assert 1 <= len(kept) < 24 and not (folder / MANIFEST).exists(), "the kill did not land mid-run"
+
+    done = subprocess.run([ray_t2t_bin, "teacher", str(config)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert f"{24 - len(kept)} of 24 shards to compute" in done.stdout
+    ids = read_ids(folder)
+    assert sorted(ids) == list(range(2400)) and len(ids) == len(set(ids))
+    verify_manifest(folder)  # every checksum
+    assert not list(folder.glob(".*.tmp"))  # a shard half-written at the kill was cleared
