@@ -108,13 +108,14 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from ray_t2t.soft_targets import produce_soft_targets
 
     cfg = load_config(args.config, args.overrides)
-    manifest = produce_soft_targets(cfg, log=lambda message: print(message, flush=True))
-    teacher = manifest["teacher"]
-    kind = "pre-existing teacher" if teacher["pre_existing"] else f"trained by run '{teacher['label']}'"
-    print(f"teacher: {teacher['path']} ({kind})")
-    print(f"soft targets: {manifest['rows']:,} examples in {len(manifest['shards'])} shard(s), "
-          f"{manifest['target_tokens']:,} target tokens, {manifest['bytes'] / 1e6:.2f} MB, "
-          f"{manifest['bytes_per_target_token']:.1f} bytes per target token (k={manifest['identity']['k']})")
+    for index in range(max(1, len(cfg.models.teachers))):  # every teacher (multi-teacher distillation)
+        manifest = produce_soft_targets(cfg, log=lambda message: print(message, flush=True), teacher_index=index)
+        teacher = manifest["teacher"]
+        kind = "pre-existing teacher" if teacher["pre_existing"] else f"trained by run '{teacher['label']}'"
+        print(f"teacher: {teacher['path']} ({kind})")
+        print(f"soft targets: {manifest['rows']:,} examples in {len(manifest['shards'])} shard(s), "
+              f"{manifest['target_tokens']:,} target tokens, {manifest['bytes'] / 1e6:.2f} MB, "
+              f"{manifest['bytes_per_target_token']:.1f} bytes per target token (k={manifest['identity']['k']})")
     return 0
 
 

@@ -315,6 +315,26 @@ class KdSequenceMethod(_Method):
     )
 
 
+class KdMultiTeacherMethod(_Method):
+    """Distillation from several teachers: a weighted mixture of their stored top-k distributions."""
+
+    name: Literal["kd_multi_teacher"] = Field(description="Method name.")
+    weights: list[float] | None = Field(
+        None, description="Weight of each teacher in models.teacher order (normalized); null = equal weights."
+    )
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation term; 1 - alpha on hard labels.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of teachers and student.")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description="Divergence.")
+    top_k: int = Field(32, ge=1, description="Tokens kept per position from each teacher's soft targets.")
+
+    @field_validator("weights")
+    @classmethod
+    def _positive_weights(cls, weights):
+        if weights is not None and (not weights or any(w < 0 for w in weights) or sum(weights) <= 0):
+            raise ValueError("weights must be non-negative with a positive sum")
+        return weights
+
+
 Method = Annotated[
     Union[
         ScratchMethod,
@@ -326,6 +346,7 @@ Method = Annotated[
         ShrinkFinetuneMethod,
         KdLogitsMethod,
         KdSequenceMethod,
+        KdMultiTeacherMethod,
     ],
     Field(discriminator="name"),
 ]
@@ -518,7 +539,7 @@ class ExperimentConfig(Section):
                 raise ValueError(f"method {method.name!r} trains models.base, which is not set")
             if role == "teacher" and not self.models.teachers:
                 raise ValueError(f"method {method.name!r} trains models.teacher, which is not set")
-            needs_teacher = method.name in ("sft", "kd_logits", "kd_sequence")
+            needs_teacher = method.name in ("sft", "kd_logits", "kd_sequence", "kd_multi_teacher")
             if needs_teacher and not self.models.teachers:
                 raise ValueError(f"method {method.name!r} needs models.teacher")
         return self

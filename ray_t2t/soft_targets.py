@@ -76,15 +76,25 @@ class Teacher:
     record: dict | None  # its training run record (None: a pre-existing teacher, cost zero)
 
 
-def resolve_teacher(cfg: ExperimentConfig) -> Teacher:
-    """The teacher to run: models.teacher if it has weights, else the output of the method entry that
-    trains models.teacher. Raises ConfigError/UserError saying what to do when there is none."""
-    if not cfg.models.teachers:
+def resolve_teacher(cfg: ExperimentConfig, index: int = 0) -> Teacher:
+    """Teacher `index` of models.teacher: its weights when it has them (a run's exported model folder
+    brings its run record, so its training is charged), else — for the first teacher — the output of
+    the method entry that trains models.teacher. Raises ConfigError/UserError saying what to do."""
+    teachers = cfg.models.teachers
+    if not teachers:
         raise ConfigError("no models.teacher in the config: set one (a preset trained by a method, or a name/path)")
-    spec = cfg.models.teachers[0]
+    spec = teachers[index]
     if spec.name_or_path is not None and spec.pretrained:
-        label = Path(spec.name_or_path).name if Path(spec.name_or_path).exists() else spec.name_or_path.replace("/", "--")
-        return Teacher(label, spec.name_or_path, None)
+        path = Path(spec.name_or_path)
+        if path.exists():
+            record = read_record(path.parent) if path.name == "model" else None  # a ray_t2t run's export
+            label = path.parent.name if record else path.name
+        else:  # a Hub name
+            record, label = None, spec.name_or_path.replace("/", "--")
+        return Teacher(label, spec.name_or_path, record)
+    if index > 0:
+        raise ConfigError(f"models.teacher[{index}] has no weights: only the first teacher can be trained by a "
+                          "method entry; give the others a name_or_path")
     trainers = [m for m in cfg.methods if getattr(m, "model", None) == "teacher"]
     if not trainers:
         raise ConfigError(
@@ -97,6 +107,16 @@ def resolve_teacher(cfg: ExperimentConfig) -> Teacher:
     if record is None or record.get("status") != "finished":
         raise UserError(f"the teacher is not trained yet: run `ray-t2t train CONFIG method={label}` first")
     return Teacher(label, str(run_dir / "model"), record)
+
+
+def resolve_teachers(cfg: ExperimentConfig) -> list[Teacher]:
+    """Every teacher of models.teacher, with distinct labels (their soft-target folder names)."""
+    teachers = [resolve_teacher(cfg, i) for i in range(len(cfg.models.teachers))]
+    labels = [t.label for t in teachers]
+    for i, teacher in enumerate(teachers):
+        if labels.count(teacher.label) > 1:
+            teacher.label = f"{teacher.label}-{i}"
+    return teachers
 
 
 def identity(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData) -> dict[str, Any]:
@@ -268,11 +288,11 @@ def _shard_stats(path: Path) -> dict:
             "device": ledger.get("device"), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict:
-    """Compute (or reuse) the teacher's soft targets for the training split; returns the manifest.
+def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = print, teacher_index: int = 0) -> dict:
+    """Compute (or reuse) one teacher's soft targets for the training split; returns the manifest.
     Raises ConfigError/UserError before any work when the teacher is missing or the folder holds
     soft targets of another identity."""
-    teacher = resolve_teacher(cfg)
+    teacher = resolve_teachers(cfg)[teacher_index]
     prepared = prepare_data(cfg, log=log)
     folder = (cfg.experiment_dir / "soft_targets" / teacher.label).resolve()
     wanted = identity(cfg, teacher, prepared)

@@ -45,10 +45,13 @@ LOCAL_WORKER = textwrap.dedent(
 )
 
 
-def train_locally(cfg, label: str, data_path, run_dir: Path, threads: int = 1, timeout: int = 600) -> dict:
-    """One run of the training loop in a fresh process without Ray (LocalContext); its run record."""
+def train_locally(cfg, label: str, data_path, run_dir: Path, threads: int = 1, timeout: int = 600,
+                  extras: dict | None = None) -> dict:
+    """One run of the training loop in a fresh process without Ray (LocalContext); its run record.
+    `extras`: what the method's driver-side prepare() returned."""
     payload = {"config": cfg.model_dump(mode="json"), "label": label, "data_path": str(data_path),
-               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": threads}
+               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": threads,
+               "method_extras": extras or {}}
     done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

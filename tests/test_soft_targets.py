@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import minimal_config
+from conftest import minimal_config, train_locally
 from ray_t2t.config import ModelSpec, validate_config
 from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, DataError, UserError
@@ -281,3 +282,59 @@ def test_a_teacher_job_killed_mid_run_resumes_to_exactly_one_row_per_example(tmp
     assert sorted(ids) == list(range(2400)) and len(ids) == len(set(ids))
     verify_manifest(folder)  # every checksum
     assert not list(folder.glob(".*.tmp"))  # a shard half-written at the kill was cleared
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+def test_a_one_teacher_mixture_is_kd_logits_and_duplicates_change_nothing(kind):
+    from types import SimpleNamespace
+
+    from ray_t2t.methods.kd_logits import kd_loss
+    from ray_t2t.methods.kd_multi_teacher import mixture_kd_loss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 30, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 30, (2, 5), generator=generator)
+    labels[1, 3:] = -100
+    positions = int((labels != -100).sum())
+    ids = torch.stack([torch.randperm(30, generator=generator)[:6] for _ in range(positions)])
+    logprobs = torch.log_softmax(torch.randn(positions, 6, generator=generator), -1)
+    params = SimpleNamespace(temperature=2.0, divergence=kind)
+    single = kd_loss(logits, labels, ids, logprobs, True, params)
+    mixed = mixture_kd_loss(logits, labels, ids[None], logprobs[None], [1.0], True, params)
+    assert float(mixed.detach()) == pytest.approx(float(single.detach()), rel=1e-5)
+    twice = mixture_kd_loss(logits, labels, torch.stack([ids, ids]), torch.stack([logprobs, logprobs]), [0.3, 0.7],
+                            True, params)
+    assert float(twice.detach()) == pytest.approx(float(single.detach()), rel=1e-5)
+    twice.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_kd_multi_teacher_student_learns_from_two_teachers(tmp_path):
+    from ray_t2t.methods import get_method
+
+    raw = minimal_config(tmp_path)
+    prepared = prepare_data(validate_config(raw))
+    for name, seed in (("teacher_a", 1), ("teacher_b", 2)):
+        model, _ = build_model(ModelSpec(preset="t5-tiny"), prepared.tokenizer(), seed=seed)
+        model.save_pretrained(tmp_path / name)
+    raw["models"]["teacher"] = [{"name_or_path": str(tmp_path / n)} for n in ("teacher_a", "teacher_b")]
+    raw["soft_targets"] = {"rows_per_shard": ROWS_PER_SHARD, "batch_size": 64, "top_k": 8}
+    raw["methods"] = [{"name": "kd_multi_teacher", "weights": [1, 3], "top_k": 8}]
+    raw["training"] = {"batch_size": 32, "max_steps": 40, "warmup_steps": 2, "learning_rate": 3e-3}
+    raw["eval"] = {"every_n_steps": 40}
+    cfg = validate_config(raw)
+    with pytest.raises(ConfigError, match="weights has 1 entries for 2 teacher"):
+        get_method("kd_multi_teacher").check(cfg, cfg.methods[0].model_copy(update={"weights": [1.0]}))
+    for index, name in enumerate(("teacher_a", "teacher_b")):  # shards in this process: no Ray needed
+        folder = cfg.experiment_dir / "soft_targets" / name
+        folder.mkdir(parents=True)
+        replica = TeacherReplica({"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path),
+                                  "teacher_path": str(tmp_path / name), "folder": str(folder)})
+        for shard in range(3):
+            replica.write_shard(shard)
+    extras = get_method("kd_multi_teacher").prepare(cfg, cfg.methods[0], lambda m: None)
+    assert [Path(f).name for f in extras["soft_targets"]] == ["teacher_a", "teacher_b"]
+    assert extras["weights"] == [0.25, 0.75]
+    record = train_locally(cfg, "kd_multi_teacher", prepared.path, tmp_path / "student", extras=extras)
+    curve = record["learning_curve"]
+    assert curve[-1]["val_loss"] < curve[0]["val_loss"] and record["status"] == "finished"

@@ -41,6 +41,7 @@ METHODS = {
     "sft": "ray_t2t.methods.sft",
     "kd_logits": "ray_t2t.methods.kd_logits",
     "kd_sequence": "ray_t2t.methods.kd_sequence",
+    "kd_multi_teacher": "ray_t2t.methods.kd_multi_teacher",
 }
 
 

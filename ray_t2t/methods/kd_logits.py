@@ -51,33 +51,38 @@ def build(setup: Setup):
     return model
 
 
-def _rows(setup: Setup) -> dict:
+def soft_target_rows(folder: str) -> dict:
+    """{example_id: (ids, logprobs)} of a soft-target folder, loaded once per worker process."""
     from ray_t2t.soft_targets import load_soft_targets
 
-    folder = setup.extras["soft_targets"]
     if folder not in _soft_targets:
         _soft_targets[folder] = load_soft_targets(folder)  # verifies the manifest first
     return _soft_targets[folder]
 
 
-def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
-    """The task batch plus the teacher's top-k ids and log-probs of its target positions, flattened
-    in the order of the batch's labelled positions (row by row, left to right)."""
+def teacher_rows(rows: dict, indices, top_k: int, stored_t: float, temperature: float):
+    """The batch's teacher top-k ids and log-probs at `temperature`, flattened over its labelled
+    positions (row by row, left to right), as tensors."""
     import numpy as np
     import torch
 
+    ids = np.concatenate([rows[i][0][:, :top_k] for i in indices])
+    logprobs = np.concatenate([rows[i][1][:, :top_k] for i in indices])
+    if stored_t != temperature:
+        logprobs = logprobs * stored_t / temperature  # renormalized over the top-k in the loss
+    return torch.from_numpy(ids), torch.from_numpy(logprobs)
+
+
+def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+    """The task batch plus the teacher's top-k ids and log-probs of its target positions, flattened
+    in the order of the batch's labelled positions (row by row, left to right)."""
     batch = task_collate(setup, source_ids, target_ids)
     if indices is None:  # evaluation: the task alone
         return batch
-    rows = _rows(setup)
     params = setup.params
-    stored_t = setup.extras["stored_temperature"]
-    ids = np.concatenate([rows[i][0][:, : params.top_k] for i in indices])
-    logprobs = np.concatenate([rows[i][1][:, : params.top_k] for i in indices])
-    if stored_t != params.temperature:
-        logprobs = logprobs * stored_t / params.temperature  # renormalized over the top-k in the loss
-    batch["teacher_topk_ids"] = torch.from_numpy(ids)
-    batch["teacher_topk_logprobs"] = torch.from_numpy(logprobs)
+    rows = soft_target_rows(setup.extras["soft_targets"])
+    batch["teacher_topk_ids"], batch["teacher_topk_logprobs"] = teacher_rows(
+        rows, indices, params.top_k, setup.extras["stored_temperature"], params.temperature)
     return batch
 
 

@@ -1,0 +1,98 @@
+"""kd_multi_teacher: distillation from several teachers' stored soft targets at once.
+
+    ray-t2t train CONFIG method=kd_multi_teacher      # models.teacher: a list of teachers
+
+Each teacher's top-`top_k` distribution (softened by `temperature`, renormalized on its top-k) is
+weighted (`weights`, normalized; default equal) into one mixture over the union of the teachers'
+supports. The student minimizes
+
+    alpha * T^2 * D(mixture || student_T on the union)  +  (1 - alpha) * cross-entropy(gold target)
+
+with D the forward KL, reverse KL or Jensen-Shannon divergence, as kd_logits. With one teacher this
+is exactly kd_logits. `ray-t2t teacher CONFIG` computes every teacher's soft targets (each in its
+own folder with its own manifest and ledger record); they are computed before training when missing.
+Teachers must share the student's tokenizer (teachers trained by ray_t2t on the same data do).
+"""
+
+from __future__ import annotations
+
+from ray_t2t.errors import ConfigError
+from ray_t2t.methods import Setup
+from ray_t2t.methods import collate as task_collate
+from ray_t2t.methods.kd_logits import build, soft_target_rows, teacher_rows  # noqa: F401  (build: random init)
+
+TEACHER_KEYS = ("teacher_topk_ids", "teacher_topk_logprobs")
+
+
+def check(cfg, params) -> None:
+    teachers = len(cfg.models.teachers)
+    if params.weights is not None and len(params.weights) != teachers:
+        raise ConfigError(f"kd_multi_teacher weights has {len(params.weights)} entries for {teachers} teacher(s) "
+                          "in models.teacher")
+    if params.top_k > cfg.soft_targets.top_k:
+        raise ConfigError(f"kd_multi_teacher top_k={params.top_k} exceeds soft_targets.top_k="
+                          f"{cfg.soft_targets.top_k}, the number of teacher tokens stored per position")
+
+
+def prepare(cfg, params, log) -> dict:
+    """Driver side, before training: every teacher's soft targets, computed or reused."""
+    from ray_t2t.soft_targets import produce_soft_targets
+
+    folders, temperatures = [], []
+    for index in range(len(cfg.models.teachers)):
+        manifest = produce_soft_targets(cfg, log=log, teacher_index=index)
+        folders.append(str(cfg.experiment_dir.resolve() / "soft_targets" / manifest["teacher"]["label"]))
+        temperatures.append(manifest["identity"]["temperature"])
+    weights = params.weights or [1.0] * len(folders)
+    return {"soft_targets": folders, "stored_temperatures": temperatures,
+            "weights": [w / sum(weights) for w in weights]}
+
+
+def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+    """The task batch plus every teacher's top-k ids and log-probs at the labelled positions,
+    stacked: [teachers, positions, k]."""
+    import torch
+
+    batch = task_collate(setup, source_ids, target_ids)
+    if indices is None:  # evaluation: the task alone
+        return batch
+    params = setup.params
+    per_teacher = [teacher_rows(soft_target_rows(folder), indices, params.top_k, stored_t, params.temperature)
+                   for folder, stored_t in zip(setup.extras["soft_targets"], setup.extras["stored_temperatures"])]
+    batch["teacher_topk_ids"] = torch.stack([ids for ids, _ in per_teacher])
+    batch["teacher_topk_logprobs"] = torch.stack([logprobs for _, logprobs in per_teacher])
+    return batch
+
+
+def mixture_kd_loss(logits, labels, teacher_ids, teacher_logprobs, weights, encoder_decoder: bool, params):
+    """T^2 x the mean over labelled positions of D(teacher mixture || student), both on the union of
+    the teachers' top-k supports. teacher_ids/logprobs: [teachers, positions, k]."""
+    import torch
+
+    if not encoder_decoder:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    student = logits[labels != -100].float() / params.temperature  # [positions, vocab]
+    mixture = torch.zeros_like(student)
+    for t, weight in enumerate(weights):
+        mixture.scatter_add_(-1, teacher_ids[t], weight * torch.softmax(teacher_logprobs[t].float(), dim=-1))
+    support = mixture > 0
+    student_lp = torch.log_softmax(student.masked_fill(~support, float("-inf")), dim=-1).masked_fill(~support, 0.0)
+    teacher_lp = torch.log(mixture.masked_fill(~support, 1.0))  # 0 off the support, where both masses are 0
+    q = student_lp.exp() * support
+    if params.divergence == "forward_kl":
+        per_position = (mixture * (teacher_lp - student_lp)).sum(-1)
+    elif params.divergence == "reverse_kl":
+        per_position = (q * (student_lp - teacher_lp)).sum(-1)
+    else:
+        middle = torch.log(((mixture + q) / 2).masked_fill(~support, 1.0))
+        per_position = 0.5 * (mixture * (teacher_lp - middle)).sum(-1) + 0.5 * (q * (student_lp - middle)).sum(-1)
+    return per_position.mean() * params.temperature**2
+
+
+def loss(model, batch, setup: Setup):
+    teacher_ids, teacher_logprobs = (batch.pop(key) for key in TEACHER_KEYS)
+    outputs = model(**batch)
+    params = setup.params
+    kd = mixture_kd_loss(outputs.logits, batch["labels"], teacher_ids, teacher_logprobs, setup.extras["weights"],
+                         setup.encoder_decoder, params)
+    return params.alpha * kd + (1 - params.alpha) * outputs.loss
