@@ -299,9 +299,13 @@ class KdLogitsMethod(_Method):
     temperature: float = Field(2.0, gt=0, description="Softmax temperature of teacher and student.")
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description="Divergence.")
     teacher_source: Literal["offline", "online"] = Field(
-        "offline", description="offline = stored top-k soft targets; online = live teacher, full logits."
+        "offline",
+        description="offline = stored top-k soft targets; online = a live teacher in each worker, full logits "
+        "over the whole vocabulary (the reference that measures what top-k loses).",
     )
-    top_k: int = Field(32, ge=1, description="Teacher tokens kept per position in offline soft targets.")
+    top_k: int = Field(
+        32, ge=1, description="Teacher tokens kept per position in offline soft targets (ignored online)."
+    )
 
 
 class KdSequenceMethod(_Method):
