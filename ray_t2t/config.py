@@ -319,6 +319,61 @@ class KdSequenceMethod(_Method):
     )
 
 
+LayerMap = dict[int, int] | Literal["auto"]
+LAYER_MAP_DESCRIPTION = (
+    "Student block -> teacher block, 0-based, e.g. {0: 1, 1: 3}; auto = uniform spacing: student block i "
+    "of S matches teacher block ceil((i + 1) * T / S) - 1 of T, so the last matches the last."
+)
+
+
+class KdHiddenMethod(_Method):
+    """Feature-based distillation (FitNets, TinyBERT): projected student hidden states regress a live teacher's."""
+
+    name: Literal["kd_hidden"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hidden-state term; 1 - alpha on hard labels.")
+    stack: Literal["decoder", "encoder"] = Field(
+        "decoder", description="Whose hidden states: the decoder (decoder-only models: their one stack) or the "
+        "encoder of an encoder-decoder."
+    )
+    layer_map: LayerMap = Field("auto", description=LAYER_MAP_DESCRIPTION)
+
+
+class KdAttentionMethod(_Method):
+    """Attention-map distillation (TinyBERT, MiniLM): head-averaged attention maps match a live teacher's."""
+
+    name: Literal["kd_attention"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the attention term; 1 - alpha on hard labels.")
+    attention: Literal["decoder_self", "cross", "encoder_self"] = Field(
+        "decoder_self",
+        description="Which maps: the decoder's self-attention (decoder-only models: their only kind), the "
+        "decoder's cross-attention over the encoder, or the encoder's self-attention (encoder-decoder).",
+    )
+    layer_map: LayerMap = Field("auto", description=LAYER_MAP_DESCRIPTION)
+
+
+class KdRelationalMethod(_Method):
+    """Relation-based distillation (RKD): distances and angles between a batch's examples match a live teacher's."""
+
+    name: Literal["kd_relational"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the relational term; 1 - alpha on hard labels.")
+    stack: Literal["decoder", "encoder"] = Field(
+        "decoder", description="Whose final hidden state is pooled: the decoder's (over target tokens; "
+        "decoder-only models: over every token) or the encoder's (over source tokens)."
+    )
+    distance_weight: float = Field(
+        1.0, ge=0, description="Weight of the distance term: smooth L1 between mean-normalized pairwise distances."
+    )
+    angle_weight: float = Field(
+        2.0, ge=0, description="Weight of the angle term: smooth L1 between the cosines of triplet angles."
+    )
+
+    @model_validator(mode="after")
+    def _some_relation(self) -> "KdRelationalMethod":
+        if self.distance_weight == 0 and self.angle_weight == 0:
+            raise ValueError("kd_relational needs distance_weight or angle_weight above 0")
+        return self
+
+
 Method = Annotated[
     Union[
         ScratchMethod,
@@ -330,9 +385,16 @@ Method = Annotated[
         ShrinkFinetuneMethod,
         KdLogitsMethod,
         KdSequenceMethod,
+        KdHiddenMethod,
+        KdAttentionMethod,
+        KdRelationalMethod,
     ],
     Field(discriminator="name"),
 ]
+
+
+# Methods that learn from models.teacher.
+TEACHER_METHODS = ("sft", "kd_logits", "kd_sequence", "kd_hidden", "kd_attention", "kd_relational")
 
 
 # --------------------------------------------------------------------------------- training & eval
@@ -522,7 +584,7 @@ class ExperimentConfig(Section):
                 raise ValueError(f"method {method.name!r} trains models.base, which is not set")
             if role == "teacher" and not self.models.teachers:
                 raise ValueError(f"method {method.name!r} trains models.teacher, which is not set")
-            needs_teacher = method.name in ("sft", "kd_logits", "kd_sequence")
+            needs_teacher = method.name in TEACHER_METHODS
             if needs_teacher and not self.models.teachers:
                 raise ValueError(f"method {method.name!r} needs models.teacher")
         return self
