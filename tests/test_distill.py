@@ -157,6 +157,29 @@ def test_online_kd_logits_is_accepted_and_ignores_top_k(tmp_path, tok, teachers)
         "input_ids", "attention_mask", "labels"}
 
 
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+def test_full_logit_kd_is_top_k_kd_with_k_the_vocabulary_in_both_layouts(kind):
+    from ray_t2t.methods.kd_logits import full_kd_loss, kd_loss
+
+    class Params:
+        divergence, temperature = kind, 1.7
+
+    torch.manual_seed(2)
+    student, teacher = torch.randn(2, 5, 9), torch.randn(2, 5, 9)
+    labels = torch.tensor([[3, 4, 5, -100, -100], [-100, -100, 6, 7, 8]])
+    for encoder_decoder in (True, False):  # decoder-only: position t predicts label t + 1
+        shifted = labels if encoder_decoder else labels[:, 1:]
+        positions = teacher if encoder_decoder else teacher[:, :-1]
+        stored, ids = torch.log_softmax(positions[shifted != -100] / Params.temperature, -1).topk(9, -1)
+        full = full_kd_loss(student, teacher, labels, encoder_decoder, Params)
+        top_k = kd_loss(student, labels, ids, stored, encoder_decoder, Params)
+        assert float(full) == pytest.approx(float(top_k), rel=1e-5)
+        # a checkpoint's output rows beyond the tokenizer's ids (padding) are left out
+        cut = full_kd_loss(student, teacher, labels, encoder_decoder, Params, vocab_size=6)
+        assert float(cut) == pytest.approx(float(full_kd_loss(student[..., :6], teacher[..., :6], labels,
+                                                               encoder_decoder, Params)))
+
+
 @pytest.mark.parametrize("family", ["t5", "gpt2"])
 def test_online_kd_logits_is_zero_on_the_teacher_itself_and_positive_otherwise(tmp_path, tok, teachers, family):
     method = {"name": "kd_logits", "teacher_source": "online", "alpha": 1.0, "divergence": "jsd"}
@@ -353,8 +376,8 @@ def test_stored_top_k_and_online_full_logit_kd_losses_agree_as_k_nears_the_vocab
         with torch.no_grad():
             for start in range(0, len(rows), 128):
                 indices = rows[start : start + 128]
-                batch = kd.collate(setup, [train.source_ids[i] for i in indices], [train.target_ids[i] for i in indices],
-                                   indices=indices)
+                sources, targets = [train.source_ids[i] for i in indices], [train.target_ids[i] for i in indices]
+                batch = kd.collate(setup, sources, targets, indices=indices)
                 values.append(float(kd.loss(student, batch, setup)))
         return sum(values) / len(values)
 
