@@ -299,9 +299,13 @@ class KdLogitsMethod(_Method):
     temperature: float = Field(2.0, gt=0, description="Softmax temperature of teacher and student.")
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description="Divergence.")
     teacher_source: Literal["offline", "online"] = Field(
-        "offline", description="offline = stored top-k soft targets; online = live teacher, full logits."
+        "offline",
+        description="offline = stored top-k soft targets; online = a live teacher in each worker, full logits "
+        "over the whole vocabulary (the reference that measures what top-k loses).",
     )
-    top_k: int = Field(32, ge=1, description="Teacher tokens kept per position in offline soft targets.")
+    top_k: int = Field(
+        32, ge=1, description="Teacher tokens kept per position in offline soft targets (ignored online)."
+    )
 
 
 class KdSequenceMethod(_Method):
@@ -335,6 +339,61 @@ class KdMultiTeacherMethod(_Method):
         return weights
 
 
+LayerMap = dict[int, int] | Literal["auto"]
+LAYER_MAP_DESCRIPTION = (
+    "Student block -> teacher block, 0-based, e.g. {0: 1, 1: 3}; auto = uniform spacing: student block i "
+    "of S matches teacher block ceil((i + 1) * T / S) - 1 of T, so the last matches the last."
+)
+
+
+class KdHiddenMethod(_Method):
+    """Feature-based distillation (FitNets, TinyBERT): projected student hidden states regress a live teacher's."""
+
+    name: Literal["kd_hidden"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hidden-state term; 1 - alpha on hard labels.")
+    stack: Literal["decoder", "encoder"] = Field(
+        "decoder", description="Whose hidden states: the decoder (decoder-only models: their one stack) or the "
+        "encoder of an encoder-decoder."
+    )
+    layer_map: LayerMap = Field("auto", description=LAYER_MAP_DESCRIPTION)
+
+
+class KdAttentionMethod(_Method):
+    """Attention-map distillation (TinyBERT, MiniLM): head-averaged attention maps match a live teacher's."""
+
+    name: Literal["kd_attention"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the attention term; 1 - alpha on hard labels.")
+    attention: Literal["decoder_self", "cross", "encoder_self"] = Field(
+        "decoder_self",
+        description="Which maps: the decoder's self-attention (decoder-only models: their only kind), the "
+        "decoder's cross-attention over the encoder, or the encoder's self-attention (encoder-decoder).",
+    )
+    layer_map: LayerMap = Field("auto", description=LAYER_MAP_DESCRIPTION)
+
+
+class KdRelationalMethod(_Method):
+    """Relation-based distillation (RKD): distances and angles between a batch's examples match a live teacher's."""
+
+    name: Literal["kd_relational"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the relational term; 1 - alpha on hard labels.")
+    stack: Literal["decoder", "encoder"] = Field(
+        "decoder", description="Whose final hidden state is pooled: the decoder's (over target tokens; "
+        "decoder-only models: over every token) or the encoder's (over source tokens)."
+    )
+    distance_weight: float = Field(
+        1.0, ge=0, description="Weight of the distance term: smooth L1 between mean-normalized pairwise distances."
+    )
+    angle_weight: float = Field(
+        2.0, ge=0, description="Weight of the angle term: smooth L1 between the cosines of triplet angles."
+    )
+
+    @model_validator(mode="after")
+    def _some_relation(self) -> "KdRelationalMethod":
+        if self.distance_weight == 0 and self.angle_weight == 0:
+            raise ValueError("kd_relational needs distance_weight or angle_weight above 0")
+        return self
+
+
 Method = Annotated[
     Union[
         ScratchMethod,
@@ -346,10 +405,18 @@ Method = Annotated[
         ShrinkFinetuneMethod,
         KdLogitsMethod,
         KdSequenceMethod,
+        KdHiddenMethod,
+        KdAttentionMethod,
+        KdRelationalMethod,
         KdMultiTeacherMethod,
     ],
     Field(discriminator="name"),
 ]
+
+
+# Methods that learn from models.teacher.
+TEACHER_METHODS = ("sft", "kd_logits", "kd_sequence", "kd_hidden", "kd_attention", "kd_relational",
+                   "kd_multi_teacher")
 
 
 # --------------------------------------------------------------------------------- training & eval
@@ -539,7 +606,7 @@ class ExperimentConfig(Section):
                 raise ValueError(f"method {method.name!r} trains models.base, which is not set")
             if role == "teacher" and not self.models.teachers:
                 raise ValueError(f"method {method.name!r} trains models.teacher, which is not set")
-            needs_teacher = method.name in ("sft", "kd_logits", "kd_sequence", "kd_multi_teacher")
+            needs_teacher = method.name in TEACHER_METHODS
             if needs_teacher and not self.models.teachers:
                 raise ValueError(f"method {method.name!r} needs models.teacher")
         return self

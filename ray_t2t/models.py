@@ -172,6 +172,28 @@ def build_model(
     return model, model_info(model)
 
 
+def model_config(spec: ModelSpec) -> PretrainedConfig:
+    """The architecture `spec` describes (its overrides applied), without building or loading weights:
+    for checks before any work (family, block counts, hidden size). The vocabulary and token ids are
+    not set from a tokenizer here. Raises ModelConfigError like build_model, and OSError for a
+    name/path whose config cannot be read."""
+    import transformers
+    from transformers import AutoConfig
+
+    if spec.preset is not None:
+        if spec.preset not in PRESETS:
+            raise ModelConfigError(f"unknown preset {spec.preset!r}. Valid presets: {', '.join(PRESETS)}")
+        family, kwargs = PRESETS[spec.preset]
+        config_class = getattr(transformers, FAMILIES[family][0])
+        where = f"preset {spec.preset!r}"
+        overrides = _checked_overrides(config_class(**kwargs), spec.overrides, where)
+        return _make_config(lambda: config_class(**{**kwargs, **overrides}), where)
+    config = AutoConfig.from_pretrained(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
+    where = f"model {spec.name_or_path!r}"
+    values = {**config.to_dict(), **_checked_overrides(config, spec.overrides, where)}
+    return _make_config(lambda: type(config).from_dict(values), where)
+
+
 def _build_preset(spec: ModelSpec, tokenizer: PairTokenizer) -> PreTrainedModel:
     import transformers
 

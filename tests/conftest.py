@@ -77,3 +77,66 @@ def repo() -> Path:
 @pytest.fixture
 def ray_t2t_bin() -> str:
     return str(Path(sys.executable).parent / "ray-t2t")
+
+
+def train_briefly(model, setup, sources, targets, steps: int, batch_size: int = 64, lr: float = 5e-3):
+    """A few plain-torch AdamW steps of the task's cross-entropy (a tiny teacher that knows something,
+    in seconds, without the training loop). Leaves the model in eval mode."""
+    import torch
+
+    from ray_t2t.methods import collate
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    with torch.random.fork_rng(devices=[]):  # seeded dropout: the same model whatever ran before
+        torch.manual_seed(0)
+        for _ in range(steps):
+            rows = torch.randint(len(sources), (batch_size,), generator=generator).tolist()
+            loss = model(**collate(setup, [sources[i] for i in rows], [targets[i] for i in rows])).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def save_like_an_export(model, tokenizer, folder: Path) -> Path:
+    """A model folder as a ray_t2t run exports it: save_pretrained plus model/ray_t2t_tokenizer."""
+    model.save_pretrained(folder)
+    tokenizer.save(folder / "ray_t2t_tokenizer")
+    return folder
+
+
+LOCAL_DATA = {"split_sizes": {"train": 2000, "validation": 64, "test": 64}}  # the Ray-free training tests' data
+TEACHER_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
+                                                 "num_decoder_layers": 2}}
+
+
+@pytest.fixture(scope="session")
+def g2p_teacher(tmp_path_factory):
+    """(raw config, prepared data, teacher folder): a T5 of d 64 and 2+2 blocks trained for 100 plain-torch steps
+    on the G2P data LOCAL_DATA describes, saved as a ray_t2t run exports it (with that data's
+    tokenizer), so distillation tests have a teacher that knows something, in ~10 s."""
+    import torch
+
+    from ray_t2t.config import ModelSpec, validate_config
+    from ray_t2t.data import Split, prepare_data
+    from ray_t2t.methods import Setup
+    from ray_t2t.models import build_model
+
+    folder = tmp_path_factory.mktemp("g2p_teacher")
+    raw = minimal_config(folder)
+    raw["data"] = LOCAL_DATA
+    cfg = validate_config(raw)
+    prepared = prepare_data(cfg, log=lambda message: None)
+    tokenizer = prepared.tokenizer()
+    train = Split(prepared, "train")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, _ = build_model(ModelSpec(**TEACHER_T5), tokenizer, seed=0)
+        setup = Setup(cfg, None, tokenizer, seed=0, encoder_decoder=True)
+        train_briefly(model, setup, train.source_ids, train.target_ids, steps=100)
+    finally:
+        torch.set_num_threads(threads)
+    return raw, prepared, save_like_an_export(model, tokenizer, folder / "teacher")

@@ -176,11 +176,16 @@ def test_kd_loss_with_the_whole_vocabulary_is_the_full_kl():
 def test_kd_logits_refuses_what_it_cannot_do(tmp_path):
     from ray_t2t.methods.kd_logits import check
 
-    cfg = validate_config(minimal_config(tmp_path, methods=[{"name": "kd_logits", "teacher_source": "online"}],
-                                         models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}))
-    with pytest.raises(ConfigError, match="teacher_source=online .* is not implemented yet"):
-        check(cfg, cfg.methods[0])
     cfg = validate_config(minimal_config(tmp_path, methods=[{"name": "kd_logits", "top_k": 64}],
                                          models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}))
     with pytest.raises(ConfigError, match="top_k=64 exceeds soft_targets.top_k=32"):
+        check(cfg, cfg.methods[0])
+    # online: a live teacher's full logits, top_k ignored; it must be of the student's family
+    online = {"name": "kd_logits", "teacher_source": "online", "top_k": 64}
+    cfg = validate_config(minimal_config(tmp_path, methods=[online],
+                                         models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}))
+    check(cfg, cfg.methods[0])
+    cfg = validate_config(minimal_config(tmp_path, methods=[online],
+                                         models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "gpt2-tiny"}}))
+    with pytest.raises(ConfigError, match=r"student \(encoder-decoder\) and teacher \(decoder-only\) must be of one family"):
         check(cfg, cfg.methods[0])

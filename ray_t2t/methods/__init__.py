@@ -18,6 +18,10 @@ and may define
 Everything else (the DeepSpeed engine, batching order, evaluation, checkpoints, the run record) is the
 shared loop's job, in ray_t2t.train, so methods are compared on equal terms. Methods never import Ray.
 Names map to modules of this package only: nothing named in a config is ever imported.
+
+Methods that run a live teacher in the workers (kd_logits online, kd_hidden, kd_attention,
+kd_relational) share ray_t2t.methods.distill: the teacher resolved in prepare() and loaded once per
+worker, frozen and outside the DeepSpeed engine; layer maps; hidden states and attention maps.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ METHODS = {
     "sft": "ray_t2t.methods.sft",
     "kd_logits": "ray_t2t.methods.kd_logits",
     "kd_sequence": "ray_t2t.methods.kd_sequence",
+    "kd_hidden": "ray_t2t.methods.kd_hidden",
+    "kd_attention": "ray_t2t.methods.kd_attention",
+    "kd_relational": "ray_t2t.methods.kd_relational",
     "kd_multi_teacher": "ray_t2t.methods.kd_multi_teacher",
 }
 

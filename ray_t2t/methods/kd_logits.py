@@ -1,26 +1,34 @@
-"""kd_logits: response-based distillation from the teacher's stored top-k soft targets.
+"""kd_logits: response-based distillation from the teacher's token distributions, stored (offline,
+top-k) or computed live (online, full vocabulary).
 
     ray-t2t train configs/quickstart.yaml method=kd_logits
+    ray-t2t train configs/quickstart.yaml method=kd_logits_online     # teacher_source: online
 
 The student (models.student, randomly initialized) minimizes
 
     alpha * T^2 * D(teacher_T || student_T)  +  (1 - alpha) * cross-entropy(gold target)
 
-at every target position, where both distributions are softened by `temperature` T and restricted to
-the teacher's top-`top_k` tokens (renormalized there: a proper distribution on a shared support).
-D is the forward KL, the reverse KL or the Jensen-Shannon divergence (`divergence`). The soft targets
-come from `ray-t2t teacher` (computed before training when missing, reused otherwise); log-probs
-stored at another temperature are re-tempered exactly, since on the top-k support
-log p_T = log p_S * S / T + const.
+at every target position, where both distributions are softened by `temperature` T. D is the forward
+KL, the reverse KL or the Jensen-Shannon divergence (`divergence`).
 
-Parameters: alpha, temperature, divergence, top_k (at most the stored k), teacher_source (offline;
-the online form with a live teacher's full logits is not implemented yet and is refused).
+- offline (default): both distributions are restricted to the teacher's top-`top_k` tokens
+  (renormalized there: a proper distribution on a shared support). The soft targets come from
+  `ray-t2t teacher` (computed before training when missing, reused otherwise); log-probs stored at
+  another temperature are re-tempered exactly, since on the top-k support
+  log p_T = log p_S * S / T + const.
+- online: a live teacher in each worker (ray_t2t.methods.distill: frozen, no gradients, no optimizer
+  state, on the student's device) computes its logits on every training batch, and D runs over the
+  whole vocabulary; top_k is ignored. It is the reference that measures what top-k loses, and costs a
+  teacher forward pass per step instead of stored shards. Teacher and student must share the
+  tokenizer and the family (encoder-decoder or decoder-only).
+
+Parameters: alpha, temperature, divergence, teacher_source, top_k (offline: at most the stored k).
 """
 
 from __future__ import annotations
 
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup
+from ray_t2t.methods import Setup, distill
 from ray_t2t.methods import collate as task_collate
 from ray_t2t.models import build_model
 
@@ -28,19 +36,25 @@ TEACHER_KEYS = ("teacher_topk_ids", "teacher_topk_logprobs")
 _soft_targets: dict = {}  # per worker process: folder -> {example_id: (ids, logprobs)}
 
 
+def _online(params) -> bool:
+    return getattr(params, "teacher_source", "offline") == "online"  # kd_sequence shares prepare()
+
+
 def check(cfg, params) -> None:
-    if params.teacher_source == "online":
-        raise ConfigError("kd_logits with teacher_source=online (live teacher, full logits) is not implemented "
-                          "yet; use teacher_source=offline (stored top-k soft targets)")
+    if _online(params):
+        distill.architectures(cfg, params)  # one family
+        return
     if params.top_k > cfg.soft_targets.top_k:
         raise ConfigError(f"kd_logits top_k={params.top_k} exceeds soft_targets.top_k={cfg.soft_targets.top_k}, "
                           "the number of teacher tokens stored per position")
 
 
 def prepare(cfg, params, log) -> dict:
-    """Driver side, before training: compute (or reuse) the soft targets."""
+    """Driver side, before training: compute (or reuse) the soft targets; online, find the teacher."""
     from ray_t2t.soft_targets import produce_soft_targets
 
+    if _online(params):
+        return distill.prepare_live_teacher(cfg, log)
     manifest = produce_soft_targets(cfg, log=log)
     folder = cfg.experiment_dir.resolve() / "soft_targets" / manifest["teacher"]["label"]
     return {"soft_targets": str(folder), "stored_temperature": manifest["identity"]["temperature"]}
@@ -77,7 +91,7 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     """The task batch plus the teacher's top-k ids and log-probs of its target positions, flattened
     in the order of the batch's labelled positions (row by row, left to right)."""
     batch = task_collate(setup, source_ids, target_ids)
-    if indices is None:  # evaluation: the task alone
+    if indices is None or _online(setup.params):  # evaluation, or a live teacher: the task alone
         return batch
     params = setup.params
     rows = soft_target_rows(setup.extras["soft_targets"])
@@ -111,9 +125,29 @@ def kd_loss(logits, labels, teacher_ids, teacher_logprobs, encoder_decoder: bool
     return divergence(student_topk, teacher_topk, params.divergence).mean() * params.temperature**2
 
 
+def full_kd_loss(logits, teacher_logits, labels, encoder_decoder: bool, params, vocab_size: int | None = None):
+    """Online: the distillation term over the whole vocabulary (the first `vocab_size` logits: a
+    checkpoint may pad its output layer beyond the tokenizer's ids), mean over positions times T^2."""
+    import torch
+
+    if not encoder_decoder:
+        logits, teacher_logits, labels = logits[:, :-1], teacher_logits[:, :-1], labels[:, 1:]
+    keep = labels != -100
+    student = logits[keep][:, :vocab_size].float() / params.temperature
+    teacher = teacher_logits[keep][:, :vocab_size].float() / params.temperature
+    kd = divergence(torch.log_softmax(student, -1), torch.log_softmax(teacher, -1), params.divergence)
+    return kd.mean() * params.temperature**2
+
+
 def loss(model, batch, setup: Setup):
+    params = setup.params
+    if _online(params):
+        outputs = model(**batch)
+        teacher = distill.teacher_outputs(setup, model, batch)
+        kd = full_kd_loss(outputs.logits, teacher.logits, batch["labels"], setup.encoder_decoder, params,
+                          setup.tokenizer.vocab_size)
+        return distill.mix(params.alpha, kd, outputs.loss)
     teacher_ids, teacher_logprobs = (batch.pop(key) for key in TEACHER_KEYS)
     outputs = model(**batch)
-    params = setup.params
     kd = kd_loss(outputs.logits, batch["labels"], teacher_ids, teacher_logprobs, setup.encoder_decoder, params)
-    return params.alpha * kd + (1 - params.alpha) * outputs.loss
+    return distill.mix(params.alpha, kd, outputs.loss)
