@@ -1,0 +1,141 @@
+"""Is teacher inference on Ray Data as fast as a plain loop on the same cores? And how compact are the shards?
+
+    .venv/bin/python benchmarks/teacher_inference.py [--examples 20000] [--preset t5-2m] [--cores 2]
+                                                     [--rows-per-shard 1000] [--top-k 32] [--generations none]
+
+The same teacher (a preset with seeded random weights, saved like a run's export), the same training
+split and the same shard code run twice in one process on the same total cores:
+
+- plain: one process, `--cores` torch threads, writing every shard in turn (TeacherReplica.write_shard
+  called in a loop: no Ray at all);
+- Ray Data: `produce_soft_targets` with `--cores` replicas of one CPU each (map_batches over an actor
+  pool), local Ray started beforehand (its start-up is reported apart, as it is paid once per session).
+
+Prints tokens/s (source + target tokens through the teacher) of both, end to end and once the
+replicas are up (the pool's rate from the seconds each shard took), the ratios Ray Data / plain (goal
+>= 0.9), the fixed cost of the Ray Data job (submit -> first shard written: starting the actor
+processes, importing torch and transformers, loading the teacher), and the shards' bytes per target
+token (goal <= 100 at k = 32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ray_t2t.config import ModelSpec, validate_config  # noqa: E402
+from ray_t2t.data import prepare_data  # noqa: E402
+
+
+def experiment(folder: Path, args, teacher: Path | None) -> dict:
+    raw = {
+        "run": {"name": "bench", "storage_path": str(folder)},
+        "data": {"split_sizes": {"train": args.examples, "validation": 64, "test": 64}},
+        "models": {"student": {"preset": "t5-tiny"}},
+        "soft_targets": {"top_k": args.top_k, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
+                         "replicas": args.cores, "cpus_per_replica": 1, "generations": args.generations},
+    }
+    if teacher is not None:
+        raw["models"]["teacher"] = {"name_or_path": str(teacher)}
+    return raw
+
+
+def plain_loop(cfg, prepared, teacher: Path, folder: Path, threads: int) -> tuple[float, int]:
+    """Seconds and tokens of every shard written by one process with `threads` torch threads."""
+    import torch
+
+    from ray_t2t.soft_targets import TeacherReplica, shard_name
+
+    torch.set_num_threads(threads)
+    folder.mkdir(parents=True)
+    started = time.perf_counter()
+    replica = TeacherReplica({"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path),
+                              "teacher_path": str(teacher), "folder": str(folder)})
+    torch.set_num_threads(threads)  # the replica sets its own (cpus_per_replica); the plain loop uses all cores
+    shards = -(-len(replica.source_ids) // cfg.soft_targets.rows_per_shard)
+    for index in range(shards):
+        replica.write_shard(index)
+    seconds = time.perf_counter() - started
+    tokens = sum(map(len, replica.source_ids)) + sum(map(len, replica.target_ids))
+    assert len(list(folder.glob("shard-*.parquet"))) == shards and (folder / shard_name(0)).exists()
+    return seconds, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=20000)
+    parser.add_argument("--preset", default="t5-2m")
+    parser.add_argument("--cores", type=int, default=2, help="total CPU cores of both (Ray: replicas of 1 CPU)")
+    parser.add_argument("--rows-per-shard", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--top-k", type=int, default=32)
+    parser.add_argument("--generations", default="none", choices=["none", "greedy", "beam"])
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+
+    import ray
+
+    from ray_t2t.models import build_model
+    from ray_t2t.soft_targets import produce_soft_targets
+    from ray_t2t.train.launcher import start_local_ray
+
+    folder = Path(tempfile.mkdtemp(prefix="ray_t2t_teacher_bench_"))
+    prepared = prepare_data(validate_config(experiment(folder, args, None)), log=lambda m: None)
+    teacher_dir = folder / "teacher"
+    model, _ = build_model(ModelSpec(preset=args.preset), prepared.tokenizer(), seed=0)
+    model.save_pretrained(teacher_dir)
+    cfg = validate_config(experiment(folder, args, teacher_dir))
+    params = sum(p.numel() for p in model.parameters())
+
+    plain_s, tokens = plain_loop(cfg, prepared, teacher_dir, folder / "plain", args.cores)
+    ray_start = time.perf_counter()
+    start_local_ray(num_cpus=args.cores, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    ray_start_s = time.perf_counter() - ray_start
+    submitted = time.time()
+    started = time.perf_counter()
+    manifest = produce_soft_targets(cfg, log=lambda m: None)
+    ray_s = time.perf_counter() - started
+    ray.shutdown()
+    out = cfg.experiment_dir / "soft_targets" / manifest["teacher"]["label"]
+    first_shard = min(p.stat().st_mtime for p in out.glob("shard-*.parquet"))
+    shard_s = [s["seconds"] for s in manifest["shards"]]
+
+    figures = {
+        "preset": args.preset, "parameters": params, "examples": args.examples, "cores": args.cores,
+        "top_k": args.top_k, "generations": args.generations, "tokens": tokens,
+        "plain_tokens_per_s": tokens / plain_s, "ray_data_tokens_per_s": tokens / ray_s,
+        "ratio": plain_s / ray_s, "ray_start_s": ray_start_s,
+        # once started: the replicas compute shards side by side, each at tokens / its busy seconds
+        "ray_data_steady_tokens_per_s": tokens * args.cores / sum(shard_s), "first_shard_s": first_shard - submitted,
+        "shard_seconds_mean": sum(shard_s) / len(shard_s), "shards": len(shard_s),
+        "bytes_per_target_token": manifest["bytes_per_target_token"],
+    }
+    print(f"teacher {args.preset} ({params / 1e6:.2f}M parameters), {args.examples:,} examples, {tokens:,} tokens, "
+          f"{args.cores} cores, k={args.top_k}, generations {args.generations}")
+    print(f"  plain loop ({args.cores} threads)       {figures['plain_tokens_per_s']:10,.0f} tokens/s  ({plain_s:.1f} s)")
+    print(f"  Ray Data ({args.cores} replicas x 1 CPU)  {figures['ray_data_tokens_per_s']:10,.0f} tokens/s  ({ray_s:.1f} s)")
+    print(f"  ratio, end to end              {figures['ratio']:10.3f}   (goal >= 0.9)")
+    steady = figures["ray_data_steady_tokens_per_s"]
+    figures["steady_ratio"] = steady / figures["plain_tokens_per_s"]
+    print(f"  Ray Data once started          {steady:10,.0f} tokens/s")
+    print(f"  ratio, once started            {figures['steady_ratio']:10.3f}   (goal >= 0.9)")
+    print(f"  Ray start (once per session)   {ray_start_s:10.1f} s")
+    print(f"  submit -> first shard          {figures['first_shard_s']:10.1f} s   "
+          f"(a shard takes {figures['shard_seconds_mean']:.1f} s; {len(shard_s)} shards)")
+    print(f"  shards                         {figures['bytes_per_target_token']:10.1f} bytes per target token "
+          f"(goal <= 100 at k = 32)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
