@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 
+from ray_t2t.cli import main
 from ray_t2t.errors import UserError
 from ray_t2t.ledger import write_record
 from ray_t2t.report import (Target, break_even, build_report, mean_ci, pareto_front, relative_target,
@@ -355,7 +356,7 @@ def test_failed_runs_are_left_out_and_listed(experiment):
     assert "## Left out" in markdown and "RuntimeError: boom" in markdown
 
 
-# ------------------------------------------------------------------------------------------ plots
+# ---------------------------------------------------------------------------------- plots and CLI
 
 
 def test_plots_are_png_files_and_inline_in_the_html(experiment):
@@ -368,3 +369,15 @@ def test_plots_are_png_files_and_inline_in_the_html(experiment):
     assert (folder / "report.html").read_text().count("data:image/png;base64,") == 3
     assert not list(folder.glob(".*"))  # no staging files left behind
 
+
+def test_cli_report(experiment, tmp_path, capsys):
+    assert main(["report", str(experiment), "--no-plots", "--confidence", "0.9"]) == 0
+    out = capsys.readouterr().out
+    assert "fastest to target" in out and "best final quality  kd_logits: test wer 0.41" in out
+    assert not list((experiment / "report").glob("*.png"))
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "ray-t2t report: error: no run records under" in err and "Traceback" not in err
+    assert main(["report", str(experiment), "--target", "wer < 1"]) == 2
+    assert "is not of the form" in capsys.readouterr().err
