@@ -377,7 +377,9 @@ def figure_columns(metric: str, currency: str) -> list[tuple[str, Callable[[dict
     ]
 
 
-TO_TARGET = (("to target s", "wall_s", 1.0), ("to target device-h", "device_s", 1 / 3600), ("to target cost", "cost", 1.0))
+# (header, curve-point key, scale) of the time-to-target figures
+TO_TARGET = (("to target s", "wall_s", 1.0), ("to target device-h", "device_s", 1 / 3600),
+             ("to target cost", "cost", 1.0))
 
 
 @dataclass
@@ -511,7 +513,8 @@ def compute_figures(groups: list[Group], runs: list[dict], inferences: list[dict
 def amortization(figures: list[GroupFigures], target: Target | None, metric: str, currency: str) -> list[dict]:
     """Per distillation group: one student's cost with and without its teacher, the cheapest normal
     method on the same basis, and the break-even number of students. Normal methods count only when
-    they produce a task model (a test metric: pretraining alone does not)."""
+    they produce a task model (a test metric: pretraining alone does not); to target, one that every
+    run brought there is preferred to one that only some runs did."""
     normal = [f for f in figures if f.group.is_normal and f.columns[f"test {metric}"].mean is not None]
     rows = []
     for fig in figures:
@@ -521,7 +524,9 @@ def amortization(figures: list[GroupFigures], target: Target | None, metric: str
         if target is not None and fig.reached and reaching:
             basis = "to target"
             student = fig.to_target["to target cost"].mean
-            baseline = min(reaching, key=lambda f: f.to_target["to target cost"].mean)
+            # a method every run brought to the target before one only some runs did, as in the tables
+            baseline = min(reaching, key=lambda f: (f.reached < len(f.group.records),
+                                                    f.to_target["to target cost"].mean))
             baseline_cost = baseline.to_target["to target cost"].mean
         else:
             basis = "whole run"
@@ -676,6 +681,11 @@ def _inline(text: str) -> str:
 # ------------------------------------------------------------------------------------------ plots
 
 
+def _charged_device_hours(figures: GroupFigures) -> float | None:
+    alone = figures.columns["device-h"].mean
+    return None if alone is None else alone + figures.charge.device_s / 3600
+
+
 def write_plots(folder: Path, figures: list[GroupFigures], metric: str, higher_is_better: bool,
                 currency: str, target: Target | None = None) -> list[tuple[Path, str]]:
     """Pareto plots of final quality against device-hours and against money (distillation charged for
@@ -701,7 +711,7 @@ def write_plots(folder: Path, figures: list[GroupFigures], metric: str, higher_i
     quality = f"test {metric}"
     for name, axis, charged_of, alone_of in (
         ("pareto_device_hours.png", "device-hours",
-         lambda f: f.columns["device-h"].mean + f.charge.device_s / 3600 if f.columns["device-h"].mean is not None else None,
+         _charged_device_hours,
          lambda f: f.columns["device-h"].mean),
         ("pareto_cost.png", currency,
          lambda f: f.cost_charged.mean, lambda f: f.columns[f"cost {currency}"].mean),
@@ -877,7 +887,8 @@ def build_report(run_dir: Path, target: str | None = None, target_relative: floa
             for r in f.group.records)
         for hardware, price, precision, config in seen:
             hw = json.loads(hardware)
-            hardware_rows.append([f.group.name, f"{hw['workers']} × {fmt(hw['devices_per_worker'])} {hw['device_type']}",
+            devices = f"{hw['workers']} × {fmt(hw['devices_per_worker'])} {hw['device_type']}"
+            hardware_rows.append([f.group.name, devices,
                                   hw.get("host_cpu") or "—", precision or "—", fmt(price), config or "—",
                                   ", ".join(str(s) for s in f.group.seeds) or "—"])
     for i in records.inferences:
@@ -885,7 +896,8 @@ def build_report(run_dir: Path, target: str | None = None, target_relative: floa
         hardware_rows.append([i["label"], f"{hw.get('workers')} × {fmt(hw.get('devices_per_worker'))} "
                               f"{hw.get('device_type')}", hw.get("host_cpu") or "—", "—",
                               fmt((i.get("cost") or {}).get("price_per_device_hour")), "—", "—"])
-    doc.table(["group", "workers × devices", "host CPU", "precision", f"{currency} per device-hour", "config hash", "seeds"],
+    doc.table(["group", "workers × devices", "host CPU", "precision", f"{currency} per device-hour", "config hash",
+               "seeds"],
               hardware_rows)
     doc.paragraph("Prices are those recorded with each run (the config's `cost` table at the time). A "
                   "finetune from a pretrain run's export is not charged for the pretraining here: the "
@@ -901,7 +913,8 @@ def build_report(run_dir: Path, target: str | None = None, target_relative: floa
     winners: dict[str, Any] = {}
     reaching = [f for f in students if f.reached]
     if chosen:
-        for key, header, unit in (("time_to_target", "to target s", "s"), ("cost_to_target", "to target cost", currency)):
+        for key, header, unit in (("time_to_target", "to target s", "s"),
+                                  ("cost_to_target", "to target cost", currency)):
             best = min(reaching, key=lambda f: (f.order_key[1], f.to_target_charged[header].mean
                                                 if f.to_target_charged[header].mean is not None else math.inf),
                        default=None)
@@ -923,9 +936,13 @@ def build_report(run_dir: Path, target: str | None = None, target_relative: floa
         pays = row["break_even_students"]
         when = f"from {pays} students on" if isinstance(pays, int) else pays
         teacher = (row["teacher_training_cost"] or 0) + (row["teacher_inference_cost"] or 0)
+        if row["baseline"] is None:
+            lines.append(f"  {'teacher pays off':<20}{row['group']}: unknown (no normal method with a test {metric} "
+                         "to compare with)")
+            continue
         lines.append(f"  {'teacher pays off':<20}{row['group']}: {when} (student {fmt(row['student_cost'])} + "
-                     f"teacher {fmt(teacher)} {currency} once, vs {row['baseline'] or 'no normal method'} "
-                     f"{fmt(row['baseline_cost'])} {currency} each; cost {row['basis']})")
+                     f"teacher {fmt(teacher)} {currency} once, vs {row['baseline']} {fmt(row['baseline_cost'])} "
+                     f"{currency} each; cost {row['basis']})")
     written = []
     for kind in formats:
         path = folder / f"report.{kind}"

@@ -10,7 +10,7 @@ import pytest
 from ray_t2t.cli import main
 from ray_t2t.errors import UserError
 from ray_t2t.ledger import write_record
-from ray_t2t.report import (Target, break_even, build_report, mean_ci, pareto_front, relative_target,
+from ray_t2t.report import (break_even, build_report, mean_ci, pareto_front, relative_target,
                             t_quantile, time_to_target)
 
 PRICE = 3.6  # per device-hour, one device: cost = train_s / 1000
@@ -318,6 +318,31 @@ def test_target_override_and_bad_targets(experiment):
         build_report(experiment, target="wer >= 0.2", plots=False)
     with pytest.raises(UserError, match="not both"):
         build_report(experiment, target="wer <= 0.2", target_relative=0.9, plots=False)
+
+
+
+def test_never_and_partly_reached_groups_come_last(experiment):
+    for seed, reach in ((0, 900), (1, 5000)):  # lora: one seed reaches wer <= 0.5 at step 900, one never
+        write_record(experiment / "sweep" / f"lora_seed{seed}",
+                     training_record("lora", "lora", seed, 100.0, reach, 0.6, group="lora"))
+    write_record(experiment / "runs" / "partial", training_record("partial", "partial", 0, 50.0, 5000, 0.7))
+    report = build_report(experiment, plots=False)
+    rows = read_table((experiment / "report" / "report.md").read_text(), "Time to target")
+    # lora's one reaching run costs 0.09 (cheapest), but a group every run reached comes first
+    assert list(rows) == ["scratch", "kd_logits", "lora", "partial", "teacher"]
+    assert rows["lora"]["reached"] == "1/2" and rows["partial"]["reached"] == "0/1" and rows["partial"]["USD"] == "—"
+    assert number(rows["lora"]["USD"]) == pytest.approx(0.09)
+    assert report.data["winners"]["cost_to_target"] == "scratch"
+    kd = report.data["amortization"][0]
+    assert kd["baseline"] == "scratch" and kd["break_even_students"] == 12  # not lora, which one seed never brought there
+
+
+def test_records_that_disagree_on_the_target_need_one(experiment):
+    write_record(experiment / "runs" / "lora", training_record("lora", "lora", 0, 100.0, 300, 0.6,
+                                                               target="wer <= 0.3"))
+    with pytest.raises(UserError, match="disagree on the target.*--target"):
+        build_report(experiment, plots=False)
+    assert build_report(experiment, target="wer <= 0.3", plots=False).data["target"]["value"] == 0.3
 
 
 # -------------------------------------------------------------------------------------- errors
