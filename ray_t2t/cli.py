@@ -5,6 +5,7 @@
     ray-t2t data CONFIG [section.key=value ...] [--rebuild] [--show N]
     ray-t2t train CONFIG [method=NAME] [section.key=value ...]
     ray-t2t teacher CONFIG [section.key=value ...]
+    ray-t2t report RUN_DIR [--target 'wer <= 0.5' | --target-relative 0.95] [--confidence 0.95] [--no-plots]
 
 Errors in the user's input (config, data) print one clear message and exit with status 2.
 """
@@ -119,6 +120,17 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ray_t2t.report import build_report
+
+    report = build_report(Path(args.run_dir), target=args.target, target_relative=args.target_relative,
+                          confidence=args.confidence, plots=not args.no_plots)
+    print(report.summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ray-t2t",
@@ -168,6 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arguments(teacher)
     teacher.set_defaults(run=cmd_teacher)
+
+    report = commands.add_parser(
+        "report",
+        help="compare the experiment's runs from their run records: tables, plots, report.md/.html",
+        description="Read every run record of an experiment (runs/, sweep/, soft_targets/ under RUN_DIR) and "
+        "write RUN_DIR/report/: report.md, report.html, report.json and PNG plots. Groups of runs (seeds) "
+        "are shown as mean ± confidence interval; distillation is charged for its teacher.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="the experiment folder, <storage_path>/<run.name>")
+    report.add_argument("--target", metavar="'METRIC OP VALUE'",
+                        help="quality target for time to target, e.g. 'wer <= 0.5' (default: the runs' eval.target)")
+    report.add_argument("--target-relative", type=float, metavar="F",
+                        help="target = F of the teacher's final test quality (lower-is-better: value <= teacher / F)")
+    report.add_argument("--confidence", type=float, default=0.95, metavar="LEVEL",
+                        help="confidence level of the intervals over a group's runs (default 0.95)")
+    report.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    report.set_defaults(run=cmd_report)
     return parser
 
 
