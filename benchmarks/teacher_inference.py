@@ -1,6 +1,6 @@
 """Is teacher inference on Ray Data as fast as a plain loop on the same cores? And how compact are the shards?
 
-    .venv/bin/python benchmarks/teacher_inference.py [--examples 20000] [--preset t5-2m] [--cores 2]
+    .venv/bin/python benchmarks/teacher_inference.py [--examples 100000] [--preset t5-2m] [--cores 2]
                                                      [--rows-per-shard 1000] [--top-k 32] [--generations none]
 
 The same teacher (a preset with seeded random weights, saved like a run's export), the same training
@@ -71,7 +71,7 @@ def plain_loop(cfg, prepared, teacher: Path, folder: Path, threads: int) -> tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=20000)
+    parser.add_argument("--examples", type=int, default=100000)
     parser.add_argument("--preset", default="t5-2m")
     parser.add_argument("--cores", type=int, default=2, help="total CPU cores of both (Ray: replicas of 1 CPU)")
     parser.add_argument("--rows-per-shard", type=int, default=1000)

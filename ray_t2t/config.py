@@ -495,7 +495,9 @@ class SoftTargetsSection(Section):
     cpus_per_replica: float = Field(1, gt=0, description="CPUs per replica (also its torch threads).")
     gpus_per_replica: float = Field(0, ge=0, description="GPUs per replica; 0 = CPU inference.")
     batch_size: int = Field(256, ge=1, description="Examples per teacher forward pass.")
-    rows_per_shard: int = Field(4096, ge=1, description="Examples per shard file (the unit of resume).")
+    rows_per_shard: int = Field(
+        1000, ge=1, description="Examples per shard file: the unit of resume and of work for a replica."
+    )
 
 
 # ------------------------------------------------------------------------------ Ray and DeepSpeed
