@@ -120,6 +120,28 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ray_t2t.config import load_config
+    from ray_t2t.sweep import run_sweep, summarize_sweep
+
+    cfg = load_config(args.config, args.overrides)
+    records = run_sweep(cfg, log=lambda message: print(message, flush=True))
+    print(f"sweep: {sum(r.get('status') == 'finished' for r in records)} of {len(records)} trial(s) finished")
+    print(summarize_sweep(records))
+    print(f"records: {cfg.experiment_dir / 'sweep'}; compare them with `ray-t2t report {cfg.experiment_dir}`")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ray_t2t.config import load_config
+    from ray_t2t.sweep import run_pipeline
+
+    cfg = load_config(args.config, args.overrides)
+    report = run_pipeline(cfg, log=lambda message: print(message, flush=True))
+    print(report.summary)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -180,6 +202,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arguments(teacher)
     teacher.set_defaults(run=cmd_teacher)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="Ray Tune over methods x hyperparameters x seeds, each trial a Ray Train run",
+        description="Train every trial of the config's `tune` section (methods, space, seeds; grid or random "
+        "search; optional ASHA) on Ray Tune, each trial a TorchTrainer run of the shared loop, and write "
+        "its record under <storage_path>/<run.name>/sweep/. Rerunning restores the sweep: finished trials "
+        "are kept.",
+    )
+    _add_config_arguments(sweep)
+    sweep.set_defaults(run=cmd_sweep)
+
+    run = commands.add_parser(
+        "run",
+        help="the whole pipeline: data, teacher and pretraining, soft targets, sweep, report",
+        description="Prepare the data, train the teacher and pretraining runs, compute soft targets, sweep "
+        "every other method over its space and seeds, and write the report; each stage is reused when "
+        "complete. Ends with a summary: winners by time to target, by cost, by final quality.",
+    )
+    _add_config_arguments(run)
+    run.set_defaults(run=cmd_run)
 
     report = commands.add_parser(
         "report",

@@ -536,8 +536,19 @@ class DeepSpeedSection(Section):
 class TuneSection(Section):
     """Sweeps over methods, hyperparameters and seeds (ray.tune.TuneConfig)."""
 
-    search: Literal["grid", "random", "optuna"] = Field("grid", description="Search algorithm.")
-    num_samples: int = Field(1, ge=1, description="Samples per point of the search space (random/optuna).")
+    search: Literal["grid", "random", "optuna"] = Field(
+        "grid", description="grid: every combination of the space's lists; random: num_samples draws per method."
+    )
+    num_samples: int = Field(1, ge=1, description="Draws per method with search=random.")
+    methods: list[str] | None = Field(
+        None, description="Method labels the sweep trains; null = every entry except those training the teacher."
+    )
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per method label, parameter -> values: a list (grid points; a choice with random search), or "
+        "{uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]} (random search). A "
+        "parameter is the method's own (alpha) or a config path (training.learning_rate).",
+    )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each trial runs per seed.")
     max_concurrent_trials: int | None = Field(None, ge=1, description="Trials at once; null = what resources allow.")
     scheduler: Literal["none", "asha"] = Field("none", description="Early stopping of weak trials.")
@@ -707,6 +718,12 @@ def apply_override(raw: dict, override: str) -> None:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError:
         value = value_text
+    set_path(raw, key, value, f"override {override!r}")
+
+
+def set_path(raw: dict, key: str, value: Any, context: str) -> None:
+    """Set the dotted `key` of a raw config dict in place (list items by index); `context` starts
+    the error message."""
     parts = key.split(".")
     node: Any = raw
     for i, part in enumerate(parts):
@@ -714,7 +731,7 @@ def apply_override(raw: dict, override: str) -> None:
         where = ".".join(parts[: i + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override {override!r}: {where} is not an index of a list of {len(node)}")
+                raise ConfigError(f"{context}: {where} is not an index of a list of {len(node)}")
             index = int(part)
             if last:
                 node[index] = value
@@ -728,7 +745,7 @@ def apply_override(raw: dict, override: str) -> None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise ConfigError(f"override {override!r}: {'.'.join(parts[:i])} is a value, not a section")
+            raise ConfigError(f"{context}: {'.'.join(parts[:i])} is a value, not a section")
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

@@ -57,13 +57,14 @@ def run_hash(cfg: ExperimentConfig, entry) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def ensure_ray(use_gpu: bool) -> None:
+def ensure_ray(use_gpu: bool, extra_cpus: int = 0) -> bool:
     """Join the cluster in RAY_ADDRESS (set by `ray job submit`; `RAY_ADDRESS=auto` joins one started
-    on this machine with `ray start`), or start a local Ray."""
+    on this machine with `ray start`), or start a local Ray (declaring `extra_cpus` logical CPUs on top
+    of the machine's, for processes that only wait, such as sweep trials). True when Ray is local."""
     import ray
 
     if ray.is_initialized():
-        return
+        return not os.environ.get("RAY_ADDRESS")
     env_vars = {
         "DS_ACCELERATOR": "cuda" if use_gpu else "cpu",
         "TOKENIZERS_PARALLELISM": "false",
@@ -73,12 +74,13 @@ def ensure_ray(use_gpu: bool) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         # No "auto" probing here: a stale cluster file from a killed Ray makes it wait for minutes.
-        start_local_ray(runtime_env)
-        return
+        start_local_ray(runtime_env, **({"num_cpus": (os.cpu_count() or 1) + extra_cpus} if extra_cpus else {}))
+        return True
     try:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     except ConnectionError as err:
         raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {err}") from None
+    return False
 
 
 def start_local_ray(runtime_env: dict | None = None, **kwargs) -> None:
@@ -99,11 +101,18 @@ def start_local_ray(runtime_env: dict | None = None, **kwargs) -> None:
              _node_ip_address="127.0.0.1", **kwargs)
 
 
-def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], None] = print) -> dict:
+def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], None] = print, *,
+          run_name: str | None = None, folder: str = "runs", record_fields: dict | None = None,
+          report_to_tune: bool = False) -> dict:
     """Train one method; returns its run record. Raises UserError (before any training) for a bad
-    method choice or config, and UserError if training fails."""
+    method choice or config, and UserError if training fails.
+
+    A sweep trial names its run (`run_name`, default the method label) under `folder` ("sweep"), adds
+    `record_fields` (group, seed, trial parameters) to the record, and forwards every report of the
+    training workers to its Tune trial (`report_to_tune`, for schedulers such as ASHA)."""
     entry = choose_method(cfg, label)
     label = entry.label or entry.name
+    run_name = run_name or label
     try:
         method = get_method(entry.name)
     except KeyError as err:
@@ -113,7 +122,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
     if not cfg.scaling.use_gpu or cfg.scaling.accelerator_type:
         hardware_of(cfg).price_per_device_hour(cfg)  # a missing price fails now, not after training
 
-    run_dir = (cfg.experiment_dir / "runs" / label).resolve()
+    run_dir = (cfg.experiment_dir / folder / run_name).resolve()
     this_run = run_hash(cfg, entry)
     hash_file = run_dir / RUN_HASH_FILE
     if hash_file.is_file() and hash_file.read_text().strip() != this_run:
@@ -123,7 +132,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         )
     record = read_record(run_dir)
     if record is not None and record.get("status") == "finished":
-        log(f"{label}: reusing the finished run in {run_dir}")
+        log(f"{run_name}: reusing the finished run in {run_dir}")
         return record
 
     prepared = prepare_data(cfg, log=log)
@@ -147,7 +156,13 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         "threads": int((resources or {}).get("CPU", 1)),
         "fail_once_at_step": os.environ.get(FAIL_ONCE_ENV),
         "method_extras": extras,
+        "record_fields": record_fields or {},
     }
+    callbacks = []
+    if report_to_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=payload,
@@ -159,19 +174,20 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
             accelerator_type=scaling.accelerator_type,
         ),
         run_config=RunConfig(
-            name=label,
+            name=run_name,
+            callbacks=callbacks,
             storage_path=str((cfg.experiment_dir / "train").resolve()),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep),
         ),
     )
-    log(f"{label}: training on Ray ({scaling.num_workers} worker(s)); run folder {run_dir}")
+    log(f"{run_name}: training on Ray ({scaling.num_workers} worker(s)); run folder {run_dir}")
     try:
         trainer.fit()
     except Exception as err:  # Ray wraps the worker's exception; the run folder keeps its checkpoints
         reason = f"{type(err).__name__}: {err}"
         write_record(run_dir, {"label": label, "method": entry.name, "run_hash": this_run, "status": "failed",
-                               "reason": reason[:4000]})
+                               "reason": reason[:4000], **(record_fields or {})})
         raise UserError(f"training '{label}' failed: {reason}\nRerun the same command to resume from the last checkpoint.") from None
     record = read_record(run_dir)
     if record is None or record.get("status") != "finished":

@@ -518,6 +518,7 @@ def finish(run: Run) -> None:
         "timestamps": {"first_step": state.get("first_step_unix"), "last_step": state.get("last_step_unix"),
                        "record_written": time.time()},
     }
+    record |= payload.get("record_fields") or {}  # a sweep trial's group, seed and parameters
     write_record(run.run_dir, record)
     _log(ctx, f"finished: test {cfg.eval.metric} {test_metrics.get(cfg.eval.metric, float('nan')):.4g}, "
               f"{train_s:.1f}s training, record {run.run_dir / 'record.json'}")

@@ -1,0 +1,303 @@
+"""Sweeps: Ray Tune over methods x hyperparameters x seeds, each trial a Ray Train run of the loop.
+
+    ray-t2t sweep CONFIG            # the config's `tune` section says what to sweep
+
+The trials are listed up front, deterministically: for grid search every combination of each
+method's lists in `tune.space`, for random search `tune.num_samples` draws per method (seeded by the
+config's seed), each times every seed in `tune.seeds`. Tune runs them (concurrency from the
+cluster's resources, `tune.max_concurrent_trials`, optional ASHA early stopping on the validation
+metric); each trial function drives a TorchTrainer through `train()` and writes its run record to
+
+    <storage_path>/<run.name>/sweep/<trial>/record.json   (with "group" and "seed", for the report)
+
+The Tuner's state lives in <storage_path>/<run.name>/tune/sweep: rerunning the command after the
+driver died restores it, so finished trials are not rerun (and an interrupted trial resumes from its
+last Ray Train checkpoint, as its run name is fixed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from ray_t2t.config import ExperimentConfig, config_hash, set_path, validate_config
+from ray_t2t.errors import ConfigError, UserError
+from ray_t2t.methods import get_method
+
+SAMPLERS = ("uniform", "loguniform", "randint", "choice")
+SWEEP_FOLDER = "sweep"
+
+
+def sweep_labels(cfg: ExperimentConfig) -> list[str]:
+    labels = [m.label or m.name for m in cfg.methods]
+    chosen = cfg.tune.methods
+    if chosen is None:
+        return [m.label or m.name for m in cfg.methods if getattr(m, "model", None) != "teacher"]
+    unknown = [label for label in chosen if label not in labels]
+    if unknown:
+        raise ConfigError(f"tune.methods: {', '.join(unknown)} is not a method label of this config "
+                          f"(labels: {', '.join(labels)})")
+    return list(chosen)
+
+
+def _entry(cfg: ExperimentConfig, label: str):
+    return next(m for m in cfg.methods if (m.label or m.name) == label)
+
+
+def _check_space(cfg: ExperimentConfig, labels: list[str]) -> None:
+    for label, space in cfg.tune.space.items():
+        if label not in labels:
+            raise ConfigError(f"tune.space.{label}: not a method this sweep trains (it trains: {', '.join(labels)})")
+        entry = _entry(cfg, label)
+        for key, spec in space.items():
+            where = f"tune.space.{label}.{key}"
+            if "." not in key and key not in type(entry).model_fields:
+                raise ConfigError(f"{where}: '{key}' is not a parameter of method {entry.name!r} "
+                                  f"(parameters: {', '.join(type(entry).model_fields)}); a config path has a dot")
+            if key in ("name", "label", "model"):
+                raise ConfigError(f"{where}: '{key}' cannot be swept")
+            if isinstance(spec, list):
+                if not spec:
+                    raise ConfigError(f"{where}: an empty list")
+            elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SAMPLERS:
+                kind, args = next(iter(spec.items()))
+                if cfg.tune.search == "grid":
+                    raise ConfigError(f"{where}: {{{kind}: ...}} is sampled; grid search takes lists (or set "
+                                      "tune.search: random)")
+                if kind != "choice" and (not isinstance(args, list) or len(args) != 2 or args[0] > args[1]):
+                    raise ConfigError(f"{where}: {kind} takes [low, high]")
+                if kind == "loguniform" and args[0] <= 0:
+                    raise ConfigError(f"{where}: loguniform needs a positive low end")
+                if kind == "choice" and (not isinstance(args, list) or not args):
+                    raise ConfigError(f"{where}: choice takes a non-empty list")
+            else:
+                raise ConfigError(f"{where}: give a list of values or one of {{{', '.join(SAMPLERS)}: ...}}")
+
+
+def _draw(spec: Any, rng: random.Random) -> Any:
+    if isinstance(spec, list):
+        return rng.choice(spec)
+    kind, args = next(iter(spec.items()))
+    if kind == "uniform":
+        return rng.uniform(*args)
+    if kind == "loguniform":
+        return math.exp(rng.uniform(math.log(args[0]), math.log(args[1])))
+    if kind == "randint":
+        return rng.randint(int(args[0]), int(args[1]))
+    return rng.choice(args)
+
+
+def _points(cfg: ExperimentConfig, label: str) -> list[dict]:
+    space = cfg.tune.space.get(label, {})
+    if not space:
+        return [{}]
+    keys = sorted(space)
+    if cfg.tune.search == "grid":
+        return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+    rng = random.Random(f"{cfg.seed}:{label}")  # the same draws on every rerun
+    return [{k: _draw(space[k], rng) for k in keys} for _ in range(cfg.tune.num_samples)]
+
+
+def _describe(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def plan_trials(cfg: ExperimentConfig) -> list[dict]:
+    """Every trial of the sweep: label, params, seed, group (label + params) and a run name."""
+    if cfg.tune.search == "optuna":
+        raise ConfigError("tune.search: optuna is not implemented yet; use grid or random")
+    labels = sweep_labels(cfg)
+    if not labels:
+        raise ConfigError("the sweep has no method to train: every method entry trains the teacher")
+    _check_space(cfg, labels)
+    trials = []
+    for label in labels:
+        for params in _points(cfg, label):
+            group = f"{label} ({_describe(params)})" if params else label
+            digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+            for seed in cfg.tune.seeds:
+                name = f"{label}-{digest}-seed{seed}" if params else f"{label}-seed{seed}"
+                trials.append({"label": label, "params": params, "seed": seed, "group": group, "name": name})
+    return trials
+
+
+def trial_config(cfg: ExperimentConfig, trial: dict) -> ExperimentConfig:
+    """The experiment config of one trial: its parameters and seed applied, validated."""
+    raw = cfg.model_dump(mode="json")
+    raw["seed"] = trial["seed"]
+    index = next(i for i, m in enumerate(cfg.methods) if (m.label or m.name) == trial["label"])
+    for key, value in trial["params"].items():
+        path = key if "." in key else f"methods.{index}.{key}"
+        set_path(raw, path, value, f"tune.space.{trial['label']}.{key}")
+    try:
+        return validate_config(raw)
+    except ConfigError as err:
+        raise ConfigError(f"trial {trial['name']}: {err}") from None
+
+
+def _trial(config: dict) -> None:
+    """The Tune trainable: one trial = one training run (a TorchTrainer) of the shared loop."""
+    from ray import tune
+
+    from ray_t2t.train.launcher import train
+
+    trial = config["trial"]
+    cfg = trial_config(validate_config(config["experiment"]), trial)
+    fields = {"group": trial["group"], "seed": trial["seed"], "trial": {"name": trial["name"], "params": trial["params"]}}
+    record = train(cfg, trial["label"], log=lambda message: print(message, flush=True), run_name=trial["name"],
+                   folder=SWEEP_FOLDER, record_fields=fields, report_to_tune=True)
+    metric = record["metric"]["name"]
+    ttt = record["time_to_target"] or {}
+    tune.report({"done": True, f"test_{metric}": record["final"]["test"].get(metric),
+                 "train_s": record["times"]["train_s"], "cost": record["cost"]["total"],
+                 "time_to_target_s": ttt.get("wall_s"), "cost_to_target": ttt.get("cost")})
+
+
+def _concurrency(cfg: ExperimentConfig, cluster_cpus: float, cluster_gpus: float, trial_cpus: bool = True) -> int:
+    """Trials at once: tune.max_concurrent_trials, else what the cluster holds (each trial reserves
+    its training workers' resources, plus trial_cpus unless those are extra logical CPUs)."""
+    if cfg.tune.max_concurrent_trials:
+        return cfg.tune.max_concurrent_trials
+    scaling = cfg.scaling
+    per_worker = scaling.resources_per_worker or {}
+    cpus = scaling.num_workers * float(per_worker.get("CPU", 1)) + (cfg.tune.trial_cpus if trial_cpus else 0)
+    fits = int(cluster_cpus // cpus)
+    if scaling.use_gpu:
+        gpus = scaling.num_workers * float(per_worker.get("GPU", 1))
+        fits = min(fits, int(cluster_gpus // gpus))
+    return max(1, fits)
+
+
+def _sweep_identity(cfg: ExperimentConfig, trials: list[dict]) -> str:
+    return hashlib.sha256(json.dumps([config_hash(cfg), trials], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list[dict]:
+    """Run (or resume) the sweep; returns the trials' run records (failed trials: status failed)."""
+    import ray
+    from ray import tune
+
+    from ray_t2t.data import prepare_data
+    from ray_t2t.ledger import read_record
+    from ray_t2t.train.launcher import ensure_ray
+
+    trials = plan_trials(cfg)
+    for trial in trials:  # every trial's config and method checks fail now, before any work
+        trial_cfg = trial_config(cfg, trial)
+        entry = _entry(trial_cfg, trial["label"])
+        method = get_method(entry.name)
+        if hasattr(method, "check"):
+            method.check(trial_cfg, entry)
+    prepare_data(cfg, log=log)
+    for label in dict.fromkeys(t["label"] for t in trials):
+        # soft targets and teachers once, here, before trials could race for them
+        entry = _entry(cfg, label)
+        method = get_method(entry.name)
+        if hasattr(method, "prepare"):
+            method.prepare(cfg, entry, log)
+
+    tune_dir = (cfg.experiment_dir / "tune").resolve()
+    identity = _sweep_identity(cfg, trials)
+    identity_file = tune_dir / "sweep.identity"
+    if identity_file.is_file() and identity_file.read_text().strip() != identity:
+        raise UserError(f"{tune_dir} holds a sweep of other settings (methods, space, seeds or config). Use "
+                        "another run.name, or remove that folder to start the sweep over")
+    tune_dir.mkdir(parents=True, exist_ok=True)
+    identity_file.write_text(identity)
+
+    cpus = os.cpu_count() or 1
+    waiting = math.ceil(cfg.tune.trial_cpus * _concurrency(cfg, cpus, 0, trial_cpus=False))
+    # A trial's own process only waits for its TorchTrainer: on a local Ray it gets logical CPUs on
+    # top of the machine's, so trial_cpus never keeps a training worker from the cores.
+    if ensure_ray(cfg.scaling.use_gpu, extra_cpus=waiting):
+        concurrency = _concurrency(cfg, cpus, ray.cluster_resources().get("GPU", 0), trial_cpus=False)
+    else:
+        resources = ray.cluster_resources()
+        concurrency = _concurrency(cfg, resources.get("CPU", 1), resources.get("GPU", 0))
+    trainable = tune.with_resources(_trial, {"CPU": cfg.tune.trial_cpus})
+    path = str(tune_dir / "sweep")
+    if tune.Tuner.can_restore(path):
+        log(f"sweep: resuming the sweep in {path} (finished trials are kept)")
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        scheduler = None
+        if cfg.tune.scheduler == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+
+            from ray_t2t.metrics import METRICS
+
+            mode = "max" if METRICS[cfg.eval.metric].higher_is_better else "min"
+            scheduler = ASHAScheduler(metric=f"val_{cfg.eval.metric}", mode=mode, time_attr="step",
+                                      max_t=cfg.training.max_steps, grace_period=cfg.eval.every_n_steps)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"experiment": cfg.model_dump(mode="json"), "trial": tune.grid_search(trials)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler,
+                                        trial_dirname_creator=lambda t: t.config["trial"]["name"],
+                                        trial_name_creator=lambda t: t.config["trial"]["name"]),
+            run_config=tune.RunConfig(name="sweep", storage_path=str(tune_dir), verbose=0),
+        )
+        log(f"sweep: {len(trials)} trial(s) ({len({t['group'] for t in trials})} group(s) x "
+            f"{len(cfg.tune.seeds)} seed(s)), {concurrency} at a time")
+    tuner.fit()
+    records = []
+    for trial in trials:
+        record = read_record(cfg.experiment_dir / SWEEP_FOLDER / trial["name"])
+        records.append(record or {"label": trial["label"], "group": trial["group"], "seed": trial["seed"],
+                                  "status": "stopped", "trial": {"name": trial["name"], "params": trial["params"]}})
+    return records
+
+
+def summarize_sweep(records: list[dict]) -> str:
+    lines = []
+    for record in records:
+        name = (record.get("trial") or {}).get("name") or record.get("label")
+        if record.get("status") != "finished":
+            lines.append(f"  {name:<40} {record.get('status')}")
+            continue
+        metric = record["metric"]["name"]
+        ttt = record["time_to_target"]
+        lines.append(f"  {name:<40} test {metric} {record['final']['test'].get(metric, float('nan')):.4g}, "
+                     f"{record['times']['train_s']:.0f}s, {record['cost']['total']:.4f} {record['cost']['currency']}, "
+                     + (f"target at {ttt['wall_s']:.0f}s" if ttt else "target not reached"))
+    return "\n".join(lines)
+
+
+def sweep_records_folder(cfg: ExperimentConfig) -> Path:
+    return cfg.experiment_dir / SWEEP_FOLDER
+
+
+def _stage_one(cfg: ExperimentConfig) -> list[str]:
+    """Method entries other runs start from: the teacher's training and pretraining."""
+    return [m.label or m.name for m in cfg.methods if getattr(m, "model", None) == "teacher" or m.name == "pretrain"]
+
+
+def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
+    """data -> teacher and pretraining runs -> soft targets -> sweep -> report, each stage reused when
+    complete. Returns the report (ray_t2t.report.Report)."""
+    from ray_t2t.data import prepare_data
+    from ray_t2t.report import build_report
+    from ray_t2t.train.launcher import summarize, train
+
+    first = _stage_one(cfg)
+    swept = [label for label in sweep_labels(cfg) if label not in first]
+    log(f"run: {cfg.run.name}: data -> {', '.join(first) or 'no teacher or pretraining'} -> sweep of "
+        f"{', '.join(swept) or 'nothing'} -> report")
+    plan_trials(cfg)  # config mistakes in the sweep fail now, before hours of training
+    prepare_data(cfg, log=log)
+    for label in first:
+        log(f"run: training {label}")
+        log(summarize(train(cfg, label, log=log)))
+    if swept:
+        raw = cfg.model_dump(mode="json")
+        raw["tune"]["methods"] = swept
+        records = run_sweep(validate_config(raw), log=log)
+        log("run: sweep results\n" + summarize_sweep(records))
+    return build_report(cfg.experiment_dir, confidence=cfg.report.confidence, plots=cfg.report.plots,
+                        formats=tuple(cfg.report.formats))

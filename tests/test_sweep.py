@@ -1,0 +1,87 @@
+"""Sweeps without Ray: the trial plan (grid, random, seeds), per-trial configs, concurrency, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import minimal_config
+from ray_t2t.config import validate_config
+from ray_t2t.errors import ConfigError
+from ray_t2t.sweep import _concurrency, plan_trials, trial_config
+
+
+def sweep_config(tmp_path, **tune):
+    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}, {"name": "scratch", "label": "teacher",
+                                                                   "model": "teacher"},
+                                            {"name": "kd_logits"}])
+    raw["models"]["teacher"] = {"preset": "t5-tiny"}
+    raw["tune"] = tune
+    return validate_config(raw)
+
+
+def test_grid_is_every_combination_times_every_seed_and_skips_the_teacher(tmp_path):
+    cfg = sweep_config(tmp_path, seeds=[0, 1], space={"kd_logits": {"alpha": [0.2, 0.8], "temperature": [1, 2, 4]},
+                                                      "scratch": {"training.learning_rate": [1e-3, 3e-3]}})
+    trials = plan_trials(cfg)
+    assert len(trials) == (2 + 6) * 2
+    assert {t["label"] for t in trials} == {"scratch", "kd_logits"}
+    groups = {t["group"] for t in trials}
+    assert "kd_logits (alpha=0.2, temperature=4)" in groups and len(groups) == 8
+    names = [t["name"] for t in trials]
+    assert len(set(names)) == len(names)
+    assert all(sum(t["group"] == g for t in trials) == 2 for g in groups)  # each group once per seed
+    assert plan_trials(cfg) == trials  # deterministic
+
+
+def test_random_search_draws_reproducibly_within_bounds(tmp_path):
+    space = {"kd_logits": {"alpha": {"uniform": [0.1, 0.9]}, "training.learning_rate": {"loguniform": [1e-4, 1e-2]},
+                           "top_k": {"randint": [4, 16]}, "divergence": {"choice": ["forward_kl", "jsd"]}}}
+    cfg = sweep_config(tmp_path, search="random", num_samples=5, methods=["kd_logits"], space=space)
+    trials = plan_trials(cfg)
+    assert len(trials) == 5 and trials == plan_trials(cfg)
+    for t in trials:
+        p = t["params"]
+        assert 0.1 <= p["alpha"] <= 0.9 and 1e-4 <= p["training.learning_rate"] <= 1e-2
+        assert 4 <= p["top_k"] <= 16 and p["divergence"] in ("forward_kl", "jsd")
+    assert len({t["params"]["alpha"] for t in trials}) == 5
+
+
+def test_trial_config_applies_parameters_and_seed(tmp_path):
+    cfg = sweep_config(tmp_path, seeds=[7], space={"kd_logits": {"alpha": [0.9], "training.learning_rate": [0.01]}})
+    trial = next(t for t in plan_trials(cfg) if t["label"] == "kd_logits")
+    one = trial_config(cfg, trial)
+    assert one.seed == 7 and one.training.learning_rate == 0.01
+    assert one.methods[2].alpha == 0.9 and cfg.methods[2].alpha == 0.5
+
+
+@pytest.mark.parametrize("tune, message", [
+    ({"space": {"nope": {"alpha": [1]}}}, "tune.space.nope: not a method this sweep trains"),
+    ({"space": {"kd_logits": {"alpah": [1]}}}, "'alpah' is not a parameter of method 'kd_logits'"),
+    ({"space": {"kd_logits": {"alpha": {"uniform": [0, 1]}}}}, "grid search takes lists"),
+    ({"search": "random", "space": {"kd_logits": {"alpha": {"uniform": [1, 0]}}}}, "uniform takes [low, high]"),
+    ({"space": {"kd_logits": {"alpha": 0.5}}}, "give a list of values"),
+    ({"methods": ["kd_logit"]}, "tune.methods: kd_logit is not a method label"),
+    ({"search": "optuna"}, "optuna is not implemented yet"),
+])
+def test_sweep_mistakes_name_the_key(tmp_path, tune, message):
+    with pytest.raises(ConfigError) as err:
+        plan_trials(sweep_config(tmp_path, **tune))
+    assert message in str(err.value)
+
+
+def test_a_value_the_method_refuses_names_the_trial(tmp_path):
+    cfg = sweep_config(tmp_path, space={"kd_logits": {"alpha": [2.0]}})
+    trial = next(t for t in plan_trials(cfg) if t["label"] == "kd_logits")
+    with pytest.raises(ConfigError, match=f"(?s)trial {trial['name']}: .*alpha"):
+        trial_config(cfg, trial)
+
+
+def test_concurrency_follows_resources(tmp_path):
+    raw = minimal_config(tmp_path, scaling={"num_workers": 1, "resources_per_worker": {"CPU": 2}})
+    cfg = validate_config(raw)
+    assert _concurrency(cfg, 2, 0) == 1 and _concurrency(cfg, 8, 0) == 3  # 2.5 CPUs a trial
+    assert _concurrency(cfg, 8, 0, trial_cpus=False) == 4  # a local Ray gives trials extra logical CPUs
+    gpu = validate_config(dict(raw, scaling={"num_workers": 2, "use_gpu": True, "resources_per_worker": {"CPU": 1}}))
+    assert _concurrency(gpu, 64, 4) == 2
+    capped = validate_config(dict(raw, tune={"max_concurrent_trials": 1}))
+    assert _concurrency(capped, 64, 0) == 1
