@@ -1,0 +1,74 @@
+"""A sweep through real Ray (Tune trials driving TorchTrainers), its driver SIGKILLed after the first
+trial finished and rerun, then the report over its records. One end-to-end test: each trial costs
+~20 s of fixed Ray Train overhead on a 2-core machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import yaml
+
+from conftest import minimal_config
+
+TINY_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
+                                              "num_decoder_layers": 2, "dropout_rate": 0.0}}
+
+
+def finished_trials(folder):
+    done = {}
+    for path in folder.glob("*/record.json"):
+        record = json.loads(path.read_text())
+        if record.get("status") == "finished":
+            done[path.parent.name] = path.stat().st_mtime_ns
+    return done
+
+
+def test_sweep_survives_its_driver_and_the_report_lists_every_trial(tmp_path, ray_t2t_bin):
+    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}, {"name": "scratch", "label": "scratch_fast"}])
+    raw["run"] = {"name": "sweep", "storage_path": str(tmp_path / "runs"), "checkpoint_every_n_steps": 40}
+    raw["data"] = {"split_sizes": {"train": 2000, "validation": 64, "test": 64}}
+    raw["models"] = {"student": TINY_T5}
+    raw["training"] = {"batch_size": 32, "max_steps": 40, "learning_rate": 3e-3, "warmup_steps": 4}
+    raw["eval"] = {"every_n_steps": 20, "metric": "per", "target": "per <= 0.99"}
+    raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
+    raw["tune"] = {"seeds": [0, 1], "space": {"scratch_fast": {"training.learning_rate": [1e-2]}}}
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    trials = tmp_path / "runs" / "sweep" / "sweep"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    driver = subprocess.Popen([ray_t2t_bin, "sweep", str(config)], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while not finished_trials(trials) and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver, the local Ray and every trial with it
+    driver.wait()
+    kept = finished_trials(trials)
+    assert 1 <= len(kept) < 4, f"the kill did not land mid-sweep: {kept}"
+
+    done = subprocess.run([ray_t2t_bin, "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resuming the sweep" in done.stdout and "4 of 4 trial(s) finished" in done.stdout
+    after = finished_trials(trials)
+    assert len(after) == 4
+    assert all(after[name] == mtime for name, mtime in kept.items())  # finished trials were not rerun
+    records = [json.loads((trials / name / "record.json").read_text()) for name in after]
+    assert sorted((r["group"], r["seed"]) for r in records) == [
+        ("scratch", 0), ("scratch", 1), ("scratch_fast (training.learning_rate=0.01)", 0),
+        ("scratch_fast (training.learning_rate=0.01)", 1)]
+    for record in records:
+        curve = record["learning_curve"]
+        assert curve[-1]["val_loss"] < curve[0]["val_loss"] and record["steps"]["done"] == 40
+    fast = [r for r in records if r["label"] == "scratch_fast"]
+    assert all(r["params"]["name"] == "scratch" for r in fast) and len({r["seed"] for r in fast}) == 2
+
+    report = subprocess.run([ray_t2t_bin, "report", str(tmp_path / "runs" / "sweep")], capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    markdown = (tmp_path / "runs" / "sweep" / "report" / "report.md").read_text()
+    assert "scratch_fast (training.learning_rate=0.01)" in markdown and "| scratch " in markdown
