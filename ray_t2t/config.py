@@ -52,13 +52,37 @@ class RunSection(Section):
     )
     storage_path: str = Field(
         "./ray_t2t_runs",
-        description="Root folder for runs, shared by every node on a cluster (RunConfig.storage_path).",
+        description="Root folder for runs, shared by every node on a cluster (RunConfig.storage_path). A "
+        "filesystem path: on a cluster, a network file system every node mounts at the same path "
+        "(s3:// or gs:// URIs are not supported; see cluster/README.md).",
     )
     max_failures: int = Field(
         0, ge=-1, description="Worker-group restarts allowed before a run fails; -1 = unlimited (FailureConfig)."
     )
     checkpoint_every_n_steps: int = Field(500, ge=1, description="Steps between checkpoints.")
     checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept per run (CheckpointConfig.num_to_keep).")
+
+    @field_validator("storage_path")
+    @classmethod
+    def _a_filesystem_path(cls, value: str) -> str:
+        problem = storage_uri_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def storage_uri_problem(value: str) -> str | None:
+    """Why `value` cannot be run.storage_path, when it is a URI (s3://, gs://, ...); None otherwise.
+
+    Every ray_t2t stage reads and writes under the storage path with local file operations (data
+    cache, soft-target shards, run records, exports) and hands Ray Train a local path, so object-store
+    URIs would not work; a bucket mounted as a folder can."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
+    if not match:
+        return None
+    return (f"{value!r} is a URI ({match.group(1)}://), but ray_t2t reads and writes its runs with file operations "
+            "and needs a filesystem path. On a cluster, give a folder that every node mounts at the same path: "
+            "a network file system (EFS, Filestore, NFS), e.g. /mnt/shared/ray_t2t_runs; see cluster/README.md, Storage")
 
 
 # -------------------------------------------------------------------------------------------- data
