@@ -57,8 +57,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from ray_t2t.config import load_config
     from ray_t2t.data import SPLITS, prepare_data
+    from ray_t2t.preflight import check_storage_writable
 
     cfg = load_config(args.config, args.overrides)
+    check_storage_writable(cfg)
     prepared = prepare_data(cfg, rebuild=args.rebuild, log=lambda message: print(message, flush=True))
     summary = prepared.summary
     splits = {name: summary["splits"][name] for name in SPLITS}

@@ -38,6 +38,7 @@ from ray_t2t.config import ExperimentConfig, ModelSpec, validate_config
 from ray_t2t.data import PreparedData, Split, prepare_data
 from ray_t2t.errors import ConfigError, DataError, UserError
 from ray_t2t.ledger import RECORD_VERSION, Hardware, read_record, short_gpu_name, write_record
+from ray_t2t.preflight import check_cluster_fits, check_storage_writable
 
 MANIFEST = "manifest.json"
 REQUEST = "request.json"
@@ -293,6 +294,7 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     Raises ConfigError/UserError before any work when the teacher is missing or the folder holds
     soft targets of another identity."""
     teacher = resolve_teachers(cfg)[teacher_index]
+    check_storage_writable(cfg)
     prepared = prepare_data(cfg, log=log)
     folder = (cfg.experiment_dir / "soft_targets" / teacher.label).resolve()
     wanted = identity(cfg, teacher, prepared)
@@ -316,7 +318,7 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     if missing:
         log(f"soft targets: {len(missing)} of {count} shards to compute with {settings.replicas} teacher replica(s) "
             f"({teacher.path})")
-        _run_replicas(cfg, teacher, prepared, folder, missing)
+        _run_replicas(cfg, teacher, prepared, folder, missing, log)
     seconds = time.perf_counter() - started
     shards = [_shard_stats(folder / shard_name(i)) for i in range(count)]
     covered = sum(s["rows"] for s in shards)
@@ -405,13 +407,14 @@ def inference_record(cfg: ExperimentConfig, teacher: Teacher, manifest: dict, wa
 
 
 def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData, folder: Path,
-                  missing: list[int]) -> None:
+                  missing: list[int], log: Callable[[str], None] = print) -> None:
     import ray
 
     from ray_t2t.train.launcher import ensure_ray
 
     settings = cfg.soft_targets
     ensure_ray(settings.gpus_per_replica > 0)
+    check_cluster_fits(cfg, ("teacher",), log)
     job = {"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path.resolve()),
            "teacher_path": str(Path(teacher.path).resolve()) if Path(teacher.path).exists() else teacher.path,
            "folder": str(folder)}

@@ -185,6 +185,7 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
 
     from ray_t2t.data import prepare_data
     from ray_t2t.ledger import read_record
+    from ray_t2t.preflight import check_cluster_fits, check_storage_writable
     from ray_t2t.train.launcher import ensure_ray
 
     trials = plan_trials(cfg)
@@ -194,6 +195,13 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
         method = get_method(entry.name)
         if hasattr(method, "check"):
             method.check(trial_cfg, entry)
+    check_storage_writable(cfg)
+    cpus = os.cpu_count() or 1
+    waiting = math.ceil(cfg.tune.trial_cpus * _concurrency(cfg, cpus, 0, trial_cpus=False))
+    # A trial's own process only waits for its TorchTrainer: on a local Ray it gets logical CPUs on
+    # top of the machine's, so trial_cpus never keeps a training worker from the cores.
+    local = ensure_ray(cfg.scaling.use_gpu, extra_cpus=waiting)
+    check_cluster_fits(cfg, ("sweep",), log)
     prepare_data(cfg, log=log)
     for label in dict.fromkeys(t["label"] for t in trials):
         # soft targets and teachers once, here, before trials could race for them
@@ -211,11 +219,7 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
     tune_dir.mkdir(parents=True, exist_ok=True)
     identity_file.write_text(identity)
 
-    cpus = os.cpu_count() or 1
-    waiting = math.ceil(cfg.tune.trial_cpus * _concurrency(cfg, cpus, 0, trial_cpus=False))
-    # A trial's own process only waits for its TorchTrainer: on a local Ray it gets logical CPUs on
-    # top of the machine's, so trial_cpus never keeps a training worker from the cores.
-    if ensure_ray(cfg.scaling.use_gpu, extra_cpus=waiting):
+    if local:
         concurrency = _concurrency(cfg, cpus, ray.cluster_resources().get("GPU", 0), trial_cpus=False)
     else:
         resources = ray.cluster_resources()
@@ -282,14 +286,19 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
     """data -> teacher and pretraining runs -> soft targets -> sweep -> report, each stage reused when
     complete. Returns the report (ray_t2t.report.Report)."""
     from ray_t2t.data import prepare_data
+    from ray_t2t.preflight import check_cluster_fits, check_storage_writable, needs_soft_targets
     from ray_t2t.report import build_report
-    from ray_t2t.train.launcher import summarize, train
+    from ray_t2t.train.launcher import ensure_ray, summarize, train
 
     first = _stage_one(cfg)
     swept = [label for label in sweep_labels(cfg) if label not in first]
     log(f"run: {cfg.run.name}: data -> {', '.join(first) or 'no teacher or pretraining'} -> sweep of "
         f"{', '.join(swept) or 'nothing'} -> report")
     plan_trials(cfg)  # config mistakes in the sweep fail now, before hours of training
+    check_storage_writable(cfg)
+    if first:  # Ray as train() starts it; everything the later stages ask of it is checked now
+        ensure_ray(cfg.scaling.use_gpu)
+        check_cluster_fits(cfg, ["train"] + ["sweep"] * bool(swept) + ["teacher"] * needs_soft_targets(cfg), log)
     prepare_data(cfg, log=log)
     for label in first:
         log(f"run: training {label}")

@@ -27,6 +27,7 @@ from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.ledger import hardware_of, read_record, write_record
 from ray_t2t.methods import get_method
+from ray_t2t.preflight import check_cluster_fits, check_storage_writable
 from ray_t2t.train.loop import FAIL_ONCE_ENV, method_entry, train_loop_per_worker
 
 RUN_HASH_FILE = "run_hash"
@@ -105,7 +106,8 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
           run_name: str | None = None, folder: str = "runs", record_fields: dict | None = None,
           report_to_tune: bool = False) -> dict:
     """Train one method; returns its run record. Raises UserError (before any training) for a bad
-    method choice or config, and UserError if training fails.
+    method choice or config, a storage path it cannot write, or workers no node of the cluster can
+    hold (ray_t2t.preflight), and UserError if training fails.
 
     A sweep trial names its run (`run_name`, default the method label) under `folder` ("sweep"), adds
     `record_fields` (group, seed, trial parameters) to the record, and forwards every report of the
@@ -135,11 +137,14 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         log(f"{run_name}: reusing the finished run in {run_dir}")
         return record
 
+    check_storage_writable(cfg)
+    ensure_ray(cfg.scaling.use_gpu)
+    if not report_to_tune:  # a sweep checked the cluster before its trials
+        check_cluster_fits(cfg, ("train",), log)
     prepared = prepare_data(cfg, log=log)
     extras = method.prepare(cfg, entry, log) if hasattr(method, "prepare") else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     hash_file.write_text(this_run)
-    ensure_ray(cfg.scaling.use_gpu)
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
