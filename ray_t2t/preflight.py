@@ -11,12 +11,14 @@ What a stage asks for, mirroring what Ray schedules:
   teacher  soft_targets.replicas actors of {CPU: cpus_per_replica, GPU: gpus_per_replica}
   sweep    per trial: one {CPU: tune.trial_cpus} trial bundle on top of the training workers
 
-Which nodes count. Ray lists only the nodes that exist now, and an autoscaling cluster can add more:
-- The autoscaler reported its node types to Ray (ray._private.state ClusterConfig): a request must fit
-  one node type or an existing node; the count is not checked (the autoscaler adds nodes).
-- An autoscaler runs (v1 monitor status in the GCS, or autoscaler v2 enabled) but its node types are
-  unknown to Ray: nothing is refused, since a node that fits may be added later; a log line says so
-  (`ray status` lists requests no node type can satisfy).
+Which nodes count. Ray lists only the nodes that exist now, and an autoscaling cluster can add more
+(how preflight tells which case it is in: _autoscaler):
+- The node types are known (reported by the autoscaler to the GCS, or the `ray up` config on the
+  head): a request must fit one node type or an existing node; the count is not checked when the
+  types can scale (the autoscaler adds nodes).
+- An autoscaler runs but its node types are unknown here (KubeRay): nothing is refused, since a node
+  that fits may be added later; a log line says so (`ray status` lists requests no node type can
+  satisfy).
 - No autoscaler (a fixed cluster, a local Ray): the existing nodes are all there is, so a bundle no
   node holds is refused before any work, and so are training workers (or a sweep trial with its
   workers) that cannot all be placed at once, which Ray would otherwise wait for forever. Teacher
@@ -25,8 +27,10 @@ Which nodes count. Ray lists only the nodes that exist now, and an autoscaling c
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -251,7 +255,8 @@ def check_fits(cfg: ExperimentConfig, stages: Iterable[str], nodes: list[dict[st
         asks = ", ".join(_name(k, request.bundle[k]) for k in missing)
         raise ConfigError(
             f"each {request.what} asks for {_describe(request.bundle)}, but no {where} has {asks} "
-            f"(nodes: {_offers(candidates, request.bundle)}). To fix: {fixes}; or run on a cluster with "
+            f"({'nodes and node types' if node_types else 'nodes'}: {_offers(candidates, request.bundle)}). "
+            f"To fix: {fixes}; or run on a cluster with "
             f"such nodes ({CLUSTER_HELP})"
         )
     if autoscaling:
@@ -294,7 +299,7 @@ def check_fits(cfg: ExperimentConfig, stages: Iterable[str], nodes: list[dict[st
 
 def cluster_view() -> tuple[list[dict[str, float]], list[dict[str, float]] | None, bool]:
     """(total resources of each alive node, node types an autoscaler can add or None when unknown,
-    whether the cluster autoscales). Needs ray.init."""
+    whether the cluster may add nodes). Needs ray.init."""
     import ray
 
     nodes = [dict(node.get("Resources") or {}) for node in ray.nodes() if node.get("Alive")]
@@ -304,22 +309,47 @@ def cluster_view() -> tuple[list[dict[str, float]], list[dict[str, float]] | Non
         return nodes, None, True
 
 
+READONLY_NODE_TYPE = re.compile(r"^node_[0-9a-f]+$")  # the monitor's names when no autoscaler config
+
+
 def _autoscaler() -> tuple[list[dict[str, float]] | None, bool]:
+    """What Ray tells about an autoscaler, most precise first:
+    1. node types the autoscaler reported to the GCS (ClusterConfig);
+    2. ~/ray_bootstrap_config.yaml: the `ray up` config, on the head where a job's driver runs;
+    3. autoscaler v2 enabled (KubeRay's autoscaler v2): it autoscales, types unknown;
+    4. the v1 monitor's status in the GCS: node types named by a config (an autoscaler) or the
+       read-only monitor every `ray start --head` and local Ray run (a fixed cluster);
+    5. nothing reported: on KubeRay an autoscaler may not have reported yet (unknown), elsewhere a
+       fixed cluster."""
     import ray
     from ray._private import ray_constants
     from ray._private.state import state
     from ray.experimental.internal_kv import _internal_kv_get
 
-    config = state.get_cluster_config()  # node types, when the autoscaler reported them
+    config = state.get_cluster_config()
     if config is not None and config.node_group_configs:
         groups = [g for g in config.node_group_configs if g.resources and g.max_count != 0]
         scalable = any(g.max_count == -1 or g.max_count > g.min_count for g in groups)
         return [{k: float(v) for k, v in g.resources.items()} for g in groups], scalable
-    if _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS):  # the v1 autoscaler's monitor reports here
+    bootstrap = Path("~/ray_bootstrap_config.yaml").expanduser()
+    if bootstrap.is_file():
+        import yaml
+
+        launched = yaml.safe_load(bootstrap.read_text()) or {}
+        head = launched.get("head_node_type")
+        types = {name: t for name, t in (launched.get("available_node_types") or {}).items() if name != head}
+        scalable = any(t.get("max_workers", launched.get("max_workers", 0)) > t.get("min_workers", 0) for t in types.values())
+        return [{k: float(v) for k, v in (t.get("resources") or {}).items()} for t in types.values()], scalable
+    v2 = _internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY, namespace=ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE)
+    if v2 == b"1":
         return None, True
-    v2 = _internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY,
-                          namespace=ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE)
-    return None, v2 == b"1"
+    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    report = (json.loads(status) if status else {}).get("autoscaler_report") or {}
+    named = set(report.get("active_nodes") or {}) | set(report.get("idle_nodes") or {}) | set(
+        report.get("pending_launches") or {}) | set((report.get("node_type_mapping") or {}).values())
+    if named:
+        return None, any(not READONLY_NODE_TYPE.match(name) for name in named)
+    return None, "RAY_USAGE_STATS_KUBERAY_IN_USE" in os.environ
 
 
 def check_cluster_fits(cfg: ExperimentConfig, stages: Iterable[str], log: Callable[[str], None] = print) -> None:

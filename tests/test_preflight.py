@@ -201,3 +201,75 @@ def test_a_sweep_refuses_before_preparing_data(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="lower scaling.resources_per_worker.CPU to at most 2"):
         run_sweep(cfg, log=lambda message: None)
     assert not (cfg.experiment_dir / "data").exists()
+
+
+# ------------------------------------------------------------------- telling an autoscaler is there
+
+
+@pytest.fixture
+def gcs(monkeypatch, tmp_path):
+    """What _autoscaler reads from Ray, faked: the reported cluster config, the KV store, $HOME."""
+    import ray._private.state
+    import ray.experimental.internal_kv
+
+    kv: dict[bytes, bytes] = {}
+    monkeypatch.setattr(ray._private.state.state, "get_cluster_config", lambda: None)
+    monkeypatch.setattr(ray.experimental.internal_kv, "_internal_kv_get",
+                        lambda key, namespace=None: kv.get(key.encode() if isinstance(key, str) else key))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RAY_USAGE_STATS_KUBERAY_IN_USE", raising=False)
+    (tmp_path / "home").mkdir()
+    return kv
+
+
+def monitor_status(*node_types: str) -> bytes:
+    import json
+
+    return json.dumps({"autoscaler_report": {"active_nodes": {t: 1 for t in node_types}, "idle_nodes": None,
+                                             "pending_launches": {}, "node_type_mapping": {}}}).encode()
+
+
+def test_a_local_or_hand_started_ray_is_a_fixed_cluster(gcs):
+    from ray._private import ray_constants
+    from ray_t2t.preflight import _autoscaler
+
+    assert _autoscaler() == (None, False)  # nothing reported yet
+    gcs[ray_constants.DEBUG_AUTOSCALING_STATUS.encode()] = monitor_status("node_18ce8f8698a64c1f")  # read-only monitor
+    assert _autoscaler() == (None, False)
+
+
+def test_an_autoscaler_is_recognised_by_its_node_types(gcs, monkeypatch):
+    import ray
+    from ray._private import ray_constants
+    from ray_t2t.preflight import _autoscaler
+
+    gcs[ray_constants.DEBUG_AUTOSCALING_STATUS.encode()] = monitor_status("node_18ce8f86", "gpu-l4")  # KubeRay group
+    assert _autoscaler() == (None, True)
+    gcs.clear()
+    gcs[ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY.encode()] = b"1"
+    assert _autoscaler() == (None, True)
+    gcs.clear()
+    monkeypatch.setenv("RAY_USAGE_STATS_KUBERAY_IN_USE", "1")  # KubeRay, autoscaler not reporting yet
+    assert _autoscaler() == (None, True)
+
+
+@pytest.mark.parametrize("shipped, most_gpus", [("aws.yaml", 4), ("gcp.yaml", 1)])
+def test_on_a_ray_up_head_the_shipped_node_types_decide(gcs, tmp_path, shipped, most_gpus):
+    """The driver of a job runs on the head, where `ray up` left its config: node types are known."""
+    import shutil
+
+    from conftest import REPO
+    from ray_t2t.preflight import _autoscaler
+
+    shutil.copy(REPO / "cluster" / shipped, tmp_path / "home" / "ray_bootstrap_config.yaml")
+    types, scalable = _autoscaler()
+    assert scalable and {"CPU": 8.0, "GPU": 1.0, "accelerator_type:L4": 1.0} in types
+    one_l4 = config(tmp_path, scaling={"num_workers": 4, "use_gpu": True, "accelerator_type": "L4",
+                                       "resources_per_worker": {"CPU": 4, "GPU": 1}})
+    assert check_fits(one_l4, ["train"], [HEAD], types, scalable) == []  # no GPU node yet: the autoscaler adds them
+    eight = config(tmp_path, scaling={"use_gpu": True, "resources_per_worker": {"GPU": 8}})
+    with pytest.raises(ConfigError, match=f"lower scaling.resources_per_worker.GPU to at most {most_gpus}"):
+        check_fits(eight, ["train"], [HEAD], types, scalable)
+    h100 = config(tmp_path, scaling={"use_gpu": True, "accelerator_type": "H100"})
+    with pytest.raises(ConfigError, match=r"scaling.accelerator_type to one the nodes have \((A100, )?L4\)"):
+        check_fits(h100, ["train"], [HEAD], types, scalable)
