@@ -174,6 +174,12 @@ def _concurrency(cfg: ExperimentConfig, cluster_cpus: float, cluster_gpus: float
     return max(1, fits)
 
 
+def _waiting_cpus(cfg: ExperimentConfig) -> int:
+    """Logical CPUs a local Ray declares on top of the machine's for the trials' own processes: they
+    only wait for their TorchTrainer, so trial_cpus never keeps a training worker from the cores."""
+    return math.ceil(cfg.tune.trial_cpus * _concurrency(cfg, os.cpu_count() or 1, 0, trial_cpus=False))
+
+
 def _sweep_identity(cfg: ExperimentConfig, trials: list[dict]) -> str:
     return hashlib.sha256(json.dumps([config_hash(cfg), trials], sort_keys=True).encode()).hexdigest()[:16]
 
@@ -197,10 +203,7 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
             method.check(trial_cfg, entry)
     check_storage_writable(cfg)
     cpus = os.cpu_count() or 1
-    waiting = math.ceil(cfg.tune.trial_cpus * _concurrency(cfg, cpus, 0, trial_cpus=False))
-    # A trial's own process only waits for its TorchTrainer: on a local Ray it gets logical CPUs on
-    # top of the machine's, so trial_cpus never keeps a training worker from the cores.
-    local = ensure_ray(cfg.scaling.use_gpu, extra_cpus=waiting)
+    local = ensure_ray(cfg.scaling.use_gpu, extra_cpus=_waiting_cpus(cfg))
     check_cluster_fits(cfg, ("sweep",), log)
     prepare_data(cfg, log=log)
     for label in dict.fromkeys(t["label"] for t in trials):
@@ -296,8 +299,8 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
         f"{', '.join(swept) or 'nothing'} -> report")
     plan_trials(cfg)  # config mistakes in the sweep fail now, before hours of training
     check_storage_writable(cfg)
-    if first:  # Ray as train() starts it; everything the later stages ask of it is checked now
-        ensure_ray(cfg.scaling.use_gpu)
+    if first:  # Ray as the sweep after them needs it (trials' CPUs); what every stage asks is checked now
+        ensure_ray(cfg.scaling.use_gpu, extra_cpus=_waiting_cpus(cfg) if swept else 0)
         check_cluster_fits(cfg, ["train"] + ["sweep"] * bool(swept) + ["teacher"] * needs_soft_targets(cfg), log)
     prepare_data(cfg, log=log)
     for label in first:

@@ -273,3 +273,36 @@ def test_on_a_ray_up_head_the_shipped_node_types_decide(gcs, tmp_path, shipped, 
     h100 = config(tmp_path, scaling={"use_gpu": True, "accelerator_type": "H100"})
     with pytest.raises(ConfigError, match=r"scaling.accelerator_type to one the nodes have \((A100, )?L4\)"):
         check_fits(h100, ["train"], [HEAD], types, scalable)
+
+
+def test_the_pipeline_starts_ray_with_room_for_its_sweep_and_checks_every_stage_first(tmp_path, monkeypatch):
+    """`ray-t2t run` trains the teacher first, then sweeps: the local Ray it starts declares the
+    trials' waiting CPUs up front (as `ray-t2t sweep` does), so a sweep trial (tune.trial_cpus) fits
+    next to a worker that takes every core; checked before the data is prepared."""
+    import ray_t2t.data
+    import ray_t2t.preflight as preflight
+    import ray_t2t.train.launcher as launcher
+    from ray_t2t.sweep import run_pipeline
+
+    started = {}
+
+    def fake_ensure_ray(use_gpu, extra_cpus=0):
+        started["extra_cpus"] = extra_cpus
+        return True
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    cores = float(__import__("os").cpu_count() or 1)
+    monkeypatch.setattr(launcher, "ensure_ray", fake_ensure_ray)
+    monkeypatch.setattr(preflight, "cluster_view", lambda: ([{"CPU": cores + started["extra_cpus"]}], None, False))
+    monkeypatch.setattr(ray_t2t.data, "prepare_data", stop)
+    models = {"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}
+    methods = [{"name": "scratch"}, {"name": "scratch", "label": "teacher", "model": "teacher"}]
+    cfg = config(tmp_path, models=models, methods=methods, scaling={"resources_per_worker": {"CPU": cores}})
+    with pytest.raises(Stop):
+        run_pipeline(cfg, log=lambda message: None)
+    assert started["extra_cpus"] >= 1
