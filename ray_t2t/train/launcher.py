@@ -137,9 +137,11 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         log(f"{run_name}: reusing the finished run in {run_dir}")
         return record
 
-    check_storage_writable(cfg)
+    checks = not report_to_tune  # a sweep checked storage and cluster before starting its trials
+    if checks:
+        check_storage_writable(cfg)
     ensure_ray(cfg.scaling.use_gpu)
-    if not report_to_tune:  # a sweep checked the cluster before its trials
+    if checks:
         check_cluster_fits(cfg, ("train",), log)
     prepared = prepare_data(cfg, log=log)
     extras = method.prepare(cfg, entry, log) if hasattr(method, "prepare") else {}
