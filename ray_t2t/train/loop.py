@@ -362,6 +362,14 @@ def _maybe_fail(run: Run) -> None:
             raise RuntimeError(f"injected failure at step {fail_step} ({FAIL_ONCE_ENV})")
 
 
+def batch_tokens(batch: dict, encoder_decoder: bool) -> tuple[int, int]:
+    """(source, target) tokens the model reads in a batch, from the batch as trained (a method may
+    replace the targets, e.g. kd_sequence's teacher outputs); padding is not counted."""
+    target = int((batch["labels"] != -100).sum())
+    real = int(batch["attention_mask"].sum())
+    return (real, target) if encoder_decoder else (real - target, target)
+
+
 def train_steps(run: Run) -> None:
     """Optimizer steps until max_steps (or the target, with stop_at_target): validation, progress
     lines and checkpoints on their schedules."""
@@ -395,6 +403,7 @@ def train_steps(run: Run) -> None:
             sources = [train.source_ids[i] for i in indices]
             targets = [train.target_ids[i] for i in indices]
             batch = collate_fn(run.setup, sources, targets, indices=indices)
+            source_tokens, target_tokens = batch_tokens(batch, run.setup.encoder_decoder)
             batch = {key: value.to(run.device, non_blocking=True) for key, value in batch.items()}
             loss = loss_fn(engine, batch, run.setup)
             engine.backward(loss)
@@ -402,7 +411,6 @@ def train_steps(run: Run) -> None:
             loss_sum += loss.detach()
             loss_count += 1
             # Ranks' batches differ in length by little (length-grouped); rank 0's count stands for all.
-            source_tokens, target_tokens = sum(map(len, sources)), sum(map(len, targets))
             state["tokens"] += (source_tokens + target_tokens) * ctx.world_size
             state["flops"] += (source_flops * source_tokens + target_flops * target_tokens) * ctx.world_size
         state["step"] += 1
