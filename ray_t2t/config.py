@@ -565,7 +565,8 @@ class TuneSection(Section):
     )
     num_samples: int = Field(1, ge=1, description="Draws per method with search=random.")
     methods: list[str] | None = Field(
-        None, description="Method labels the sweep trains; null = every entry except those training the teacher."
+        None, description="Method labels the sweep trains; null = every entry except those training the teacher "
+        "or pretraining (the first stage of `ray-t2t run`)."
     )
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -78,12 +78,22 @@ class Teacher:
 
 
 def resolve_teacher(cfg: ExperimentConfig, index: int = 0) -> Teacher:
-    """Teacher `index` of models.teacher: its weights when it has them (a run's exported model folder
-    brings its run record, so its training is charged), else — for the first teacher — the output of
-    the method entry that trains models.teacher. Raises ConfigError/UserError saying what to do."""
+    """Teacher `index` of models.teacher. The first teacher is the output of the method entry that
+    trains models.teacher when the config has one (from a preset, or fine-tuned from Hub weights);
+    otherwise a teacher is the weights it names (a run's exported model folder brings its run record,
+    so its training is charged; anything else is a pre-existing teacher, cost zero). Raises
+    ConfigError/UserError saying what to do."""
     teachers = cfg.models.teachers
     if not teachers:
         raise ConfigError("no models.teacher in the config: set one (a preset trained by a method, or a name/path)")
+    trainers = [m for m in cfg.methods if getattr(m, "model", None) == "teacher"]
+    if index == 0 and trainers:
+        label = trainers[0].label or trainers[0].name
+        run_dir = cfg.experiment_dir / "runs" / label
+        record = read_record(run_dir)
+        if record is None or record.get("status") != "finished":
+            raise UserError(f"the teacher is not trained yet: run `ray-t2t train CONFIG method={label}` first")
+        return Teacher(label, str(run_dir / "model"), record)
     spec = teachers[index]
     if spec.name_or_path is not None and spec.pretrained:
         path = Path(spec.name_or_path)
@@ -96,18 +106,10 @@ def resolve_teacher(cfg: ExperimentConfig, index: int = 0) -> Teacher:
     if index > 0:
         raise ConfigError(f"models.teacher[{index}] has no weights: only the first teacher can be trained by a "
                           "method entry; give the others a name_or_path")
-    trainers = [m for m in cfg.methods if getattr(m, "model", None) == "teacher"]
-    if not trainers:
-        raise ConfigError(
-            "models.teacher has no trained weights (a preset). Add a method entry that trains it, e.g. "
-            "{name: scratch, label: teacher, model: teacher}, or set models.teacher.name_or_path"
-        )
-    label = trainers[0].label or trainers[0].name
-    run_dir = cfg.experiment_dir / "runs" / label
-    record = read_record(run_dir)
-    if record is None or record.get("status") != "finished":
-        raise UserError(f"the teacher is not trained yet: run `ray-t2t train CONFIG method={label}` first")
-    return Teacher(label, str(run_dir / "model"), record)
+    raise ConfigError(
+        "models.teacher has no trained weights (a preset). Add a method entry that trains it, e.g. "
+        "{name: scratch, label: teacher, model: teacher}, or set models.teacher.name_or_path"
+    )
 
 
 def resolve_teachers(cfg: ExperimentConfig) -> list[Teacher]:

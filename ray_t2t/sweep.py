@@ -37,8 +37,9 @@ SWEEP_FOLDER = "sweep"
 def sweep_labels(cfg: ExperimentConfig) -> list[str]:
     labels = [m.label or m.name for m in cfg.methods]
     chosen = cfg.tune.methods
-    if chosen is None:
-        return [m.label or m.name for m in cfg.methods if getattr(m, "model", None) != "teacher"]
+    if chosen is None:  # the runs others start from (teacher, pretraining) are `ray-t2t run`'s first stage
+        first = _stage_one(cfg)
+        return [label for label in labels if label not in first]
     unknown = [label for label in chosen if label not in labels]
     if unknown:
         raise ConfigError(f"tune.methods: {', '.join(unknown)} is not a method label of this config "
@@ -285,6 +286,26 @@ def _stage_one(cfg: ExperimentConfig) -> list[str]:
     return [m.label or m.name for m in cfg.methods if getattr(m, "model", None) == "teacher" or m.name == "pretrain"]
 
 
+def with_stage_one_models(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The config the sweep stage trains with: models.base and the first teacher, when a stage-one
+    entry trains them (pretrain; {scratch or finetune, model: teacher}), point to that run's exported
+    model, so finetune/lora/partial start from the pretraining and sft/kd_* learn from the trained
+    teacher (as `ray-t2t teacher` and the live-teacher methods resolve it)."""
+    raw = cfg.model_dump(mode="json")
+    for entry in cfg.methods:
+        label = entry.label or entry.name
+        role = getattr(entry, "model", None)
+        export = str((cfg.experiment_dir / "runs" / label / "model").resolve())
+        if entry.name == "pretrain" and role == "base" and cfg.models.base is not None:
+            raw["models"]["base"] = {"name_or_path": export}
+        elif role == "teacher" and cfg.models.teachers:
+            if isinstance(raw["models"]["teacher"], list):
+                raw["models"]["teacher"][0] = {"name_or_path": export}
+            else:
+                raw["models"]["teacher"] = {"name_or_path": export}
+    return validate_config(raw)
+
+
 def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
     """data -> teacher and pretraining runs -> soft targets -> sweep -> report, each stage reused when
     complete. Returns the report (ray_t2t.report.Report)."""
@@ -307,7 +328,7 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
         log(f"run: training {label}")
         log(summarize(train(cfg, label, log=log)))
     if swept:
-        raw = cfg.model_dump(mode="json")
+        raw = with_stage_one_models(cfg).model_dump(mode="json")
         raw["tune"]["methods"] = swept
         records = run_sweep(validate_config(raw), log=log)
         log("run: sweep results\n" + summarize_sweep(records))

@@ -85,3 +85,37 @@ def test_concurrency_follows_resources(tmp_path):
     assert _concurrency(gpu, 64, 4) == 2
     capped = validate_config(dict(raw, tune={"max_concurrent_trials": 1}))
     assert _concurrency(capped, 64, 0) == 1
+
+
+def test_the_sweep_stage_starts_from_what_stage_one_trained(tmp_path):
+    from ray_t2t.sweep import with_stage_one_models
+
+    raw = minimal_config(tmp_path, methods=[{"name": "pretrain"}, {"name": "finetune"}, {"name": "sft"},
+                                            {"name": "scratch", "label": "big", "model": "teacher"}])
+    raw["models"] = {"student": {"preset": "t5-tiny"}, "base": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-0.5m"}}
+    cfg = validate_config(raw)
+    swept = with_stage_one_models(cfg)
+    runs = (tmp_path / "runs" / "test" / "runs").resolve()
+    assert swept.models.base.name_or_path == str(runs / "pretrain" / "model")
+    assert swept.models.teachers[0].name_or_path == str(runs / "big" / "model")
+    assert swept.models.student == cfg.models.student
+    # a teacher fine-tuned from Hub weights is the fine-tuned one too; a base nobody pretrains stays
+    hub = dict(raw, methods=[{"name": "finetune"}, {"name": "finetune", "label": "big", "model": "teacher"}],
+               models=dict(raw["models"], base={"name_or_path": "google-t5/t5-small"},
+                           teacher={"name_or_path": "google-t5/t5-base"}))
+    swept = with_stage_one_models(validate_config(hub))
+    assert swept.models.base.name_or_path == "google-t5/t5-small"
+    assert swept.models.teachers[0].name_or_path == str(runs / "big" / "model")
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "quickstart_smoke.yaml", "g2p_gpu.yaml", "xsum_t5.yaml",
+                                  "xsum_gpt2.yaml"])
+def test_shipped_pipelines_plan_their_sweeps(name, repo):
+    from ray_t2t.config import load_config
+    from ray_t2t.sweep import _stage_one, with_stage_one_models
+
+    cfg = load_config(repo / "configs" / name)
+    swept = with_stage_one_models(cfg)
+    trials = plan_trials(swept)
+    assert trials and all(trial_config(swept, t) for t in trials)
+    assert not {t["label"] for t in trials} & {label for label in _stage_one(cfg) if label == "teacher"}
