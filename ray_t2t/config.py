@@ -240,6 +240,9 @@ ModelRole = Literal["student", "teacher", "base"]
 
 class _Method(Section):
     label: str | None = Field(None, description="Name of this entry in runs and reports; default = method name.")
+    max_steps: int | None = Field(
+        None, ge=1, description="This entry's optimizer steps; null = training.max_steps (e.g. a teacher trained longer)."
+    )
 
 
 class ScratchMethod(_Method):

@@ -11,7 +11,7 @@ from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, read_record, write_record
 from ray_t2t.methods import METHODS, get_method
 from ray_t2t.train.batch_order import BatchOrder
-from ray_t2t.train.launcher import choose_method, run_hash
+from ray_t2t.train.launcher import choose_method, entry_config, run_hash
 from ray_t2t.train.loop import deepspeed_config, lr_factor
 
 LENGTHS = [(i * 7919) % 23 + 2 for i in range(1000)]
@@ -98,6 +98,10 @@ def test_choose_method_and_run_identity(tmp_path):
     assert run_hash(cfg, cfg.methods[0]) != run_hash(cfg, cfg.methods[1])
     other = cfg_with(tmp_path, methods=[{"name": "scratch"}], training={"max_steps": 7})
     assert run_hash(cfg, cfg.methods[0]) != run_hash(other, other.methods[0])
+    longer = cfg_with(tmp_path, methods=[{"name": "scratch"}, {"name": "scratch", "label": "long", "max_steps": 9}],
+                      training={"max_steps": 7})
+    assert entry_config(longer, longer.methods[1]).training.max_steps == 9  # an entry's own step budget
+    assert entry_config(longer, longer.methods[0]) is longer
 
 
 def test_every_registered_method_imports_and_builds_lazily():

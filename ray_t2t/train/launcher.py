@@ -48,6 +48,13 @@ def choose_method(cfg: ExperimentConfig, label: str | None):
         raise ConfigError(f"no method {label!r} in the config. Methods: {', '.join(labels)}") from None
 
 
+def entry_config(cfg: ExperimentConfig, entry) -> ExperimentConfig:
+    """The config one method entry trains with: its own max_steps, when it sets one."""
+    if entry.max_steps is None or entry.max_steps == cfg.training.max_steps:
+        return cfg
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": entry.max_steps})})
+
+
 def run_hash(cfg: ExperimentConfig, entry) -> str:
     """What decides a run's result: every section a worker reads, and this method's entry."""
     dump = cfg.model_dump(mode="json")
@@ -115,6 +122,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
     entry = choose_method(cfg, label)
     label = entry.label or entry.name
     run_name = run_name or label
+    cfg = entry_config(cfg, entry)
     try:
         method = get_method(entry.name)
     except KeyError as err:
