@@ -7,6 +7,7 @@ scratch run's is the teacher that sft shrinks."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -254,7 +255,9 @@ def test_kd_logits_student_learns_from_stored_soft_targets(scratch_run, storage)
     messages = []
     record = train(cfg, "kd_logits", log=messages.append)
     assert any("3 of 3 shards to compute" in m for m in messages)  # soft targets made first, on Ray Data
-    assert (storage / "tiny" / "soft_targets" / "model" / "manifest.json").is_file()
+    # a run's export is the teacher: its folder is named for the run, whose training is charged
+    manifest = json.loads((storage / "tiny" / "soft_targets" / scratch_run[1]["label"] / "manifest.json").read_text())
+    assert manifest["teacher"]["pre_existing"] is False
     assert_consistent(record)
     assert_improved(record, loss_factor=0.8, accuracy_gain=0.1)
 
@@ -266,6 +269,6 @@ def test_kd_sequence_student_learns_from_teacher_generations(scratch_run, storag
                      soft_targets={"top_k": 4, "generations": "greedy", "rows_per_shard": 8192, "batch_size": 512})
     cfg.run.name = "tiny_seq"  # its own soft-target folder: generations make a different request
     record = train(cfg, "kd_sequence")
-    assert (storage / "tiny_seq" / "soft_targets" / "model" / "manifest.json").is_file()
+    assert (storage / "tiny_seq" / "soft_targets" / scratch_run[1]["label"] / "manifest.json").is_file()
     assert_consistent(record)
     assert_improved(record, loss_factor=0.8, accuracy_gain=0.1)
