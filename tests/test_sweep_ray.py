@@ -72,3 +72,42 @@ def test_sweep_survives_its_driver_and_the_report_lists_every_trial(tmp_path, ra
     assert report.returncode == 0, report.stderr[-3000:]
     markdown = (tmp_path / "runs" / "sweep" / "report" / "report.md").read_text()
     assert "scratch_fast (training.learning_rate=0.01)" in markdown and "| scratch " in markdown
+
+
+def test_run_pipeline_killed_mid_sweep_reuses_every_finished_stage(tmp_path, ray_t2t_bin):
+    """`ray-t2t run` SIGKILLed (with its local Ray) once a sweep trial finished, then rerun: the teacher,
+    its soft targets and the finished trial are reused, the rest completes, and the report is written."""
+    raw = minimal_config(tmp_path, methods=[{"name": "scratch", "label": "teacher", "model": "teacher", "max_steps": 60},
+                                            {"name": "scratch"}, {"name": "kd_logits", "top_k": 8}])
+    raw["run"] = {"name": "pipe", "storage_path": str(tmp_path / "runs"), "checkpoint_every_n_steps": 40}
+    raw["data"] = {"split_sizes": {"train": 1000, "validation": 64, "test": 64}}
+    raw["models"] = {"student": TINY_T5, "teacher": TINY_T5}
+    raw["soft_targets"] = {"top_k": 8, "rows_per_shard": 500}
+    raw["training"] = {"batch_size": 32, "max_steps": 40, "learning_rate": 3e-3, "warmup_steps": 4}
+    raw["eval"] = {"every_n_steps": 20, "metric": "per", "target": "per <= 0.99"}
+    raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
+    raw["tune"] = {"max_concurrent_trials": 1}
+    config = tmp_path / "pipe.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    experiment = tmp_path / "runs" / "pipe"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    driver = subprocess.Popen([ray_t2t_bin, "run", str(config)], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while not finished_trials(experiment / "sweep") and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    kept = finished_trials(experiment / "sweep")
+    assert len(kept) == 1, f"the kill did not land mid-sweep: {kept}"
+    teacher_record = (experiment / "runs" / "teacher" / "record.json").stat().st_mtime_ns
+
+    done = subprocess.run([ray_t2t_bin, "run", str(config)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "teacher: reusing the finished run" in done.stdout
+    assert "soft targets: reusing" in done.stdout and "resuming the sweep" in done.stdout
+    assert (experiment / "runs" / "teacher" / "record.json").stat().st_mtime_ns == teacher_record
+    after = finished_trials(experiment / "sweep")
+    assert len(after) == 2 and all(after[name] == mtime for name, mtime in kept.items())
+    assert (experiment / "report" / "report.md").is_file() and "best final quality" in done.stdout
