@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-from pathlib import Path
 from typing import Any, Callable
 
 from ray_t2t.config import ExperimentConfig, config_hash, set_path, validate_config
@@ -276,9 +275,6 @@ def summarize_sweep(records: list[dict]) -> str:
                      + (f"target at {ttt['wall_s']:.0f}s" if ttt else "target not reached"))
     return "\n".join(lines)
 
-
-def sweep_records_folder(cfg: ExperimentConfig) -> Path:
-    return cfg.experiment_dir / SWEEP_FOLDER
 
 
 def _stage_one(cfg: ExperimentConfig) -> list[str]:
