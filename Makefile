@@ -1,5 +1,5 @@
 # The two set-up commands (see README):
-#   make demo   create .venv, install pinned dependencies, run the embedded default
+#   make demo   create .venv, install pinned dependencies, run the embedded default (ray-t2t run)
 #   make test   create .venv, install pinned dependencies, run the tests
 # Other targets: make install, make clean.
 #
@@ -26,9 +26,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/ray-t2t validate $(CONFIG)
-	$(BIN)/ray-t2t data $(CONFIG)
-	$(BIN)/ray-t2t train $(CONFIG) method=scratch
+	$(BIN)/ray-t2t run $(CONFIG)
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
