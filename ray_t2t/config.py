@@ -564,9 +564,11 @@ class TuneSection(Section):
     """Sweeps over methods, hyperparameters and seeds (ray.tune.TuneConfig)."""
 
     search: Literal["grid", "random", "optuna"] = Field(
-        "grid", description="grid: every combination of the space's lists; random: num_samples draws per method."
+        "grid", description="grid: every combination of the space's lists; random: num_samples draws per method; "
+        "optuna: num_samples trials per method suggested by Optuna (TPE) on the final validation metric, with the "
+        "first seed, then the best point with every other seed."
     )
-    num_samples: int = Field(1, ge=1, description="Draws per method with search=random.")
+    num_samples: int = Field(1, ge=1, description="Draws per method with search=random; trials per method with optuna.")
     methods: list[str] | None = Field(
         None, description="Method labels the sweep trains; null = every entry except those training the teacher "
         "or pretraining (the first stage of `ray-t2t run`)."
@@ -574,7 +576,7 @@ class TuneSection(Section):
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per method label, parameter -> values: a list (grid points; a choice with random search), or "
-        "{uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]} (random search). A "
+        "{uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]} (random or optuna search). A "
         "parameter is the method's own (alpha) or a config path (training.learning_rate).",
     )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each trial runs per seed.")

@@ -321,6 +321,8 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
         log(f"soft targets: {len(missing)} of {count} shards to compute with {settings.replicas} teacher replica(s) "
             f"({teacher.path})")
         _run_replicas(cfg, teacher, prepared, folder, missing, log)
+        for stale in folder.glob(".shard-*.tmp"):  # left by a replica lost with its node; its shard was redone
+            stale.unlink()
     seconds = time.perf_counter() - started
     shards = [_shard_stats(folder / shard_name(i)) for i in range(count)]
     covered = sum(s["rows"] for s in shards)

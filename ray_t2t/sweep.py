@@ -4,7 +4,10 @@
 
 The trials are listed up front, deterministically: for grid search every combination of each
 method's lists in `tune.space`, for random search `tune.num_samples` draws per method (seeded by the
-config's seed), each times every seed in `tune.seeds`. Tune runs them (concurrency from the
+config's seed), each times every seed in `tune.seeds`. Optuna search is adaptive, so its trials are
+not listed up front: per method, `tune.num_samples` trials suggested by Optuna's TPE sampler (seeded)
+from the results so far, minimizing or maximizing the final validation metric, with the first seed;
+then the method's best point is trained with every other seed. Tune runs them (concurrency from the
 cluster's resources, `tune.max_concurrent_trials`, optional ASHA early stopping on the validation
 metric); each trial function drives a TorchTrainer through `train()` and writes its run record to
 
@@ -69,7 +72,7 @@ def _check_space(cfg: ExperimentConfig, labels: list[str]) -> None:
                 kind, args = next(iter(spec.items()))
                 if cfg.tune.search == "grid":
                     raise ConfigError(f"{where}: {{{kind}: ...}} is sampled; grid search takes lists (or set "
-                                      "tune.search: random)")
+                                      "tune.search: random or optuna)")
                 if kind != "choice" and (not isinstance(args, list) or len(args) != 2 or args[0] > args[1]):
                     raise ConfigError(f"{where}: {kind} takes [low, high]")
                 if kind == "loguniform" and args[0] <= 0:
@@ -108,23 +111,53 @@ def _describe(params: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
 
 
+def make_trial(label: str, params: dict, seed: int) -> dict:
+    """One trial: label, params, seed, group (label + params) and its run name."""
+    group = f"{label} ({_describe(params)})" if params else label
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"{label}-{digest}-seed{seed}" if params else f"{label}-seed{seed}"
+    return {"label": label, "params": params, "seed": seed, "group": group, "name": name}
+
+
 def plan_trials(cfg: ExperimentConfig) -> list[dict]:
-    """Every trial of the sweep: label, params, seed, group (label + params) and a run name."""
-    if cfg.tune.search == "optuna":
-        raise ConfigError("tune.search: optuna is not implemented yet; use grid or random")
+    """Every trial of the sweep known before it starts. Optuna search: each method's first trial (its
+    space's first point, or its only trial when it has no space); the others are suggested as it runs."""
     labels = sweep_labels(cfg)
     if not labels:
         raise ConfigError("the sweep has no method to train: every method entry trains the teacher")
     _check_space(cfg, labels)
-    trials = []
-    for label in labels:
-        for params in _points(cfg, label):
-            group = f"{label} ({_describe(params)})" if params else label
-            digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-            for seed in cfg.tune.seeds:
-                name = f"{label}-{digest}-seed{seed}" if params else f"{label}-seed{seed}"
-                trials.append({"label": label, "params": params, "seed": seed, "group": group, "name": name})
-    return trials
+    if cfg.tune.search == "optuna":
+        return [make_trial(label, _first_point(cfg.tune.space.get(label, {})), cfg.tune.seeds[0]) for label in labels]
+    return [make_trial(label, params, seed) for label in labels for params in _points(cfg, label)
+            for seed in cfg.tune.seeds]
+
+
+def _first_point(space: dict) -> dict:
+    """A representative point of a space (checks trial configs before Optuna suggests any)."""
+    point = {}
+    for key, spec in space.items():
+        if isinstance(spec, list):
+            point[key] = spec[0]
+        else:
+            kind, args = next(iter(spec.items()))
+            point[key] = args[0] if kind != "loguniform" else math.sqrt(args[0] * args[1])
+    return point
+
+
+def _tune_domain(spec: Any):
+    """A space entry as a Tune search domain (for Optuna search)."""
+    from ray import tune
+
+    if isinstance(spec, list):
+        return tune.choice(spec)
+    kind, args = next(iter(spec.items()))
+    if kind == "uniform":
+        return tune.uniform(*args)
+    if kind == "loguniform":
+        return tune.loguniform(*args)
+    if kind == "randint":
+        return tune.randint(int(args[0]), int(args[1]) + 1)  # Tune's upper end is exclusive, ours inclusive
+    return tune.choice(args)
 
 
 def trial_config(cfg: ExperimentConfig, trial: dict) -> ExperimentConfig:
@@ -147,14 +180,15 @@ def _trial(config: dict) -> None:
 
     from ray_t2t.train.launcher import train
 
-    trial = config["trial"]
+    trial = config.get("trial") or make_trial(config["label"], config["params"], config["seed"])  # optuna
     cfg = trial_config(validate_config(config["experiment"]), trial)
     fields = {"group": trial["group"], "seed": trial["seed"], "trial": {"name": trial["name"], "params": trial["params"]}}
     record = train(cfg, trial["label"], log=lambda message: print(message, flush=True), run_name=trial["name"],
                    folder=SWEEP_FOLDER, record_fields=fields, report_to_tune=True)
     metric = record["metric"]["name"]
     ttt = record["time_to_target"] or {}
-    tune.report({"done": True, f"test_{metric}": record["final"]["test"].get(metric),
+    tune.report({"done": True, f"val_{metric}": (record["final"]["validation"] or {}).get(metric),
+                 f"test_{metric}": record["final"]["test"].get(metric),
                  "train_s": record["times"]["train_s"], "cost": record["cost"]["total"],
                  "time_to_target_s": ttt.get("wall_s"), "cost_to_target": ttt.get("cost")})
 
@@ -190,7 +224,6 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
     from ray import tune
 
     from ray_t2t.data import prepare_data
-    from ray_t2t.ledger import read_record
     from ray_t2t.preflight import check_cluster_fits, check_storage_writable
     from ray_t2t.train.launcher import ensure_ray
 
@@ -227,38 +260,95 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
     else:
         resources = ray.cluster_resources()
         concurrency = _concurrency(cfg, resources.get("CPU", 1), resources.get("GPU", 0))
-    trainable = tune.with_resources(_trial, {"CPU": cfg.tune.trial_cpus})
-    path = str(tune_dir / "sweep")
-    if tune.Tuner.can_restore(path):
-        log(f"sweep: resuming the sweep in {path} (finished trials are kept)")
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-    else:
-        scheduler = None
-        if cfg.tune.scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-
-            from ray_t2t.metrics import METRICS
-
-            mode = "max" if METRICS[cfg.eval.metric].higher_is_better else "min"
-            scheduler = ASHAScheduler(metric=f"val_{cfg.eval.metric}", mode=mode, time_attr="step",
-                                      max_t=cfg.training.max_steps, grace_period=cfg.eval.every_n_steps)
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"experiment": cfg.model_dump(mode="json"), "trial": tune.grid_search(trials)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, scheduler=scheduler,
-                                        trial_dirname_creator=lambda t: t.config["trial"]["name"],
-                                        trial_name_creator=lambda t: t.config["trial"]["name"]),
-            run_config=tune.RunConfig(name="sweep", storage_path=str(tune_dir), verbose=0),
-        )
+    if cfg.tune.search != "optuna":
         log(f"sweep: {len(trials)} trial(s) ({len({t['group'] for t in trials})} group(s) x "
             f"{len(cfg.tune.seeds)} seed(s)), {concurrency} at a time")
-    tuner.fit()
+        _fit(cfg, tune_dir / "sweep", {"trial": tune.grid_search(trials)}, concurrency, log)
+        return [_record_of(cfg, trial) for trial in trials]
     records = []
-    for trial in trials:
-        record = read_record(cfg.experiment_dir / SWEEP_FOLDER / trial["name"])
-        records.append(record or {"label": trial["label"], "group": trial["group"], "seed": trial["seed"],
-                                  "status": "stopped", "trial": {"name": trial["name"], "params": trial["params"]}})
+    for trial in trials:  # Optuna: per method, a search with the first seed, then its best point's other seeds
+        label, space = trial["label"], cfg.tune.space.get(trial["label"], {})
+        if space:
+            log(f"sweep: {label}: {cfg.tune.num_samples} Optuna trial(s) with seed {trial['seed']}, "
+                f"{concurrency} at a time")
+            results = _fit(cfg, tune_dir / f"optuna-{label}",
+                           {"label": label, "seed": trial["seed"], "params": {k: _tune_domain(v) for k, v in space.items()}},
+                           concurrency, log, searcher=True)
+            searched = [_record_of(cfg, make_trial(label, r.config["params"], r.config["seed"])) for r in results]
+        else:
+            _fit(cfg, tune_dir / f"optuna-{label}", {"trial": tune.grid_search([trial])}, concurrency, log)
+            searched = [_record_of(cfg, trial)]
+        records += searched
+        best = best_params(cfg, searched)
+        if best is not None and len(cfg.tune.seeds) > 1:
+            seeded = [make_trial(label, best, seed) for seed in cfg.tune.seeds[1:]]
+            log(f"sweep: {label}: best point {_describe(best) or '(no parameters)'}, trained with seeds "
+                f"{', '.join(str(s) for s in cfg.tune.seeds[1:])}")
+            _fit(cfg, tune_dir / f"seeds-{label}", {"trial": tune.grid_search(seeded)}, concurrency, log)
+            records += [_record_of(cfg, t) for t in seeded]
     return records
+
+
+def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callable[[str], None],
+         searcher: bool = False):
+    """Run (or restore and finish) one Tuner at `path` over trials of `_trial`; returns its ResultGrid."""
+    from ray import tune
+
+    from ray_t2t.metrics import METRICS
+
+    # A run also reports at checkpoints between evaluations, without the validation metric: Tune must not
+    # take that for a trial that forgot its metric (ASHA and the Optuna searcher skip such reports).
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Trials run where the driver runs (Tune would chdir into a trial folder, and every relative path of
+    # the config, storage_path first, would point somewhere else). Tune passes this on to its trials.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    trainable = tune.with_resources(_trial, {"CPU": cfg.tune.trial_cpus})
+    if tune.Tuner.can_restore(str(path)):
+        log(f"sweep: resuming the sweep in {path} (finished trials are kept)")
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True).fit()
+    metric, mode = f"val_{cfg.eval.metric}", "max" if METRICS[cfg.eval.metric].higher_is_better else "min"
+    scheduler = search_alg = None
+    if cfg.tune.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr="step", max_t=cfg.training.max_steps, grace_period=cfg.eval.every_n_steps)
+    if searcher:
+        from ray_t2t.tune_search import optuna_searcher
+
+        search_alg = optuna_searcher(metric, mode, cfg.seed)
+
+    def name(t) -> str:
+        c = t.config
+        return c["trial"]["name"] if "trial" in c else make_trial(c["label"], c["params"], c["seed"])["name"]
+
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"experiment": cfg.model_dump(mode="json"), **space},
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, max_concurrent_trials=concurrency,
+                                    scheduler=scheduler, search_alg=search_alg,
+                                    num_samples=cfg.tune.num_samples if searcher else 1,
+                                    trial_dirname_creator=name, trial_name_creator=name),
+        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=0),
+    )
+    return tuner.fit()
+
+
+def _record_of(cfg: ExperimentConfig, trial: dict) -> dict:
+    from ray_t2t.ledger import read_record
+
+    record = read_record(cfg.experiment_dir / SWEEP_FOLDER / trial["name"])
+    return record or {"label": trial["label"], "group": trial["group"], "seed": trial["seed"], "status": "stopped",
+                      "trial": {"name": trial["name"], "params": trial["params"]}}
+
+
+def best_params(cfg: ExperimentConfig, records: list[dict]) -> dict | None:
+    """The parameters of the finished record with the best final validation metric (None: none finished)."""
+    from ray_t2t.metrics import METRICS
+
+    sign = -1 if METRICS[cfg.eval.metric].higher_is_better else 1
+    scored = [(sign * r["final"]["validation"][cfg.eval.metric], i, r) for i, r in enumerate(records)
+              if r.get("status") == "finished" and (r["final"].get("validation") or {}).get(cfg.eval.metric) is not None]
+    return min(scored)[2]["trial"]["params"] if scored else None
 
 
 def summarize_sweep(records: list[dict]) -> str:

@@ -7,7 +7,7 @@ import pytest
 from conftest import minimal_config
 from ray_t2t.config import validate_config
 from ray_t2t.errors import ConfigError
-from ray_t2t.sweep import _concurrency, plan_trials, trial_config
+from ray_t2t.sweep import _concurrency, _tune_domain, best_params, make_trial, plan_trials, trial_config
 
 
 def sweep_config(tmp_path, **tune):
@@ -46,6 +46,36 @@ def test_random_search_draws_reproducibly_within_bounds(tmp_path):
     assert len({t["params"]["alpha"] for t in trials}) == 5
 
 
+def test_optuna_plans_one_checked_trial_per_method_and_maps_the_space_to_tune(tmp_path):
+    space = {"kd_logits": {"alpha": {"uniform": [0.1, 0.9]}, "training.learning_rate": {"loguniform": [1e-4, 1e-2]},
+                           "top_k": {"randint": [4, 16]}, "divergence": ["forward_kl", "jsd"]}}
+    cfg = sweep_config(tmp_path, search="optuna", num_samples=8, seeds=[3, 4], space=space)
+    trials = plan_trials(cfg)  # the rest are suggested while the sweep runs
+    assert [(t["label"], t["seed"]) for t in trials] == [("scratch", 3), ("kd_logits", 3)]
+    first = trials[1]["params"]
+    assert first == {"alpha": 0.1, "training.learning_rate": pytest.approx(1e-3), "top_k": 4,
+                     "divergence": "forward_kl"}
+    assert trial_config(cfg, trials[1]).methods[2].top_k == 4
+    domains = {key: _tune_domain(spec) for key, spec in space["kd_logits"].items()}
+    assert (domains["alpha"].lower, domains["alpha"].upper) == (0.1, 0.9)
+    assert type(domains["training.learning_rate"].get_sampler()).__name__.strip("_") == "LogUniform"
+    assert (domains["top_k"].lower, domains["top_k"].upper) == (4, 17)  # Tune's upper end is exclusive
+    assert domains["divergence"].categories == ["forward_kl", "jsd"]
+
+
+def test_best_params_is_the_best_final_validation_metric(tmp_path):
+    cfg = sweep_config(tmp_path, search="optuna")  # wer: lower is better
+
+    def record(lr, wer, status="finished"):
+        return {"status": status, "final": {"validation": {"wer": wer}, "test": {"wer": 0.0}},
+                "trial": {"params": {"training.learning_rate": lr}}}
+
+    records = [record(1e-3, 0.6), record(3e-3, 0.4), record(1e-2, 0.1, status="failed"), record(2e-3, 0.4)]
+    assert best_params(cfg, records) == {"training.learning_rate": 3e-3}  # ties: the first
+    assert best_params(cfg, [record(1e-2, 0.1, status="failed")]) is None
+    assert make_trial("scratch", {}, 2)["name"] == "scratch-seed2"
+
+
 def test_trial_config_applies_parameters_and_seed(tmp_path):
     cfg = sweep_config(tmp_path, seeds=[7], space={"kd_logits": {"alpha": [0.9], "training.learning_rate": [0.01]}})
     trial = next(t for t in plan_trials(cfg) if t["label"] == "kd_logits")
@@ -61,7 +91,7 @@ def test_trial_config_applies_parameters_and_seed(tmp_path):
     ({"search": "random", "space": {"kd_logits": {"alpha": {"uniform": [1, 0]}}}}, "uniform takes [low, high]"),
     ({"space": {"kd_logits": {"alpha": 0.5}}}, "give a list of values"),
     ({"methods": ["kd_logit"]}, "tune.methods: kd_logit is not a method label"),
-    ({"search": "optuna"}, "optuna is not implemented yet"),
+    ({"search": "optuna", "space": {"kd_logits": {"alpha": {"loguniform": [0, 1]}}}}, "loguniform needs a positive"),
 ])
 def test_sweep_mistakes_name_the_key(tmp_path, tune, message):
     with pytest.raises(ConfigError) as err:

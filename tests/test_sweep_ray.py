@@ -111,3 +111,35 @@ def test_run_pipeline_killed_mid_sweep_reuses_every_finished_stage(tmp_path, ray
     after = finished_trials(experiment / "sweep")
     assert len(after) == 2 and all(after[name] == mtime for name, mtime in kept.items())
     assert (experiment / "report" / "report.md").is_file() and "best final quality" in done.stdout
+
+
+def test_optuna_sweep_searches_with_the_first_seed_then_trains_the_best_point_with_the_others(tmp_path, ray_t2t_bin):
+    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}])
+    # a relative storage_path: trials must write where the command runs, not in Tune's trial folders
+    raw["run"] = {"name": "optuna", "storage_path": "runs", "checkpoint_every_n_steps": 30}
+    raw["data"] = {"split_sizes": {"train": 1000, "validation": 64, "test": 64}}
+    raw["models"] = {"student": TINY_T5}
+    raw["training"] = {"batch_size": 32, "max_steps": 40, "warmup_steps": 4}
+    raw["eval"] = {"every_n_steps": 20, "metric": "per", "target": "per <= 0.99"}  # checkpoints at 30: no val
+    raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
+    raw["tune"] = {"search": "optuna", "num_samples": 2, "seeds": [0, 1],
+                   "space": {"scratch": {"training.learning_rate": {"loguniform": [1e-3, 1e-2]}}}}
+    config = tmp_path / "optuna.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    done = subprocess.run([ray_t2t_bin, "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 Optuna trial(s) with seed 0" in done.stdout and "trained with seeds 1" in done.stdout
+    trials = tmp_path / "runs" / "optuna" / "sweep"
+    records = [json.loads((trials / name / "record.json").read_text()) for name in finished_trials(trials)]
+    assert len(records) == 3
+    searched = [r for r in records if r["seed"] == 0]
+    rates = [r["trial"]["params"]["training.learning_rate"] for r in searched]
+    assert len(set(rates)) == 2 and all(1e-3 <= lr <= 1e-2 for lr in rates)
+    best = min(searched, key=lambda r: r["final"]["validation"]["per"])
+    (rerun,) = [r for r in records if r["seed"] == 1]
+    assert rerun["trial"]["params"] == best["trial"]["params"] and rerun["group"] == best["group"]
+    for record in records:
+        assert record["steps"]["done"] == 40 and record["learning_curve"][-1]["val_loss"] < record["learning_curve"][0]["val_loss"]

@@ -1,0 +1,24 @@
+"""Optuna search for `ray-t2t sweep` (imported only when a config asks for it)."""
+
+from __future__ import annotations
+
+from ray.tune.search.optuna import OptunaSearch
+
+
+class ValidationOptunaSearch(OptunaSearch):
+    """Optuna's searcher, fed only the reports that carry the validation metric: a training run also
+    reports at checkpoints between evaluations, which Ray's OptunaSearch would fail on."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get(self.metric) is not None:
+            super().on_trial_result(trial_id, result)
+
+
+def optuna_searcher(metric: str, mode: str, seed: int) -> ValidationOptunaSearch:
+    try:
+        import optuna
+    except ImportError:
+        from ray_t2t.errors import UserError
+
+        raise UserError("tune.search: optuna needs the optuna package: pip install optuna") from None
+    return ValidationOptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed))
