@@ -9,7 +9,7 @@ to a raylet) and removes that node, killing every process on it. The job must fi
 - teacher inference: Ray Data restarts the lost replica on the surviving node and reruns its shard;
   the manifest is valid and holds exactly one row per example, and no half-written shard is left;
 - training (`run.max_failures: 1`): Ray Train restarts the worker group on the surviving node from
-  the last checkpoint in storage_path and finishes at the planned step count.
+  the last registered checkpoint in storage_path and finishes at the planned step count.
 """
 
 from __future__ import annotations
@@ -143,7 +143,9 @@ def test_training_resumes_from_its_checkpoint_after_losing_its_node(cluster, tmp
     cfg = validate_config(raw)
     checkpoints = cfg.experiment_dir / "train" / "scratch"
 
-    killer = NodeKiller(cluster, lambda: len(list(checkpoints.glob("checkpoint_*"))), marker="RayTrainWorker")
+    # A checkpoint folder appears before Ray Train has registered it, and a run resumes from registered
+    # checkpoints only: once the second is on disk, the first is certainly registered.
+    killer = NodeKiller(cluster, lambda: len(list(checkpoints.glob("checkpoint_*"))) >= 2, marker="RayTrainWorker")
     killer.start()
     record = train(cfg, "scratch", log=print)
     killer.join(timeout=5)
