@@ -101,7 +101,7 @@ class GanModel(TaskModelWrapper):
         self.discriminator = discriminator
         self.register_buffer("phase_counts", torch.zeros(len(PHASES), dtype=torch.long))  # loss() calls per phase
         self.register_buffer("reward_baseline", torch.zeros(()))
-        self.register_buffer("baseline_started", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("baseline_started", torch.zeros((), dtype=torch.long))  # 0/1 (gloo broadcasts no bool)
 
 
 def build(setup: Setup):
@@ -208,7 +208,7 @@ def loss(model, batch, setup: Setup):
     if params.baseline == "moving_average":
         if not bool(gan.baseline_started):
             gan.reward_baseline.fill_(float(mean_reward))
-            gan.baseline_started.fill_(True)
+            gan.baseline_started.fill_(1)
         advantage = reward - gan.reward_baseline.float()
         gan.reward_baseline.mul_(params.baseline_decay).add_((1 - params.baseline_decay) * mean_reward)
     else:
