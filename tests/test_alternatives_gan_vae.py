@@ -304,22 +304,28 @@ def test_gan_trains_through_ray(tmp_path):
     """The launcher's path: Ray Train + DeepSpeed, a run record with the players' statistics."""
     import ray
 
+    from ray_t2t.report import build_report
     from ray_t2t.train.launcher import start_local_ray, train
 
+    # address="local": a Ray of its own, even where another one runs on this machine
     start_local_ray({"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}},
-                    num_cpus=2)
+                    num_cpus=2, address="local")
     try:
-        raw = minimal_config(tmp_path, methods=[{"name": "gan", "d_steps": 1, "g_steps": 2}])
+        raw = minimal_config(tmp_path, methods=[{"name": "gan", "mle_weight": 0.4}])
         raw["data"] = {"split_sizes": {"train": 1000, "validation": 32, "test": 32}}
-        raw["training"] = {"batch_size": 32, "max_steps": 12, "warmup_steps": 2, "learning_rate": 5e-3}
-        raw["eval"] = {"every_n_steps": 6, "batch_size": 64}
-        record = train(validate_config(raw), "gan", log=lambda message: None)
+        # 40 steps: a log window of 2 steps, so each holds a discriminator and a generator step
+        raw["training"] = {"batch_size": 32, "max_steps": 40, "warmup_steps": 2, "learning_rate": 5e-3}
+        raw["eval"] = {"every_n_steps": 20, "batch_size": 64}
+        cfg = validate_config(raw)
+        record = train(cfg, "gan", log=lambda message: None)
     finally:
         ray.shutdown()
-    assert record["method"] == "gan" and record["status"] == "finished" and record["steps"]["done"] == 12
-    assert record["params"]["g_steps"] == 2
+    build_report(cfg.experiment_dir, plots=False, formats=("md",))  # a row like every method's
+    assert any(line.startswith("| gan |") for line in (cfg.experiment_dir / "report" / "report.md").read_text().splitlines())
+    assert record["method"] == "gan" and record["status"] == "finished" and record["steps"]["done"] == 40
+    assert record["params"]["mle_weight"] == 0.4
     curve = record["learning_curve"]
-    assert [p["step"] for p in curve] == [0, 6, 12]
+    assert [p["step"] for p in curve] == [0, 20, 40]
     assert all("train_disc_accuracy" in p and "train_gen_reward" in p for p in curve[1:]), curve
     assert curve[-1]["val_loss"] < curve[0]["val_loss"]
     assert record["inference"]["tokens_per_s"] > 0 and record["model"]["size_on_disk_bytes"] > 0

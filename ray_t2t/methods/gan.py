@@ -43,7 +43,9 @@ one logit; its loss is the binary cross-entropy of gold (1) vs sampled (0).
 learning curve carries, next to train_loss, the means since the last log line of
 `train_disc_accuracy` (gold and samples told apart, on discriminator steps), `train_disc_loss`,
 `train_gen_reward` (the discriminator's mean P(gold) of the samples, on generator steps) and
-`train_gen_mle` (the cross-entropy term). train_loss averages the discriminator's and the
+`train_gen_mle` (the cross-entropy term). Like train_loss, each is averaged since the previous log
+line (every max(1, max_steps // 20) steps) and is absent from a window without a step of its
+phase: a window of at least d_steps + g_steps steps always holds both players. train_loss averages the discriminator's and the
 generator's losses and is not comparable to other methods'; the validation loss (the task's
 cross-entropy) and the task metric are, as for every method. Evaluation and export see only the
 generator: export() saves it with save_pretrained (the discriminator is not exported), and
