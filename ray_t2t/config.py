@@ -483,9 +483,9 @@ class VaeMethod(_Method):
         "optimizer steps; 0 = full weight from the start."
     )
     free_bits: float = Field(
-        0.0, ge=0, description="Free bits (nats) per latent dimension: the KL of a dimension (batch mean) is "
+        0.05, ge=0, description="Free bits (nats) per latent dimension: the KL of a dimension (batch mean) is "
         "charged max(KL_d, free_bits), so dimensions under the floor feel no pull to the prior (against posterior "
-        "collapse)."
+        "collapse); 0 = off."
     )
 
 

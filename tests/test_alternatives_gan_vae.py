@@ -70,9 +70,11 @@ def test_gan_follows_the_step_ratio_and_trains_only_the_phase_part(tmp_path, tok
     torch.manual_seed(0)
     method = {"name": "gan", "d_steps": 2, "g_steps": 1, "mle_warmup_steps": 1}
     setup, gan, model = built(tmp_path, tok, method, student)
+    # one AdamW over both players, as the loop's engine has (ZeRO 0, fp32: gradients set to None after a step)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     seen = []
     for _ in range(7):
-        model.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         before = model.phase_counts.clone()
         loss, stats = gan.loss(model, batch_for(setup, gan), setup)
         assert loss.dim() == 0 and torch.isfinite(loss)
@@ -84,6 +86,10 @@ def test_gan_follows_the_step_ratio_and_trains_only_the_phase_part(tmp_path, tok
             assert set(stats) == {"disc_accuracy", "disc_loss"} and 0 <= float(stats["disc_accuracy"]) <= 1
         else:
             assert has_gradient(model.task_model) and no_gradient(model.discriminator)
+        idle = model.task_model if phase == "discriminator" else model.discriminator
+        idle_before = [p.detach().clone() for p in idle.parameters()]
+        optimizer.step()  # the idle player does not move, although AdamW has moments for it from earlier steps
+        assert all(torch.equal(a, b) for a, b in zip(idle_before, idle.parameters()))
         if phase == "generator":
             assert set(stats) == {"gen_reward", "gen_mle"} and 0 < float(stats["gen_reward"]) < 1
     assert seen == ["mle", "discriminator", "discriminator", "generator", "discriminator", "discriminator",
@@ -157,7 +163,7 @@ def test_vae_refuses_decoder_only_models(tmp_path, tok):
 def test_vae_loss_reaches_every_part(tmp_path, tok, posterior):
     torch.manual_seed(0)
     setup, vae, model = built(tmp_path, tok, {"name": "vae", "latent_dim": 4, "posterior": posterior,
-                                              "kl_anneal_steps": 0})
+                                              "kl_anneal_steps": 0, "free_bits": 0.0})
     loss, stats = vae.loss(model, batch_for(setup, vae), setup)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert float(stats["kl"]) > 0 and stats["kl_weight"] == 1.0
