@@ -49,7 +49,9 @@ phase: a window of at least d_steps + g_steps steps always holds both players. t
 generator's losses and is not comparable to other methods'; the validation loss (the task's
 cross-entropy) and the task metric are, as for every method. Evaluation and export see only the
 generator: export() saves it with save_pretrained (the discriminator is not exported), and
-evaluation decodes it greedily like any other model. Training time includes the sampling.
+evaluation decodes it greedily like any other model. Training time (and so cost) includes the
+sampling and the discriminator; the record's FLOPs count the usual 6N per token of the wrapper's
+parameters, not the sampling passes, so its MFU is an underestimate.
 """
 
 from __future__ import annotations
@@ -158,6 +160,8 @@ def sample(model: GanModel, setup: Setup, sources: list[list[int]], temperature:
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=True,
                 temperature=temperature, top_k=0, top_p=1.0, num_beams=1, num_return_sequences=1,
                 max_new_tokens=max_sample_length(setup.cfg), pad_token_id=tok.pad_id, eos_token_id=tok.eos_id,
+                # ZeRO 3 gathers weights with collectives in every forward: ranks keep stepping together
+                synced_gpus=setup.cfg.deepspeed.zero_stage == 3 and setup.cfg.scaling.num_workers > 1,
             )
     finally:
         generator.train(was_training)

@@ -32,7 +32,8 @@ parameter count) but not exported.
 The learning curve carries `train_kl` (the raw KL per example, summed over dimensions, before free
 bits), `train_kl_weight` (beta) and `train_recon` (the cross-entropy), next to train_loss (the whole
 objective) — loss() returns them as statistics (see ray_t2t.methods). The annealing clock is a buffer
-in the checkpoints, so a resumed run continues its schedule.
+in the checkpoints, so a resumed run continues its schedule. The record's FLOPs per token do not
+count the encoder's extra pass over the target (the posterior's input).
 """
 
 from __future__ import annotations
