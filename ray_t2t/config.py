@@ -421,6 +421,74 @@ class KdRelationalMethod(_Method):
         return self
 
 
+# Alternative (non-distillation) methods: adversarial and variational training of the student.
+
+
+class GanMethod(_Method):
+    """Adversarial training (SeqGAN-style): the generator (the task model) learns from a discriminator's
+    reward by policy gradient on its own sampled outputs, mixed with the task's cross-entropy."""
+
+    name: Literal["gan"] = Field(description="Method name.")
+    model: Literal["student", "base"] = Field(
+        "student", description="The generator: models.student (its preset or architecture, randomly initialized "
+        "unless name_or_path loads weights) or models.base (e.g. a pretrained model to refine adversarially)."
+    )
+    mle_weight: float = Field(
+        0.5, ge=0, lt=1,
+        description="Generator loss = mle_weight x cross-entropy on the gold target + (1 - mle_weight) x the "
+        "policy-gradient term. Keeps the generator anchored to the data (an adversarial term alone is unstable).",
+    )
+    d_steps: int = Field(1, ge=1, description="Discriminator optimizer steps per cycle (the D:G step ratio).")
+    g_steps: int = Field(1, ge=1, description="Generator optimizer steps per cycle (the D:G step ratio).")
+    mle_warmup_steps: int = Field(
+        0, ge=0, description="Optimizer steps of cross-entropy alone before the adversarial cycles start "
+        "(SeqGAN pretrains its generator with MLE)."
+    )
+    baseline: Literal["moving_average", "none"] = Field(
+        "moving_average", description="Reward baseline subtracted in REINFORCE: an exponential moving average of "
+        "the mean reward (lower variance), or none."
+    )
+    baseline_decay: float = Field(0.9, ge=0, lt=1, description="Decay of the moving-average reward baseline.")
+    sample_temperature: float = Field(1.0, gt=0, description="Softmax temperature of the generator's sampling.")
+    disc_dim: int = Field(
+        64, ge=8, description="Discriminator width: a small transformer encoder over the source and the target "
+        "(its own token, segment and position embeddings); a multiple of 4 (its attention heads)."
+    )
+    disc_layers: int = Field(1, ge=1, description="Discriminator transformer layers.")
+
+    @field_validator("disc_dim")
+    @classmethod
+    def _heads_divide(cls, value: int) -> int:
+        if value % 4:
+            raise ValueError("disc_dim must be a multiple of 4 (the discriminator's 4 attention heads)")
+        return value
+
+
+class VaeMethod(_Method):
+    """Conditional VAE: a latent z (posterior from pooled encoder states) added to the encoder states the
+    decoder reads; prior N(0, I); evaluation and export decode at the prior mean z = 0."""
+
+    name: Literal["vae"] = Field(description="Method name.")
+    model: Literal["student", "base"] = Field(
+        "student", description="The encoder-decoder to train: models.student or models.base (as gan)."
+    )
+    latent_dim: int = Field(16, ge=1, description="Dimensions of the latent variable z.")
+    posterior: Literal["source_target", "target"] = Field(
+        "source_target", description="What q(z | .) reads: pooled encoder states of source and target, or of the "
+        "target alone."
+    )
+    kl_weight: float = Field(1.0, gt=0, description="Weight of the KL term once annealing is over.")
+    kl_anneal_steps: int = Field(
+        500, ge=0, description="KL annealing: the KL weight rises linearly from 0 to kl_weight over this many "
+        "optimizer steps; 0 = full weight from the start."
+    )
+    free_bits: float = Field(
+        0.05, ge=0, description="Free bits (nats) per latent dimension: the KL of a dimension (batch mean) is "
+        "charged max(KL_d, free_bits), so dimensions under the floor feel no pull to the prior (against posterior "
+        "collapse); 0 = off."
+    )
+
+
 Method = Annotated[
     Union[
         ScratchMethod,
@@ -436,6 +504,8 @@ Method = Annotated[
         KdAttentionMethod,
         KdRelationalMethod,
         KdMultiTeacherMethod,
+        GanMethod,
+        VaeMethod,
     ],
     Field(discriminator="name"),
 ]

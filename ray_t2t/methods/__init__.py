@@ -12,6 +12,8 @@ and may define
                                          dict reaches the workers as setup.extras
     collate(setup, source_ids, target_ids, generator) -> dict   (default: the family's collation)
     loss(model, batch, setup) -> torch.Tensor                   (default: the model's cross-entropy)
+        or (loss, {name: scalar}): statistics the loop averages like the loss and records as
+        train_<name> in the log lines and the learning curve (e.g. gan's train_disc_accuracy)
     export(model, folder, setup) -> None                        (default: save_pretrained)
     EVALUATES_TASK = False     (default True: decode and score; False: validate on the method's own loss)
 
@@ -49,6 +51,8 @@ METHODS = {
     "kd_attention": "ray_t2t.methods.kd_attention",
     "kd_relational": "ray_t2t.methods.kd_relational",
     "kd_multi_teacher": "ray_t2t.methods.kd_multi_teacher",
+    "gan": "ray_t2t.methods.gan",
+    "vae": "ray_t2t.methods.vae",
 }
 
 

@@ -328,7 +328,9 @@ def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
     device_s = state["train_s"] * run.hardware.devices
     point = {"step": state["step"], "wall_s": state["train_s"], "device_s": device_s,
              "cost": device_s / 3600 * run.price, "tokens": state["tokens"], "energy_j": state.get("energy_j"),
-             "train_loss": metrics.get("train_loss"), **{f"val_{k}": v for k, v in val.items()}}
+             "train_loss": metrics.get("train_loss"),
+             **{k: v for k, v in metrics.items() if k.startswith("train_") and k != "train_loss"},  # method stats
+             **{f"val_{k}": v for k, v in val.items()}}
     state["curve"].append(point)
     metrics |= {f"val_{k}": v for k, v in val.items()}
     if state["time_to_target"] is None and _reached(val, cfg):
@@ -389,6 +391,7 @@ def train_steps(run: Run) -> None:
         validate_into_curve(run, validation, {})  # the starting point of the learning curve
     loss_sum = torch.zeros((), device=run.device)  # summed on the device: no host sync per step
     loss_count = 0
+    stats: dict[str, list] = {}  # a method's own statistics (loss() returning (loss, {name: scalar})): [sum, count]
     log_every = max(1, max_steps // 20)
     source_flops, target_flops = run.flops_per_token
     state.setdefault("flops", 0.0)
@@ -406,6 +409,12 @@ def train_steps(run: Run) -> None:
             source_tokens, target_tokens = batch_tokens(batch, run.setup.encoder_decoder)
             batch = {key: value.to(run.device, non_blocking=True) for key, value in batch.items()}
             loss = loss_fn(engine, batch, run.setup)
+            if isinstance(loss, tuple):
+                loss, step_stats = loss
+                for key, value in step_stats.items():  # tensors stay on the device: no host sync per step
+                    total = stats.setdefault(key, [0.0, 0])
+                    total[0] = total[0] + (value.detach() if torch.is_tensor(value) else float(value))
+                    total[1] += 1
             engine.backward(loss)
             engine.step()
             loss_sum += loss.detach()
@@ -425,6 +434,8 @@ def train_steps(run: Run) -> None:
         metrics: dict[str, Any] = {"step": step}
         if step % log_every == 0 or last or step % cfg.eval.every_n_steps == 0:
             metrics["train_loss"] = float(loss_sum) / max(1, loss_count)
+            metrics |= {f"train_{key}": float(total) / count for key, (total, count) in stats.items()}
+            stats.clear()
             loss_sum.zero_()
             loss_count = 0
         if step % cfg.eval.every_n_steps == 0 or last:
