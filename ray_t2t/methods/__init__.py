@@ -14,6 +14,13 @@ and may define
     loss(model, batch, setup) -> torch.Tensor                   (default: the model's cross-entropy)
     export(model, folder, setup) -> None                        (default: save_pretrained)
     EVALUATES_TASK = False     (default True: decode and score; False: validate on the method's own loss)
+    train_rows(setup, n_train) -> list[int]     the rows of the training split it learns from (default:
+                                         all); training reads only these (SubsetOrder), and the record's
+                                         data.train_examples counts them (fewshot's k examples)
+    trains(setup) -> bool        (default True) False: no optimizer steps; the run is charged its
+                                         validation and test inference instead (fewshot in-context)
+    prompt_sources(setup, source_ids) -> list   what the model reads for each source at evaluation and
+                                         decoding (default: the sources; fewshot: demonstrations first)
 
 Everything else (the DeepSpeed engine, batching order, evaluation, checkpoints, the run record) is the
 shared loop's job, in ray_t2t.train, so methods are compared on equal terms. Methods never import Ray.
@@ -49,6 +56,7 @@ METHODS = {
     "kd_attention": "ray_t2t.methods.kd_attention",
     "kd_relational": "ray_t2t.methods.kd_relational",
     "kd_multi_teacher": "ray_t2t.methods.kd_multi_teacher",
+    "fewshot": "ray_t2t.methods.fewshot",
 }
 
 
