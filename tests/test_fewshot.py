@@ -120,7 +120,7 @@ def test_refusals_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"methods\.0\.k: 301 is more than the training split's 300"):
         fewshot.check(big, big.methods[0])
     workers = fewshot_config(tmp_path, {"k": 2}, scaling={"num_workers": 4})
-    with pytest.raises(ConfigError, match=r"methods\.0\.k: 2 training examples .* num_workers=4"):
+    with pytest.raises(ConfigError, match=r"methods\.0\.k: 2 training examples .*scaling\.num_workers=4"):
         fewshot.check(workers, workers.methods[0])
     with pytest.raises(ConfigError, match=r"methods\.0\.fewshot\.k: .*greater than or equal to 1"):
         fewshot_config(tmp_path, {"k": 0})
