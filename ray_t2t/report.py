@@ -26,6 +26,9 @@ the soft-target record carries for a teacher exported by another experiment; zer
 pre-existing teacher) and, for students that read stored soft targets, the teacher inference. The
 amortization table shows after how many students distillation is cheaper than training each
 student by the cheapest normal method.
+
+Few-shot: when `fewshot` runs have two or more distinct k, a table (and plot) of final quality against
+k per entry and mode (fewshot_by_k).
 """
 
 from __future__ import annotations

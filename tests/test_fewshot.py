@@ -223,3 +223,20 @@ def test_report_lists_quality_against_each_k(tmp_path):
                                                               model="base", params={"k": 8, "mode": "train"}))
     build_report(single, plots=False, formats=("md",))
     assert "Few-shot" not in (single / "report" / "report.md").read_text()
+
+
+def test_a_sweep_over_k_plans_one_group_per_k(tmp_path):
+    from ray_t2t.sweep import plan_trials, trial_config
+
+    tune = {"methods": ["fewshot"], "space": {"fewshot": {"k": [8, 64, 512]}}, "seeds": [0, 1]}
+    cfg = fewshot_config(tmp_path, {}, tune=tune, data={"split_sizes": {"train": 1000, "validation": 20, "test": 20}})
+    trials = plan_trials(cfg)
+    assert [(t["group"], t["seed"]) for t in trials] == [(f"fewshot (k={k})", s) for k in (8, 64, 512) for s in (0, 1)]
+    for trial in trials:
+        trial_cfg = trial_config(cfg, trial)
+        assert (trial_cfg.methods[0].k, trial_cfg.seed) == (trial["params"]["k"], trial["seed"])
+        fewshot.check(trial_cfg, trial_cfg.methods[0])  # what a sweep checks before any work
+    small = fewshot_config(tmp_path, {}, tune=tune)  # a training split of 300: the k = 512 trials are refused
+    big_k = trial_config(small, trials[-1])
+    with pytest.raises(ConfigError, match=r"methods\.0\.k: 512 is more than the training split's 300"):
+        fewshot.check(big_k, big_k.methods[0])

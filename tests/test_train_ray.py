@@ -285,4 +285,4 @@ def test_fewshot_in_context_runs_as_any_run(ray_session, storage):
     assert record["cost_basis"] == "inference" and record["times"]["train_s"] == 0 < record["device_seconds"]
     assert record["data"]["train_examples"] == 4 and len(record["learning_curve"]) == 1
     assert math.isfinite(record["final"]["test"]["per"])
-    assert "inference  no training" in summarize(record)
+    assert "cost       no training; charged its validation and test inference" in summarize(record)
