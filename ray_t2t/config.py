@@ -489,6 +489,27 @@ class VaeMethod(_Method):
     )
 
 
+class FewshotMethod(_Method):
+    """Few-shot: fine-tune on exactly k training examples, or prompt a decoder-only model with k demonstrations."""
+
+    name: Literal["fewshot"] = Field(description="Method name.")
+    model: ModelRole = Field(
+        "base", description="Which of `models` to start from: a pretrained model (name_or_path) is the point; a "
+        "preset starts from a random initialization."
+    )
+    k: int = Field(
+        64, ge=1, le=10_000_000,
+        description="Training examples used: the first k of a permutation of the training split seeded by the "
+        "config's seed (independent of batch size and order; a smaller k's rows are among a larger k's).",
+    )
+    mode: Literal["train", "in_context"] = Field(
+        "train",
+        description="train = fine-tune on the k examples with the usual schedule (epochs repeat them); in_context "
+        "= no training: a decoder-only model reads the k demonstrations 'source <sep> target </s>' before each "
+        "query, and the run is charged its validation and test inference.",
+    )
+
+
 Method = Annotated[
     Union[
         ScratchMethod,
@@ -506,6 +527,7 @@ Method = Annotated[
         KdMultiTeacherMethod,
         GanMethod,
         VaeMethod,
+        FewshotMethod,
     ],
     Field(discriminator="name"),
 ]

@@ -26,6 +26,9 @@ the soft-target record carries for a teacher exported by another experiment; zer
 pre-existing teacher) and, for students that read stored soft targets, the teacher inference. The
 amortization table shows after how many students distillation is cheaper than training each
 student by the cheapest normal method.
+
+Few-shot: when `fewshot` runs have two or more distinct k, a table (and plot) of final quality against
+k per entry and mode (fewshot_by_k).
 """
 
 from __future__ import annotations
@@ -501,6 +504,29 @@ def amortization(figures: list[GroupFigures], target: Target | None, metric: str
     return rows
 
 
+def fewshot_by_k(runs: list[dict], metric: str, currency: str, level: float,
+                 target: Target | None = None) -> list[dict]:
+    """Final quality against k: one row per fewshot entry (label), mode and k, over its runs (seeds),
+    sorted by label, mode and k. Empty unless the fewshot runs have two or more distinct k."""
+    shots = [r for r in runs if r["method"] == "fewshot" and isinstance((r.get("params") or {}).get("k"), int)]
+    if len({r["params"]["k"] for r in shots}) < 2:
+        return []
+    cells: dict[tuple, list[dict]] = {}
+    for r in shots:
+        cells.setdefault((r["label"], r["params"].get("mode", "train"), r["params"]["k"]), []).append(r)
+    rows = []
+    for (label, mode, k), records in sorted(cells.items()):
+        reached = sum(1 for r in records if target and time_to_target(r["learning_curve"], target.metric,
+                                                                       target.op, target.value))
+        rows.append({"label": label, "mode": mode, "k": k, "runs": len(records),
+                     "train_examples": Stat.of([r["data"].get("train_examples") for r in records], level),
+                     "test": Stat.of([r["final"]["test"].get(metric) for r in records], level),
+                     "device_h": Stat.of([r["device_seconds"] / 3600 for r in records], level),
+                     "cost": Stat.of([r["cost"]["total"] for r in records], level),
+                     "reached": reached if target else None})
+    return rows
+
+
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
     """Indices of the points no other point beats: at most the cost (x) and at least as good quality (y),
     better in one. Sorted by cost."""
@@ -743,11 +769,14 @@ def build_report(run_dir: Path, target: str | None = None, target_relative: floa
     groups = group_records(runs)
     figures = compute_figures(groups, runs, records.inferences, chosen, metric, currency, confidence)
     amortized = amortization(figures, chosen, metric, currency)
+    shots = fewshot_by_k(runs, metric, currency, confidence, chosen)
     students = [f for f in figures if not f.group.is_teacher]
 
     folder = run_dir / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     images = write_plots(folder, figures, metric, higher, currency, chosen) if plots else []
+    if plots:
+        images += fewshot_plot(folder, shots, metric, higher)
 
     doc = Document()
     level = f"{confidence:.0%}"
@@ -776,6 +805,17 @@ def build_report(run_dir: Path, target: str | None = None, target_relative: floa
                   "model on disk; inference: greedy decoding of the final model (tokens/s at the eval batch "
                   "size; latency of one example alone); to target: the first validation point meeting the "
                   "target, over the runs that reached it, the student's own training only.")
+
+    if shots:
+        doc.heading("Few-shot: quality against k")
+        doc.table(["fewshot entry", "mode", "k", "runs", "train examples", f"test {metric}", "device-h",
+                   currency, "reached"],
+                  [[row["label"], row["mode"], str(row["k"]), str(row["runs"]), cell(row["train_examples"]),
+                    cell(row["test"]), cell(row["device_h"]), cell(row["cost"]),
+                    f"{row['reached']}/{row['runs']}" if chosen else "—"] for row in shots])
+        doc.paragraph("Each k over its runs (seeds: each seed chooses its own k training examples). mode train: "
+                      "fine-tuned on the k examples, cost = training; in_context: k demonstrations in every prompt, "
+                      "no training, cost = the validation and test inference.")
 
     if chosen:
         doc.heading("Time to target")
@@ -911,9 +951,40 @@ def build_report(run_dir: Path, target: str | None = None, target_relative: floa
                     "teacher_charge": {"train_s": f.charge.train_s, "device_s": f.charge.device_s,
                                        "cost": f.charge.cost, "parts": f.charge.parts}} for f in figures],
         "amortization": amortized, "winners": winners, "left_out": records.left_out,
+        "fewshot_by_k": [{**row, **{key: row[key].as_dict() for key in ("train_examples", "test", "device_h", "cost")}}
+                         for row in shots],
     }
     json_path = folder / "report.json"
     _atomic_write(json_path, json.dumps(data, indent=1, default=str))
     files = written + [json_path] + [path for path, _ in images]
     lines.append(f"  {'report':<20}{', '.join(str(p) for p in written) or json_path}")
     return Report("\n".join(lines), files, data)
+
+
+def fewshot_plot(folder: Path, rows: list[dict], metric: str, higher_is_better: bool) -> list[tuple[Path, str]]:
+    """Final test quality against k (log scale), one line per fewshot entry and mode, with the
+    confidence intervals over seeds as error bars; nothing without rows."""
+    if not rows:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for line in dict.fromkeys((row["label"], row["mode"]) for row in rows):
+        points = [row for row in rows if (row["label"], row["mode"]) == line and row["test"].mean is not None]
+        if points:
+            ax.errorbar([p["k"] for p in points], [p["test"].mean for p in points],
+                        yerr=[p["test"].half or 0 for p in points], marker="o", capsize=3, label=f"{line[0]} ({line[1]})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (training examples)")
+    ax.set_ylabel(f"final test {metric} ({'higher' if higher_is_better else 'lower'} is better)")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    path = folder / "fewshot_quality_vs_k.png"
+    staging = folder / f".fewshot_quality_vs_k.png.{os.getpid()}.png"
+    fig.savefig(staging, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    staging.replace(path)
+    return [(path, f"final test {metric} against k, fewshot")]

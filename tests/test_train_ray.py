@@ -272,3 +272,17 @@ def test_kd_sequence_student_learns_from_teacher_generations(scratch_run, storag
     assert (storage / "tiny_seq" / "soft_targets" / scratch_run[1]["label"] / "manifest.json").is_file()
     assert_consistent(record)
     assert_improved(record, loss_factor=0.8, accuracy_gain=0.1)
+
+
+def test_fewshot_in_context_runs_as_any_run(ray_session, storage):
+    """fewshot in context through the launcher on Ray: checked and prepared on the driver, its
+    demonstrations reach the worker, and the record is a finished run of zero steps charged its inference."""
+    method = {"name": "fewshot", "label": "fewshot_icl", "k": 4, "mode": "in_context", "model": "student"}
+    cfg = experiment(storage, [method], models={"student": {"preset": "gpt2-tiny"}},
+                     eval={"batch_size": 64, "max_new_tokens": 20, "target": f"per <= {TARGET}"})
+    record = train(cfg, "fewshot_icl")
+    assert record["status"] == "finished" and record["steps"] == {"planned": 0, "done": 0}
+    assert record["cost_basis"] == "inference" and record["times"]["train_s"] == 0 < record["device_seconds"]
+    assert record["data"]["train_examples"] == 4 and len(record["learning_curve"]) == 1
+    assert math.isfinite(record["final"]["test"]["per"])
+    assert "cost       no training; charged its validation and test inference" in summarize(record)

@@ -16,6 +16,13 @@ and may define
         train_<name> in the log lines and the learning curve (e.g. gan's train_disc_accuracy)
     export(model, folder, setup) -> None                        (default: save_pretrained)
     EVALUATES_TASK = False     (default True: decode and score; False: validate on the method's own loss)
+    train_rows(setup, n_train) -> list[int]     the rows of the training split it learns from (default:
+                                         all); training reads only these (SubsetOrder), and the record's
+                                         data.train_examples counts them (fewshot's k examples)
+    trains(setup) -> bool        (default True) False: no optimizer steps; the run is charged its
+                                         validation and test inference instead (fewshot in-context)
+    prompt_sources(setup, source_ids) -> list   what the model reads for each source at evaluation and
+                                         decoding (default: the sources; fewshot: demonstrations first)
 
 Everything else (the DeepSpeed engine, batching order, evaluation, checkpoints, the run record) is the
 shared loop's job, in ray_t2t.train, so methods are compared on equal terms. Methods never import Ray.
@@ -53,6 +60,7 @@ METHODS = {
     "kd_multi_teacher": "ray_t2t.methods.kd_multi_teacher",
     "gan": "ray_t2t.methods.gan",
     "vae": "ray_t2t.methods.vae",
+    "fewshot": "ray_t2t.methods.fewshot",
 }
 
 

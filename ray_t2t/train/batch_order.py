@@ -63,3 +63,44 @@ class BatchOrder:
             self._epoch, self._batches = epoch, self._epoch_batches(epoch)
         batch = self._batches[position]
         return batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+
+
+class SubsetOrder:
+    """The batches over chosen `rows` of the training split only (a method's `train_rows`, e.g. fewshot's
+    k examples); indices() returns row numbers of the whole split.
+
+    Each epoch is a seeded permutation of the rows, and the epochs are read back to back as one stream:
+    global batch i is the stream's i-th slice of batch_size x world_size rows, so no row is dropped and
+    every row is fed once per epoch (a batch may cross an epoch boundary). A batch never holds more rows
+    than there are: the micro-batch is min(batch_size, len(rows) // world_size). No length grouping: with
+    few rows a batch holds most of them anyway. Like BatchOrder, a function of (micro-step, seed, sizes).
+    """
+
+    def __init__(self, rows: Sequence[int], batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0):
+        self.rows = list(rows)
+        if len(set(self.rows)) != len(self.rows):
+            raise ValueError("training rows are listed more than once")
+        if len(self.rows) < world_size:
+            raise ValueError(f"{len(self.rows)} training examples cannot give each of {world_size} workers one")
+        self.batch_size = min(batch_size, len(self.rows) // world_size)
+        self.world_size, self.rank, self.seed = world_size, rank, seed
+        self.global_batch = self.batch_size * world_size
+        self._epochs: dict[int, list[int]] = {}
+
+    def _epoch(self, epoch: int) -> list[int]:
+        if epoch not in self._epochs:
+            if len(self._epochs) > 2:  # a batch reads at most two epochs
+                self._epochs.clear()
+            order = list(self.rows)
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._epochs[epoch] = order
+        return self._epochs[epoch]
+
+    def indices(self, micro_step: int) -> list[int]:
+        start = micro_step * self.global_batch + self.rank * self.batch_size
+        return [self._epoch(p // len(self.rows))[p % len(self.rows)] for p in range(start, start + self.batch_size)]
+
+    def rows_fed(self, micro_steps: int) -> int:
+        """Distinct rows the first `micro_steps` micro-steps fed, all workers together (every row is fed
+        once in each epoch, and the rows are distinct)."""
+        return min(len(self.rows), micro_steps * self.global_batch)

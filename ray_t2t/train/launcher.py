@@ -224,6 +224,10 @@ def summarize(record: dict) -> str:
         f"({record['hardware']['devices']:g} x {record['hardware']['device_type']}), "
         f"{record['cost']['total']:.4f} {record['cost']['currency']}, {record['tokens_per_s'] or 0:,.0f} tokens/s",
     ]
+    if record.get("cost_basis") == "inference":  # a method that does not train (fewshot in-context)
+        lines[-1] = (f"  cost       no training; charged its validation and test inference: "
+                     f"{record['device_seconds'] / 3600:.4f} device-hours ({record['hardware']['devices']:g} x "
+                     f"{record['hardware']['device_type']}), {record['cost']['total']:.6f} {record['cost']['currency']}")
     ttt = record["time_to_target"]
     target = record["target"]
     if target:

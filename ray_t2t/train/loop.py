@@ -32,7 +32,7 @@ from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, wri
 from ray_t2t.methods import Setup, collate, cross_entropy, get_method, save_pretrained
 from ray_t2t.metrics import METRICS, compute_metrics
 from ray_t2t.models import count_parameters, is_encoder_decoder, training_flops_per_token
-from ray_t2t.train.batch_order import BatchOrder
+from ray_t2t.train.batch_order import BatchOrder, SubsetOrder
 
 CHECKPOINT_TAG = "ray_t2t"
 # Test hook, read by the launcher from the driver's environment: "STEP:MARKER_FILE" makes rank 0 raise
@@ -101,6 +101,16 @@ def lr_factor(step: int, cfg: ExperimentConfig) -> float:
     return 1.0 - progress
 
 
+def method_trains(method, setup: Setup) -> bool:
+    """False for a method that takes no optimizer steps (fewshot in-context): it is charged its inference."""
+    return method.trains(setup) if hasattr(method, "trains") else True
+
+
+def _prompts(method, setup: Setup, sources: list) -> list:
+    """What the model reads for each source at evaluation (a method's prompt_sources, e.g. demonstrations)."""
+    return method.prompt_sources(setup, sources) if hasattr(method, "prompt_sources") else sources
+
+
 def _log(ctx, message: str) -> None:
     if ctx.rank == 0:
         print(f"[ray-t2t] {message}", flush=True)
@@ -140,7 +150,7 @@ def evaluate(run: Run, split: Split) -> dict[str, float]:
     cfg, setup, method, engine, ctx, device = run.cfg, run.setup, run.method, run.engine, run.ctx, run.device
     model = engine.module
     mine = list(range(ctx.rank, len(split), ctx.world_size))
-    sources = [split.source_ids[i] for i in mine]
+    sources = _prompts(method, setup, [split.source_ids[i] for i in mine])
     targets = [split.target_ids[i] for i in mine]
     evaluates_task = getattr(method, "EVALUATES_TASK", True)
     model.eval()
@@ -203,13 +213,13 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _inference_speed(model, setup: Setup, split: Split) -> dict[str, float]:
+def _inference_speed(model, setup: Setup, split: Split, method=None) -> dict[str, float]:
     """Greedy decoding of the final model: tokens/s at the eval batch size, and one-example latency."""
     from ray_t2t.decoding import generate_ids
 
     cfg = setup.cfg
     max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
-    sources = split.source_ids[:256]
+    sources = _prompts(method, setup, split.source_ids[:256])
     started = time.perf_counter()
     outputs = generate_ids(model, setup.tokenizer, sources, max_new_tokens=max_new, batch_size=cfg.eval.batch_size)
     batch_s = time.perf_counter() - started
@@ -302,7 +312,7 @@ def start_run(payload: dict, ctx) -> Run:
     state["setup_s"] += time.perf_counter() - wall_start
     _log(ctx, f"{entry.label or entry.name}: {entry.name} on {hardware.workers} x {hardware.device_type}, "
               f"{total_params / 1e6:.2f}M parameters ({trainable_params / 1e6:.2f}M trainable), "
-              f"ZeRO {cfg.deepspeed.zero_stage}, {cfg.training.max_steps} steps, "
+              f"ZeRO {cfg.deepspeed.zero_stage}, {cfg.training.max_steps if method_trains(method, setup) else 0} steps, "
               f"setup {time.perf_counter() - wall_start:.1f}s")
     return Run(payload, ctx, cfg, setup, method, data, engine, scheduler, device, hardware,
                hardware.price_per_device_hour(cfg), total_params, trainable_params, flops_per_token, energy,
@@ -325,8 +335,10 @@ def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
     eval_start = time.perf_counter()
     val = evaluate(run, validation)
     state["eval_s"] += time.perf_counter() - eval_start
-    device_s = state["train_s"] * run.hardware.devices
-    point = {"step": state["step"], "wall_s": state["train_s"], "device_s": device_s,
+    # a method that does not train is charged its inference (the evaluations so far) instead
+    charged_s = state["train_s"] if method_trains(run.method, run.setup) else state["eval_s"]
+    device_s = charged_s * run.hardware.devices
+    point = {"step": state["step"], "wall_s": charged_s, "device_s": device_s,
              "cost": device_s / 3600 * run.price, "tokens": state["tokens"], "energy_j": state.get("energy_j"),
              "train_loss": metrics.get("train_loss"),
              **{k: v for k, v in metrics.items() if k.startswith("train_") and k != "train_loss"},  # method stats
@@ -379,14 +391,19 @@ def train_steps(run: Run) -> None:
 
     cfg, ctx, engine, state = run.cfg, run.ctx, run.engine, run.state
     train, validation = Split(run.data, "train"), Split(run.data, "validation")
-    order = BatchOrder(
-        [len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
-        cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length,
-    )
+    trains = method_trains(run.method, run.setup)
+    rows = run.method.train_rows(run.setup, len(train)) if hasattr(run.method, "train_rows") else None
+    if rows is not None:  # the method learns from these rows of the split only (fewshot's k examples)
+        order = SubsetOrder(rows, cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed) if trains else None
+    else:
+        order = BatchOrder(
+            [len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
+            cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length,
+        )
     collate_fn = getattr(run.method, "collate", collate)
     loss_fn = getattr(run.method, "loss", cross_entropy)
     accumulation = cfg.deepspeed.gradient_accumulation_steps
-    max_steps = cfg.training.max_steps
+    max_steps = cfg.training.max_steps if trains else 0
     if state["step"] == 0 and not state["curve"]:
         validate_into_curve(run, validation, {})  # the starting point of the learning curve
     loss_sum = torch.zeros((), device=run.device)  # summed on the device: no host sync per step
@@ -449,6 +466,8 @@ def train_steps(run: Run) -> None:
             save_checkpoint(run, metrics)
         elif "val_loss" in metrics:
             ctx.report(metrics)  # every rank reports at the same steps: Ray's report is a barrier
+    if rows is not None:  # distinct rows trained on (or, without training, read: in-context demonstrations)
+        state["train_examples"] = order.rows_fed(state["step"] * accumulation) if trains else len(rows)
 
 
 def run_worker(payload: dict, ctx) -> None:
@@ -465,6 +484,7 @@ def finish(run: Run) -> None:
     test = Split(run.data, "test")
     finish_start = time.perf_counter()
     test_metrics = evaluate(run, test)
+    test_s = time.perf_counter() - finish_start
     peaks = _all_gather(ctx, _peak_memory_bytes(run.device))
     export_dir = run.run_dir / "model"
     inference = None
@@ -472,7 +492,7 @@ def finish(run: Run) -> None:
         if ctx.rank == 0:
             if getattr(run.method, "EVALUATES_TASK", True):  # the trained model, before export may merge it
                 engine.module.eval()
-                inference = _inference_speed(engine.module, setup, test)
+                inference = _inference_speed(engine.module, setup, test, run.method)
             staging = run.run_dir / f".model-staging-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
@@ -485,7 +505,9 @@ def finish(run: Run) -> None:
     hardware, payload = run.hardware, run.payload
     total_params, trainable_params = run.total_params, run.trainable_params
     train_s = state["train_s"]
-    device_s = train_s * hardware.devices
+    trains = method_trains(run.method, setup)
+    # a method that does not train (fewshot in-context) is charged its inference: validation and test
+    device_s = (train_s if trains else state["eval_s"] + test_s) * hardware.devices
     tokens_per_s = state["tokens"] / train_s if train_s else None
     flops = state.get("flops", 0.0)
     final_val = {k.removeprefix("val_"): v for k, v in state["curve"][-1].items() if k.startswith("val_")}
@@ -503,22 +525,24 @@ def finish(run: Run) -> None:
         "status": "finished",
         "stopped_at_target": state["stopped_at_target"],
         "resumes": state["resumes"],
-        "steps": {"planned": cfg.training.max_steps, "done": state["step"]},
+        "steps": {"planned": cfg.training.max_steps if trains else 0, "done": state["step"]},
         "model": {
             "family": "encoder_decoder" if setup.encoder_decoder else "decoder_only",
             "architecture": engine.module.config.model_type,
             "total_params": total_params,
-            "trainable_params": trainable_params,
+            "trainable_params": trainable_params if trains else 0,
             "size_on_disk_bytes": _folder_bytes(export_dir),
             "export_path": str(export_dir),
         },
-        "data": {"task": cfg.data.task, "train_examples": run.data.summary["splits"]["train"]["examples"],
+        "data": {"task": cfg.data.task,
+                 "train_examples": state.get("train_examples", run.data.summary["splits"]["train"]["examples"]),
                  "tokens_seen": state["tokens"]},
         "hardware": hardware.as_dict(),
         "times": {"setup_s": state["setup_s"], "train_s": train_s, "eval_s": state["eval_s"],
                   "checkpoint_s": state["checkpoint_s"], "finish_s": finish_s,
                   "total_s": state["setup_s"] + train_s + state["eval_s"] + state["checkpoint_s"] + finish_s},
         "device_seconds": device_s,
+        "cost_basis": "training" if trains else "inference",
         "cost": {"currency": cfg.cost.currency, "price_per_device_hour": run.price,
                  "total": cost_of(device_s, hardware, cfg)},
         "tokens_per_s": tokens_per_s,
