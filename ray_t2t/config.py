@@ -630,6 +630,10 @@ class TargetSection(Section):
         return self
 
 
+MultitaskTask.model_rebuild()  # its `target` is a TargetSection, defined above only now
+MultitaskMethod.model_rebuild()
+
+
 class EvalSection(Section):
     """The task metric on validation during training, and on test at the end."""
 
@@ -943,7 +947,8 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
             for method in typing.get_args(typing.get_args(Method)[0]):
                 method_name = typing.get_args(method.model_fields["name"].annotation)[0]
                 rows.append((f"methods[name={method_name}]", "method", "", method.__doc__ or ""))
-                rows += [r for r in describe_fields(method, f"methods[name={method_name}].") if not r[0].endswith(".name")]
+                rows += [r for r in describe_fields(method, f"methods[name={method_name}].")
+                         if r[0] != f"methods[name={method_name}].name"]
         else:
             for section in sections:
                 rows += describe_fields(section, f"{path}.")
