@@ -547,14 +547,14 @@ def _to_target_stats(records: list[dict], metric_key: Callable[[dict], str], tar
             "s": Stat.of([h["wall_s"] for h in reached], level), "cost": Stat.of([h["cost"] for h in reached], level)}
 
 
-def multitask_comparison(runs: list[dict], metric: str, level: float) -> list[dict]:
+def multitask_comparison(runs: list[dict], metric: str, level: float, target: Target | None = None) -> list[dict]:
     """Per multitask group and task: time and money to the task's target, against the single-task runs
     of that task. Single-task runs are this folder's finished runs whose record's data.task is the
     task's (teacher runs aside), and multitask entries of that one task (same data preparation,
     prefix and tokenizer settings: the closest baseline); they are measured against the multitask
-    entry's target for the task, so both sides meet the same bar. Per group, the "all tasks" row: the multitask run
-    reaching every task's target (its slowest task) against the fastest single-task group of each task
-    run one after another (their sum)."""
+    entry's target for the task, so both sides meet the same bar. Per group, the "all tasks" row: the
+    multitask run reaching every task's target (its slowest task) against the fastest single-task group of each task
+    run one after another (their sum). `target` (the report's --target) replaces every task's own."""
     multi = [r for r in runs if len(_task_names(r)) > 1]
     singles = [r for r in runs if len(_task_names(r)) <= 1 and not is_teacher_run(r)]
     rows = []
@@ -564,29 +564,32 @@ def multitask_comparison(runs: list[dict], metric: str, level: float) -> list[di
         per_run_cost = [0.0] * len(group.records)
         single_sum = {"s": 0.0, "cost": 0.0}
         for name, info in tasks.items():
-            target = info.get("target")
+            task_target = info.get("target")
+            if target is not None:
+                task_target = {"metric": target.metric, "op": target.op, "value": target.value}
             row = {"group": group.name, "task": name, "task_id": info.get("task"),
                    "probability": info.get("probability"), "target": None,
                    "multitask_test": Stat.of([r["final"]["test"].get(f"{metric}_{name}") for r in group.records], level),
                    "single_groups": [], "best_single": None}
-            if target is None:
+            if task_target is None:
                 per_run_all = [None] * len(group.records)
                 single_sum = None
                 rows.append(row)
                 continue
-            row["target"] = f"{target['metric']} {target['op']} {target['value']:.4g}"
-            row["multitask"] = _to_target_stats(group.records, lambda r: f"{target['metric']}_{name}", target, level)
+            row["target"] = f"{task_target['metric']} {task_target['op']} {task_target['value']:.4g}"
+            row["multitask"] = _to_target_stats(group.records, lambda r: f"{task_target['metric']}_{name}", task_target, level)
             for i, hit in enumerate(row["multitask"]["hits"]):
                 if hit is None or per_run_all[i] is None:
                     per_run_all[i] = per_run_cost[i] = None
                 else:
                     per_run_all[i] = max(per_run_all[i], hit["wall_s"])
                     per_run_cost[i] = max(per_run_cost[i], hit["cost"] or 0.0)
-            key = lambda r: _single_task_key(r, info.get("task"), target["metric"])
+            key = lambda r: _single_task_key(r, info.get("task"), task_target["metric"])
             for single in group_records([r for r in singles if key(r) is not None]):
-                stats = _to_target_stats(single.records, key, target, level)
+                stats = _to_target_stats(single.records, key, task_target, level)
                 stats |= {"group": single.name, "method": single.method,
-                          "test": Stat.of([r["final"]["test"].get(key(r)) for r in single.records], level)}
+                          "test": Stat.of([r["final"]["test"].get(_single_task_key(r, info.get("task"), metric))
+                                           for r in single.records], level)}
                 row["single_groups"].append(stats)
             reaching = [g for g in row["single_groups"] if g["reached"] == g["runs"] and g["s"].mean is not None]
             row["best_single"] = min(reaching, key=lambda g: g["s"].mean) if reaching else None
@@ -908,13 +911,14 @@ def build_report(run_dir: Path, target: str | None = None, target_relative: floa
     else:
         doc.paragraph("No distillation runs (methods kd_* or sft).")
 
-    multitask = multitask_comparison(runs, metric, confidence)
+    multitask = multitask_comparison(runs, metric, confidence, chosen if target is not None else None)
     if multitask:
         doc.heading("Multi-task against single-task runs")
         doc.paragraph(
             "Each task of a `multitask` run against this folder's single-task runs of that task (runs whose "
             "data.task is the task, and `multitask` entries of that one task), all measured against the multitask entry's target for the task on the "
-            "task's own validation examples (`val_<metric>_<task>` in the multitask curve). Single task: the "
+            "task's own validation examples (`val_<metric>_<task>` in the multitask curve; `--target` replaces "
+            "every task's own). Single task: the "
             "fastest group whose every run reached the target, and how many groups were compared. All tasks: "
             "the multitask run until its slowest task reached its target, against the fastest single-task "
             "groups trained one after another (the sum).")
