@@ -104,6 +104,32 @@ class CmudictSource(Section):
     strip_stress: bool = Field(True, description="Drop stress digits from phonemes (AH0 -> AH).")
 
 
+class Num2WordsSource(Section):
+    """Options of the embedded num2words task (number -> words from the `num2words` package)."""
+
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"], min_length=1,
+        description="num2words language codes (en, de, fr, es, ...). Each number gives one example per "
+        "language, its source '<lang>: <digits>' (e.g. 'de: 1234').",
+    )
+    max_number: int = Field(
+        99999, ge=1, description="Numbers 0..max_number form the pool the seeded split carves (by number)."
+    )
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, languages: list[str]) -> list[str]:
+        from num2words import CONVERTER_CLASSES
+
+        unknown = [lang for lang in languages if lang not in CONVERTER_CLASSES]
+        if unknown:
+            raise ValueError(f"unknown num2words language(s) {', '.join(map(repr, unknown))}. "
+                             f"Supported: {', '.join(sorted(CONVERTER_CLASSES))}")
+        if len(set(languages)) != len(languages):
+            raise ValueError("a language is listed twice")
+        return languages
+
+
 class FilesSource(Section):
     """Local data files. A split that is not given is carved from train with data.split_sizes."""
 
@@ -148,18 +174,24 @@ class TokenizerSection(Section):
     min_frequency: int = Field(1, ge=1, description="Built char/word vocabularies keep symbols seen this often.")
 
 
-TASKS = ("g2p_cmudict", "huggingface", "files")
+TASKS = ("g2p_cmudict", "p2g_cmudict", "num2words", "huggingface", "files")
+# Tokenizer levels (source, target) a task gets when data.tokenizer does not set them; other tasks:
+# the TokenizerSection defaults (char source, word target).
+TASK_TOKENIZER_LEVELS = {"p2g_cmudict": ("word", "char"), "num2words": ("char", "char")}
 
 
 class DataSection(Section):
     """The task: where examples come from, how they are split, tokenized and length-checked."""
 
-    task: Literal["g2p_cmudict", "huggingface", "files"] = Field(
+    task: Literal["g2p_cmudict", "p2g_cmudict", "num2words", "huggingface", "files"] = Field(
         "g2p_cmudict",
-        description="g2p_cmudict = embedded grapheme-to-phoneme task; huggingface = datasets.load_dataset "
-        "(see data.huggingface); files = local jsonl/csv/parquet (see data.files).",
+        description="g2p_cmudict = embedded grapheme-to-phoneme task; p2g_cmudict = its reverse, phonemes -> "
+        "spelling, on the same word split; num2words = embedded number -> words (see data.num2words); "
+        "huggingface = datasets.load_dataset (see data.huggingface); files = local jsonl/csv/parquet (see "
+        "data.files).",
     )
-    cmudict: CmudictSource = Field(default_factory=CmudictSource, description="Options of g2p_cmudict.")
+    cmudict: CmudictSource = Field(default_factory=CmudictSource, description="Options of g2p_cmudict and p2g_cmudict.")
+    num2words: Num2WordsSource = Field(default_factory=Num2WordsSource, description="Options of num2words.")
     huggingface: HuggingFaceSource | None = Field(None, description="Source for task=huggingface.")
     files: FilesSource | None = Field(None, description="Source for task=files.")
     source_column: str = Field("source", description="Column holding the input text (huggingface, files).")
@@ -173,6 +205,20 @@ class DataSection(Section):
         description="Sequences over the maximum: refuse (error naming the row) or truncate (and count).",
     )
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="Tokenizer.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_tokenizer_levels(cls, data: Any) -> Any:
+        """p2g_cmudict (word source, char target) and num2words (char, char) get their own tokenizer
+        levels unless data.tokenizer sets them."""
+        if not isinstance(data, dict) or data.get("task") not in TASK_TOKENIZER_LEVELS:
+            return data
+        tokenizer = data.get("tokenizer", {})
+        if not isinstance(tokenizer, dict):
+            return data
+        source, target = TASK_TOKENIZER_LEVELS[data["task"]]
+        tokenizer = {"source_level": source, "target_level": target} | tokenizer
+        return dict(data, tokenizer=tokenizer)
 
     @model_validator(mode="after")
     def _source_present(self) -> "DataSection":
@@ -510,6 +556,99 @@ class FewshotMethod(_Method):
     )
 
 
+# Short names of the tasks in a multitask entry: metric suffixes (val_wer_g2p) and default prefixes ("g2p: ").
+TASK_SHORT_NAMES = {"g2p_cmudict": "g2p", "p2g_cmudict": "p2g", "num2words": "n2w", "huggingface": "hf",
+                    "files": "files"}
+
+
+class MultitaskTask(Section):
+    """One task of a multitask entry. Unset options are taken from the `data` section."""
+
+    task: Literal["g2p_cmudict", "p2g_cmudict", "num2words", "huggingface", "files"] = Field(
+        description="The task (as data.task); a bare task name stands for {task: NAME}."
+    )
+    name: str = Field(
+        None, pattern=r"^[a-z][a-z0-9_]*$",  # type: ignore[arg-type]  # filled from `task` when absent
+        description="Short name: the suffix of the task's metrics (val_wer_g2p) and of its default prefix; "
+        "default g2p, p2g, n2w, hf or files after the task.",
+    )
+    prefix: str = Field(
+        None,  # type: ignore[arg-type]  # filled from `name` when absent
+        description="T5-style task prefix put before every source of the task; default '<name>: '.",
+    )
+    weight: float | None = Field(
+        None, ge=0, description="Sampling weight with mixing: fixed (normalized over the tasks); unused otherwise."
+    )
+    split_sizes: SplitSizes | None = Field(
+        None, description="This task's split sizes; null = data.split_sizes. Split by data.split_seed."
+    )
+    target: TargetSection | None = Field(
+        None, description="This task's quality target on its own validation examples, e.g. 'wer <= 0.5'; null = "
+        "eval.target. Its time to target is in the run record and the report."
+    )
+    cmudict: CmudictSource | None = Field(None, description="Options of g2p_cmudict/p2g_cmudict; null = data.cmudict.")
+    num2words: Num2WordsSource | None = Field(None, description="Options of num2words; null = data.num2words.")
+    files: FilesSource | None = Field(None, description="Source of a files task; null = data.files.")
+    huggingface: HuggingFaceSource | None = Field(None, description="Source of a huggingface task; null = data.huggingface.")
+    source_column: str | None = Field(None, description="Input column (files, huggingface); null = data.source_column.")
+    target_column: str | None = Field(None, description="Output column (files, huggingface); null = data.target_column.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"task": data}
+        if isinstance(data, dict) and isinstance(data.get("task"), str):
+            data = dict(data)
+            if data.get("name") is None:
+                data["name"] = TASK_SHORT_NAMES.get(data["task"], data["task"])
+            if data.get("prefix") is None and isinstance(data["name"], str):
+                data["prefix"] = f"{data['name']}: "
+        return data
+
+
+class MultitaskMethod(_Method):
+    """One model trained on several tasks at once, each source behind a T5-style task prefix ("g2p: ")."""
+
+    name: Literal["multitask"] = Field(description="Method name.")
+    model: ModelRole = Field("student", description="Which of `models` to build and train (randomly initialized).")
+    tasks: list[MultitaskTask] = Field(
+        min_length=1,
+        description="The tasks, e.g. [g2p_cmudict, p2g_cmudict] or [{task: num2words, split_sizes: {train: 5000}}]. "
+        "Their examples are prefixed, pooled in one prepared dataset with a shared tokenizer (data.tokenizer) "
+        "and sampled by `mixing`.",
+    )
+    mixing: Literal["proportional", "temperature", "fixed"] = Field(
+        "proportional",
+        description="How training examples are drawn: proportional (p_i ∝ n_i, the tasks' training examples), "
+        "temperature (p_i ∝ n_i^(1/T)), fixed (p_i ∝ each task's `weight`).",
+    )
+    temperature: float = Field(
+        2.0, gt=0, description="T of mixing: temperature (1 = proportional; larger = closer to uniform)."
+    )
+
+    @model_validator(mode="after")
+    def _tasks_consistent(self) -> "MultitaskMethod":
+        names = [t.name for t in self.tasks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"tasks: the name(s) {', '.join(repeated)} are used twice; give each task a distinct `name`")
+        prefixes = [t.prefix for t in self.tasks]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError("tasks: two tasks have the same `prefix`; the model could not tell them apart")
+        weighted = [i for i, t in enumerate(self.tasks) if t.weight is not None]
+        if self.mixing == "fixed":
+            missing = [i for i, t in enumerate(self.tasks) if t.weight is None]
+            if missing:
+                raise ValueError(f"tasks.{missing[0]}.weight: mixing: fixed needs a weight on every task")
+            if sum(t.weight for t in self.tasks) <= 0:
+                raise ValueError("tasks.*.weight: the weights sum to 0; give at least one task a positive weight")
+        elif weighted:
+            raise ValueError(f"tasks.{weighted[0]}.weight: weights are used with mixing: fixed only "
+                             f"(mixing is {self.mixing})")
+        return self
+
+
 Method = Annotated[
     Union[
         ScratchMethod,
@@ -528,6 +667,9 @@ Method = Annotated[
         GanMethod,
         VaeMethod,
         FewshotMethod,
+
+
+        MultitaskMethod,
     ],
     Field(discriminator="name"),
 ]
@@ -580,6 +722,10 @@ class TargetSection(Section):
         if self.op != expected:
             raise ValueError(f"{self.metric} is {'higher' if expected == '>=' else 'lower'}-is-better: use {expected}")
         return self
+
+
+MultitaskTask.model_rebuild()  # its `target` is a TargetSection, defined above only now
+MultitaskMethod.model_rebuild()
 
 
 class EvalSection(Section):
@@ -897,7 +1043,8 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
             for method in typing.get_args(typing.get_args(Method)[0]):
                 method_name = typing.get_args(method.model_fields["name"].annotation)[0]
                 rows.append((f"methods[name={method_name}]", "method", "", method.__doc__ or ""))
-                rows += [r for r in describe_fields(method, f"methods[name={method_name}].") if not r[0].endswith(".name")]
+                rows += [r for r in describe_fields(method, f"methods[name={method_name}].")
+                         if r[0] != f"methods[name={method_name}].name"]
         else:
             for section in sections:
                 rows += describe_fields(section, f"{path}.")

@@ -13,11 +13,20 @@ The task registry (TASKS) maps `data.task` to a loader returning examples per sp
   every listed pronunciation is a reference (a prediction is right if it matches any), the first one
   is the training target. The split is by word, seeded, test first, so a smaller training set never
   changes the test set.
+- p2g_cmudict: the reverse, phonemes -> spelling, split by word exactly as g2p_cmudict (the same
+  seeded word split, so a g2p test word is never a p2g training word): each word of a split gives one
+  example per pronunciation; every cmudict spelling of that pronunciation is a reference (homophones).
+- num2words: number -> words from the `num2words` package in data.num2words.languages, source
+  '<lang>: <digits>'. Numbers 0..max_number are split (seeded, by number: a test number is in no
+  language's training split), each number giving one example per language.
 - huggingface: `datasets.load_dataset(path, name, revision)` (Hub name or local folder of data files),
   or `datasets.load_from_disk` for a folder written by save_to_disk; source/target columns mapped.
 - files: local .jsonl/.csv/.parquet files with named source/target columns.
 
-A split the source lacks is carved from train with `data.split_sizes`. Bad input raises DataError
+A split the source lacks is carved from train with `data.split_sizes` (the embedded p2g_cmudict and
+num2words split themselves: their split_sizes count words and numbers). A multitask run pools
+several tasks, each source behind its task prefix, in one folder with a `task` column
+(prepare_multitask). Bad input raises DataError
 naming the file, column or row, before anything is written. The prepared data is written to a
 temporary folder and renamed into place when complete, so a failure never leaves half a cache.
 """
@@ -31,7 +40,7 @@ import os
 import random
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -50,6 +59,7 @@ class Example:
     target: str
     references: tuple[str, ...]  # every acceptable target, the training target first
     origin: str  # where it came from, for error messages: "train.jsonl line 7", "cmudict word 'hello'"
+    task: str | None = None  # a multitask dataset's task name ("g2p"); None in a single-task dataset
 
 
 Splits = dict[str, list[Example]]  # a loader may leave out validation/test: they are carved from train
@@ -78,6 +88,52 @@ def load_g2p_cmudict(data: DataSection) -> Splits:
                 prons.append(pron)
         examples.append(Example(word, prons[0], tuple(prons), f"cmudict word {word!r}"))
     return {"train": examples}
+
+
+def load_p2g_cmudict(data: DataSection) -> Splits:
+    """Phonemes -> spelling on g2p_cmudict's word split (the same data.split_sizes and split_seed), so
+    the words of each p2g split are exactly those of the g2p split of that name."""
+    words = make_splits(load_g2p_cmudict(data), data)
+    spellings: dict[str, list[str]] = {}  # pronunciation -> every cmudict spelling, alphabetical
+    for examples in words.values():
+        for example in examples:
+            for pron in example.references:
+                spellings.setdefault(pron, []).append(example.source)
+    for listed in spellings.values():
+        listed.sort()
+    splits: Splits = {}
+    for split, examples in words.items():
+        in_split = {e.source for e in examples}
+        seen: set[str] = set()
+        splits[split] = []
+        for example in examples:
+            for pron in example.references:
+                if pron in seen:  # a homophone of a word already taken in this split
+                    continue
+                seen.add(pron)
+                target = next(w for w in spellings[pron] if w in in_split)  # a word of this split
+                references = (target,) + tuple(w for w in spellings[pron] if w != target)
+                splits[split].append(Example(pron, target, references, f"cmudict pronunciation {pron!r}"))
+    return splits
+
+
+def load_num2words(data: DataSection) -> Splits:
+    """Numbers 0..max_number, split by number (seeded, test first as make_splits does), each spelled
+    out in every language of data.num2words.languages; source '<lang>: <digits>'."""
+    from num2words import num2words
+
+    options = data.num2words
+    pool = [Example(str(n), str(n), (str(n),), f"number {n}") for n in range(options.max_number + 1)]
+    numbers = make_splits({"train": pool}, data)
+    splits: Splits = {}
+    for split, chosen in numbers.items():
+        splits[split] = []
+        for example in chosen:
+            for lang in options.languages:
+                words = num2words(int(example.source), lang=lang)
+                splits[split].append(Example(f"{lang}: {example.source}", words, (words,),
+                                             f"num2words {lang} {example.source}"))
+    return splits
 
 
 def _text(value, origin: str, column: str) -> str:
@@ -217,9 +273,18 @@ def load_huggingface(data: DataSection) -> Splits:
 
 TASKS: dict[str, Callable[[DataSection], Splits]] = {
     "g2p_cmudict": load_g2p_cmudict,
+    "p2g_cmudict": load_p2g_cmudict,
+    "num2words": load_num2words,
     "huggingface": load_huggingface,
     "files": load_files,
 }
+SPLIT_BY_LOADER = ("p2g_cmudict", "num2words")  # tasks whose loader applies data.split_sizes itself
+
+
+def load_splits(data: DataSection) -> Splits:
+    """The task's train, validation and test examples: loaded, then split (seeded)."""
+    loaded = TASKS[data.task](data)
+    return loaded if data.task in SPLIT_BY_LOADER else make_splits(loaded, data)
 
 
 # ------------------------------------------------------------------------------------------ splits
@@ -311,10 +376,11 @@ def tokenize_split(name: str, examples: list[Example], tokenizer: PairTokenizer,
 
 def _source_fingerprint(data: DataSection) -> dict:
     """What identifies the input beyond the config: file sizes and times, the cmudict version."""
-    if data.task == "g2p_cmudict":
+    if data.task in ("g2p_cmudict", "p2g_cmudict", "num2words"):
         from importlib.metadata import version
 
-        return {"cmudict": version("cmudict")}
+        package = "num2words" if data.task == "num2words" else "cmudict"
+        return {package: version(package)}
     paths = []
     if data.task == "files":
         paths = [p for p in (data.files.train, data.files.validation, data.files.test) if p]
@@ -375,6 +441,8 @@ def _write_split(path: Path, split: TokenizedSplit) -> None:
             "origin": pa.array([e.origin for e in split.examples], pa.string()),
         }
     )
+    if any(e.task is not None for e in split.examples):  # a multitask dataset: each row's task name
+        table = table.append_column("task", pa.array([e.task for e in split.examples], pa.string()))
     pq.write_table(table, path)
 
 
@@ -407,8 +475,7 @@ def prepare_data(
         return PreparedData(final, json.loads((final / COMPLETE_MARKER).read_text()), reused=True)
 
     log(f"loading task {data.task} ...")
-    loaded = TASKS[data.task](data)
-    splits = make_splits(loaded, data)
+    splits = load_splits(data)
     for name, examples in splits.items():
         if not examples:
             raise DataError(f"the {name} split is empty; check data.split_sizes and the input")
@@ -422,6 +489,13 @@ def prepare_data(
         "tokenizer": {k: v for k, v in tokenizer.meta.items() if k != "vocab"} | {"vocab_size": tokenizer.vocab_size},
         "splits": {name: _split_summary(split, shown=3) for name, split in tokenized.items()},
     }
+    return _write_prepared(final, tokenized, tokenizer, summary)
+
+
+def _write_prepared(final: Path, tokenized: dict[str, TokenizedSplit], tokenizer: PairTokenizer,
+                    summary: dict) -> PreparedData:
+    """Write the splits, tokenizer and summary to a staging folder and rename it to `final`."""
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{final.name}-{os.getpid()}"
     try:
@@ -447,6 +521,99 @@ class Split:
         self.source_ids = table.column("source_ids").to_pylist()
         self.target_ids = table.column("target_ids").to_pylist()
         self.references = table.column("references").to_pylist()
+        # a multitask dataset's task name per row; None for a single task
+        self.tasks = table.column("task").to_pylist() if "task" in table.column_names else None
 
     def __len__(self) -> int:
         return len(self.source_ids)
+
+
+# --------------------------------------------------------------------------------------- multitask
+
+# The tokenizer level each side of a task is written in (None: any): a word-level side of the shared
+# multitask tokenizer would make every unseen spelling or number word unknown.
+_NATURAL_LEVELS = {"g2p_cmudict": ("char", "word"), "p2g_cmudict": ("word", "char"), "num2words": ("char", "char")}
+
+
+def multitask_task_data(cfg: ExperimentConfig, entry) -> dict[str, DataSection]:
+    """Each task of a multitask method entry as a data section: the experiment's `data` with the
+    task's own options (split sizes, cmudict, num2words, files, ...). Raises ConfigError naming the
+    entry's key for a task its section cannot describe, or a shared tokenizer that cannot spell it."""
+    from pydantic import ValidationError
+
+    from ray_t2t.errors import ConfigError
+
+    where = f"methods.{cfg.methods.index(entry)}" if entry in cfg.methods else f"method {entry.label or entry.name}"
+    base = cfg.data.model_dump(mode="json")
+    sections = {}
+    for i, task in enumerate(entry.tasks):
+        raw = dict(base, task=task.task)
+        for key in ("split_sizes", "cmudict", "num2words", "files", "huggingface", "source_column", "target_column"):
+            value = getattr(task, key)
+            if value is not None:
+                raw[key] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+        try:
+            sections[task.name] = DataSection.model_validate(raw)
+        except ValidationError as err:
+            reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            raise ConfigError(f"{where}.tasks.{i} ({task.task}): {reason}") from None
+    tok = cfg.data.tokenizer
+    if tok.pretrained is None:
+        for side, level in ((0, tok.source_level), (1, tok.target_level)):
+            if level != "word":
+                continue
+            for i, task in enumerate(entry.tasks):
+                natural = _NATURAL_LEVELS.get(task.task)
+                if natural is not None and natural[side] != "word":
+                    key = ("source_level", "target_level")[side]
+                    raise ConfigError(
+                        f"{where}.tasks.{i} ({task.task}): data.tokenizer.{key} is word, but the task's "
+                        f"{('sources', 'targets')[side]} are {natural[side]}-level text (an unseen word would be "
+                        f"unknown); a multitask run shares one tokenizer: set data.tokenizer.{key}: char")
+    return sections
+
+
+def multitask_key(cfg: ExperimentConfig, entry, sections: dict[str, DataSection]) -> str:
+    identity = {
+        "format": FORMAT_VERSION,
+        "tasks": [{"name": t.name, "prefix": t.prefix, "data": sections[t.name].model_dump(mode="json"),
+                   "inputs": _source_fingerprint(sections[t.name])} for t in entry.tasks],
+        "tokenizer": cfg.data.tokenizer.model_dump(mode="json"),
+        "lengths": [cfg.data.max_source_length, cfg.data.max_target_length, cfg.data.overlength],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare_multitask(cfg: ExperimentConfig, entry, rebuild: bool = False,
+                      log: Callable[[str], None] = lambda message: None) -> PreparedData:
+    """One prepared dataset for a multitask method entry, under <experiment>/data/multitask-<key>/:
+    every task loaded and split as its own data section would be, each source behind the task's
+    prefix, the splits pooled with a `task` column, one tokenizer built over all tasks' training
+    text (data.tokenizer), length limits of `data`. Cached and written atomically as prepare_data
+    does; summary.json adds each task's examples per split."""
+    sections = multitask_task_data(cfg, entry)
+    final = cfg.experiment_dir / "data" / f"multitask-{multitask_key(cfg, entry, sections)}"
+    if (final / COMPLETE_MARKER).is_file() and not rebuild:
+        return PreparedData(final, json.loads((final / COMPLETE_MARKER).read_text()), reused=True)
+    pooled: Splits = {split: [] for split in SPLITS}
+    per_task: dict[str, dict] = {}
+    for task in entry.tasks:
+        log(f"loading task {task.task} as {task.name!r} (prefix {task.prefix!r}) ...")
+        splits = load_splits(sections[task.name])
+        for split, examples in splits.items():
+            if not examples:
+                raise DataError(f"task {task.name!r}: the {split} split is empty; check its split_sizes and input")
+            pooled[split] += [replace(e, source=task.prefix + e.source, task=task.name) for e in examples]
+        per_task[task.name] = {"task": task.task, "prefix": task.prefix,
+                               "examples": {split: len(examples) for split, examples in splits.items()}}
+    log(f"building the shared tokenizer and tokenizing {sum(map(len, pooled.values())):,} examples ...")
+    tokenizer = build_tokenizer(cfg.data, pooled["train"])
+    tokenized = {name: tokenize_split(name, examples, tokenizer, cfg.data) for name, examples in pooled.items()}
+    summary = {
+        "task": "multitask",
+        "key": final.name,
+        "tasks": per_task,
+        "tokenizer": {k: v for k, v in tokenizer.meta.items() if k != "vocab"} | {"vocab_size": tokenizer.vocab_size},
+        "splits": {name: _split_summary(split, shown=3) for name, split in tokenized.items()},
+    }
+    return _write_prepared(final, tokenized, tokenizer, summary)

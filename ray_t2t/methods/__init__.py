@@ -9,7 +9,13 @@ and may define
 
     check(cfg, params) -> None                                  raises ConfigError before any work
     prepare(cfg, params, log) -> dict    driver-side work before training (e.g. soft targets); the
-                                         dict reaches the workers as setup.extras
+                                         dict reaches the workers as setup.extras. Keys the loop reads:
+                                         data_path (train on this prepared folder instead of the
+                                         experiment's), task_targets ({task: target dict}: time to
+                                         each task's target), record_fields (added to the run record)
+    batch_order(setup, data, lengths, batch_size, world_size, rank, seed, group_by_length)
+                                         an object with .indices(micro_step) (default: BatchOrder;
+                                         multitask: a MixtureOrder over its tasks)
     collate(setup, source_ids, target_ids, generator) -> dict   (default: the family's collation)
     loss(model, batch, setup) -> torch.Tensor                   (default: the model's cross-entropy)
         or (loss, {name: scalar}): statistics the loop averages like the loss and records as
@@ -61,6 +67,7 @@ METHODS = {
     "gan": "ray_t2t.methods.gan",
     "vae": "ray_t2t.methods.vae",
     "fewshot": "ray_t2t.methods.fewshot",
+    "multitask": "ray_t2t.methods.multitask",
 }
 
 

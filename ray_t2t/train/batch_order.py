@@ -11,6 +11,9 @@ global batches, each pool is sorted by length and cut into global batches, and t
 shuffled: batches hold examples of similar length (little padding) while their order stays random.
 A global batch is split into one micro-batch per rank. The last incomplete global batch of an epoch
 is dropped, so every rank sees the same number of batches.
+
+MixtureOrder is the multi-task variant (the `multitask` method's batch_order hook): examples drawn
+from several tasks by mixture probabilities (mixture_probabilities), equally resumable.
 """
 
 from __future__ import annotations
@@ -104,3 +107,120 @@ class SubsetOrder:
         """Distinct rows the first `micro_steps` micro-steps fed, all workers together (every row is fed
         once in each epoch, and the rows are distinct)."""
         return min(len(self.rows), micro_steps * self.global_batch)
+
+
+# ------------------------------------------------------------------------------- multi-task mixture
+
+
+def mixture_probabilities(sizes: dict[str, int], mixing: str, temperature: float = 1.0,
+                          weights: dict[str, float] | None = None) -> dict[str, float]:
+    """The probability of drawing each task's examples: proportional (p_i ∝ n_i, the tasks' training
+    examples), temperature (p_i ∝ n_i^(1/T), T5's temperature-scaled mixing) or fixed (p_i ∝ w_i)."""
+    if mixing == "proportional":
+        raw = {task: float(n) for task, n in sizes.items()}
+    elif mixing == "temperature":
+        raw = {task: float(n) ** (1.0 / temperature) for task, n in sizes.items()}
+    elif mixing == "fixed":
+        raw = {task: float((weights or {})[task]) for task in sizes}
+    else:
+        raise ValueError(f"unknown mixing {mixing!r}; valid: proportional, temperature, fixed")
+    total = sum(raw.values())
+    if not total > 0:
+        raise ValueError(f"the {mixing} mixture of {sizes} has no positive weight")
+    return {task: value / total for task, value in raw.items()}
+
+
+class MixtureOrder:
+    """BatchOrder for a pooled multi-task training split: examples drawn by a task mixture.
+
+        order = MixtureOrder(tasks, {"g2p": 0.5, "p2g": 0.5}, lengths, batch_size=128, seed=0)
+        order.indices(micro_step)      # this rank's micro-batch
+
+    `tasks` is each training row's task name. Batches come in pools of POOL_BATCHES global batches (one
+    batch without length grouping). A pool's task counts are a multinomial draw (seeded by the pool
+    number) of its size over the mixture; each task supplies its count from its own stream of rows, a
+    fresh seeded permutation per pass over the task (a small task is repeated sooner, a large one
+    visited more slowly). The pool is shuffled, then, with length grouping, sorted by length and cut
+    into batches whose order is shuffled. Everything is a function of (micro_step, seed, sizes): a
+    resumed run sees exactly the batches it would have seen.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        probabilities: dict[str, float],
+        lengths: Sequence[int],
+        batch_size: int,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        group_by_length: bool = True,
+    ):
+        self.names = [task for task, p in probabilities.items() if p > 0]
+        rows: dict[str, list[int]] = {task: [] for task in self.names}
+        for i, task in enumerate(tasks):
+            if task in rows:
+                rows[task].append(i)
+        empty = [task for task in self.names if not rows[task]]
+        if empty:
+            raise ValueError(f"the mixture draws from task(s) {', '.join(empty)} with no training examples")
+        self.rows = [rows[task] for task in self.names]
+        self.probabilities = [probabilities[task] for task in self.names]
+        self.lengths = list(lengths)
+        self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
+        self.seed, self.group_by_length = seed, group_by_length
+        self.global_batch = batch_size * world_size
+        self.pool_batches = POOL_BATCHES if group_by_length else 1
+        self._counts: list = []  # per pool: examples drawn from each task
+        self._starts: list[list[int]] = [[0] * len(self.names)]  # per pool: each task's stream position
+        self._pool, self._batches = -1, []
+        self._passes: dict[tuple[int, int], list[int]] = {}  # (task, pass) -> that pass's permutation
+
+    def _pool_counts(self, pool: int) -> list[int]:
+        import numpy as np
+
+        while len(self._counts) <= pool:
+            rng = np.random.default_rng([self.seed, len(self._counts)])
+            counts = rng.multinomial(self.global_batch * self.pool_batches, self.probabilities).tolist()
+            self._counts.append(counts)
+            self._starts.append([s + c for s, c in zip(self._starts[-1], counts)])
+        return self._counts[pool]
+
+    def _stream(self, task: int, start: int, count: int) -> list[int]:
+        """Rows at positions start..start+count-1 of the task's stream (a seeded permutation per pass)."""
+        rows = self.rows[task]
+        picked, position = [], start
+        while len(picked) < count:
+            rounds, offset = divmod(position, len(rows))
+            order = self._passes.get((task, rounds))
+            if order is None:
+                order = list(rows)
+                random.Random(f"{self.seed}/{self.names[task]}/{rounds}").shuffle(order)
+                self._passes = {key: value for key, value in self._passes.items() if key[0] != task or key[1] > rounds - 2}
+                self._passes[(task, rounds)] = order
+            take = min(count - len(picked), len(rows) - offset)
+            picked += order[offset : offset + take]
+            position += take
+        return picked
+
+    def _pool_batches(self, pool: int) -> list[list[int]]:
+        counts = self._pool_counts(pool)
+        starts = self._starts[pool]
+        examples = []
+        for task, (start, count) in enumerate(zip(starts, counts)):
+            examples += self._stream(task, start, count)
+        rng = random.Random(self.seed * 1_000_003 + pool)
+        rng.shuffle(examples)
+        if self.group_by_length:
+            examples.sort(key=lambda i: self.lengths[i])
+        batches = [examples[b * self.global_batch : (b + 1) * self.global_batch] for b in range(self.pool_batches)]
+        if self.group_by_length:
+            rng.shuffle(batches)
+        return batches
+
+    def indices(self, micro_step: int) -> list[int]:
+        pool, position = divmod(micro_step, self.pool_batches)
+        if pool != self._pool:
+            self._pool, self._batches = pool, self._pool_batches(pool)
+        batch = self._batches[position]
+        return batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]

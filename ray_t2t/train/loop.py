@@ -155,6 +155,7 @@ def evaluate(run: Run, split: Split) -> dict[str, float]:
     evaluates_task = getattr(method, "EVALUATES_TASK", True)
     model.eval()
     loss_sum, loss_tokens, correct, predictions = 0.0, 0, 0, []
+    rows: list[tuple[float, int, int]] = []  # per example (loss sum, tokens, correct): a multitask split's breakdown
     with torch.no_grad(), full_parameters(engine):
         step = cfg.eval.batch_size
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -176,29 +177,45 @@ def evaluate(run: Run, split: Split) -> dict[str, float]:
             loss_sum += float(outputs.loss) * tokens
             loss_tokens += tokens
             correct += int(((logits.argmax(-1) == labels) & scored).sum())
+            if split.tasks is not None:
+                token_loss = torch.nn.functional.cross_entropy(
+                    logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+                hits = ((logits.argmax(-1) == labels) & scored).sum(-1)
+                rows += zip(token_loss.sum(-1).tolist(), scored.sum(-1).tolist(), hits.tolist())
         if evaluates_task and sources:
             max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
             predictions = generate(model, setup.tokenizer, sources, max_new_tokens=max_new,
                                    num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size)
     model.train()
-    results = _all_gather(ctx, (mine, predictions, loss_sum, loss_tokens, correct))
+    results = _all_gather(ctx, (mine, predictions, loss_sum, loss_tokens, correct, rows))
     total_tokens = max(1, sum(r[3] for r in results))
     metrics = {"loss": sum(r[2] for r in results) / total_tokens,
                "token_accuracy": sum(r[4] for r in results) / total_tokens}
+    names = list(dict.fromkeys([cfg.eval.metric, "per", "exact_match"]))  # ordered, unique
+    by_index = {i: p for r in results for i, p in zip(r[0], r[1])}
     if evaluates_task:
-        by_index = {i: p for r in results for i, p in zip(r[0], r[1])}
         order = sorted(by_index)
-        names = dict.fromkeys([cfg.eval.metric, "per", "exact_match"])  # ordered, unique
-        metrics |= compute_metrics([by_index[i] for i in order], [split.references[i] for i in order], list(names))
+        metrics |= compute_metrics([by_index[i] for i in order], [split.references[i] for i in order], names)
+    if split.tasks is not None:  # the same figures per task, named <figure>_<task> (wer_g2p)
+        row_of = {i: row for r in results for i, row in zip(r[0], r[5])}
+        for task in dict.fromkeys(split.tasks):
+            mine_task = [i for i in sorted(row_of) if split.tasks[i] == task]
+            tokens = max(1, sum(row_of[i][1] for i in mine_task))
+            metrics[f"loss_{task}"] = sum(row_of[i][0] for i in mine_task) / tokens
+            metrics[f"token_accuracy_{task}"] = sum(row_of[i][2] for i in mine_task) / tokens
+            if evaluates_task:
+                scores = compute_metrics([by_index[i] for i in mine_task], [split.references[i] for i in mine_task], names)
+                metrics |= {f"{name}_{task}": value for name, value in scores.items()}
     return metrics
 
 
-def _reached(metrics: dict, cfg: ExperimentConfig) -> bool:
-    target = cfg.eval.target
-    if target is None or target.metric not in metrics:
+def _reached(metrics: dict, cfg: ExperimentConfig, target: dict | None = None, suffix: str = "") -> bool:
+    """Whether `metrics` meet the target (eval.target, or a per-task target dict read at <metric><suffix>)."""
+    target = target or (cfg.eval.target.model_dump() if cfg.eval.target else None)
+    if target is None or target["metric"] + suffix not in metrics:
         return False
-    value = metrics[target.metric]
-    return value <= target.value if target.op == "<=" else value >= target.value
+    value = metrics[target["metric"] + suffix]
+    return value <= target["value"] if target["op"] == "<=" else value >= target["value"]
 
 
 def _peak_memory_bytes(device) -> int:
@@ -274,8 +291,9 @@ def start_run(payload: dict, ctx) -> Run:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, int(payload.get("threads", 1))))
     torch.manual_seed(cfg.seed * 1000 + ctx.rank)  # dropout; model init has its own seeded generator
-    data = PreparedData.open(payload["data_path"])
-    setup = Setup(cfg, entry, data.tokenizer(), seed=cfg.seed, extras=payload.get("method_extras") or {})
+    extras = payload.get("method_extras") or {}
+    data = PreparedData.open(extras.get("data_path") or payload["data_path"])  # a method's own data (multitask)
+    setup = Setup(cfg, entry, data.tokenizer(), seed=cfg.seed, extras=extras)
     model = method.build(setup)
     setup.encoder_decoder = is_encoder_decoder(model)
     total_params, trainable_params = count_parameters(model)
@@ -351,6 +369,14 @@ def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
         _log(run.ctx, f"target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g} "
                       f"reached at step {state['step']}, {state['train_s']:.1f}s of training")
         state["stopped_at_target"] = cfg.eval.stop_at_target
+    task_targets = run.setup.extras.get("task_targets")  # a multitask run: {task: target dict or None}
+    if task_targets:
+        by_task = state.setdefault("time_to_target_by_task", {task: None for task in task_targets})
+        for task, target in task_targets.items():
+            if target is not None and by_task.get(task) is None and _reached(val, cfg, target, f"_{task}"):
+                by_task[task] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens", "energy_j")}
+                _log(run.ctx, f"task {task}: target {target['metric']} {target['op']} {target['value']:g} reached at "
+                              f"step {state['step']}, {state['train_s']:.1f}s of training")
 
 
 def save_checkpoint(run: Run, metrics: dict) -> None:
@@ -393,13 +419,15 @@ def train_steps(run: Run) -> None:
     train, validation = Split(run.data, "train"), Split(run.data, "validation")
     trains = method_trains(run.method, run.setup)
     rows = run.method.train_rows(run.setup, len(train)) if hasattr(run.method, "train_rows") else None
+    order_args = ([len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
+                  cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length)
+    make_order = getattr(run.method, "batch_order", None)  # e.g. multitask: draws by its task mixture
     if rows is not None:  # the method learns from these rows of the split only (fewshot's k examples)
         order = SubsetOrder(rows, cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed) if trains else None
+    elif make_order:
+        order = make_order(run.setup, run.data, *order_args)
     else:
-        order = BatchOrder(
-            [len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
-            cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length,
-        )
+        order = BatchOrder(*order_args)
     collate_fn = getattr(run.method, "collate", collate)
     loss_fn = getattr(run.method, "loss", cross_entropy)
     accumulation = cfg.deepspeed.gradient_accumulation_steps
@@ -534,7 +562,7 @@ def finish(run: Run) -> None:
             "size_on_disk_bytes": _folder_bytes(export_dir),
             "export_path": str(export_dir),
         },
-        "data": {"task": cfg.data.task,
+        "data": {"task": run.data.summary.get("task", cfg.data.task),
                  "train_examples": state.get("train_examples", run.data.summary["splits"]["train"]["examples"]),
                  "tokens_seen": state["tokens"]},
         "hardware": hardware.as_dict(),
@@ -561,6 +589,9 @@ def finish(run: Run) -> None:
         "timestamps": {"first_step": state.get("first_step_unix"), "last_step": state.get("last_step_unix"),
                        "record_written": time.time()},
     }
+    if "time_to_target_by_task" in state:  # a multitask run: time to each task's target
+        record["time_to_target_by_task"] = state["time_to_target_by_task"]
+    record |= setup.extras.get("record_fields") or {}  # what the method's prepare() adds (multitask: its tasks)
     record |= payload.get("record_fields") or {}  # a sweep trial's group, seed and parameters
     write_record(run.run_dir, record)
     _log(ctx, f"finished: test {cfg.eval.metric} {test_metrics.get(cfg.eval.metric, float('nan')):.4g}, "
