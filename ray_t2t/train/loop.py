@@ -594,5 +594,6 @@ def finish(run: Run) -> None:
     record |= setup.extras.get("record_fields") or {}  # what the method's prepare() adds (multitask: its tasks)
     record |= payload.get("record_fields") or {}  # a sweep trial's group, seed and parameters
     write_record(run.run_dir, record)
-    _log(ctx, f"finished: test {cfg.eval.metric} {test_metrics.get(cfg.eval.metric, float('nan')):.4g}, "
+    shown = cfg.eval.metric if cfg.eval.metric in test_metrics else "loss"  # pretrain scores its own objective
+    _log(ctx, f"finished: test {shown} {test_metrics.get(shown, float('nan')):.4g}, "
               f"{train_s:.1f}s training, record {run.run_dir / 'record.json'}")
