@@ -139,7 +139,7 @@ def test_the_sweep_stage_starts_from_what_stage_one_trained(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["quickstart.yaml", "quickstart_smoke.yaml", "g2p_gpu.yaml", "xsum_t5.yaml",
-                                  "xsum_gpt2.yaml"])
+                                  "xsum_gpt2.yaml", "alternatives.yaml"])
 def test_shipped_pipelines_plan_their_sweeps(name, repo):
     from ray_t2t.config import load_config
     from ray_t2t.sweep import _stage_one, with_stage_one_models
