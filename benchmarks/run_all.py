@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,7 @@ def quickstart_trial() -> dict:
 def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
     train = ["benchmarks/train_overhead.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
              "--threads", str(trial["threads"]), "--zero-stage", str(trial["zero_stage"]), "--scaling",
-             "--steps", "40" if quick else "300"]
+             "--steps", "40" if quick else "200"]
     teacher = ["benchmarks/teacher_inference.py", "--read", "--top-k", str(trial["top_k"]),
                "--kd-preset", trial["preset"], "--kd-batch-size", str(trial["batch_size"]), "--cores", "2"]
     teacher += (["--examples", "6000", "--rows-per-shard", "500", "--kd-steps", "20"] if quick
@@ -84,11 +85,15 @@ def run_script(name: str, argv: list[str], json_path: Path, log, timeout_s: floa
     started = time.perf_counter()
     print(f"[bench] {name}: {' '.join(argv)}", flush=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    load = loadavg()
+    # its own session: on a timeout the whole group goes, Ray's processes included
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, env=env)
-        ok = done.returncode == 0 and json_path.is_file()
+        ok = process.wait(timeout=timeout_s) == 0 and json_path.is_file()
     except subprocess.TimeoutExpired:
         ok = False
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
         log.write(f"\n===== {name}: timed out after {timeout_s:.0f} s\n")
     seconds = time.perf_counter() - started
     print(f"[bench] {name}: {'done' if ok else 'FAILED (see the log)'} in {seconds:.0f} s", flush=True)
@@ -96,6 +101,7 @@ def run_script(name: str, argv: list[str], json_path: Path, log, timeout_s: floa
         return None
     figures = json.loads(json_path.read_text())
     figures["wall_s"] = seconds
+    figures["loadavg"] = {"before": load, "after": loadavg()}
     return figures
 
 
@@ -173,7 +179,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="results file (JSON)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not figures to report")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per benchmark process")
+    parser.add_argument("--timeout", type=float, default=720, help="seconds allowed per benchmark process")
     args = parser.parse_args()
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(only) - set(BENCHMARKS)
