@@ -1,7 +1,8 @@
 # The two set-up commands (see README):
 #   make demo   create .venv, install pinned dependencies, run the embedded default (ray-t2t run)
 #   make test   create .venv, install pinned dependencies, run the tests
-# Other targets: make install, make clean.
+# Other targets: make install, make bench (every benchmark against its baseline, < 15 min on 2 cores;
+# writes benchmarks/results.json), make clean.
 #
 # requirements.lock pins every package; torch==2.13.0 is the CPU build where pip finds one (as on
 # our CPU machines). Elsewhere, on a CPU-only machine, add the CPU wheel index to skip the CUDA build:
@@ -13,8 +14,9 @@ BIN := $(VENV)/bin
 PIP_EXTRA ?=
 CONFIG ?= configs/quickstart.yaml
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) ray_t2t_runs .pytest_cache *.egg-info

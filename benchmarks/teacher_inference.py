@@ -16,6 +16,13 @@ replicas are up (the pool's rate from the seconds each shard took), the ratios R
 >= 0.9), the fixed cost of the Ray Data job (submit -> first shard written: starting the actor
 processes, importing torch and transformers, loading the teacher), and the shards' bytes per target
 token (goal <= 100 at k = 32).
+
+With --read, also how fast the shards feed training: reading and decoding them into the tensors
+kd_logits trains on (load_soft_targets, then kd_logits.teacher_rows for every batch of an epoch;
+tokens/s, source + target tokens), against the tokens/s the ray_t2t loop consumes training kd_logits
+on them (`--kd-steps` steps of a `--kd-preset` student at batch `--kd-batch-size`, 1 worker of 1
+CPU: a quickstart trial's settings; goal: reading >= 5x faster). `measure(args)` returns the
+figures (benchmarks/run_all.py runs this file with --json).
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ def plain_loop(cfg, prepared, teacher: Path, folder: Path, threads: int) -> tupl
     return seconds, tokens
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=100000)
     parser.add_argument("--preset", default="t5-2m")
@@ -78,9 +85,29 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--top-k", type=int, default=32)
     parser.add_argument("--generations", default="none", choices=["none", "greedy", "beam"])
+    parser.add_argument("--read", action="store_true",
+                        help="also measure reading the shards vs the kd_logits training loop's consumption")
+    parser.add_argument("--kd-steps", type=int, default=150)
+    parser.add_argument("--kd-preset", default="t5-0.5m")
+    parser.add_argument("--kd-batch-size", type=int, default=128)
     parser.add_argument("--json", help="also write the figures to this file")
-    args = parser.parse_args()
+    return parser
 
+
+def kd_experiment(cfg, args) -> dict:
+    """The same data, teacher and soft targets, a kd_logits student trained on them (1 worker, 1 CPU)."""
+    raw = cfg.model_dump(mode="json")
+    raw["models"]["student"] = {"preset": args.kd_preset}
+    raw["methods"] = [{"name": "kd_logits", "alpha": 0.5, "temperature": 2.0, "top_k": args.top_k}]
+    raw["training"] |= {"batch_size": args.kd_batch_size, "max_steps": args.kd_steps, "warmup_steps": 20}
+    raw["eval"] |= {"every_n_steps": args.kd_steps, "batch_size": 64}
+    raw["run"]["checkpoint_every_n_steps"] = args.kd_steps
+    raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
+    return raw
+
+
+def measure(args) -> dict:
+    """Plain loop, then Ray Data on the same cores (then, with args.read, the shard-read figures)."""
     import ray
 
     from ray_t2t.models import build_model
@@ -97,13 +124,14 @@ def main() -> None:
 
     plain_s, tokens = plain_loop(cfg, prepared, teacher_dir, folder / "plain", args.cores)
     ray_start = time.perf_counter()
-    start_local_ray(num_cpus=args.cores, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    # the environment ensure_ray gives workers, as the kd_logits run (--read) trains in this Ray
+    start_local_ray(num_cpus=args.cores, runtime_env={"env_vars": {
+        "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu", "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0"}})
     ray_start_s = time.perf_counter() - ray_start
     submitted = time.time()
     started = time.perf_counter()
     manifest = produce_soft_targets(cfg, log=lambda m: None)
     ray_s = time.perf_counter() - started
-    ray.shutdown()
     out = cfg.experiment_dir / "soft_targets" / manifest["teacher"]["label"]
     first_shard = min(p.stat().st_mtime for p in out.glob("shard-*.parquet"))
     shard_s = [s["seconds"] for s in manifest["shards"]]
@@ -112,29 +140,58 @@ def main() -> None:
         "preset": args.preset, "parameters": params, "examples": args.examples, "cores": args.cores,
         "top_k": args.top_k, "generations": args.generations, "tokens": tokens,
         "plain_tokens_per_s": tokens / plain_s, "ray_data_tokens_per_s": tokens / ray_s,
+        "plain_s": plain_s, "ray_data_s": ray_s,
         "ratio": plain_s / ray_s, "ray_start_s": ray_start_s,
         # once started: the replicas compute shards side by side, each at tokens / its busy seconds
         "ray_data_steady_tokens_per_s": tokens * args.cores / sum(shard_s), "first_shard_s": first_shard - submitted,
         "shard_seconds_mean": sum(shard_s) / len(shard_s), "shards": len(shard_s),
         "bytes_per_target_token": manifest["bytes_per_target_token"],
     }
+    figures["steady_ratio"] = figures["ray_data_steady_tokens_per_s"] / figures["plain_tokens_per_s"]
+    if args.read:
+        from ray_t2t.data import Split
+        from ray_t2t.train.launcher import train
+
+        from benchmarks.suite import read_soft_targets
+
+        train_split = Split(prepared, "train")
+        read = read_soft_targets(out, train_split.source_ids, train_split.target_ids, args.kd_batch_size,
+                                 args.top_k, manifest["identity"]["temperature"], 2.0, seed=cfg.seed)
+        record = train(validate_config(kd_experiment(cfg, args)), "kd_logits", log=lambda m: None)
+        figures |= {"read": read, "kd_logits_tokens_per_s": record["tokens_per_s"],
+                    "kd_logits_steps": record["steps"]["done"], "kd_logits_batch_size": args.kd_batch_size,
+                    "read_ratio": read["tokens_per_s"] / record["tokens_per_s"]}
+    ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
+    return figures
+
+
+def main() -> None:
+    args = parser().parse_args()
+    figures = measure(args)
+    params, tokens = figures["parameters"], figures["tokens"]
     print(f"teacher {args.preset} ({params / 1e6:.2f}M parameters), {args.examples:,} examples, {tokens:,} tokens, "
           f"{args.cores} cores, k={args.top_k}, generations {args.generations}")
-    print(f"  plain loop ({args.cores} threads)       {figures['plain_tokens_per_s']:10,.0f} tokens/s  ({plain_s:.1f} s)")
-    print(f"  Ray Data ({args.cores} replicas x 1 CPU)  {figures['ray_data_tokens_per_s']:10,.0f} tokens/s  ({ray_s:.1f} s)")
+    print(f"  plain loop ({args.cores} threads)       {figures['plain_tokens_per_s']:10,.0f} tokens/s  "
+          f"({figures['plain_s']:.1f} s)")
+    print(f"  Ray Data ({args.cores} replicas x 1 CPU)  {figures['ray_data_tokens_per_s']:10,.0f} tokens/s  "
+          f"({figures['ray_data_s']:.1f} s)")
     print(f"  ratio, end to end              {figures['ratio']:10.3f}   (goal >= 0.9)")
-    steady = figures["ray_data_steady_tokens_per_s"]
-    figures["steady_ratio"] = steady / figures["plain_tokens_per_s"]
-    print(f"  Ray Data once started          {steady:10,.0f} tokens/s")
+    print(f"  Ray Data once started          {figures['ray_data_steady_tokens_per_s']:10,.0f} tokens/s")
     print(f"  ratio, once started            {figures['steady_ratio']:10.3f}   (goal >= 0.9)")
-    print(f"  Ray start (once per session)   {ray_start_s:10.1f} s")
+    print(f"  Ray start (once per session)   {figures['ray_start_s']:10.1f} s")
     print(f"  submit -> first shard          {figures['first_shard_s']:10.1f} s   "
-          f"(a shard takes {figures['shard_seconds_mean']:.1f} s; {len(shard_s)} shards)")
+          f"(a shard takes {figures['shard_seconds_mean']:.1f} s; {figures['shards']} shards)")
     print(f"  shards                         {figures['bytes_per_target_token']:10.1f} bytes per target token "
           f"(goal <= 100 at k = 32)")
+    if args.read:
+        read = figures["read"]
+        print(f"  shard read + decode            {read['tokens_per_s']:10,.0f} tokens/s   (load {read['load_s']:.1f} s, "
+              f"batches {read['batches_s']:.1f} s: {read['batches_tokens_per_s']:,.0f} tokens/s)")
+        print(f"  kd_logits training consumes   {figures['kd_logits_tokens_per_s']:10,.0f} tokens/s")
+        print(f"  ratio, read / consumed         {figures['read_ratio']:10.1f}x  (goal >= 5x)")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

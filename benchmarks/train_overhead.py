@@ -8,12 +8,17 @@ optimizer settings run three times in one process: a minimal PyTorch loop, the r
 Train + DeepSpeed (1 worker), and the PyTorch loop again (to see drift on a shared machine). Prints
 tokens/s of each and the ratio ray_t2t / PyTorch (goal >= 0.95 once started), then the fixed costs
 around the ray_t2t run: submit -> first step, and last step -> run record written.
+
+With --scaling, the ray_t2t loop also runs with 2 workers of `--threads` CPUs each (same per-worker
+batch), between the two plain loops: efficiency = tokens/s(2 workers) / (2 x tokens/s(1 worker)).
+`measure(args)` returns the figures (benchmarks/run_all.py runs this file with --json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -76,16 +81,20 @@ def plain_pytorch(cfg, prepared, threads: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--preset", default="t5-0.5m")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of both loops (Ray: CPUs per worker)")
     parser.add_argument("--zero-stage", type=int, default=0)
+    parser.add_argument("--scaling", action="store_true", help="also run the ray_t2t loop with 2 workers")
     parser.add_argument("--json", help="also write the figures to this file")
-    args = parser.parse_args()
+    return parser
 
+
+def measure(args) -> dict:
+    """Plain loop, ray_t2t loop (1 worker; with args.scaling also 2 workers), plain loop again."""
     import ray
 
     from ray_t2t.train.launcher import ensure_ray, train
@@ -98,8 +107,13 @@ def main() -> None:
     submitted = time.time()
     record = train(cfg, "scratch", log=lambda message: None)
     returned = time.time()
+    scaled = None
+    if args.scaling:
+        two = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": 2})})
+        scaled = train(two, "scratch", run_name="scratch-2-workers", log=lambda message: None)
     after = plain_pytorch(cfg, prepared, args.threads)
     ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
 
     plain = (before + after) / 2
     stamps = record["timestamps"]
@@ -113,15 +127,29 @@ def main() -> None:
         "teardown_s": stamps["record_written"] - stamps["last_step"],
         "driver_return_s": returned - stamps["record_written"],
         "train_s": record["times"]["train_s"],
+        "tokens_per_step": record["data"]["tokens_seen"] / record["steps"]["done"],
     }
+    if scaled is not None:
+        figures |= {"two_workers_tokens_per_s": scaled["tokens_per_s"],
+                    "scaling_efficiency": scaled["tokens_per_s"] / (2 * record["tokens_per_s"])}
+    return figures
+
+
+def main() -> None:
+    args = parser().parse_args()
+    figures = measure(args)
+    before, after = figures["pytorch_tokens_per_s"]
     print(f"model {args.preset}, batch {args.batch_size}, {args.steps} steps, {args.threads} thread(s), ZeRO {args.zero_stage}")
     print(f"  plain PyTorch loop   {before:10,.0f} tokens/s (before)  {after:10,.0f} tokens/s (after)")
-    print(f"  ray_t2t loop         {record['tokens_per_s']:10,.0f} tokens/s")
+    print(f"  ray_t2t loop         {figures['ray_t2t_tokens_per_s']:10,.0f} tokens/s")
     print(f"  ratio                {figures['ratio']:10.3f}   (goal >= 0.95)")
     print(f"  start-up             {figures['startup_s']:10.1f} s   submit -> first step (Ray, workers, model, engine, first eval)")
     print(f"  tear-down            {figures['teardown_s']:10.1f} s   last step -> record written (checkpoint, test, export)")
     print(f"  driver return        {figures['driver_return_s']:10.1f} s   record written -> train() returns")
     print(f"  training             {figures['train_s']:10.1f} s   the steps themselves")
+    if "scaling_efficiency" in figures:
+        print(f"  ray_t2t, 2 workers   {figures['two_workers_tokens_per_s']:10,.0f} tokens/s   "
+              f"efficiency {figures['scaling_efficiency']:.3f} = tokens/s(2) / (2 x tokens/s(1))")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
 

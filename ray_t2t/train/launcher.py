@@ -97,6 +97,10 @@ def start_local_ray(runtime_env: dict | None = None, **kwargs) -> None:
     Ray maps a node address of 127.0.0.1 to the machine's network address unless it believes it runs
     on a laptop OS; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (inherited by the workers) and the same switch
     in this already-imported Ray make it keep the loopback address, as it does on macOS.
+
+    address="local": a new Ray, always. Without it ray.init() joins the cluster a `ray start` on this
+    machine last recorded (/tmp/ray/ray_current_cluster), someone else's on a shared machine (and
+    then refuses num_cpus). Joining one is what RAY_ADDRESS=auto is for.
     """
     import ray
     from ray._private import ray_constants
@@ -105,7 +109,7 @@ def start_local_ray(runtime_env: dict | None = None, **kwargs) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     # The dashboard hosts the state API that Ray Train's placement-group cleaner polls; without it
     # the driver prints a warning every few seconds.
-    ray.init(runtime_env=runtime_env, include_dashboard=True, dashboard_host="127.0.0.1",
+    ray.init(address="local", runtime_env=runtime_env, include_dashboard=True, dashboard_host="127.0.0.1",
              _node_ip_address="127.0.0.1", **kwargs)
 
 

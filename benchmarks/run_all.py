@@ -1,0 +1,229 @@
+"""Every benchmark on this machine, each figure against a baseline measured side by side in the same run.
+
+    make bench                                   # == .venv/bin/python benchmarks/run_all.py
+    .venv/bin/python benchmarks/run_all.py [--out benchmarks/results.json] [--quick] [--only train,teacher,padding]
+
+Runs, each benchmark in its own process (a fresh Ray each time), then prints one table: each figure,
+its baseline, their ratio, the goal and pass/FAIL, and writes everything to --out (JSON; the
+benchmarks' full output goes to the same path with .log). Sized to finish in under 15 minutes on 2
+CPU cores (~6.5 minutes when they are otherwise idle); --quick is a smoke run of a minute or two whose figures mean
+little. The figures:
+
+- train: benchmarks/train_overhead.py at a quickstart trial's settings (configs/quickstart.yaml's
+  student preset and batch, 1 worker of 1 CPU, ZeRO 0) with --scaling: tokens/s of the ray_t2t loop
+  vs a plain PyTorch loop (goal >= 0.95); the fixed overhead per trial (submit -> first step, last
+  step -> record written) and its share of a quickstart trial's training time (goal <= 10%); 2
+  workers of 1 CPU vs 1: efficiency = tokens/s(2) / (2 x tokens/s(1)) (goal >= 0.8).
+- teacher: benchmarks/teacher_inference.py --read: Ray Data (2 replicas x 1 CPU) vs a plain loop
+  with 2 threads, end to end and once started (goal >= 0.9); shard bytes per target token at k = 32
+  (goal <= 100); reading + decoding the shards into kd_logits' tensors vs the tokens/s the ray_t2t
+  loop consumes training kd_logits at a quickstart trial's settings (goal >= 5x).
+- padding: the share of pad tokens in a quickstart run's batches (the embedded task's training
+  split, its batch size) with length-grouped batching vs without (goal <= 10% grouped); arithmetic
+  only, no training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.suite import format_table, padding_waste, verdict  # noqa: E402
+
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+GOALS = {  # figure -> (op, goal) on its ratio (or on its value where there is no baseline)
+    "train_ratio": (">=", 0.95),
+    "teacher_ratio": (">=", 0.9),
+    "teacher_steady_ratio": (">=", 0.9),
+    "bytes_per_target_token": ("<=", 100.0),
+    "read_ratio": (">=", 5.0),
+    "overhead_share": ("<=", 0.10),
+    "padding_grouped": ("<=", 0.10),
+    "scaling_efficiency": (">=", 0.8),
+}
+BENCHMARKS = ("train", "teacher", "padding")
+
+
+def quickstart_trial() -> dict:
+    """What one quickstart sweep trial trains: student preset, batch, steps, CPUs per worker."""
+    from ray_t2t.config import load_config
+
+    cfg = load_config(QUICKSTART)
+    return {"preset": cfg.models.student.preset, "batch_size": cfg.training.batch_size,
+            "max_steps": cfg.training.max_steps, "threads": int((cfg.scaling.resources_per_worker or {}).get("CPU", 1)),
+            "zero_stage": cfg.deepspeed.zero_stage, "top_k": cfg.soft_targets.top_k,
+            "group_by_length": cfg.training.group_by_length}
+
+
+def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
+    train = ["benchmarks/train_overhead.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
+             "--threads", str(trial["threads"]), "--zero-stage", str(trial["zero_stage"]), "--scaling",
+             "--steps", "40" if quick else "200"]
+    teacher = ["benchmarks/teacher_inference.py", "--read", "--top-k", str(trial["top_k"]),
+               "--kd-preset", trial["preset"], "--kd-batch-size", str(trial["batch_size"]), "--cores", "2"]
+    teacher += (["--examples", "6000", "--rows-per-shard", "500", "--kd-steps", "20"] if quick
+                else ["--examples", "100000", "--kd-steps", "150"])
+    return {"train": train, "teacher": teacher}
+
+
+def run_script(name: str, argv: list[str], json_path: Path, log, timeout_s: float) -> dict | None:
+    """Run one benchmark script in its own process; its figures, or None if it failed."""
+    command = [sys.executable, *argv, "--json", str(json_path)]
+    log.write(f"\n===== {name}: {' '.join(command)}\n")
+    log.flush()
+    started = time.perf_counter()
+    print(f"[bench] {name}: {' '.join(argv)}", flush=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    load = loadavg()
+    # its own session: on a timeout the whole group goes, Ray's processes included
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        ok = process.wait(timeout=timeout_s) == 0 and json_path.is_file()
+    except subprocess.TimeoutExpired:
+        ok = False
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        log.write(f"\n===== {name}: timed out after {timeout_s:.0f} s\n")
+    seconds = time.perf_counter() - started
+    print(f"[bench] {name}: {'done' if ok else 'FAILED (see the log)'} in {seconds:.0f} s", flush=True)
+    if not ok:
+        return None
+    figures = json.loads(json_path.read_text())
+    figures["wall_s"] = seconds
+    figures["loadavg"] = {"before": load, "after": loadavg()}
+    return figures
+
+
+def padding(trial: dict) -> dict:
+    """Pad share of one epoch of a quickstart run's batches, with and without length grouping."""
+    from ray_t2t.config import load_config
+    from ray_t2t.data import Split, prepare_data
+
+    with tempfile.TemporaryDirectory(prefix="ray_t2t_bench_padding_") as folder:
+        cfg = load_config(QUICKSTART, [f"run.storage_path={folder}"])
+        train = Split(prepare_data(cfg), "train")
+        waste = padding_waste([len(s) for s in train.source_ids], [len(t) for t in train.target_ids],
+                              trial["batch_size"], seed=cfg.seed)
+    return {"examples": len(train.source_ids), "batch_size": trial["batch_size"], **waste}
+
+
+def rows_of(results: dict, trial: dict) -> list[dict]:
+    """The table: figure, value, baseline, ratio, goal, result."""
+    rows = []
+
+    def add(figure, key, value=None, baseline=None, ratio=None, judged=None):
+        op, goal = GOALS[key] if key else (None, None)
+        rows.append({"figure": figure, "key": key, "value": value, "baseline": baseline, "ratio": ratio,
+                     "goal": f"{op} {goal:g}" if key else None,
+                     "result": verdict(judged, op, goal) if key else None, "judged": judged})
+
+    train = results.get("train")
+    if train:
+        plain = sum(train["pytorch_tokens_per_s"]) / 2
+        add("training tokens/s: ray_t2t loop vs plain PyTorch", "train_ratio",
+            f"{train['ray_t2t_tokens_per_s']:,.0f}", f"{plain:,.0f}", f"{train['ratio']:.3f}", train["ratio"])
+        qs_train_s = trial["max_steps"] * train["tokens_per_step"] / train["ray_t2t_tokens_per_s"]
+        overhead = train["startup_s"] + train["teardown_s"]
+        train["quickstart_train_s_estimate"] = qs_train_s
+        train["overhead_share"] = overhead / qs_train_s
+        add("fixed overhead per trial: submit -> first step", None, f"{train['startup_s']:.1f} s")
+        add("fixed overhead per trial: last step -> record written", None, f"{train['teardown_s']:.1f} s")
+        add("fixed overhead / quickstart trial's training time", "overhead_share", f"{overhead:.1f} s",
+            f"{qs_train_s:.0f} s", f"{train['overhead_share']:.3f}", train["overhead_share"])
+        if "scaling_efficiency" in train:
+            add("scaling: tokens/s, 2 workers vs 2 x 1 worker (1 CPU each)", "scaling_efficiency",
+                f"{train['two_workers_tokens_per_s']:,.0f}", f"{2 * train['ray_t2t_tokens_per_s']:,.0f}",
+                f"{train['scaling_efficiency']:.3f}", train["scaling_efficiency"])
+    teacher = results.get("teacher")
+    if teacher:
+        add("teacher inference tokens/s: Ray Data vs plain loop, end to end", "teacher_ratio",
+            f"{teacher['ray_data_tokens_per_s']:,.0f}", f"{teacher['plain_tokens_per_s']:,.0f}",
+            f"{teacher['ratio']:.3f}", teacher["ratio"])
+        add("teacher inference tokens/s: Ray Data vs plain loop, once started", "teacher_steady_ratio",
+            f"{teacher['ray_data_steady_tokens_per_s']:,.0f}", f"{teacher['plain_tokens_per_s']:,.0f}",
+            f"{teacher['steady_ratio']:.3f}", teacher["steady_ratio"])
+        add(f"soft-target shard bytes per target token (k = {teacher['top_k']})", "bytes_per_target_token",
+            f"{teacher['bytes_per_target_token']:.1f}", judged=teacher["bytes_per_target_token"])
+        if "read" in teacher:
+            add("shard read + decode tokens/s vs kd_logits training tokens/s", "read_ratio",
+                f"{teacher['read']['tokens_per_s']:,.0f}", f"{teacher['kd_logits_tokens_per_s']:,.0f}",
+                f"{teacher['read_ratio']:.1f}x", teacher["read_ratio"])
+    pad = results.get("padding")
+    if pad:
+        grouped, ungrouped = pad["grouped"]["pad_share"], pad["ungrouped"]["pad_share"]
+        add("padding share of batch tokens: length-grouped vs not", "padding_grouped", f"{grouped:.1%}",
+            f"{ungrouped:.1%}", f"{grouped / ungrouped:.3f}" if ungrouped else None, grouped)
+    return rows
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="results file (JSON)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not figures to report")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
+    parser.add_argument("--timeout", type=float, default=720, help="seconds allowed per benchmark process")
+    args = parser.parse_args()
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(only) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out.with_suffix(".log")
+    trial = quickstart_trial()
+    argvs = commands(args.quick, trial)
+    results: dict = {}
+    load_before = loadavg()
+    started, started_unix = time.perf_counter(), time.time()
+    with log_path.open("w") as log, tempfile.TemporaryDirectory(prefix="ray_t2t_bench_") as scratch:
+        for name in only:
+            if name in argvs:
+                results[name] = run_script(name, argvs[name], Path(scratch) / f"{name}.json", log, args.timeout)
+            else:
+                print("[bench] padding: quickstart batches with and without length grouping", flush=True)
+                results[name] = padding(trial)
+    wall_s = time.perf_counter() - started
+    rows = rows_of(results, trial)
+    summary = {
+        "started_unix": started_unix, "wall_s": wall_s, "quick": args.quick,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "loadavg_before": load_before, "loadavg_after": loadavg()},
+        "commands": {name: " ".join(argv) for name, argv in argvs.items() if name in only},
+        "quickstart_trial": trial,
+        "figures": rows,
+        "raw": results,
+        "failed": [name for name in only if results.get(name) is None],
+        "passed": all(row["result"] != "FAIL" for row in rows),
+    }
+    out.write_text(json.dumps(summary, indent=1))
+    print()
+    print(format_table(rows))
+    print(f"\n{len(rows)} figures, {sum(r['result'] == 'FAIL' for r in rows)} below goal"
+          + (f", benchmark(s) failed: {', '.join(summary['failed'])}" if summary["failed"] else "")
+          + f"; {wall_s / 60:.1f} min; load average {load_before} before, {summary['machine']['loadavg_after']} after")
+    print(f"results {out}, log {log_path}")
+    if summary["failed"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

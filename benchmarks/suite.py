@@ -1,0 +1,104 @@
+"""Shared pieces of the benchmark suite (benchmarks/run_all.py): the figures' goals and verdicts, the
+padding-waste computation, and the soft-target read benchmark. Nothing here starts Ray.
+
+    from benchmarks.suite import padding_share, padding_waste, verdict
+
+Padding waste is pure arithmetic over BatchOrder and the examples' lengths: the share of the tokens
+in the padded batch tensors that are padding, as ray_t2t's collate builds them (encoder-decoder:
+sources padded to the batch's longest source, targets to its longest target; decoder-only: one
+sequence of source + target per example, padded to the longest).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+
+def padding_share(batches: Sequence[Sequence[int]], source_lengths: Sequence[int], target_lengths: Sequence[int],
+                  encoder_decoder: bool = True) -> dict:
+    """Pad tokens / all tokens of the padded batches. `source_lengths` and `target_lengths` are the
+    tokenized lengths (end-of-sequence included) by example index; `batches` are lists of indices.
+    A decoder-only row is source + target long (the source's end-of-sequence becomes the separator)."""
+    real = padded = 0
+    for batch in batches:
+        if not batch:
+            continue
+        if encoder_decoder:
+            sources = [source_lengths[i] for i in batch]
+            targets = [target_lengths[i] for i in batch]
+            real += sum(sources) + sum(targets)
+            padded += len(batch) * (max(sources) + max(targets))
+        else:
+            rows = [source_lengths[i] + target_lengths[i] for i in batch]
+            real += sum(rows)
+            padded += len(batch) * max(rows)
+    return {"real_tokens": real, "padded_tokens": padded, "pad_share": (padded - real) / padded if padded else 0.0}
+
+
+def padding_waste(source_lengths: Sequence[int], target_lengths: Sequence[int], batch_size: int,
+                  steps: int | None = None, world_size: int = 1, seed: int = 0,
+                  encoder_decoder: bool = True) -> dict:
+    """Pad share of the micro-batches the training loop would see over `steps` steps (default: one
+    epoch), with and without length-grouped batching (ray_t2t.train.batch_order.BatchOrder, the
+    same lengths the loop groups by: source + target)."""
+    from ray_t2t.train.batch_order import BatchOrder
+
+    lengths = [s + t for s, t in zip(source_lengths, target_lengths)]
+    result = {}
+    for grouped in (False, True):
+        batches = []
+        for rank in range(world_size):
+            order = BatchOrder(lengths, batch_size, world_size, rank, seed, group_by_length=grouped)
+            batches += [order.indices(step) for step in range(steps or order.batches_per_epoch)]
+        result["grouped" if grouped else "ungrouped"] = padding_share(batches, source_lengths, target_lengths,
+                                                                      encoder_decoder)
+    return result
+
+
+def read_soft_targets(folder, source_ids, target_ids, batch_size: int, top_k: int, stored_temperature: float,
+                      temperature: float, seed: int = 0) -> dict:
+    """How fast the stored soft targets become what kd_logits trains on: load_soft_targets (checksums,
+    Parquet read, decode into per-example arrays: once per worker) then, for every batch of one epoch
+    in BatchOrder, the teacher tensors kd_logits' collate builds (kd_logits.teacher_rows). Tokens are
+    source + target tokens of the batches' examples, the unit the training loop counts."""
+    from ray_t2t.methods.kd_logits import teacher_rows
+    from ray_t2t.soft_targets import load_soft_targets
+    from ray_t2t.train.batch_order import BatchOrder
+
+    started = time.perf_counter()
+    rows = load_soft_targets(folder)
+    load_s = time.perf_counter() - started
+    order = BatchOrder([len(s) + len(t) for s, t in zip(source_ids, target_ids)], batch_size, seed=seed)
+    tokens = 0
+    started = time.perf_counter()
+    for step in range(order.batches_per_epoch):
+        indices = order.indices(step)
+        ids, logprobs = teacher_rows(rows, indices, top_k, stored_temperature, temperature)
+        assert ids.shape == logprobs.shape and ids.shape[1] == top_k
+        tokens += sum(len(source_ids[i]) + len(target_ids[i]) for i in indices)
+    batches_s = time.perf_counter() - started
+    return {"examples": len(rows), "epoch_tokens": tokens, "load_s": load_s, "batches_s": batches_s,
+            "tokens_per_s": tokens / (load_s + batches_s), "batches_tokens_per_s": tokens / batches_s}
+
+
+# ------------------------------------------------------------------------------------ verdicts
+
+
+def verdict(value: float | None, op: str, goal: float) -> str:
+    """'pass', 'FAIL', or 'n/a' when the figure was not measured."""
+    if value is None:
+        return "n/a"
+    ok = value >= goal if op == ">=" else value <= goal
+    return "pass" if ok else "FAIL"
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows of {figure, value, baseline, ratio, goal, result} as an aligned text table."""
+    columns = ("figure", "value", "baseline", "ratio", "goal", "result")
+    cells = [[str(row.get(c) if row.get(c) is not None else "—") for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
