@@ -313,9 +313,9 @@ def test_gan_trains_through_ray(tmp_path):
     from ray_t2t.report import build_report
     from ray_t2t.train.launcher import start_local_ray, train
 
-    # address="local": a Ray of its own, even where another one runs on this machine
+    # a Ray of its own (start_local_ray never joins another one running on this machine)
     start_local_ray({"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}},
-                    num_cpus=2, address="local")
+                    num_cpus=2)
     try:
         raw = minimal_config(tmp_path, methods=[{"name": "gan", "mle_weight": 0.4}])
         raw["data"] = {"split_sizes": {"train": 1000, "validation": 32, "test": 32}}

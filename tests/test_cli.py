@@ -24,7 +24,7 @@ def test_validate_quickstart(capsys):
 def test_validate_unknown_key_exits_nonzero_listing_valid_keys(capsys):
     assert main(["validate", str(REPO / "configs/quickstart.yaml"), "data.no_such_key=1"]) == 2
     err = capsys.readouterr().err
-    assert "unknown key 'no_such_key'" in err and "Valid keys: task, cmudict, huggingface, files" in err
+    assert "unknown key 'no_such_key'" in err and "Valid keys: task, cmudict, num2words, huggingface, files" in err
     assert "Traceback" not in err
 
 

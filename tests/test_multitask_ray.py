@@ -11,10 +11,9 @@ from ray_t2t.train.launcher import start_local_ray, train
 
 
 @pytest.fixture
-def ray_session(monkeypatch):
+def ray_session():
     import ray
 
-    monkeypatch.setenv("RAY_ADDRESS", "local")  # a Ray of our own, even where another one runs on this machine
     start_local_ray({"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}},
                     num_cpus=2)
     yield
