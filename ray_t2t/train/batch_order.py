@@ -24,7 +24,29 @@ from typing import Sequence
 POOL_BATCHES = 64
 
 
-class BatchOrder:
+class _CachedBatches:
+    """Global batches made one unit (an epoch, a pool) at a time, the current unit kept; a subclass
+    sets self._unit_size (global batches per unit), and defines _make_batches(unit)."""
+
+    _unit, _batches = -1, []
+
+    def indices(self, micro_step: int) -> list[int]:
+        unit, position = divmod(micro_step, self._unit_size)
+        if unit != self._unit:
+            self._unit, self._batches = unit, self._make_batches(unit)
+        batch = self._batches[position]
+        return batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+
+
+def _cut(examples: list[int], global_batch: int, count: int, rng: random.Random, shuffle: bool) -> list[list[int]]:
+    """The first `count` global batches of `examples`, in a shuffled order when `shuffle`."""
+    batches = [examples[b * global_batch : (b + 1) * global_batch] for b in range(count)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+class BatchOrder(_CachedBatches):
     def __init__(
         self,
         lengths: Sequence[int],
@@ -43,9 +65,9 @@ class BatchOrder:
             raise ValueError(
                 f"{len(self.lengths)} training examples cannot fill one batch of {batch_size} x {world_size} workers"
             )
-        self._epoch, self._batches = -1, []
+        self._unit_size = self.batches_per_epoch
 
-    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+    def _make_batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed * 1_000_003 + epoch)
         order = list(range(len(self.lengths)))
         rng.shuffle(order)
@@ -55,17 +77,7 @@ class BatchOrder:
             for start in range(0, len(order), pool):
                 grouped += sorted(order[start : start + pool], key=lambda i: self.lengths[i])
             order = grouped
-        batches = [order[b * self.global_batch : (b + 1) * self.global_batch] for b in range(self.batches_per_epoch)]
-        if self.group_by_length:
-            rng.shuffle(batches)
-        return batches
-
-    def indices(self, micro_step: int) -> list[int]:
-        epoch, position = divmod(micro_step, self.batches_per_epoch)
-        if epoch != self._epoch:
-            self._epoch, self._batches = epoch, self._epoch_batches(epoch)
-        batch = self._batches[position]
-        return batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        return _cut(order, self.global_batch, self.batches_per_epoch, rng, self.group_by_length)
 
 
 class SubsetOrder:
@@ -130,7 +142,7 @@ def mixture_probabilities(sizes: dict[str, int], mixing: str, temperature: float
     return {task: value / total for task, value in raw.items()}
 
 
-class MixtureOrder:
+class MixtureOrder(_CachedBatches):
     """BatchOrder for a pooled multi-task training split: examples drawn by a task mixture.
 
         order = MixtureOrder(tasks, {"g2p": 0.5, "p2g": 0.5}, lengths, batch_size=128, seed=0)
@@ -173,7 +185,7 @@ class MixtureOrder:
         self.pool_batches = POOL_BATCHES if group_by_length else 1
         self._counts: list = []  # per pool: examples drawn from each task
         self._starts: list[list[int]] = [[0] * len(self.names)]  # per pool: each task's stream position
-        self._pool, self._batches = -1, []
+        self._unit_size = self.pool_batches
         self._passes: dict[tuple[int, int], list[int]] = {}  # (task, pass) -> that pass's permutation
 
     def _pool_counts(self, pool: int) -> list[int]:
@@ -203,7 +215,7 @@ class MixtureOrder:
             position += take
         return picked
 
-    def _pool_batches(self, pool: int) -> list[list[int]]:
+    def _make_batches(self, pool: int) -> list[list[int]]:
         counts = self._pool_counts(pool)
         starts = self._starts[pool]
         examples = []
@@ -213,14 +225,4 @@ class MixtureOrder:
         rng.shuffle(examples)
         if self.group_by_length:
             examples.sort(key=lambda i: self.lengths[i])
-        batches = [examples[b * self.global_batch : (b + 1) * self.global_batch] for b in range(self.pool_batches)]
-        if self.group_by_length:
-            rng.shuffle(batches)
-        return batches
-
-    def indices(self, micro_step: int) -> list[int]:
-        pool, position = divmod(micro_step, self.pool_batches)
-        if pool != self._pool:
-            self._pool, self._batches = pool, self._pool_batches(pool)
-        batch = self._batches[position]
-        return batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        return _cut(examples, self.global_batch, self.pool_batches, rng, self.group_by_length)
