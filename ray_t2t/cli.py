@@ -145,11 +145,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ray_t2t.report import build_report
 
-    report = build_report(Path(args.run_dir), target=args.target, target_relative=args.target_relative,
+    report = build_report(args.run_dir, target=args.target, target_relative=args.target_relative,
                           confidence=args.confidence, plots=not args.no_plots)
     print(report.summary)
     return 0
@@ -233,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "write RUN_DIR/report/: report.md, report.html, report.json and PNG plots. Groups of runs (seeds) "
         "are shown as mean ± confidence interval; distillation is charged for its teacher.",
     )
-    report.add_argument("run_dir", metavar="RUN_DIR", help="the experiment folder, <storage_path>/<run.name>")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="the experiment folder, <storage_path>/<run.name> (a path or an s3:// / gs:// URI)")
     report.add_argument("--target", metavar="'METRIC OP VALUE'",
                         help="quality target for time to target, e.g. 'wer <= 0.5' (default: the runs' eval.target)")
     report.add_argument("--target-relative", type=float, metavar="F",

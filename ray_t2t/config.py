@@ -23,7 +23,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,6 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ray_t2t.errors import ConfigError
 from ray_t2t.metrics import METRICS
 from ray_t2t.presets import PRESETS
+
+if TYPE_CHECKING:
+    from ray_t2t.storage import StoragePath
 
 
 class Section(BaseModel):
@@ -52,9 +55,10 @@ class RunSection(Section):
     )
     storage_path: str = Field(
         "./ray_t2t_runs",
-        description="Root folder for runs, shared by every node on a cluster (RunConfig.storage_path). A "
-        "filesystem path: on a cluster, a network file system every node mounts at the same path "
-        "(s3:// or gs:// URIs are not supported; see cluster/README.md).",
+        description="Root of every run's files, shared by every node on a cluster (RunConfig.storage_path): a "
+        "folder (on a cluster, a network file system every node mounts at the same path) or an object "
+        "store URI (s3://bucket/path, gs://bucket/path; pyarrow filesystem options as a query, e.g. "
+        "?region=us-west-2; credentials from the environment). See cluster/README.md, Storage.",
     )
     max_failures: int = Field(
         0, ge=-1, description="Worker-group restarts allowed before a run fails; -1 = unlimited (FailureConfig)."
@@ -64,7 +68,7 @@ class RunSection(Section):
 
     @field_validator("storage_path")
     @classmethod
-    def _a_filesystem_path(cls, value: str) -> str:
+    def _a_known_location(cls, value: str) -> str:
         problem = storage_uri_problem(value)
         if problem:
             raise ValueError(problem)
@@ -72,17 +76,17 @@ class RunSection(Section):
 
 
 def storage_uri_problem(value: str) -> str | None:
-    """Why `value` cannot be run.storage_path, when it is a URI (s3://, gs://, ...); None otherwise.
+    """Why `value` cannot be run.storage_path (a URI of an unknown scheme, or without a bucket); None
+    when it is a folder path or an object-store URI ray_t2t can use."""
+    from ray_t2t.storage import Remote, is_uri, uri_problem
 
-    Every ray_t2t stage reads and writes under the storage path with local file operations (data
-    cache, soft-target shards, run records, exports) and hands Ray Train a local path, so object-store
-    URIs would not work; a bucket mounted as a folder can."""
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
-    if not match:
-        return None
-    return (f"{value!r} is a URI ({match.group(1)}://), but ray_t2t reads and writes its runs with file operations "
-            "and needs a filesystem path. On a cluster, give a folder that every node mounts at the same path: "
-            "a network file system (EFS, Filestore, NFS), e.g. /mnt/shared/ray_t2t_runs; see cluster/README.md, Storage")
+    problem = uri_problem(value)
+    if problem is None and is_uri(value):
+        try:
+            Remote.parse(value)
+        except ValueError as err:
+            problem = str(err)
+    return problem
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -893,8 +897,11 @@ class ExperimentConfig(Section):
         return self
 
     @property
-    def experiment_dir(self) -> Path:
-        return Path(self.run.storage_path) / self.run.name
+    def experiment_dir(self) -> StoragePath:
+        """<run.storage_path>/<run.name>: a Path, or a storage.Remote for an object-store URI."""
+        from ray_t2t.storage import location
+
+        return location(self.run.storage_path) / self.run.name
 
 
 # ------------------------------------------------------------------------------- loading & helpers

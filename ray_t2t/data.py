@@ -28,7 +28,8 @@ num2words split themselves: their split_sizes count words and numbers). A multit
 several tasks, each source behind its task prefix, in one folder with a `task` column
 (prepare_multitask). Bad input raises DataError
 naming the file, column or row, before anything is written. The prepared data is written to a
-temporary folder and renamed into place when complete, so a failure never leaves half a cache.
+temporary folder and renamed into place when complete (uploaded, summary.json last, when
+run.storage_path is an object store), so a failure never leaves half a cache.
 """
 
 from __future__ import annotations
@@ -36,16 +37,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import random
 import re
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ray_t2t.config import DataSection, ExperimentConfig
 from ray_t2t.errors import DataError
+from ray_t2t.storage import StoragePath, local_copy, location, staged_folder
 from ray_t2t.tokenizer import PairTokenizer
 
 SPLITS = ("train", "validation", "test")
@@ -402,28 +402,38 @@ def data_key(data: DataSection) -> str:
 
 @dataclass
 class PreparedData:
-    """A finished cache folder: <split>.parquet, tokenizer/ and summary.json."""
+    """A finished cache folder: <split>.parquet, tokenizer/ and summary.json. `path` is where it is
+    stored (a Path, or a storage.Remote); its files are read from a local copy (the folder itself, or
+    this node's download of it)."""
 
-    path: Path
+    path: StoragePath
     summary: dict
     reused: bool = False
+    _files: Path | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, path: str | Path) -> "PreparedData":
+    def open(cls, path) -> "PreparedData":
         """A finished cache folder, e.g. in a training worker. Raises DataError if it is incomplete."""
-        path = Path(path)
+        path = location(path)
         marker = path / COMPLETE_MARKER
         if not marker.is_file():
             raise DataError(f"{path} is not a finished data folder (no {COMPLETE_MARKER}); run `ray-t2t data` again")
         return cls(path, json.loads(marker.read_text()), reused=True)
 
+    @property
+    def files(self) -> Path:
+        """A local folder with the cache's files."""
+        if self._files is None:
+            self._files = local_copy(self.path)
+        return self._files
+
     def tokenizer(self) -> PairTokenizer:
-        return PairTokenizer.load(self.path / "tokenizer")
+        return PairTokenizer.load(self.files / "tokenizer")
 
     def read_split(self, split: str):
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.path / f"{split}.parquet")
+        return pq.read_table(self.files / f"{split}.parquet")
 
 
 def _write_split(path: Path, split: TokenizedSplit) -> None:
@@ -492,24 +502,15 @@ def prepare_data(
     return _write_prepared(final, tokenized, tokenizer, summary)
 
 
-def _write_prepared(final: Path, tokenized: dict[str, TokenizedSplit], tokenizer: PairTokenizer,
+def _write_prepared(final, tokenized: dict[str, TokenizedSplit], tokenizer: PairTokenizer,
                     summary: dict) -> PreparedData:
-    """Write the splits, tokenizer and summary to a staging folder and rename it to `final`."""
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".staging-{final.name}-{os.getpid()}"
-    try:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+    """Write the splits, tokenizer and summary to a staging folder that then replaces `final`
+    (renamed into place, or uploaded with summary.json last)."""
+    with staged_folder(final, last=COMPLETE_MARKER) as staging:
         for name, split in tokenized.items():
             _write_split(staging / f"{name}.parquet", split)
         tokenizer.save(staging / "tokenizer")
         (staging / COMPLETE_MARKER).write_text(json.dumps(summary, indent=1, sort_keys=True))
-        if final.exists():  # a rebuild, or an unfinished folder from an older version
-            shutil.rmtree(final)
-        staging.rename(final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return PreparedData(final, summary)
 
 

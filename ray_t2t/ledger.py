@@ -18,7 +18,6 @@ import json
 import os
 import platform
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ray_t2t.config import ExperimentConfig
@@ -162,17 +161,17 @@ def _nvml_handle(pynvml, device):
     return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
-def write_record(folder: Path, record: dict[str, Any]) -> Path:
-    """Write record.json atomically (a reader never sees half a record)."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_record(folder, record: dict[str, Any]):
+    """Write record.json atomically (a reader never sees half a record); `folder` is a Path or a
+    storage.Remote."""
+    from ray_t2t.storage import write_atomic
+
     path = folder / RECORD_FILE
-    staging = folder / f".{RECORD_FILE}.{os.getpid()}"
-    staging.write_text(json.dumps(record, indent=1, sort_keys=True))
-    staging.replace(path)
+    write_atomic(path, json.dumps(record, indent=1, sort_keys=True))
     return path
 
 
-def read_record(folder: Path) -> dict[str, Any] | None:
+def read_record(folder) -> dict[str, Any] | None:
     path = folder / RECORD_FILE
     if not path.is_file():
         return None

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray_t2t.errors import ConfigError
 from ray_t2t.presets import FAMILIES, PRESETS
+from ray_t2t.storage import local_model_path
 
 if TYPE_CHECKING:
     import torch
@@ -188,7 +189,7 @@ def model_config(spec: ModelSpec) -> PretrainedConfig:
         where = f"preset {spec.preset!r}"
         overrides = _checked_overrides(config_class(**kwargs), spec.overrides, where)
         return _make_config(lambda: config_class(**{**kwargs, **overrides}), where)
-    config = AutoConfig.from_pretrained(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
+    config = AutoConfig.from_pretrained(local_model_path(spec.name_or_path), trust_remote_code=spec.trust_remote_code)
     where = f"model {spec.name_or_path!r}"
     values = {**config.to_dict(), **_checked_overrides(config, spec.overrides, where)}
     return _make_config(lambda: type(config).from_dict(values), where)
@@ -216,9 +217,9 @@ def _build_preset(spec: ModelSpec, tokenizer: PairTokenizer) -> PreTrainedModel:
 def _build_named(spec: ModelSpec, tokenizer: PairTokenizer) -> PreTrainedModel:
     from transformers import AutoConfig
 
-    name = spec.name_or_path
+    where = f"model {spec.name_or_path!r}"
+    name = local_model_path(spec.name_or_path)  # an object-store URI: this node's download of it
     config = AutoConfig.from_pretrained(name, trust_remote_code=spec.trust_remote_code)
-    where = f"model {name!r}"
     overrides = _checked_overrides(config, spec.overrides, where)
     if spec.pretrained:
         # The checkpoint was trained with its own start ids; only pad/eos must match the tokenizer.

@@ -35,10 +35,13 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ray_t2t.config import ExperimentConfig, storage_uri_problem
 from ray_t2t.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ray_t2t.storage import StoragePath
 
 STAGES = ("train", "teacher", "sweep")
 ACCELERATOR_PREFIX = "accelerator_type:"
@@ -50,20 +53,24 @@ JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the entrypoint of a su
 # ----------------------------------------------------------------------------------------- storage
 
 
-def check_storage_writable(cfg: ExperimentConfig) -> Path:
+def check_storage_writable(cfg: ExperimentConfig) -> StoragePath:
     """Create the experiment folder (<run.storage_path>/<run.name>) and a file in it, then remove the
-    file. Returns the folder; raises ConfigError naming run.storage_path when that fails, and for a
-    URI or, inside a submitted Ray job, a relative path."""
+    file. Returns the folder; raises ConfigError naming run.storage_path when that fails (a missing
+    bucket, no permission, no credentials), and, inside a submitted Ray job, for a relative path."""
+    from ray_t2t.storage import is_uri
+
     value = cfg.run.storage_path
     problem = storage_uri_problem(value)
     if problem:
         raise ConfigError(f"run.storage_path: {problem}")
-    if not Path(value).is_absolute() and JOB_ENV in os.environ:
+    remote = is_uri(value)
+    if not remote and not Path(value).is_absolute() and JOB_ENV in os.environ:
         raise ConfigError(
             f"run.storage_path={value!r} is a relative path, and this runs as a Ray job: it would resolve "
             f"inside the job's working directory ({os.getcwd()}), a temporary copy Ray deletes, and to other "
             "folders on other nodes. Give an absolute path that every node mounts, e.g. "
-            "run.storage_path=/mnt/shared/ray_t2t_runs (cluster/README.md, Storage)"
+            "run.storage_path=/mnt/shared/ray_t2t_runs, or an object store URI such as s3://bucket/ray_t2t_runs "
+            "(cluster/README.md, Storage)"
         )
     folder = cfg.experiment_dir
     probe = folder / f".ray_t2t_write_check.{os.getpid()}.{uuid.uuid4().hex[:8]}"
@@ -73,10 +80,14 @@ def check_storage_writable(cfg: ExperimentConfig) -> Path:
         probe.unlink()
     except OSError as err:
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        reason = (err.strerror or str(err)).strip().splitlines()[0] if (err.strerror or str(err)).strip() else repr(err)
+        advice = ("Check the bucket exists and that this machine's credentials (AWS_* / GOOGLE_APPLICATION_CREDENTIALS "
+                  "environment variables, or the node's instance role) may write to it" if remote else
+                  "Set run.storage_path to a folder this user can write to (on a cluster: one every node mounts at "
+                  "the same path)")
         raise ConfigError(
-            f"run.storage_path={value!r} is not writable: cannot create files in {folder}: "
-            f"{err.strerror or err}{where}. Set run.storage_path to a folder this user can write to"
-            " (on a cluster: one every node mounts at the same path; see cluster/README.md, Storage)"
+            f"run.storage_path={value!r} is not writable: cannot create files in {folder}: {reason}{where}. "
+            f"{advice}; see cluster/README.md, Storage"
         ) from None
     return folder
 

@@ -38,11 +38,13 @@ import html
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ray_t2t.errors import UserError
+from ray_t2t.storage import is_remote, location, upload
 
 REPORT_DIR = "report"
 NORMAL_METHODS = ("scratch", "pretrain", "finetune", "lora", "qlora", "partial")
@@ -179,7 +181,7 @@ def _field(record: dict, dotted: str) -> Any:
 def load_records(run_dir: Path) -> Records:
     """Every record under the experiment folder. Raises UserError naming the file for unreadable or
     incomplete records, and saying what to run when there are none."""
-    run_dir = Path(run_dir)
+    run_dir = location(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"no experiment folder {run_dir}: give <storage_path>/<run.name> of an experiment")
     training = sorted(run_dir.glob("runs/*/record.json")) + sorted(run_dir.glob("sweep/*/record.json"))
@@ -853,13 +855,31 @@ def _winner(candidates: list[GroupFigures], value: Callable[[GroupFigures], floa
     return (min if lowest else max)(known, key=lambda pair: pair[0])
 
 
-def build_report(run_dir: Path, target: str | None = None, target_relative: float | None = None,
+def build_report(run_dir, target: str | None = None, target_relative: float | None = None,
                  confidence: float = 0.95, plots: bool = True, formats: tuple[str, ...] = ("md", "html")) -> Report:
-    """Read the experiment's records and write its report under run_dir/report/. Raises UserError for
-    missing or unreadable records, a bad target or confidence level."""
+    """Read the experiment's records and write its report under run_dir/report/. `run_dir` is a
+    folder or an object-store URI (the report is then written locally and uploaded). Raises
+    UserError for missing or unreadable records, a bad target or confidence level."""
     if not 0 < confidence < 1:
         raise UserError(f"--confidence must be between 0 and 1, got {confidence:g}")
-    run_dir = Path(run_dir)
+    try:
+        run_dir = location(run_dir)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    destination = run_dir / REPORT_DIR
+    options = dict(target=target, target_relative=target_relative, confidence=confidence, plots=plots, formats=formats)
+    if not is_remote(destination):
+        return _build_report(run_dir, destination, **options)
+    with tempfile.TemporaryDirectory(prefix="ray_t2t_report_") as work:
+        report = _build_report(run_dir, Path(work), **options)
+        upload(Path(work), destination)
+    return Report(report.summary.replace(work, str(destination)), [destination / p.name for p in report.files],
+                  report.data)
+
+
+def _build_report(run_dir, folder: Path, target: str | None, target_relative: float | None, confidence: float,
+                  plots: bool, formats: tuple[str, ...]) -> Report:
+    """build_report, writing the report's files into the local `folder`."""
     records = load_records(run_dir)
     runs = records.runs
     metric = _one([r["metric"]["name"] for r in runs], "eval.metric", "a report compares one metric")
@@ -873,7 +893,6 @@ def build_report(run_dir: Path, target: str | None = None, target_relative: floa
     shots = fewshot_by_k(runs, metric, currency, confidence, chosen)
     students = [f for f in figures if not f.group.is_teacher]
 
-    folder = run_dir / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     images = write_plots(folder, figures, metric, higher, currency, chosen) if plots else []
     if plots:

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +38,8 @@ from ray_t2t.data import PreparedData, Split, prepare_data
 from ray_t2t.errors import ConfigError, DataError, UserError
 from ray_t2t.ledger import RECORD_VERSION, Hardware, read_record, short_gpu_name, write_record
 from ray_t2t.preflight import check_cluster_fits, check_storage_writable
+from ray_t2t.storage import (StoragePath, absolute, files_under, location, open_input, sha256_of, write_atomic,
+                             write_parquet)
 
 MANIFEST = "manifest.json"
 REQUEST = "request.json"
@@ -59,12 +60,8 @@ def id_type_for(vocab_size: int):
     return pa.uint64()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path: StoragePath) -> str:
+    return sha256_of(path)
 
 
 # ------------------------------------------------------------------------------------- the teacher
@@ -96,7 +93,7 @@ def resolve_teacher(cfg: ExperimentConfig, index: int = 0) -> Teacher:
         return Teacher(label, str(run_dir / "model"), record)
     spec = teachers[index]
     if spec.name_or_path is not None and spec.pretrained:
-        path = Path(spec.name_or_path)
+        path = location(spec.name_or_path)
         if path.exists():
             record = read_record(path.parent) if path.name == "model" else None  # a ray_t2t run's export
             label = path.parent.name if record else path.name
@@ -124,11 +121,11 @@ def resolve_teachers(cfg: ExperimentConfig) -> list[Teacher]:
 
 def identity(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData) -> dict[str, Any]:
     """What the stored soft targets depend on; a folder holds soft targets of one identity only."""
-    path = Path(teacher.path)
+    path = location(teacher.path)
     if path.is_dir():
         digest = hashlib.sha256()
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(file.relative_to(path)).encode())
+        for name, file, _ in files_under(path):
+            digest.update(name.encode())
             digest.update(sha256_file(file).encode())
         teacher_hash = digest.hexdigest()
     else:  # a hub name: its name stands for its weights
@@ -139,7 +136,7 @@ def identity(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData) ->
         "format": FORMAT_VERSION,
         "teacher weights": teacher_hash,
         "tokenizer": hashlib.sha256(meta.encode()).hexdigest(),
-        "data split": sha256_file(prepared.path / "train.parquet"),
+        "data split": sha256_file(prepared.files / "train.parquet"),
         "k": settings.top_k,
         "temperature": settings.temperature,
         "generations": settings.generations,
@@ -148,7 +145,7 @@ def identity(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData) ->
     }
 
 
-def _check_request(folder: Path, wanted: dict) -> None:
+def _check_request(folder: StoragePath, wanted: dict) -> None:
     path = folder / REQUEST
     if not path.is_file():
         return
@@ -215,7 +212,7 @@ class TeacherReplica:
         self.setup = Setup(self.cfg, None, tokenizer, seed=self.cfg.seed, encoder_decoder=is_encoder_decoder(self.model))
         train = Split(data, "train")
         self.source_ids, self.target_ids = train.source_ids, train.target_ids
-        self.folder = Path(job["folder"])
+        self.folder = location(job["folder"])
 
     def __call__(self, batch: dict) -> dict:
         results = [self.write_shard(int(index)) for index in batch["shard"]]
@@ -224,7 +221,6 @@ class TeacherReplica:
     def write_shard(self, index: int) -> dict:
         import numpy as np
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from ray_t2t.decoding import generate_ids
 
@@ -262,10 +258,7 @@ class TeacherReplica:
         # what the ledger needs survives in the shard itself, also across a killed job's rerun
         ledger = {"seconds": seconds, "device": device, "source_tokens": int(sum(map(len, self.source_ids[first:last])))}
         table = pa.table(columns).replace_schema_metadata({"ray_t2t": json.dumps(ledger)})
-        final = self.folder / shard_name(index)
-        staging = self.folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(table, staging, compression="zstd")
-        os.replace(staging, final)  # atomic: a reader sees the whole shard or none
+        write_parquet(table, self.folder / shard_name(index), compression="zstd")  # a reader sees all or none
         return {"shard": index, "rows": len(example_ids), "target_tokens": int(sum(positions)), "seconds": seconds}
 
 
@@ -278,17 +271,20 @@ def torch_device_name(device) -> str:
 # --------------------------------------------------------------------------------------- the driver
 
 
-def _shard_stats(path: Path) -> dict:
+def _shard_stats(path: StoragePath) -> dict:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["example_id", "positions"])
+    with open_input(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        table = parquet.read(columns=["example_id", "positions"])
+        metadata = parquet.schema_arrow.metadata or {}
+        size = handle.size() if hasattr(handle, "size") else os.fstat(handle.fileno()).st_size
     ids = table.column("example_id").to_pylist()
-    metadata = pq.read_schema(path).metadata or {}
     ledger = json.loads(metadata.get(b"ray_t2t", b"{}"))
     return {"name": path.name, "rows": len(ids), "first_id": min(ids), "last_id": max(ids),
             "target_tokens": int(sum(table.column("positions").to_pylist())),
             "source_tokens": ledger.get("source_tokens"), "seconds": ledger.get("seconds"),
-            "device": ledger.get("device"), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            "device": ledger.get("device"), "bytes": size, "sha256": sha256_file(path)}
 
 
 def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = print, teacher_index: int = 0) -> dict:
@@ -298,7 +294,7 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     teacher = resolve_teachers(cfg)[teacher_index]
     check_storage_writable(cfg)
     prepared = prepare_data(cfg, log=log)
-    folder = (cfg.experiment_dir / "soft_targets" / teacher.label).resolve()
+    folder = (cfg.experiment_dir / "soft_targets" / teacher.label).resolve()  # a Path, or a storage.Remote
     wanted = identity(cfg, teacher, prepared)
     _check_request(folder, wanted)
     manifest_path = folder / MANIFEST
@@ -343,9 +339,7 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     }
     record = inference_record(cfg, teacher, manifest, wall_s=seconds if len(missing) == count else None, log=log)
     write_record(folder, record)
-    staging = folder / f".{MANIFEST}.tmp"
-    staging.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(staging, manifest_path)  # last: its presence means every shard is complete
+    write_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))  # last: every shard is complete
     log(f"soft targets: {rows:,} examples, {tokens:,} target tokens, {size / 1e6:.2f} MB "
         f"({manifest['bytes_per_target_token']:.1f} B/token at k={settings.top_k}) in {folder}")
     cost = record["cost"]["total"]
@@ -410,7 +404,7 @@ def inference_record(cfg: ExperimentConfig, teacher: Teacher, manifest: dict, wa
     }
 
 
-def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData, folder: Path,
+def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData, folder: StoragePath,
                   missing: list[int], log: Callable[[str], None] = print) -> None:
     import ray
 
@@ -420,7 +414,7 @@ def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedDat
     ensure_ray(settings.gpus_per_replica > 0)
     check_cluster_fits(cfg, ("teacher",), log)
     job = {"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path.resolve()),
-           "teacher_path": str(Path(teacher.path).resolve()) if Path(teacher.path).exists() else teacher.path,
+           "teacher_path": absolute(teacher.path),
            "folder": str(folder)}
     dataset = ray.data.from_items([{"shard": index} for index in missing])
     results = dataset.map_batches(
@@ -435,16 +429,17 @@ def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedDat
         raise UserError(f"teacher inference returned {len(results)} of {len(missing)} shards; rerun to resume")
 
 
-def verify_manifest(folder: Path) -> dict:
+def verify_manifest(folder) -> dict:
     """The manifest, after checking that every shard it lists is there with its checksum and that the
     example ids cover 0..rows-1 once. Raises DataError naming what is wrong."""
-    path = Path(folder) / MANIFEST
+    folder = location(folder)
+    path = folder / MANIFEST
     if not path.is_file():
         raise DataError(f"{folder}: no {MANIFEST}; the soft targets are incomplete (rerun `ray-t2t teacher`)")
     manifest = json.loads(path.read_text())
     expected_first = 0
     for shard in manifest["shards"]:
-        file = Path(folder) / shard["name"]
+        file = folder / shard["name"]
         if not file.is_file():
             raise DataError(f"{file}: listed in the manifest but missing")
         if sha256_file(file) != shard["sha256"]:
@@ -463,11 +458,12 @@ def load_soft_targets(folder: str | Path) -> dict[int, tuple]:
     import numpy as np
     import pyarrow.parquet as pq
 
-    manifest = verify_manifest(Path(folder))
+    folder = location(folder)
+    manifest = verify_manifest(folder)
     rows: dict[int, tuple] = {}
     for shard in manifest["shards"]:
-        table = pq.read_table(Path(folder) / shard["name"],
-                              columns=["example_id", "positions", "teacher_topk_ids", "teacher_topk_logprobs"])
+        with open_input(folder / shard["name"]) as handle:
+            table = pq.read_table(handle, columns=["example_id", "positions", "teacher_topk_ids", "teacher_topk_logprobs"])
         examples = table.column("example_id").to_numpy()
         positions = table.column("positions").to_numpy()
         ids = table.column("teacher_topk_ids").combine_chunks()
@@ -487,11 +483,13 @@ def load_generations(folder: str | Path) -> dict[int, list[int]]:
     """{example_id: the teacher's generated target ids} of a verified soft-target folder."""
     import pyarrow.parquet as pq
 
-    manifest = verify_manifest(Path(folder))
+    folder = location(folder)
+    manifest = verify_manifest(folder)
     if manifest["identity"]["generations"] == "none":
         raise DataError(f"{folder}: made without generations (soft_targets.generations: none)")
     rows: dict[int, list[int]] = {}
     for shard in manifest["shards"]:
-        table = pq.read_table(Path(folder) / shard["name"], columns=["example_id", "teacher_generation"])
+        with open_input(folder / shard["name"]) as handle:
+            table = pq.read_table(handle, columns=["example_id", "teacher_generation"])
         rows.update(zip(table.column("example_id").to_pylist(), table.column("teacher_generation").to_pylist()))
     return rows

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from ray_t2t.config import ExperimentConfig, config_hash, set_path, validate_config
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.methods import get_method
+from ray_t2t.storage import ray_storage
 
 SAMPLERS = ("uniform", "loguniform", "randint", "choice")
 SWEEP_FOLDER = "sweep"
@@ -303,9 +304,11 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
     # the config, storage_path first, would point somewhere else). Tune passes this on to its trials.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     trainable = tune.with_resources(_trial, {"CPU": cfg.tune.trial_cpus})
-    if tune.Tuner.can_restore(str(path)):
+    where = ray_storage(path)  # {storage_path, storage_filesystem (object stores)} of the Tuner's folder
+    if tune.Tuner.can_restore(where["storage_path"], where.get("storage_filesystem")):
         log(f"sweep: resuming the sweep in {path} (finished trials are kept)")
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True).fit()
+        return tune.Tuner.restore(where["storage_path"], trainable=trainable, resume_errored=True,
+                                  storage_filesystem=where.get("storage_filesystem")).fit()
     metric, mode = f"val_{cfg.eval.metric}", "max" if METRICS[cfg.eval.metric].higher_is_better else "min"
     scheduler = search_alg = None
     if cfg.tune.scheduler == "asha":
@@ -328,7 +331,7 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
                                     scheduler=scheduler, search_alg=search_alg,
                                     num_samples=cfg.tune.num_samples if searcher else 1,
                                     trial_dirname_creator=name, trial_name_creator=name),
-        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=0),
+        run_config=tune.RunConfig(name=path.name, verbose=0, **ray_storage(path.parent)),
     )
     return tuner.fit()
 

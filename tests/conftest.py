@@ -140,3 +140,41 @@ def g2p_teacher(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return raw, prepared, save_like_an_export(model, tokenizer, folder / "teacher")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3 endpoint on loopback (moto's server, in a thread of the test process): what pyarrow's
+    S3 filesystem, Ray Train, Tune and Ray Data workers talk to as they would to AWS."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, request):
+    """A new bucket on the loopback S3 endpoint; the environment points AWS clients (pyarrow, and
+    the processes this test starts) at it with throwaway credentials. Returns the bucket's s3:// URI."""
+    import re
+    import uuid
+
+    import pyarrow.fs
+
+    from ray_t2t import storage
+
+    for key, value in (("AWS_ENDPOINT_URL", s3_server), ("AWS_ACCESS_KEY_ID", "testing"),
+                       ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1"),
+                       ("AWS_EC2_METADATA_DISABLED", "true")):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(storage, "_filesystems", {})  # built for this endpoint
+    monkeypatch.setenv(storage.CACHE_ENV, str(Path(request.getfixturevalue("tmp_path")) / "node_cache"))
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+    pyarrow.fs.FileSystem.from_uri(f"s3://{name}?allow_bucket_creation=true")[0].create_dir(name)
+    return f"s3://{name}"

@@ -25,15 +25,24 @@ def config(tmp_path, **sections):
 # ------------------------------------------------------------------------------------------ storage
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/ray_t2t_runs", "gs://bucket/runs", "file:///tmp/runs"])
-def test_a_storage_uri_is_refused_at_validation_naming_what_works(tmp_path, uri):
+@pytest.mark.parametrize("uri,why", [("ftp://host/runs", "unknown storage scheme ftp://"),
+                                     ("file:///tmp/runs", "as a plain path (e.g. /tmp/runs)"),
+                                     ("s3://", "no bucket")])
+def test_a_storage_uri_ray_t2t_cannot_use_is_refused_at_validation(tmp_path, uri, why):
     raw = minimal_config(tmp_path)
     raw["run"]["storage_path"] = uri
     with pytest.raises(ConfigError) as err:
         validate_config(raw)
     message = str(err.value)
-    assert "run.storage_path" in message and uri in message
-    assert "filesystem path" in message and "/mnt/shared" in message and "cluster/README.md" in message
+    assert "run.storage_path" in message and uri in message and why in message
+
+
+@pytest.mark.parametrize("uri,folder", [("s3://bucket/ray_t2t_runs", "s3://bucket/ray_t2t_runs/test"),
+                                        ("gs://bucket/runs/?project_id=p", "gs://bucket/runs/test?project_id=p")])
+def test_an_object_store_uri_is_a_valid_storage_path(tmp_path, uri, folder):
+    raw = minimal_config(tmp_path)
+    raw["run"]["storage_path"] = uri
+    assert str(validate_config(raw).experiment_dir) == folder
 
 
 def test_a_writable_storage_path_is_created_and_left_clean(tmp_path):

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup, model_spec
+from ray_t2t.storage import absolute, local_model_path, location
 
 EPS = 1e-8
 _teachers: dict = {}  # per worker process: (path, device, dtype, attention) -> the loaded teacher
@@ -113,7 +113,7 @@ def check_tokenizer(teacher_path: str, tokenizer) -> None:
     """Refuse a teacher whose token ids may differ from the experiment's (see the module docstring)."""
     from ray_t2t.tokenizer import META_FILE
 
-    saved = Path(teacher_path) / "ray_t2t_tokenizer" / META_FILE
+    saved = location(teacher_path) / "ray_t2t_tokenizer" / META_FILE
     if saved.is_file():
         theirs = json.loads(saved.read_text())
         if json.dumps(theirs, sort_keys=True) != json.dumps(tokenizer.meta, sort_keys=True):
@@ -126,7 +126,7 @@ def check_tokenizer(teacher_path: str, tokenizer) -> None:
         return
     from transformers import AutoConfig
 
-    vocab = AutoConfig.from_pretrained(teacher_path).vocab_size
+    vocab = AutoConfig.from_pretrained(local_model_path(teacher_path)).vocab_size
     if vocab < tokenizer.vocab_size:
         raise ConfigError(f"the teacher {teacher_path} has a vocabulary of {vocab}, the experiment's tokenizer "
                           f"{tokenizer.vocab_size}: they do not share token ids")
@@ -140,7 +140,7 @@ def prepare_live_teacher(cfg, log) -> dict:
 
     teacher = resolve_teacher(cfg)
     tokenizer = prepare_data(cfg, log=log).tokenizer()
-    path = str(Path(teacher.path).resolve()) if Path(teacher.path).exists() else teacher.path
+    path = absolute(teacher.path)
     check_tokenizer(path, tokenizer)
     log(f"live teacher: {path}")
     return {"teacher": path}

@@ -31,6 +31,7 @@ from __future__ import annotations
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup, distill
 from ray_t2t.methods.kd_logits import build as build_student
+from ray_t2t.storage import local_model_path
 
 ATTENTION = "ray_t2t_eager"  # the student's: eager attention, probabilities returned before dropout
 TEACHER_ATTENTION = "eager"  # the teacher is in eval mode: no dropout
@@ -86,7 +87,7 @@ def build(setup: Setup):
     model = build_student(setup)
     register_attention()
     model.set_attn_implementation(ATTENTION)
-    teacher_config = AutoConfig.from_pretrained(setup.extras["teacher"])
+    teacher_config = AutoConfig.from_pretrained(local_model_path(setup.extras["teacher"]))
     setup.extras["layer_map"] = distill.layer_map(setup.cfg, setup.params, model.config, teacher_config,
                                                   stack_of(setup.params.attention))  # for loss()
     return model

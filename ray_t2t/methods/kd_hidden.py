@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ray_t2t.methods import Setup, distill
 from ray_t2t.methods.kd_logits import build as build_student
+from ray_t2t.storage import local_model_path
 
 PROJECTIONS = "kd_projections"  # the student's submodule holding the projections (not exported)
 
@@ -42,7 +43,7 @@ def build(setup: Setup):
     from transformers import AutoConfig
 
     model = build_student(setup)
-    teacher_config = AutoConfig.from_pretrained(setup.extras["teacher"])
+    teacher_config = AutoConfig.from_pretrained(local_model_path(setup.extras["teacher"]))
     mapping = distill.layer_map(setup.cfg, setup.params, model.config, teacher_config, setup.params.stack)
     setup.extras["layer_map"] = mapping  # for loss()
     with torch.random.fork_rng(devices=[]):  # the same projections on every rank, whatever its RNG

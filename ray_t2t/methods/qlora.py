@@ -11,6 +11,7 @@ from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup, model_spec
 from ray_t2t.methods.finetune import check as check_pretrained
 from ray_t2t.methods.lora import lora_config
+from ray_t2t.storage import local_model_path
 
 # DeepSpeed's bf16/fp16 modes cast every parameter, which would destroy the packed 4-bit weights. The
 # engine runs in fp32 (the LoRA weights and their optimizer state); the quantized layers compute in
@@ -47,11 +48,12 @@ def build(setup: Setup):
         bnb_4bit_use_double_quant=params.double_quant,
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
-    config = AutoConfig.from_pretrained(spec.name_or_path, trust_remote_code=spec.trust_remote_code)
+    weights = local_model_path(spec.name_or_path)  # an object-store URI: this node's download of it
+    config = AutoConfig.from_pretrained(weights, trust_remote_code=spec.trust_remote_code)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     torch.manual_seed(setup.seed)
     base = auto.from_pretrained(
-        spec.name_or_path,
+        weights,
         quantization_config=quantization,
         device_map={"": torch.cuda.current_device()},
         trust_remote_code=spec.trust_remote_code,

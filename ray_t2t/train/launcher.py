@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Callable
 
 from ray_t2t.config import ExperimentConfig, config_hash
@@ -28,6 +27,7 @@ from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.ledger import hardware_of, read_record, write_record
 from ray_t2t.methods import get_method
 from ray_t2t.preflight import check_cluster_fits, check_storage_writable
+from ray_t2t.storage import location, ray_storage
 from ray_t2t.train.loop import FAIL_ONCE_ENV, method_entry, train_loop_per_worker
 
 RUN_HASH_FILE = "run_hash"
@@ -195,7 +195,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         run_config=RunConfig(
             name=run_name,
             callbacks=callbacks,
-            storage_path=str((cfg.experiment_dir / "train").resolve()),
+            **ray_storage((cfg.experiment_dir / "train").resolve()),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep),
         ),
@@ -242,6 +242,6 @@ def summarize(record: dict) -> str:
         inf = record["inference"]
         lines.append(f"  inference  {inf['tokens_per_s'] or 0:,.0f} tokens/s (batch {inf['batch_size']}), "
                      f"{inf['latency_s'] * 1000:.1f} ms per example alone")
-    lines.append(f"  record     {Path(record['model']['export_path']).parent / 'record.json'}")
+    lines.append(f"  record     {location(record['model']['export_path']).parent / 'record.json'}")
     lines.append(f"  model      {record['model']['export_path']}")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, wri
 from ray_t2t.methods import Setup, collate, cross_entropy, get_method, save_pretrained
 from ray_t2t.metrics import METRICS, compute_metrics
 from ray_t2t.models import count_parameters, is_encoder_decoder, training_flops_per_token
+from ray_t2t.storage import StoragePath, folder_bytes, location, staged_folder
 from ray_t2t.train.batch_order import BatchOrder, SubsetOrder
 
 CHECKPOINT_TAG = "ray_t2t"
@@ -226,10 +227,6 @@ def _peak_memory_bytes(device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def _inference_speed(model, setup: Setup, split: Split, method=None) -> dict[str, float]:
     """Greedy decoding of the final model: tokens/s at the eval batch size, and one-example latency."""
     from ray_t2t.decoding import generate_ids
@@ -270,7 +267,7 @@ class Run:
     flops_per_token: tuple[float, float]  # training FLOPs per (source, target) token
     energy: EnergyMeter
     state: dict  # step, clocks, tokens, curve, target: all saved in checkpoints
-    run_dir: Path
+    run_dir: StoragePath
 
 
 def start_run(payload: dict, ctx) -> Run:
@@ -334,7 +331,7 @@ def start_run(payload: dict, ctx) -> Run:
               f"setup {time.perf_counter() - wall_start:.1f}s")
     return Run(payload, ctx, cfg, setup, method, data, engine, scheduler, device, hardware,
                hardware.price_per_device_hour(cfg), total_params, trainable_params, flops_per_token, energy,
-               state, Path(payload["run_dir"]))
+               state, location(payload["run_dir"]))
 
 
 def bank_energy(run: Run) -> None:
@@ -521,13 +518,9 @@ def finish(run: Run) -> None:
             if getattr(run.method, "EVALUATES_TASK", True):  # the trained model, before export may merge it
                 engine.module.eval()
                 inference = _inference_speed(engine.module, setup, test, run.method)
-            staging = run.run_dir / f".model-staging-{os.getpid()}"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            getattr(run.method, "export", save_pretrained)(engine.module, staging, setup)
-            setup.tokenizer.save(staging / "ray_t2t_tokenizer")
-            shutil.rmtree(export_dir, ignore_errors=True)
-            staging.rename(export_dir)
+            with staged_folder(export_dir) as staging:  # renamed into place, or uploaded
+                getattr(run.method, "export", save_pretrained)(engine.module, staging, setup)
+                setup.tokenizer.save(staging / "ray_t2t_tokenizer")
     if ctx.rank != 0:
         return
     hardware, payload = run.hardware, run.payload
@@ -559,7 +552,7 @@ def finish(run: Run) -> None:
             "architecture": engine.module.config.model_type,
             "total_params": total_params,
             "trainable_params": trainable_params if trains else 0,
-            "size_on_disk_bytes": _folder_bytes(export_dir),
+            "size_on_disk_bytes": folder_bytes(export_dir),
             "export_path": str(export_dir),
         },
         "data": {"task": run.data.summary.get("task", cfg.data.task),

@@ -1,0 +1,370 @@
+"""Where a run's files live: a local folder, or an object store (s3://, gs://, ...) through pyarrow.
+
+run.storage_path is either. `location(text)` returns a pathlib.Path for a folder and a `Remote` for
+a URI; a Remote offers the path operations ray_t2t uses (/, name, parent, exists, is_file, is_dir,
+read_text, write_text, read_bytes, write_bytes, mkdir, unlink, glob), so every stage is written once
+and a local run behaves exactly as it did. What needs real local files goes through helpers:
+
+    with staged_folder(target) as folder: ...   write into a local `folder`; on success it replaces
+                                                `target` whole (renamed into place, or uploaded with a
+                                                chosen file last: readers test that one)
+    local_copy(path) -> Path                    a local folder with the files under `path`: the path
+                                                itself, or a per-node download cache
+    open_input(path)                            a seekable binary file (hashing, parquet)
+    write_parquet(table, path)                  a whole shard or none, for readers on any node
+    ray_storage(path)                           RunConfig/Tuner storage_path and storage_filesystem
+
+A URI may carry pyarrow's filesystem options as a query, e.g.
+s3://bucket/runs?region=us-west-2 or ?endpoint_override=minio:9000&scheme=http; credentials come from
+the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, instance roles), never from the config.
+An object is visible only once whole (S3 and GCS complete an upload atomically), so writes to a
+Remote need no temporary name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Union
+
+SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs")
+CACHE_ENV = "RAY_T2T_CACHE_DIR"  # where local_copy keeps downloads (default ~/.cache/ray_t2t/storage)
+_filesystems: dict[tuple, object] = {}
+
+
+def scheme_of(text: str) -> str | None:
+    head, sep, _ = str(text).partition("://")
+    return head.lower() if sep and head.replace("+", "").replace("-", "").replace(".", "").isalnum() else None
+
+
+def is_uri(text: str | os.PathLike) -> bool:
+    return scheme_of(str(text)) is not None
+
+
+def uri_problem(text: str) -> str | None:
+    """Why `text` cannot be a storage location (an unknown scheme), or None."""
+    scheme = scheme_of(text)
+    if scheme is None or scheme in SCHEMES:
+        return None
+    if scheme == "file":
+        return f"{text!r}: give a file:// location as a plain path (e.g. {text[7:] or '/'})"
+    return (f"{text!r}: unknown storage scheme {scheme}://. Give a folder path, or an object store URI "
+            f"({', '.join(s + '://' for s in SCHEMES)})")
+
+
+class Remote:
+    """A path in an object store: `scheme://bucket/key...?options`, with the pathlib operations
+    ray_t2t needs. The filesystem is built once per process from the URI (pyarrow.fs.FileSystem.from_uri)."""
+
+    __slots__ = ("scheme", "path", "query")
+
+    def __init__(self, scheme: str, path: str, query: str = ""):
+        self.scheme, self.path, self.query = scheme, path.strip("/"), query
+
+    @classmethod
+    def parse(cls, text: str) -> "Remote":
+        scheme = scheme_of(text)
+        if scheme is None or scheme not in SCHEMES:
+            raise ValueError(uri_problem(text) or f"{text!r} is not a storage URI")
+        rest = str(text).split("://", 1)[1]
+        path, _, query = rest.partition("?")
+        if not path.strip("/"):
+            raise ValueError(f"{text!r}: no bucket")
+        return cls(scheme, path, query)
+
+    # --- pathlib-like
+    def __truediv__(self, part: str | os.PathLike) -> "Remote":
+        part = str(part).strip("/")
+        return Remote(self.scheme, f"{self.path}/{part}" if part else self.path, self.query)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.path}" + (f"?{self.query}" if self.query else "")
+
+    def __repr__(self) -> str:
+        return f"Remote({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Remote) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __lt__(self, other: "Remote") -> bool:
+        return str(self) < str(other)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> "Remote":
+        head = self.path.rsplit("/", 1)[0] if "/" in self.path else self.path
+        return Remote(self.scheme, head, self.query)
+
+    def with_name(self, name: str) -> "Remote":
+        return self.parent / name
+
+    def resolve(self) -> "Remote":
+        return self
+
+    def relative_to(self, other: "Remote") -> str:
+        if not (self.path + "/").startswith(other.path + "/"):
+            raise ValueError(f"{self} is not under {other}")
+        return self.path[len(other.path):].strip("/")
+
+    @property
+    def fs(self):
+        key = (self.scheme, self.path.split("/", 1)[0], self.query)
+        if key not in _filesystems:
+            import pyarrow.fs
+
+            _filesystems[key] = pyarrow.fs.FileSystem.from_uri(f"{self.scheme}://{key[1]}"
+                                                               + (f"?{self.query}" if self.query else ""))[0]
+        return _filesystems[key]
+
+    def _info(self):
+        return self.fs.get_file_info(self.path)
+
+    def exists(self) -> bool:
+        import pyarrow.fs
+
+        return self._info().type != pyarrow.fs.FileType.NotFound
+
+    def is_file(self) -> bool:
+        import pyarrow.fs
+
+        return self._info().type == pyarrow.fs.FileType.File
+
+    def is_dir(self) -> bool:
+        import pyarrow.fs
+
+        return self._info().type == pyarrow.fs.FileType.Directory
+
+    def size(self) -> int:
+        return int(self._info().size or 0)
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as handle:
+            return handle.read()
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        with self.fs.open_output_stream(self.path) as handle:
+            handle.write(data)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(text.encode(encoding))
+
+    def mkdir(self, parents: bool = True, exist_ok: bool = True) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        if missing_ok and not self.exists():
+            return
+        self.fs.delete_file(self.path)
+
+    def iterdir(self) -> list["Remote"]:
+        import pyarrow.fs
+
+        found = self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, allow_not_found=True))
+        return [Remote(self.scheme, info.path, self.query) for info in found]
+
+    def glob(self, pattern: str) -> list["Remote"]:
+        """Matches of a relative pattern whose parts may hold * ? [] (no **), like Path.glob."""
+        matches = [self]
+        for part in pattern.strip("/").split("/"):
+            if any(c in part for c in "*?["):
+                matches = [child for m in matches for child in m.iterdir() if fnmatch.fnmatchcase(child.name, part)]
+            else:
+                matches = [m / part for m in matches]
+                matches = [m for m in matches if m.exists()]
+        return sorted(matches, key=str)
+
+    def files(self) -> list[tuple[str, "Remote", int]]:
+        """(relative name, path, size) of every file under this folder, sorted by name."""
+        import pyarrow.fs
+
+        found = self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, recursive=True, allow_not_found=True))
+        out = [(info.path[len(self.path):].strip("/"), Remote(self.scheme, info.path, self.query), int(info.size or 0))
+               for info in found if info.type == pyarrow.fs.FileType.File]
+        return sorted(out, key=lambda item: item[0])
+
+
+StoragePath = Union[Path, Remote]
+
+
+def location(text: str | os.PathLike | Remote) -> StoragePath:
+    """A Path for a folder path, a Remote for an object-store URI. Raises ValueError for an unknown
+    scheme."""
+    if isinstance(text, (Path, Remote)):
+        return text
+    return Remote.parse(str(text)) if is_uri(text) else Path(text)
+
+
+def is_remote(path) -> bool:
+    return isinstance(path, Remote)
+
+
+def absolute(text: str) -> str:
+    """A model/teacher path as every node should see it: a URI as is, an existing local path
+    resolved, anything else (a hub name) as is."""
+    if is_uri(text):
+        return text
+    return str(Path(text).resolve()) if Path(text).exists() else text
+
+
+# ------------------------------------------------------------------------------ whole files, folders
+
+
+def write_atomic(path: StoragePath, data: str | bytes) -> None:
+    """Write a file a reader sees whole or not at all (local: a temporary name, then rename)."""
+    payload = data.encode() if isinstance(data, str) else data
+    if isinstance(path, Remote):
+        path.write_bytes(payload)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    try:
+        staging.write_bytes(payload)
+        staging.replace(path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def remove_tree(path: StoragePath) -> None:
+    if isinstance(path, Remote):
+        if path.is_dir():
+            path.fs.delete_dir(path.path)
+        elif path.is_file():
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def files_under(path: StoragePath) -> list[tuple[str, StoragePath, int]]:
+    """(relative name, path, size) of every file under a folder, sorted by name."""
+    if isinstance(path, Remote):
+        return path.files()
+    found = [(p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file()]
+    return [(name, p, p.stat().st_size) for name, p in sorted(found)]
+
+
+def folder_bytes(path: StoragePath) -> int:
+    return sum(size for _, _, size in files_under(path))
+
+
+def open_input(path: StoragePath):
+    """A seekable binary file: for hashing, or pyarrow.parquet (read_table, read_schema)."""
+    if isinstance(path, Remote):
+        return path.fs.open_input_file(path.path)
+    return open(path, "rb")
+
+
+def sha256_of(path: StoragePath) -> str:
+    digest = hashlib.sha256()
+    with open_input(path) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_parquet(table, path: StoragePath, **options) -> None:
+    """A parquet file that readers on any node see whole or not at all."""
+    import pyarrow.parquet as pq
+
+    if isinstance(path, Remote):
+        pq.write_table(table, path.path, filesystem=path.fs, **options)
+        return
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, staging, **options)
+    os.replace(staging, path)
+
+
+def upload(local: Path, target: Remote, last: str | None = None) -> None:
+    """Copy every file under `local` to `target` (the file named `last`, if any, after all others)."""
+    names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    if last in names:
+        names = [n for n in names if n != last] + [last]
+    for name in names:
+        with open(local / name, "rb") as source, target.fs.open_output_stream((target / name).path) as sink:
+            shutil.copyfileobj(source, sink, 1 << 22)
+
+
+@contextmanager
+def staged_folder(target: StoragePath, last: str | None = None) -> Iterator[Path]:
+    """Yield a new local folder to fill; when the block succeeds, it replaces `target` whole: renamed
+    into place (local) or uploaded after removing the old `target` (object store; the file named
+    `last` goes up after all others, so a reader that tests it sees a complete folder). On failure
+    nothing of it is kept."""
+    if isinstance(target, Remote):
+        staging = Path(tempfile.mkdtemp(prefix="ray_t2t_staging_"))
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+    try:
+        yield staging
+        remove_tree(target)
+        if isinstance(target, Remote):
+            upload(staging, target, last)
+        else:
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ray_t2t" / "storage")
+
+
+def local_copy(path: StoragePath) -> Path:
+    """A local folder holding the files under `path`: the folder itself when local; for an object
+    store, a download into this node's cache (cache_root()), keyed by the URI and its files' names
+    and sizes and reused while they are unchanged. Raises FileNotFoundError when there are no files."""
+    if not isinstance(path, Remote):
+        return path
+    files = path.files()
+    if not files:
+        raise FileNotFoundError(f"{path}: no files there")
+    listing = json.dumps([str(path)] + [[name, size] for name, _, size in files])
+    folder = cache_root() / hashlib.sha256(listing.encode()).hexdigest()[:24]
+    if (folder / ".complete").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        for name, remote, _ in files:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            with path.fs.open_input_stream(remote.path) as source, open(staging / name, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 22)
+        (staging / ".complete").write_text(str(path))
+        try:
+            staging.rename(folder)
+        except OSError:  # another process of this node finished the same download first
+            if not (folder / ".complete").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def local_model_path(name_or_path: str) -> str:
+    """What transformers' from_pretrained can read: a URI's files downloaded (local_copy), anything
+    else (a folder, a hub name) as given."""
+    return str(local_copy(Remote.parse(name_or_path))) if is_uri(name_or_path) else name_or_path
+
+
+def ray_storage(path: StoragePath) -> dict:
+    """RunConfig/Tuner keyword arguments for storing under `path`."""
+    if isinstance(path, Remote):
+        return {"storage_path": path.path, "storage_filesystem": path.fs}
+    return {"storage_path": str(path)}
