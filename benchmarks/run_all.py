@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.suite import format_table, padding_waste, verdict  # noqa: E402
+from benchmarks.suite import format_table, grouping_speed, padding_waste, verdict  # noqa: E402
 
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 GOALS = {  # figure -> (op, goal) on its ratio (or on its value where there is no baseline)
@@ -50,6 +50,7 @@ GOALS = {  # figure -> (op, goal) on its ratio (or on its value where there is n
     "read_ratio": (">=", 5.0),
     "overhead_share": ("<=", 0.10),
     "padding_grouped": ("<=", 0.10),
+    "grouping_speedup": (">=", 1.0),
     "scaling_efficiency": (">=", 0.8),
 }
 BENCHMARKS = ("train", "teacher", "padding")
@@ -105,17 +106,21 @@ def run_script(name: str, argv: list[str], json_path: Path, log, timeout_s: floa
     return figures
 
 
-def padding(trial: dict) -> dict:
-    """Pad share of one epoch of a quickstart run's batches, with and without length grouping."""
+def padding(trial: dict, quick: bool = False) -> dict:
+    """Pad share of one epoch of a quickstart run's batches, with and without length grouping; and
+    tokens/s of a plain loop over batches grouped by the loop's keys vs by source + target length."""
     from ray_t2t.config import load_config
     from ray_t2t.data import Split, prepare_data
 
     with tempfile.TemporaryDirectory(prefix="ray_t2t_bench_padding_") as folder:
-        cfg = load_config(QUICKSTART, [f"run.storage_path={folder}"])
-        train = Split(prepare_data(cfg), "train")
+        cfg = load_config(QUICKSTART, [f"run.storage_path={folder}", f"training.batch_size={trial['batch_size']}",
+                                       f"models.student.preset={trial['preset']}"])
+        prepared = prepare_data(cfg)
+        train = Split(prepared, "train")
         waste = padding_waste([len(s) for s in train.source_ids], [len(t) for t in train.target_ids],
                               trial["batch_size"], seed=cfg.seed)
-    return {"examples": len(train.source_ids), "batch_size": trial["batch_size"], **waste}
+        speed = grouping_speed(cfg, prepared, steps=10 if quick else 100, rounds=1 if quick else 2)
+    return {"examples": len(train.source_ids), "batch_size": trial["batch_size"], **waste, "speed": speed}
 
 
 def rows_of(results: dict, trial: dict) -> list[dict]:
@@ -164,6 +169,11 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
         grouped, ungrouped = pad["grouped"]["pad_share"], pad["ungrouped"]["pad_share"]
         add("padding share of batch tokens: length-grouped vs not", "padding_grouped", f"{grouped:.1%}",
             f"{ungrouped:.1%}", f"{grouped / ungrouped:.3f}" if ungrouped else None, grouped)
+        if "speed" in pad:
+            speed = pad["speed"]
+            add("real tokens/s, plain loop: grouped by (source, target) vs by source + target", "grouping_speedup",
+                f"{speed['keys_tokens_per_s']:,.0f}", f"{speed['sum_tokens_per_s']:,.0f}", f"{speed['speedup']:.3f}",
+                speed["speedup"])
     return rows
 
 
@@ -200,7 +210,7 @@ def main() -> None:
                 results[name] = run_script(name, argvs[name], Path(scratch) / f"{name}.json", log, args.timeout)
             else:
                 print("[bench] padding: quickstart batches with and without length grouping", flush=True)
-                results[name] = padding(trial)
+                results[name] = padding(trial, args.quick)
     wall_s = time.perf_counter() - started
     rows = rows_of(results, trial)
     summary = {

@@ -40,11 +40,11 @@ def padding_waste(source_lengths: Sequence[int], target_lengths: Sequence[int], 
                   steps: int | None = None, world_size: int = 1, seed: int = 0,
                   encoder_decoder: bool = True) -> dict:
     """Pad share of the micro-batches the training loop would see over `steps` steps (default: one
-    epoch), with and without length-grouped batching (ray_t2t.train.batch_order.BatchOrder, the
-    same lengths the loop groups by: source + target)."""
-    from ray_t2t.train.batch_order import BatchOrder
+    epoch), with and without length-grouped batching (ray_t2t.train.batch_order.BatchOrder, with
+    the keys the loop groups by: length_keys)."""
+    from ray_t2t.train.batch_order import BatchOrder, length_keys
 
-    lengths = [s + t for s, t in zip(source_lengths, target_lengths)]
+    lengths = length_keys(source_lengths, target_lengths, encoder_decoder)
     result = {}
     for grouped in (False, True):
         batches = []
@@ -56,6 +56,50 @@ def padding_waste(source_lengths: Sequence[int], target_lengths: Sequence[int], 
     return result
 
 
+def grouping_speed(cfg, prepared, steps: int = 100, rounds: int = 2) -> dict:
+    """Real (unpadded) tokens/s of a plain PyTorch loop (the config's student, batch size, AdamW, one
+    thread) over length-grouped batches keyed by source + target length (the old grouping) and by
+    length_keys (what the loop groups by now), alternated `rounds` times in this process; best of
+    each. The model is rebuilt from the same seed for every run."""
+    import torch
+
+    from ray_t2t.data import Split
+    from ray_t2t.methods import Setup, collate
+    from ray_t2t.models import build_model, is_encoder_decoder
+    from ray_t2t.train.batch_order import BatchOrder, length_keys
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    setup = Setup(cfg, cfg.methods[0], prepared.tokenizer(), seed=cfg.seed)
+    train = Split(prepared, "train")
+    sources, targets = list(map(len, train.source_ids)), list(map(len, train.target_ids))
+    best: dict[str, float] = {}
+    try:
+        for _ in range(rounds):
+            for name in ("sum", "keys"):
+                model, _ = build_model(cfg.models.student, setup.tokenizer, seed=cfg.seed)
+                setup.encoder_decoder = is_encoder_decoder(model)
+                keys = (length_keys(sources, targets, setup.encoder_decoder) if name == "keys"
+                        else [s + t for s, t in zip(sources, targets)])
+                order = BatchOrder(keys, cfg.training.batch_size, seed=cfg.seed)
+                model.train()
+                optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate)
+                tokens, started = 0, time.perf_counter()
+                for step in range(steps):
+                    indices = order.indices(step)
+                    batch_sources = [train.source_ids[i] for i in indices]
+                    batch_targets = [train.target_ids[i] for i in indices]
+                    model(**collate(setup, batch_sources, batch_targets)).loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    tokens += sum(map(len, batch_sources)) + sum(map(len, batch_targets))
+                best[name] = max(best.get(name, 0.0), tokens / (time.perf_counter() - started))
+    finally:
+        torch.set_num_threads(threads)
+    return {"steps": steps, "rounds": rounds, "sum_tokens_per_s": best["sum"], "keys_tokens_per_s": best["keys"],
+            "speedup": best["keys"] / best["sum"]}
+
+
 def read_soft_targets(folder, source_ids, target_ids, batch_size: int, top_k: int, stored_temperature: float,
                       temperature: float, seed: int = 0) -> dict:
     """How fast the stored soft targets become what kd_logits trains on: load_soft_targets (checksums,
@@ -64,12 +108,12 @@ def read_soft_targets(folder, source_ids, target_ids, batch_size: int, top_k: in
     source + target tokens of the batches' examples, the unit the training loop counts."""
     from ray_t2t.methods.kd_logits import teacher_rows
     from ray_t2t.soft_targets import load_soft_targets
-    from ray_t2t.train.batch_order import BatchOrder
+    from ray_t2t.train.batch_order import BatchOrder, length_keys
 
     started = time.perf_counter()
     rows = load_soft_targets(folder)
     load_s = time.perf_counter() - started
-    order = BatchOrder([len(s) + len(t) for s, t in zip(source_ids, target_ids)], batch_size, seed=seed)
+    order = BatchOrder(length_keys(list(map(len, source_ids)), list(map(len, target_ids)), True), batch_size, seed=seed)
     tokens = 0
     started = time.perf_counter()
     for step in range(order.batches_per_epoch):

@@ -51,7 +51,7 @@ def plain_pytorch(cfg, prepared, threads: int) -> float:
 
     from ray_t2t.methods import Setup, collate
     from ray_t2t.models import build_model, is_encoder_decoder
-    from ray_t2t.train.batch_order import BatchOrder
+    from ray_t2t.train.batch_order import BatchOrder, length_keys
     from ray_t2t.data import Split
     from ray_t2t.train.loop import lr_factor
 
@@ -62,8 +62,8 @@ def plain_pytorch(cfg, prepared, threads: int) -> float:
     setup.encoder_decoder = is_encoder_decoder(model)
     model.train()
     train = Split(prepared, "train")
-    order = BatchOrder([len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
-                       cfg.training.batch_size, seed=cfg.seed)
+    order = BatchOrder(length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)),
+                                   setup.encoder_decoder), cfg.training.batch_size, seed=cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     tokens, started = 0, time.perf_counter()

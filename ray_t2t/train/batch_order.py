@@ -9,6 +9,10 @@ exactly the batches it would have seen: the data position is the step count, not
 Each epoch is a seeded permutation. With length grouping, the permutation is cut into pools of 64
 global batches, each pool is sorted by length and cut into global batches, and the batches are
 shuffled: batches hold examples of similar length (little padding) while their order stays random.
+The length is a sort key per example (length_keys): for an encoder-decoder model, which pads
+sources and targets apart, (source length, target length), so a batch shares its source length and
+holds neighbouring target lengths (5.4% padding on the quickstart's split against 13.8% sorting by
+source + target; benchmarks/suite.py); for a decoder-only model, source + target, its one sequence.
 A global batch is split into one micro-batch per rank. The last incomplete global batch of an epoch
 is dropped, so every rank sees the same number of batches.
 
@@ -22,6 +26,14 @@ import random
 from typing import Sequence
 
 POOL_BATCHES = 64
+
+
+def length_keys(source_lengths: Sequence[int], target_lengths: Sequence[int], encoder_decoder: bool) -> list:
+    """Each example's length-grouping key, as its batch is padded: (source, target) lengths for an
+    encoder-decoder model (each padded to its own longest), source + target for a decoder-only one."""
+    if encoder_decoder:
+        return list(zip(source_lengths, target_lengths))
+    return [s + t for s, t in zip(source_lengths, target_lengths)]
 
 
 class _CachedBatches:
@@ -49,14 +61,14 @@ def _cut(examples: list[int], global_batch: int, count: int, rng: random.Random,
 class BatchOrder(_CachedBatches):
     def __init__(
         self,
-        lengths: Sequence[int],
+        lengths: Sequence,
         batch_size: int,
         world_size: int = 1,
         rank: int = 0,
         seed: int = 0,
         group_by_length: bool = True,
     ):
-        self.lengths = list(lengths)
+        self.lengths = list(lengths)  # sort keys: ints, or (source, target) tuples (length_keys)
         self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
         self.seed, self.group_by_length = seed, group_by_length
         self.global_batch = batch_size * world_size

@@ -33,7 +33,7 @@ from ray_t2t.methods import Setup, collate, cross_entropy, get_method, save_pret
 from ray_t2t.metrics import METRICS, compute_metrics
 from ray_t2t.models import count_parameters, is_encoder_decoder, training_flops_per_token
 from ray_t2t.storage import StoragePath, folder_bytes, location, staged_folder
-from ray_t2t.train.batch_order import BatchOrder, SubsetOrder
+from ray_t2t.train.batch_order import BatchOrder, SubsetOrder, length_keys
 
 CHECKPOINT_TAG = "ray_t2t"
 # Test hook, read by the launcher from the driver's environment: "STEP:MARKER_FILE" makes rank 0 raise
@@ -416,7 +416,8 @@ def train_steps(run: Run) -> None:
     train, validation = Split(run.data, "train"), Split(run.data, "validation")
     trains = method_trains(run.method, run.setup)
     rows = run.method.train_rows(run.setup, len(train)) if hasattr(run.method, "train_rows") else None
-    order_args = ([len(s) + len(t) for s, t in zip(train.source_ids, train.target_ids)],
+    order_args = (length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)),
+                              run.setup.encoder_decoder),
                   cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length)
     make_order = getattr(run.method, "batch_order", None)  # e.g. multitask: draws by its task mixture
     if rows is not None:  # the method learns from these rows of the split only (fewshot's k examples)
