@@ -191,11 +191,15 @@ class Remote:
 
     def files(self) -> list[tuple[str, "Remote", int]]:
         """(relative name, path, size) of every file under this folder, sorted by name."""
+        return [(name, path, size) for name, path, size, _ in self._listing()]
+
+    def _listing(self) -> list[tuple[str, "Remote", int, int | None]]:
+        """(relative name, path, size, modification time in ns) of every file under this folder."""
         import pyarrow.fs
 
         found = self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, recursive=True, allow_not_found=True))
-        out = [(info.path[len(self.path):].strip("/"), Remote(self.scheme, info.path, self.query), int(info.size or 0))
-               for info in found if info.type == pyarrow.fs.FileType.File]
+        out = [(info.path[len(self.path):].strip("/"), Remote(self.scheme, info.path, self.query), int(info.size or 0),
+                info.mtime_ns) for info in found if info.type == pyarrow.fs.FileType.File]
         return sorted(out, key=lambda item: item[0])
 
 
@@ -328,21 +332,23 @@ def cache_root() -> Path:
 
 def local_copy(path: StoragePath) -> Path:
     """A local folder holding the files under `path`: the folder itself when local; for an object
-    store, a download into this node's cache (cache_root()), keyed by the URI and its files' names
-    and sizes and reused while they are unchanged. Raises FileNotFoundError when there are no files."""
+    store, a download into this node's cache (cache_root()), keyed by the URI and its files' names,
+    sizes and modification times, and reused while they are unchanged (a model retrained into the
+    same folder has the same sizes, not the same times). Raises FileNotFoundError when there are no
+    files."""
     if not isinstance(path, Remote):
         return path
-    files = path.files()
+    files = path._listing()
     if not files:
         raise FileNotFoundError(f"{path}: no files there")
-    listing = json.dumps([str(path)] + [[name, size] for name, _, size in files])
+    listing = json.dumps([str(path)] + [[name, size, mtime] for name, _, size, mtime in files])
     folder = cache_root() / hashlib.sha256(listing.encode()).hexdigest()[:24]
     if (folder / ".complete").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        for name, remote, _ in files:
+        for name, remote, _, _ in files:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             with path.fs.open_input_stream(remote.path) as source, open(staging / name, "wb") as sink:
                 shutil.copyfileobj(source, sink, 1 << 22)

@@ -4,6 +4,7 @@ server): every stage's files under s3://, read back by path, by hash and by parq
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,9 @@ def test_a_local_copy_is_downloaded_once_per_node_and_follows_changes(tmp_path, 
     assert local_copy(folder) == first and (first / "config.json").stat().st_mtime_ns == stamp  # reused
     (folder / "config.json").write_text('{"x": 12}')  # rewritten (another size): a new copy
     assert (local_copy(folder) / "config.json").read_text() == '{"x": 12}'
+    time.sleep(1.1)  # object times have a resolution of a second
+    (folder / "config.json").write_text('{"x": 34}')  # retrained into the same folder: same size, new time
+    assert (local_copy(folder) / "config.json").read_text() == '{"x": 34}'
     assert storage.local_model_path(str(folder)) == str(local_copy(folder))
     assert storage.local_model_path("t5-small") == "t5-small"
     with pytest.raises(FileNotFoundError, match="no files there"):
