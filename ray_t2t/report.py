@@ -23,9 +23,11 @@ WER 0.40 is WER <= 0.421).
 
 Distillation is charged for its teacher: the teacher's training (its run record's cost, or what
 the soft-target record carries for a teacher exported by another experiment; zero for a
-pre-existing teacher) and, for students that read stored soft targets, the teacher inference. The
-amortization table shows after how many students distillation is cheaper than training each
-student by the cheapest normal method.
+pre-existing teacher) and, for students that read stored soft targets, the teacher inference. In
+the same way, a run that starts from the model another run of the experiment exported (a
+finetune, lora or fewshot of a pretrain run; the record's model.initialized_from) is charged that
+run's training. The amortization table shows after how many students distillation is cheaper than
+training each student by the cheapest normal method (whose one-off pretraining counts once).
 
 Few-shot: when `fewshot` runs have two or more distinct k, a table (and plot) of final quality against
 k per entry and mode (fewshot_by_k).
@@ -339,15 +341,18 @@ TO_TARGET = (("to target s", "wall_s", 1.0), ("to target device-h", "device_s", 
 
 @dataclass
 class Charge:
-    """What a distillation student is charged for its teacher, one-off (storage: per month)."""
+    """What one run of a group is charged on top of its own training, one-off (storage: per month):
+    a distillation student its teacher; a run that starts from another run's model that run."""
 
     train_s: float = 0.0
     device_s: float = 0.0
-    cost: float | None = 0.0  # teacher training + teacher inference
+    cost: float | None = 0.0  # teacher training + teacher inference + base training
     training_cost: float | None = 0.0
     inference_cost: float | None = 0.0
+    base_cost: float | None = 0.0  # training of the model the run starts from (pretraining)
     storage_month: float = 0.0
     parts: list[str] = field(default_factory=list)
+    base_runs: list[str] = field(default_factory=list)  # labels of the runs charged as base training
 
     def add_cost(self, attribute: str, value: float | None) -> None:
         for name in (attribute, "cost"):
@@ -412,12 +417,39 @@ def teacher_charge(group: Group, runs: list[dict], inferences: list[dict]) -> Ch
     return charge
 
 
-def break_even(teacher_cost: float, student_cost: float, baseline_cost: float) -> int | None:
-    """The smallest number of students N with teacher + N x student < N x baseline, or None when a
-    distilled student is not cheaper than the baseline (distilling never pays off)."""
+def base_charge(group: Group, runs: list[dict], charge: Charge) -> None:
+    """Add to `charge` the training of the runs of this experiment whose exported model the group's
+    runs started from (model.initialized_from = that run's model.export_path: a pretrain run, for a
+    fine-tune), averaged over the group's runs; not a teacher run already charged to distillation.
+    Records without initialized_from (written before it existed) are charged nothing."""
+    exports = {(r.get("model") or {}).get("export_path"): r for r in runs}
+    n = len(group.records)
+    charged: dict[str, int] = {}
+    for record in group.records:
+        base = exports.get((record.get("model") or {}).get("initialized_from"))
+        if base is None or base is record or (group.is_distillation and is_teacher_run(base)):
+            continue
+        charge.train_s += base["times"]["train_s"] / n
+        charge.device_s += base["device_seconds"] / n
+        cost = (base.get("cost") or {}).get("total")
+        charge.add_cost("base_cost", None if cost is None else cost / n)
+        charged[base["label"]] = charged.get(base["label"], 0) + 1
+    for label, count in charged.items():
+        charge.base_runs.append(label)
+        charge.parts.append(f"training of the model it starts from (run {label}"
+                            + (f", {count} of {n} runs" if count < n else "") + ")")
+
+
+def break_even(teacher_cost: float, student_cost: float, baseline_cost: float, baseline_once: float = 0.0) -> int | None:
+    """The smallest number of students N with teacher + N x student < baseline_once + N x baseline
+    (baseline_once: the normal method's own one-off cost, e.g. the pretraining a fine-tune starts
+    from), or None when a distilled student is not cheaper than the baseline (distilling never pays
+    off)."""
     if student_cost >= baseline_cost:
         return None
-    return math.floor(teacher_cost / (baseline_cost - student_cost)) + 1
+    if teacher_cost < baseline_once:
+        return 1
+    return math.floor((teacher_cost - baseline_once) / (baseline_cost - student_cost)) + 1
 
 
 @dataclass
@@ -445,6 +477,7 @@ def compute_figures(groups: list[Group], runs: list[dict], inferences: list[dict
     result = []
     for group in groups:
         charge = teacher_charge(group, runs, inferences)
+        base_charge(group, runs, charge)
         stats = {header: Stat.of([get(r) for r in group.records], level) for header, get in columns}
         hits = [time_to_target(r["learning_curve"], target.metric, target.op, target.value) if target else None
                 for r in group.records]
@@ -490,16 +523,18 @@ def amortization(figures: list[GroupFigures], target: Target | None, metric: str
             baseline = min(candidates, key=lambda f: f.columns[f"cost {currency}"].mean) if candidates else None
             baseline_cost = baseline.columns[f"cost {currency}"].mean if baseline else None
         teacher_cost = fig.charge.cost
-        if None in (student, baseline_cost, teacher_cost):
+        baseline_once = baseline.charge.cost if baseline else 0.0  # its pretraining, charged once
+        if None in (student, baseline_cost, teacher_cost, baseline_once):
             n_students = "unknown"
         else:
-            n = break_even(teacher_cost, student, baseline_cost)
+            n = break_even(teacher_cost, student, baseline_cost, baseline_once)
             n_students = "never" if n is None else n
         rows.append({
             "group": fig.group.name, "basis": basis, "student_cost": student,
             "teacher_training_cost": fig.charge.training_cost, "teacher_inference_cost": fig.charge.inference_cost,
             "one_student_with_teacher": None if None in (student, teacher_cost) else student + teacher_cost,
             "baseline": baseline.group.name if baseline else None, "baseline_cost": baseline_cost,
+            "baseline_once": baseline_once, "baseline_charged": baseline.charge.parts if baseline else [],
             "break_even_students": n_students, "storage_per_month": fig.charge.storage_month,
             "charged": fig.charge.parts,
         })
@@ -815,7 +850,7 @@ def write_plots(folder: Path, figures: list[GroupFigures], metric: str, higher_i
         front = [students[i] for i in pareto_front([points[i] for i in students], higher_is_better)]
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="black", linewidth=1.5,
                 zorder=2, label="Pareto front (students)")
-        ax.set_xlabel(f"{axis} of one run (distillation: teacher charged; open: student alone)")
+        ax.set_xlabel(f"{axis} of one run (teacher / base model's training charged; open: the run alone)")
         ax.set_ylabel(f"final test {metric} ({'higher' if higher_is_better else 'lower'} is better)")
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
@@ -940,8 +975,12 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
     if chosen:
         doc.heading("Time to target")
         doc.paragraph("Distillation charged for its teacher (training, and the soft targets for students that "
-                      "read them: see Teacher amortization). Sorted by money to target; groups whose every run "
-                      "reached it first, then those some runs reached, then never reached.")
+                      "read them: see Teacher amortization); a run that starts from another run's model (a "
+                      "fine-tune of a pretrain run) charged for that run's training. Sorted by money to target; "
+                      "groups whose every run reached it first, then those some runs reached, then never reached.")
+        charged = [f for f in students if f.charge.base_runs]
+        if charged:
+            doc.bullets([f"{f.group.name}: {'; '.join(f.charge.parts)}" for f in charged])
         rows = []
         for f in sorted(students, key=lambda f: f.order_key) + [f for f in figures if f.group.is_teacher]:
             n = len(f.group.records)
@@ -955,17 +994,18 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
     if amortized:
         doc.paragraph(
             "Distilling N students costs teacher + N × student; training each by the cheapest normal method "
-            "costs N × baseline. Break-even: the smallest N at which distilling is cheaper (never: the "
-            "distilled student alone costs at least the baseline). Basis: money to target when the student "
+            "costs its one-off (the pretraining it starts from, if any) + N × baseline. Break-even: the "
+            "smallest N at which distilling is cheaper (never: the distilled student alone costs at least "
+            "the baseline). Basis: money to target when the student "
             "and a normal method reach it, else the whole run's cost. Storage of soft targets is per month, "
             "not in the one-off cost.")
         doc.table(["group", "basis", f"student {currency}", f"teacher training {currency}",
                    f"soft targets {currency}", f"one student with teacher {currency}", "cheapest normal method",
-                   f"its {currency}", "break-even students", f"storage {currency}/month"],
+                   f"its {currency}", f"its one-off {currency}", "break-even students", f"storage {currency}/month"],
                   [[row["group"], row["basis"], fmt(row["student_cost"]), fmt(row["teacher_training_cost"]),
                     fmt(row["teacher_inference_cost"]), fmt(row["one_student_with_teacher"]),
-                    row["baseline"] or "none", fmt(row["baseline_cost"]), str(row["break_even_students"]),
-                    fmt(row["storage_per_month"])] for row in amortized])
+                    row["baseline"] or "none", fmt(row["baseline_cost"]), fmt(row["baseline_once"]),
+                    str(row["break_even_students"]), fmt(row["storage_per_month"])] for row in amortized])
         doc.bullets([f"{row['group']}: {'; '.join(row['charged'])}" for row in amortized])
     else:
         doc.paragraph("No distillation runs (methods kd_* or sft).")
@@ -1044,9 +1084,9 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
     doc.table(["group", "workers × devices", "host CPU", "precision", f"{currency} per device-hour", "config hash",
                "seeds"],
               hardware_rows)
-    doc.paragraph("Prices are those recorded with each run (the config's `cost` table at the time). A "
-                  "finetune from a pretrain run's export is not charged for the pretraining here: the "
-                  "records do not say which base a run started from; add the pretrain row's cost.")
+    doc.paragraph("Prices are those recorded with each run (the config's `cost` table at the time). A run "
+                  "that starts from another run's model is charged that run's training when its record says "
+                  "so (model.initialized_from; records from before ray_t2t wrote it are charged nothing).")
     if records.left_out:
         doc.heading("Left out")
         doc.bullets([f"`{path}`: {why}" for path, why in records.left_out])
@@ -1070,7 +1110,9 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
                 note = "" if best.reached == len(best.group.records) else \
                     f", reached by {best.reached}/{len(best.group.records)} runs"
                 lines.append(f"  {label:<20}{best.group.name}: {fmt(value)} {unit}"
-                             + (" (teacher charged)" if best.group.is_distillation else "") + note)
+                             + (" (teacher charged)" if best.group.is_distillation else "")
+                             + (f" (training of {', '.join(best.charge.base_runs)} charged)" if best.charge.base_runs
+                                else "") + note)
             else:
                 lines.append(f"  {label:<20}no student run reached {chosen}")
     quality = _winner(students, lambda f: f.columns[f"test {metric}"].mean, lowest=not higher)
@@ -1085,9 +1127,10 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
             lines.append(f"  {'teacher pays off':<20}{row['group']}: unknown (no normal method with a test {metric} "
                          "to compare with)")
             continue
+        once = f" + {fmt(row['baseline_once'])} once" if row["baseline_once"] else ""
         lines.append(f"  {'teacher pays off':<20}{row['group']}: {when} (student {fmt(row['student_cost'])} + "
                      f"teacher {fmt(teacher)} {currency} once, vs {row['baseline']} {fmt(row['baseline_cost'])} "
-                     f"{currency} each; cost {row['basis']})")
+                     f"{currency} each{once}; cost {row['basis']})")
     for row in multitask:
         if row.get("all") and row["s"].mean is not None:
             single = row["single_sum"]

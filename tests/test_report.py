@@ -209,6 +209,10 @@ def test_break_even_on_hand_made_numbers():
     assert break_even(3.5, 0.41, 0.72) == 12  # 3.5 / 0.31 = 11.3
     assert break_even(0.0, 1.0, 2.0) == 1  # a free teacher pays off at the first student
     assert break_even(5.0, 3.0, 3.0) is None and break_even(5.0, 4.0, 3.0) is None
+    # the baseline's own one-off (the pretraining a fine-tune starts from) counts once on its side:
+    # 10 + N x 1 < 4 + N x 3 from N = 4 on (10 + 3 = 13 is not below 4 + 9 = 13)
+    assert break_even(10.0, 1.0, 3.0, baseline_once=4.0) == 4
+    assert break_even(2.0, 1.0, 3.0, baseline_once=4.0) == 1
 
 
 def test_pareto_front():
@@ -289,6 +293,37 @@ def test_amortization_never_when_the_student_costs_more(tmp_path):
     (row,) = build_report(run_dir, plots=False).data["amortization"]
     assert row["break_even_students"] == "never" and row["teacher_training_cost"] == 0
     assert any("pre-existing" in part for part in row["charged"])
+
+
+def test_a_fine_tune_is_charged_the_pretraining_it_starts_from(tmp_path):
+    """finetune starts from the pretrain run's export (model.initialized_from): its time and money to
+    target include the pretraining, as kd's include the teacher; the amortization counts it once."""
+    run_dir = tmp_path / "x"
+    pretrain = training_record("pretrain", "pretrain", 0, 1000.0, 5000, 0.9, model="base")
+    pretrain["model"]["export_path"] = str(run_dir / "runs" / "pretrain" / "model")
+    write_record(run_dir / "runs" / "pretrain", pretrain)
+    finetune = training_record("finetune", "finetune", 0, 200.0, 300, 0.4, model="base")
+    finetune["model"]["initialized_from"] = pretrain["model"]["export_path"]
+    write_record(run_dir / "runs" / "finetune", finetune)
+    write_record(run_dir / "runs" / "scratch", training_record("scratch", "scratch", 0, 900.0, 600, 0.4))
+    write_record(run_dir / "runs" / "teacher", training_record("teacher", "scratch", 0, 2000.0, 300, 0.3,
+                                                               model="teacher"))
+    write_record(run_dir / "runs" / "kd_logits", training_record("kd_logits", "kd_logits", 0, 100.0, 300, 0.4))
+    report = build_report(run_dir, plots=False)
+    rows = read_table((run_dir / "report" / "report.md").read_text(), "Time to target")
+    alone = next(p["wall_s"] for p in finetune["learning_curve"] if p["val_wer"] <= 0.5)
+    assert number(rows["finetune"]["student alone s"]) == pytest.approx(alone)
+    assert number(rows["finetune"]["s"]) == pytest.approx(alone + 1000.0)  # + the pretraining's train s
+    assert number(rows["scratch"]["s"]) == number(rows["scratch"]["student alone s"])  # a random start: nothing
+    finetune_group = next(g for g in report.data["groups"] if g["group"] == "finetune")
+    assert finetune_group["teacher_charge"]["parts"] == ["training of the model it starts from (run pretrain)"]
+    assert finetune_group["teacher_charge"]["cost"] == pytest.approx(pretrain["cost"]["total"])
+    (row,) = report.data["amortization"]
+    assert row["baseline"] == "finetune" and row["baseline_once"] == pytest.approx(pretrain["cost"]["total"])
+    teacher_cost = row["teacher_training_cost"]
+    expected = break_even(teacher_cost, row["student_cost"], row["baseline_cost"], row["baseline_once"])
+    assert row["break_even_students"] == expected
+    assert "training of the model it starts from (run pretrain)" in (run_dir / "report" / "report.md").read_text()
 
 
 def test_relative_target_uses_the_teachers_test_quality(experiment):

@@ -29,7 +29,7 @@ from typing import Any
 from ray_t2t.config import ExperimentConfig, validate_config
 from ray_t2t.data import PreparedData, Split
 from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, write_record
-from ray_t2t.methods import Setup, collate, cross_entropy, get_method, save_pretrained
+from ray_t2t.methods import Setup, collate, cross_entropy, get_method, model_spec, save_pretrained
 from ray_t2t.metrics import METRICS, compute_metrics
 from ray_t2t.models import count_parameters, is_encoder_decoder, training_flops_per_token
 from ray_t2t.storage import StoragePath, folder_bytes, location, staged_folder
@@ -225,6 +225,15 @@ def _peak_memory_bytes(device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def initialized_from(setup: Setup) -> str | None:
+    """The trained weights a run starts from (the name or path of its role's model, e.g. a pretrain
+    run's export for a fine-tune), or None for a random start. The report charges a run for the
+    training of a model of the same experiment it starts from, as distillation for its teacher."""
+    role = getattr(setup.params, "model", None) or "student"
+    spec = model_spec(setup.cfg, role)
+    return spec.name_or_path if spec.name_or_path and spec.pretrained else None
 
 
 def _inference_speed(model, setup: Setup, split: Split, method=None) -> dict[str, float]:
@@ -555,6 +564,7 @@ def finish(run: Run) -> None:
             "trainable_params": trainable_params if trains else 0,
             "size_on_disk_bytes": folder_bytes(export_dir),
             "export_path": str(export_dir),
+            "initialized_from": initialized_from(setup),
         },
         "data": {"task": run.data.summary.get("task", cfg.data.task),
                  "train_examples": state.get("train_examples", run.data.summary["splits"]["train"]["examples"]),
