@@ -167,3 +167,22 @@ def test_record_write_is_atomic_and_readable(tmp_path):
     write_record(tmp_path / "run", {"status": "finished", "x": [1, 2]})
     assert read_record(tmp_path / "run") == {"status": "finished", "x": [1, 2]}
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["record.json"]
+
+
+def test_a_record_names_the_trained_weights_a_run_starts_from(tmp_path):
+    """What the report charges a fine-tune for: the model its role loads (None for a random start)."""
+    from ray_t2t.methods import Setup
+    from ray_t2t.train.loop import initialized_from
+
+    base = str(tmp_path / "runs" / "test" / "runs" / "pretrain" / "model")
+    cfg = cfg_with(tmp_path, models={"student": {"preset": "t5-tiny"}, "base": {"name_or_path": base}},
+                   methods=[{"name": "finetune"}, {"name": "scratch"},
+                            {"name": "lora", "label": "arch_only", "model": "student"}])
+    finetune, scratch, student = cfg.methods
+    assert initialized_from(Setup(cfg, finetune, None, seed=0)) == base
+    assert initialized_from(Setup(cfg, scratch, None, seed=0)) is None
+    assert initialized_from(Setup(cfg, student, None, seed=0)) is None
+    raw = cfg.model_dump(mode="json")
+    raw["models"]["base"] = {"name_or_path": base, "pretrained": False}  # the architecture only
+    cfg = validate_config(raw)
+    assert initialized_from(Setup(cfg, cfg.methods[0], None, seed=0)) is None
