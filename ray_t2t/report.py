@@ -498,7 +498,8 @@ def compute_figures(groups: list[Group], runs: list[dict], inferences: list[dict
     return result
 
 
-def amortization(figures: list[GroupFigures], target: Target | None, metric: str, currency: str) -> list[dict]:
+def amortization(figures: list[GroupFigures], target: Target | None, metric: str, currency: str,
+                 higher_is_better: bool = False) -> list[dict]:
     """Per distillation group: one student's cost with and without its teacher, the cheapest normal
     method on the same basis, and the break-even number of students. Normal methods count only when
     they produce a task model (a test metric: pretraining alone does not); to target, one that every
@@ -516,12 +517,17 @@ def amortization(figures: list[GroupFigures], target: Target | None, metric: str
             baseline = min(reaching, key=lambda f: (f.reached < len(f.group.records),
                                                     f.to_target["to target cost"].mean))
             baseline_cost = baseline.to_target["to target cost"].mean
-        else:
+        else:  # the same quality: normal methods whose final test quality is at least the student's
             basis = "whole run"
             student = fig.columns[f"cost {currency}"].mean
-            candidates = [f for f in normal if f.columns[f"cost {currency}"].mean is not None]
+            quality = fig.columns[f"test {metric}"].mean
+            candidates = [f for f in normal if f.columns[f"cost {currency}"].mean is not None and (
+                quality is None or (f.columns[f"test {metric}"].mean >= quality if higher_is_better
+                                    else f.columns[f"test {metric}"].mean <= quality))]
             baseline = min(candidates, key=lambda f: f.columns[f"cost {currency}"].mean) if candidates else None
             baseline_cost = baseline.columns[f"cost {currency}"].mean if baseline else None
+            if baseline is None and normal:
+                basis = "whole run; no normal method as good"
         teacher_cost = fig.charge.cost
         baseline_once = baseline.charge.cost if baseline else 0.0  # its pretraining, charged once
         if None in (student, baseline_cost, teacher_cost, baseline_once):
@@ -531,6 +537,7 @@ def amortization(figures: list[GroupFigures], target: Target | None, metric: str
             n_students = "never" if n is None else n
         rows.append({
             "group": fig.group.name, "basis": basis, "student_cost": student,
+            "student_quality": fig.columns[f"test {metric}"].mean,
             "teacher_training_cost": fig.charge.training_cost, "teacher_inference_cost": fig.charge.inference_cost,
             "one_student_with_teacher": None if None in (student, teacher_cost) else student + teacher_cost,
             "baseline": baseline.group.name if baseline else None, "baseline_cost": baseline_cost,
@@ -924,7 +931,7 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
     chosen = resolve_target(runs, target, target_relative, metric, higher)
     groups = group_records(runs)
     figures = compute_figures(groups, runs, records.inferences, chosen, metric, currency, confidence)
-    amortized = amortization(figures, chosen, metric, currency)
+    amortized = amortization(figures, chosen, metric, currency, higher)
     shots = fewshot_by_k(runs, metric, currency, confidence, chosen)
     students = [f for f in figures if not f.group.is_teacher]
 
@@ -997,7 +1004,8 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
             "costs its one-off (the pretraining it starts from, if any) + N × baseline. Break-even: the "
             "smallest N at which distilling is cheaper (never: the distilled student alone costs at least "
             "the baseline). Basis: money to target when the student "
-            "and a normal method reach it, else the whole run's cost. Storage of soft targets is per month, "
+            "and a normal method reach it, else the whole run's cost against normal methods whose final "
+            "test quality is at least the student's. Storage of soft targets is per month, "
             "not in the one-off cost.")
         doc.table(["group", "basis", f"student {currency}", f"teacher training {currency}",
                    f"soft targets {currency}", f"one student with teacher {currency}", "cheapest normal method",
@@ -1123,6 +1131,10 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
         pays = row["break_even_students"]
         when = f"from {pays} students on" if isinstance(pays, int) else pays
         teacher = (row["teacher_training_cost"] or 0) + (row["teacher_inference_cost"] or 0)
+        if row["baseline"] is None and row["basis"].endswith("no normal method as good"):
+            lines.append(f"  {'teacher pays off':<20}{row['group']}: no normal method here reached its test {metric} "
+                         f"({fmt(row['student_quality'])}): distilling is the way to that quality")
+            continue
         if row["baseline"] is None:
             lines.append(f"  {'teacher pays off':<20}{row['group']}: unknown (no normal method with a test {metric} "
                          "to compare with)")

@@ -326,6 +326,23 @@ def test_a_fine_tune_is_charged_the_pretraining_it_starts_from(tmp_path):
     assert "training of the model it starts from (run pretrain)" in (run_dir / "report" / "report.md").read_text()
 
 
+def test_without_a_target_the_amortization_compares_normal_methods_at_least_as_good(tmp_path):
+    """Whole-run basis: the cheapest normal method whose final quality is at least the student's; a
+    cheaper but worse one is not the same quality. None as good: said so, no break-even."""
+    run_dir = tmp_path / "x"
+    write_record(run_dir / "runs" / "scratch", training_record("scratch", "scratch", 0, 100.0, 300, 0.5, target=None))
+    write_record(run_dir / "runs" / "kd_logits", training_record("kd_logits", "kd_logits", 0, 300.0, 300, 0.3,
+                                                                 target=None))
+    (row,) = build_report(run_dir, plots=False).data["amortization"]
+    assert row["baseline"] is None and row["basis"] == "whole run; no normal method as good"
+    summary = build_report(run_dir, plots=False).summary
+    assert "kd_logits: no normal method here reached its test wer (0.3): distilling is the way to that quality" in summary
+    write_record(run_dir / "runs" / "finetune", training_record("finetune", "finetune", 0, 600.0, 300, 0.25,
+                                                                target=None))
+    (row,) = build_report(run_dir, plots=False).data["amortization"]
+    assert row["baseline"] == "finetune" and row["basis"] == "whole run"  # not scratch: cheaper, but wer 0.5
+
+
 def test_relative_target_uses_the_teachers_test_quality(experiment):
     report = build_report(experiment, target_relative=0.95, plots=False)
     value = 0.30 / 0.95
