@@ -1132,8 +1132,9 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
         when = f"from {pays} students on" if isinstance(pays, int) else pays
         teacher = (row["teacher_training_cost"] or 0) + (row["teacher_inference_cost"] or 0)
         if row["baseline"] is None and row["basis"].endswith("no normal method as good"):
-            lines.append(f"  {'teacher pays off':<20}{row['group']}: no normal method here reached its test {metric} "
-                         f"({fmt(row['student_quality'])}): distilling is the way to that quality")
+            better = "or higher" if higher else "or lower"
+            lines.append(f"  {'teacher pays off':<20}{row['group']}: no normal method here ended at test {metric} "
+                         f"{fmt(row['student_quality'])} {better}: no cheaper way to that quality in these runs")
             continue
         if row["baseline"] is None:
             lines.append(f"  {'teacher pays off':<20}{row['group']}: unknown (no normal method with a test {metric} "
