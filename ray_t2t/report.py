@@ -890,6 +890,10 @@ class Report:
     data: dict  # what report.json holds
 
 
+def _task_of(figures: GroupFigures) -> str | None:
+    return (figures.group.records[0].get("data") or {}).get("task")
+
+
 def _winner(candidates: list[GroupFigures], value: Callable[[GroupFigures], float | None], lowest: bool = True):
     known = [(value(f), f) for f in candidates if value(f) is not None]
     if not known:
@@ -1123,10 +1127,17 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
                                 else "") + note)
             else:
                 lines.append(f"  {label:<20}no student run reached {chosen}")
-    quality = _winner(students, lambda f: f.columns[f"test {metric}"].mean, lowest=not higher)
-    winners["final_quality"] = quality[1].group.name if quality else None
-    if quality:
-        lines.append(f"  {'best final quality':<20}{quality[1].group.name}: test {metric} {fmt(quality[0])}")
+    # test figures of different tasks are not comparable: one winner per task when the runs mix tasks
+    tasks = list(dict.fromkeys(_task_of(f) for f in students))
+    winners["final_quality_by_task"] = {}
+    for task in tasks:
+        quality = _winner([f for f in students if _task_of(f) == task], lambda f: f.columns[f"test {metric}"].mean,
+                          lowest=not higher)
+        winners["final_quality_by_task"][task] = quality[1].group.name if quality else None
+        winners.setdefault("final_quality", quality[1].group.name if quality else None)
+        if quality:
+            lines.append(f"  {'best final quality':<20}{quality[1].group.name}: test {metric} {fmt(quality[0])}"
+                         + (f" (task {task})" if len(tasks) > 1 else ""))
     for row in amortized:
         pays = row["break_even_students"]
         when = f"from {pays} students on" if isinstance(pays, int) else pays

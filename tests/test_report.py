@@ -343,6 +343,18 @@ def test_without_a_target_the_amortization_compares_normal_methods_at_least_as_g
     assert row["baseline"] == "finetune" and row["basis"] == "whole run"  # not scratch: cheaper, but wer 0.5
 
 
+def test_best_final_quality_is_named_per_task_when_runs_mix_tasks(tmp_path):
+    run_dir = tmp_path / "x"
+    for label, wer, task in (("g2p_a", 0.4, "g2p_cmudict"), ("g2p_b", 0.3, "g2p_cmudict"), ("n2w", 0.1, "num2words")):
+        record = training_record(label, "scratch", 0, 100.0, 300, wer)
+        record["data"]["task"] = task
+        write_record(run_dir / "runs" / label, record)
+    report = build_report(run_dir, plots=False)
+    assert report.data["winners"]["final_quality_by_task"] == {"g2p_cmudict": "g2p_b", "num2words": "n2w"}
+    assert "g2p_b: test wer 0.3 (task g2p_cmudict)" in report.summary
+    assert "n2w: test wer 0.1 (task num2words)" in report.summary  # not the winner over g2p
+
+
 def test_relative_target_uses_the_teachers_test_quality(experiment):
     report = build_report(experiment, target_relative=0.95, plots=False)
     value = 0.30 / 0.95
