@@ -287,6 +287,9 @@ def _shard_stats(path: StoragePath) -> dict:
             "device": ledger.get("device"), "bytes": size, "sha256": sha256_file(path)}
 
 
+_reuse_announced: set[str] = set()
+
+
 def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = print, teacher_index: int = 0) -> dict:
     """Compute (or reuse) one teacher's soft targets for the training split; returns the manifest.
     Raises ConfigError/UserError before any work when the teacher is missing or the folder holds
@@ -299,8 +302,10 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     _check_request(folder, wanted)
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
-        log(f"soft targets: reusing {folder}")
         manifest = verify_manifest(folder)
+        if str(folder) not in _reuse_announced:  # a sweep prepares each distillation method: say it once
+            _reuse_announced.add(str(folder))
+            log(f"soft targets: reusing {folder}")
         if read_record(folder) is None:
             write_record(folder, inference_record(cfg, teacher, manifest, wall_s=None, log=log))
         return manifest
