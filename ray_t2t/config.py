@@ -23,7 +23,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,9 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ray_t2t.errors import ConfigError
 from ray_t2t.metrics import METRICS
 from ray_t2t.presets import PRESETS
-
-if TYPE_CHECKING:
-    from ray_t2t.storage import StoragePath
+from ray_t2t.storage import Remote, StoragePath, is_uri, location
 
 
 class Section(BaseModel):
@@ -78,15 +76,13 @@ class RunSection(Section):
 def storage_uri_problem(value: str) -> str | None:
     """Why `value` cannot be run.storage_path (a URI of an unknown scheme, or without a bucket); None
     when it is a folder path or an object-store URI ray_t2t can use."""
-    from ray_t2t.storage import Remote, is_uri, uri_problem
-
-    problem = uri_problem(value)
-    if problem is None and is_uri(value):
-        try:
-            Remote.parse(value)
-        except ValueError as err:
-            problem = str(err)
-    return problem
+    if not is_uri(value):
+        return None
+    try:
+        Remote.parse(value)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -899,8 +895,6 @@ class ExperimentConfig(Section):
     @property
     def experiment_dir(self) -> StoragePath:
         """<run.storage_path>/<run.name>: a Path, or a storage.Remote for an object-store URI."""
-        from ray_t2t.storage import location
-
         return location(self.run.storage_path) / self.run.name
 
 

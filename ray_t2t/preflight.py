@@ -35,13 +35,11 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
 from ray_t2t.config import ExperimentConfig, storage_uri_problem
 from ray_t2t.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ray_t2t.storage import StoragePath
+from ray_t2t.storage import StoragePath, is_uri
 
 STAGES = ("train", "teacher", "sweep")
 ACCELERATOR_PREFIX = "accelerator_type:"
@@ -57,8 +55,6 @@ def check_storage_writable(cfg: ExperimentConfig) -> StoragePath:
     """Create the experiment folder (<run.storage_path>/<run.name>) and a file in it, then remove the
     file. Returns the folder; raises ConfigError naming run.storage_path when that fails (a missing
     bucket, no permission, no credentials), and, inside a submitted Ray job, for a relative path."""
-    from ray_t2t.storage import is_uri
-
     value = cfg.run.storage_path
     problem = storage_uri_problem(value)
     if problem:
@@ -80,7 +76,7 @@ def check_storage_writable(cfg: ExperimentConfig) -> StoragePath:
         probe.unlink()
     except OSError as err:
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        reason = (err.strerror or str(err)).strip().splitlines()[0] if (err.strerror or str(err)).strip() else repr(err)
+        reason = ((err.strerror or str(err)).strip().splitlines() or [repr(err)])[0]
         advice = ("Check the bucket exists and that this machine's credentials (AWS_* / GOOGLE_APPLICATION_CREDENTIALS "
                   "environment variables, or the node's instance role) may write to it" if remote else
                   "Set run.storage_path to a folder this user can write to (on a cluster: one every node mounts at "

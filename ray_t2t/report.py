@@ -349,13 +349,13 @@ class Charge:
     cost: float | None = 0.0  # teacher training + teacher inference + base training
     training_cost: float | None = 0.0
     inference_cost: float | None = 0.0
-    base_cost: float | None = 0.0  # training of the model the run starts from (pretraining)
     storage_month: float = 0.0
     parts: list[str] = field(default_factory=list)
     base_runs: list[str] = field(default_factory=list)  # labels of the runs charged as base training
 
-    def add_cost(self, attribute: str, value: float | None) -> None:
-        for name in (attribute, "cost"):
+    def add_cost(self, attribute: str | None, value: float | None) -> None:
+        """Add `value` to `attribute` (a part of the cost; None: no part of its own) and to the total."""
+        for name in (attribute, "cost")[attribute is None:]:
             current = getattr(self, name)
             setattr(self, name, None if current is None or value is None else current + value)
 
@@ -432,7 +432,7 @@ def base_charge(group: Group, runs: list[dict], charge: Charge) -> None:
         charge.train_s += base["times"]["train_s"] / n
         charge.device_s += base["device_seconds"] / n
         cost = (base.get("cost") or {}).get("total")
-        charge.add_cost("base_cost", None if cost is None else cost / n)
+        charge.add_cost(None, None if cost is None else cost / n)  # base_runs say which runs
         charged[base["label"]] = charged.get(base["label"], 0) + 1
     for label, count in charged.items():
         charge.base_runs.append(label)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +57,6 @@ def id_type_for(vocab_size: int):
         if vocab_size <= 2**bits:
             return kind
     return pa.uint64()
-
-
-def sha256_file(path: StoragePath) -> str:
-    return sha256_of(path)
 
 
 # ------------------------------------------------------------------------------------- the teacher
@@ -126,7 +121,7 @@ def identity(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData) ->
         digest = hashlib.sha256()
         for name, file, _ in files_under(path):
             digest.update(name.encode())
-            digest.update(sha256_file(file).encode())
+            digest.update(sha256_of(file).encode())
         teacher_hash = digest.hexdigest()
     else:  # a hub name: its name stands for its weights
         teacher_hash = hashlib.sha256(teacher.path.encode()).hexdigest()
@@ -136,7 +131,7 @@ def identity(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData) ->
         "format": FORMAT_VERSION,
         "teacher weights": teacher_hash,
         "tokenizer": hashlib.sha256(meta.encode()).hexdigest(),
-        "data split": sha256_file(prepared.files / "train.parquet"),
+        "data split": sha256_of(prepared.files / "train.parquet"),
         "k": settings.top_k,
         "temperature": settings.temperature,
         "generations": settings.generations,
@@ -272,19 +267,20 @@ def torch_device_name(device) -> str:
 
 
 def _shard_stats(path: StoragePath) -> dict:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with open_input(path) as handle:
-        parquet = pq.ParquetFile(handle)
-        table = parquet.read(columns=["example_id", "positions"])
-        metadata = parquet.schema_arrow.metadata or {}
-        size = handle.size() if hasattr(handle, "size") else os.fstat(handle.fileno()).st_size
+    with open_input(path) as handle:  # one read: size, checksum and contents of the same bytes
+        data = handle.read()
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    table = parquet.read(columns=["example_id", "positions"])
+    metadata = parquet.schema_arrow.metadata or {}
     ids = table.column("example_id").to_pylist()
     ledger = json.loads(metadata.get(b"ray_t2t", b"{}"))
     return {"name": path.name, "rows": len(ids), "first_id": min(ids), "last_id": max(ids),
             "target_tokens": int(sum(table.column("positions").to_pylist())),
             "source_tokens": ledger.get("source_tokens"), "seconds": ledger.get("seconds"),
-            "device": ledger.get("device"), "bytes": size, "sha256": sha256_file(path)}
+            "device": ledger.get("device"), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 _reuse_announced: set[str] = set()
@@ -447,7 +443,7 @@ def verify_manifest(folder) -> dict:
         file = folder / shard["name"]
         if not file.is_file():
             raise DataError(f"{file}: listed in the manifest but missing")
-        if sha256_file(file) != shard["sha256"]:
+        if sha256_of(file) != shard["sha256"]:
             raise DataError(f"{file}: checksum does not match the manifest (changed or corrupt)")
         if shard["first_id"] != expected_first or shard["last_id"] - shard["first_id"] + 1 != shard["rows"]:
             raise DataError(f"{file}: holds example ids {shard['first_id']}..{shard['last_id']}, expected from {expected_first}")
