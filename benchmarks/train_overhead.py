@@ -1,16 +1,19 @@
 """Is the ray_t2t training loop as fast as a hand-written PyTorch loop? And what does starting it cost?
 
     .venv/bin/python benchmarks/train_overhead.py [--steps 300] [--preset t5-0.5m] [--batch-size 64]
-                                                  [--threads 1] [--zero-stage 0]
+                                                  [--threads 1] [--zero-stage 0] [--rounds 2] [--scaling]
 
 The same model (same preset, seed and initial weights), the same batches (same BatchOrder) and the same
-optimizer settings run three times in one process: a minimal PyTorch loop, the ray_t2t loop on Ray
-Train + DeepSpeed (1 worker), and the PyTorch loop again (to see drift on a shared machine). Prints
-tokens/s of each and the ratio ray_t2t / PyTorch (goal >= 0.95 once started), then the fixed costs
-around the ray_t2t run: submit -> first step, and last step -> run record written.
+optimizer settings run in one process: a minimal PyTorch loop and the ray_t2t loop on Ray Train +
+DeepSpeed (1 worker), alternated `--rounds` times. On a shared machine a run is slowed by whatever
+else runs, never sped up, so each side's figure is its best round. Prints tokens/s of each and the
+ratio ray_t2t / PyTorch (goal >= 0.95 once started), then the fixed costs around the first ray_t2t
+run: submit -> first step, and last step -> run record written.
 
-With --scaling, the ray_t2t loop also runs with 2 workers of `--threads` CPUs each (same per-worker
-batch), between the two plain loops: efficiency = tokens/s(2 workers) / (2 x tokens/s(1 worker)).
+With --scaling, each round also runs the ray_t2t loop with 2 workers of `--threads` CPUs each (same
+per-worker batch) and a hand-written 2-process DistributedDataParallel loop (gloo, same batches per
+rank): efficiency = tokens/s(2 workers) / (2 x tokens/s(1 worker)), and ray_t2t's 2 workers vs the
+DDP loop. The DDP loop's own efficiency against 2 x the plain loop is what the machine allows.
 `measure(args)` returns the figures (benchmarks/run_all.py runs this file with --json).
 """
 
@@ -45,8 +48,10 @@ def experiment(folder: Path, args) -> dict:
     }
 
 
-def plain_pytorch(cfg, prepared, threads: int) -> float:
-    """tokens/s of a minimal loop: AdamW, same schedule, clipping, batches and model."""
+def plain_loop(cfg, prepared, threads: int, world_size: int = 1, rank: int = 0) -> tuple[int, float]:
+    """(tokens, seconds) of a minimal loop: AdamW, same schedule, clipping, batches and model. With
+    world_size > 1 (a gloo process group already up) the model is wrapped in DistributedDataParallel
+    and this rank trains on its share of the batches, as a ray_t2t worker does."""
     import torch
 
     from ray_t2t.methods import Setup, collate
@@ -61,9 +66,11 @@ def plain_pytorch(cfg, prepared, threads: int) -> float:
     model, _ = build_model(cfg.models.student, setup.tokenizer, seed=cfg.seed)
     setup.encoder_decoder = is_encoder_decoder(model)
     model.train()
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
     train = Split(prepared, "train")
     order = BatchOrder(length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)),
-                                   setup.encoder_decoder), cfg.training.batch_size, seed=cfg.seed)
+                                   setup.encoder_decoder), cfg.training.batch_size, world_size, rank, seed=cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     tokens, started = 0, time.perf_counter()
@@ -78,7 +85,52 @@ def plain_pytorch(cfg, prepared, threads: int) -> float:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens += sum(len(s) + len(t) for s, t in zip(sources, targets))
-    return tokens / (time.perf_counter() - started)
+    return tokens, time.perf_counter() - started
+
+
+def plain_pytorch(cfg, prepared, threads: int) -> float:
+    """tokens/s of the plain loop in this process."""
+    tokens, seconds = plain_loop(cfg, prepared, threads)
+    return tokens / seconds
+
+
+def _ddp_rank(rank: int, world_size: int, port: int, cfg, prepared, threads: int, results) -> None:
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        tokens, seconds = plain_loop(cfg, prepared, threads, world_size, rank)
+        total = torch.tensor([float(tokens), seconds], dtype=torch.float64)
+        dist.all_reduce(total[:1])  # all ranks' tokens
+        dist.all_reduce(total[1:], op=dist.ReduceOp.MAX)  # the slowest rank's time
+        if rank == 0:
+            results.put(float(total[0] / total[1]))
+    finally:
+        dist.destroy_process_group()
+
+
+def plain_ddp(cfg, prepared, threads: int, world_size: int = 2) -> float:
+    """tokens/s of the plain loop as a hand-written DistributedDataParallel job: `world_size`
+    processes on this machine, gloo over loopback, `threads` CPU threads each."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_ddp_rank, args=(rank, world_size, port, cfg, prepared, threads, results))
+                 for rank in range(world_size)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    if any(process.exitcode for process in processes):
+        raise RuntimeError(f"the plain DDP loop failed (exit codes {[p.exitcode for p in processes]})")
+    return results.get(timeout=10)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,68 +140,92 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of both loops (Ray: CPUs per worker)")
     parser.add_argument("--zero-stage", type=int, default=0)
-    parser.add_argument("--scaling", action="store_true", help="also run the ray_t2t loop with 2 workers")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also run the ray_t2t loop with 2 workers and a plain 2-process DDP loop")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the loops; each figure is its best round")
     parser.add_argument("--json", help="also write the figures to this file")
     return parser
 
 
 def measure(args) -> dict:
-    """Plain loop, ray_t2t loop (1 worker; with args.scaling also 2 workers), plain loop again."""
+    """`args.rounds` rounds of: plain loop, ray_t2t loop (1 worker), and with args.scaling the plain
+    DDP loop and the ray_t2t loop with 2 workers. Each figure is its best round."""
     import ray
 
     from ray_t2t.train.launcher import ensure_ray, train
 
     folder = Path(tempfile.mkdtemp(prefix="ray_t2t_bench_"))
     cfg = validate_config(experiment(folder, args))
+    two = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": 2})})
     prepared = prepare_data(cfg)
-    before = plain_pytorch(cfg, prepared, args.threads)
-    ensure_ray(use_gpu=False)
-    submitted = time.time()
-    record = train(cfg, "scratch", log=lambda message: None)
-    returned = time.time()
-    scaled = None
-    if args.scaling:
-        two = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": 2})})
-        scaled = train(two, "scratch", run_name="scratch-2-workers", log=lambda message: None)
-    after = plain_pytorch(cfg, prepared, args.threads)
-    ray.shutdown()
-    shutil.rmtree(folder, ignore_errors=True)
+    runs: dict[str, list[float]] = {"pytorch": [], "ray_t2t": [], "ddp": [], "ray_t2t_2": []}
+    first = None
+    try:
+        for round_ in range(args.rounds):
+            runs["pytorch"].append(plain_pytorch(cfg, prepared, args.threads))
+            if args.scaling:
+                runs["ddp"].append(plain_ddp(cfg, prepared, args.threads))
+            ensure_ray(use_gpu=False)
+            submitted = time.time()
+            record = train(cfg, "scratch", run_name=f"scratch-{round_}", log=lambda message: None)
+            if first is None:
+                first = record, submitted, time.time()
+            runs["ray_t2t"].append(record["tokens_per_s"])
+            if args.scaling:
+                scaled = train(two, "scratch", run_name=f"scratch-2-workers-{round_}", log=lambda message: None)
+                runs["ray_t2t_2"].append(scaled["tokens_per_s"])
+    finally:
+        ray.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
 
-    plain = (before + after) / 2
+    best = {name: max(values) for name, values in runs.items() if values}
+    record, submitted, returned = first
     stamps = record["timestamps"]
     figures = {
         "preset": args.preset, "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
-        "zero_stage": args.zero_stage,
-        "pytorch_tokens_per_s": [before, after],
-        "ray_t2t_tokens_per_s": record["tokens_per_s"],
-        "ratio": record["tokens_per_s"] / plain,
+        "zero_stage": args.zero_stage, "rounds": args.rounds,
+        "pytorch_tokens_per_s": runs["pytorch"],
+        "ray_t2t_runs_tokens_per_s": runs["ray_t2t"],
+        "pytorch_best_tokens_per_s": best["pytorch"],
+        "ray_t2t_tokens_per_s": best["ray_t2t"],
+        "ratio": best["ray_t2t"] / best["pytorch"],
         "startup_s": stamps["first_step"] - submitted,
         "teardown_s": stamps["record_written"] - stamps["last_step"],
         "driver_return_s": returned - stamps["record_written"],
         "train_s": record["times"]["train_s"],
         "tokens_per_step": record["data"]["tokens_seen"] / record["steps"]["done"],
     }
-    if scaled is not None:
-        figures |= {"two_workers_tokens_per_s": scaled["tokens_per_s"],
-                    "scaling_efficiency": scaled["tokens_per_s"] / (2 * record["tokens_per_s"])}
+    if args.scaling:
+        figures |= {"two_workers_runs_tokens_per_s": runs["ray_t2t_2"], "ddp_runs_tokens_per_s": runs["ddp"],
+                    "two_workers_tokens_per_s": best["ray_t2t_2"], "ddp_tokens_per_s": best["ddp"],
+                    "scaling_efficiency": best["ray_t2t_2"] / (2 * best["ray_t2t"]),
+                    "ddp_ratio": best["ray_t2t_2"] / best["ddp"],
+                    "ddp_efficiency": best["ddp"] / (2 * best["pytorch"])}
     return figures
 
 
 def main() -> None:
     args = parser().parse_args()
     figures = measure(args)
-    before, after = figures["pytorch_tokens_per_s"]
-    print(f"model {args.preset}, batch {args.batch_size}, {args.steps} steps, {args.threads} thread(s), ZeRO {args.zero_stage}")
-    print(f"  plain PyTorch loop   {before:10,.0f} tokens/s (before)  {after:10,.0f} tokens/s (after)")
-    print(f"  ray_t2t loop         {figures['ray_t2t_tokens_per_s']:10,.0f} tokens/s")
+
+    def runs(values):
+        return "  ".join(f"{v:,.0f}" for v in values)
+
+    print(f"model {args.preset}, batch {args.batch_size}, {args.steps} steps, {args.threads} thread(s), ZeRO {args.zero_stage}, "
+          f"{args.rounds} round(s), best of each")
+    print(f"  plain PyTorch loop   {figures['pytorch_best_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['pytorch_tokens_per_s'])})")
+    print(f"  ray_t2t loop         {figures['ray_t2t_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['ray_t2t_runs_tokens_per_s'])})")
     print(f"  ratio                {figures['ratio']:10.3f}   (goal >= 0.95)")
     print(f"  start-up             {figures['startup_s']:10.1f} s   submit -> first step (Ray, workers, model, engine, first eval)")
     print(f"  tear-down            {figures['teardown_s']:10.1f} s   last step -> record written (checkpoint, test, export)")
     print(f"  driver return        {figures['driver_return_s']:10.1f} s   record written -> train() returns")
     print(f"  training             {figures['train_s']:10.1f} s   the steps themselves")
     if "scaling_efficiency" in figures:
-        print(f"  ray_t2t, 2 workers   {figures['two_workers_tokens_per_s']:10,.0f} tokens/s   "
+        print(f"  plain DDP, 2 procs   {figures['ddp_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['ddp_runs_tokens_per_s'])}); "
+              f"efficiency {figures['ddp_efficiency']:.3f} = tokens/s(DDP) / (2 x tokens/s(plain))")
+        print(f"  ray_t2t, 2 workers   {figures['two_workers_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['two_workers_runs_tokens_per_s'])}); "
               f"efficiency {figures['scaling_efficiency']:.3f} = tokens/s(2) / (2 x tokens/s(1))")
+        print(f"  ray_t2t 2 workers / plain DDP {figures['ddp_ratio']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
 
