@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU-only checks, as one script for a GPU machine: the tests of tests/test_gpu.py (bf16, MFU,
-# NVML energy, ZeRO-2, QLoRA), then benchmarks/gpu_mfu.py. Needs the package's dependencies in the
+# NVML energy, ZeRO-2, QLoRA), then benchmarks/gpu_mfu.py, then benchmarks/loop_options.py on the GPU
+# (fused vs foreach AdamW, eager attention vs SDPA, bf16 autocast). Needs the package's dependencies in the
 # Python on PATH (or WHEELS=folder of wheels to install into /tmp/site first), a CUDA GPU, and
 # bitsandbytes for the QLoRA test.
 #     bash benchmarks/gpu_check.sh            # OUT=folder keeps the logs
@@ -18,4 +19,6 @@ python3 -c "import torch, transformers, deepspeed; print('torch', torch.__versio
 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log"
 tests=${PIPESTATUS[0]}
 python3 benchmarks/gpu_mfu.py "$@" 2>&1 | tee "$OUT/gpu_mfu.log" | grep -v "^\[ray-t2t\]\|^\[20"
+python3 benchmarks/loop_options.py --device cuda --preset t5-220m --batch-size 64 --steps 60 \
+    --variants default,fused_adamw,foreach_adamw,eager_attention 2>&1 | tee "$OUT/loop_options.log"
 exit $tests

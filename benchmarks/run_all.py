@@ -19,6 +19,9 @@ little. The figures:
   with 2 threads, end to end and once started (goal >= 0.9); shard bytes per target token at k = 32
   (goal <= 100); reading + decoding the shards into kd_logits' tensors vs the tokens/s the ray_t2t
   loop consumes training kd_logits at a quickstart trial's settings (goal >= 5x).
+- options: benchmarks/loop_options.py at the same settings, best of 2 rounds: the optimizer step of
+  fused AdamW (what the loop uses) vs torch's default AdamW (goal < 1: kept only if it gains), and,
+  for information, a plain loop's tokens/s with each and with eager attention instead of SDPA.
 - padding: the share of pad tokens in a quickstart run's batches (the embedded task's training
   split, its batch size) with length-grouped batching vs without (goal <= 10% grouped); arithmetic
   only, no training.
@@ -54,8 +57,9 @@ GOALS = {  # figure -> (op, goal) on its ratio (or on its value where there is n
     "grouping_speedup": (">=", 1.0),
     "scaling_efficiency": (">=", 0.8),
     "ddp_ratio": (">=", 0.95),
+    "fused_adamw_step": ("<", 1.0),
 }
-BENCHMARKS = ("train", "teacher", "padding")
+BENCHMARKS = ("train", "teacher", "padding", "options")
 
 
 def quickstart_trial() -> dict:
@@ -77,7 +81,10 @@ def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
                "--kd-preset", trial["preset"], "--kd-batch-size", str(trial["batch_size"]), "--cores", "2"]
     teacher += (["--examples", "6000", "--rows-per-shard", "500", "--kd-steps", "20"] if quick
                 else ["--examples", "100000", "--kd-steps", "150"])
-    return {"train": train, "teacher": teacher}
+    options = ["benchmarks/loop_options.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
+               "--threads", str(trial["threads"]), "--variants", "default,fused_adamw,eager_attention",
+               "--steps", "10" if quick else "80", "--rounds", "1" if quick else "2"]
+    return {"train": train, "teacher": teacher, "options": options}
 
 
 def run_script(name: str, argv: list[str], json_path: Path, log, timeout_s: float) -> dict | None:
@@ -182,6 +189,22 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
             add("real tokens/s, plain loop: grouped by (source, target) vs by source + target", "grouping_speedup",
                 f"{speed['keys_tokens_per_s']:,.0f}", f"{speed['sum_tokens_per_s']:,.0f}", f"{speed['speedup']:.3f}",
                 speed["speedup"])
+    options = results.get("options")
+    if options:
+        best = options["best"]
+        default, fused = best["default"], best.get("fused_adamw")
+        if fused:
+            ratio = fused["optimizer_ms"] / default["optimizer_ms"]
+            add("optimizer step ms: fused AdamW (the loop's) vs torch's default AdamW", "fused_adamw_step",
+                f"{fused['optimizer_ms']:.2f} ms", f"{default['optimizer_ms']:.2f} ms", f"{ratio:.3f}", ratio)
+            speed = fused["tokens_per_s"] / default["tokens_per_s"]
+            add("(plain loop tokens/s with fused AdamW vs default)", None, f"{fused['tokens_per_s']:,.0f}",
+                f"{default['tokens_per_s']:,.0f}", f"{speed:.3f}")
+        eager = best.get("eager_attention")
+        if eager:
+            add("(plain loop tokens/s: eager attention vs SDPA, transformers' default)", None,
+                f"{eager['tokens_per_s']:,.0f}", f"{default['tokens_per_s']:,.0f}",
+                f"{eager['tokens_per_s'] / default['tokens_per_s']:.3f}")
     return rows
 
 

@@ -133,7 +133,7 @@ def verdict(value: float | None, op: str, goal: float) -> str:
     """'pass', 'FAIL', or 'n/a' when the figure was not measured."""
     if value is None:
         return "n/a"
-    ok = value >= goal if op == ">=" else value <= goal
+    ok = {">=": value >= goal, "<=": value <= goal, ">": value > goal, "<": value < goal}[op]
     return "pass" if ok else "FAIL"
 
 

@@ -1,5 +1,8 @@
 """The benchmark suite's pure pieces (benchmarks/suite.py, benchmarks/run_all.py): Ray-free, seconds."""
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +51,7 @@ def test_padding_waste_grouping_cuts_padding_and_covers_the_epoch():
 def test_verdicts_and_table():
     assert verdict(0.96, ">=", 0.95) == "pass" and verdict(0.9, ">=", 0.95) == "FAIL"
     assert verdict(80, "<=", 100) == "pass" and verdict(None, "<=", 100) == "n/a"
+    assert verdict(0.4, "<", 1.0) == "pass" and verdict(1.0, "<", 1.0) == "FAIL"
     table = format_table([{"figure": "a", "value": "1", "ratio": "0.5", "goal": ">= 0.9", "result": "FAIL"}])
     header, rule, row = table.splitlines()
     assert header.split() == ["figure", "value", "baseline", "ratio", "goal", "result"]
@@ -58,14 +62,43 @@ def test_run_all_rows_judge_each_figure():
     from benchmarks.run_all import rows_of
 
     results = {
-        "train": {"pytorch_tokens_per_s": [100.0, 110.0], "ray_t2t_tokens_per_s": 100.0, "ratio": 100 / 105,
+        "train": {"pytorch_tokens_per_s": [100.0, 104.0], "pytorch_best_tokens_per_s": 104.0,
+                  "ray_t2t_tokens_per_s": 100.0, "ratio": 100 / 104,
                   "startup_s": 12.0, "teardown_s": 1.0, "tokens_per_step": 10.0,
-                  "two_workers_tokens_per_s": 150.0, "scaling_efficiency": 0.75},
+                  "two_workers_tokens_per_s": 150.0, "scaling_efficiency": 0.75,
+                  "ddp_tokens_per_s": 160.0, "ddp_ratio": 150 / 160, "ddp_efficiency": 160 / 208},
         "padding": {"grouped": {"pad_share": 0.05}, "ungrouped": {"pad_share": 0.4}},
+        "options": {"best": {"default": {"tokens_per_s": 100.0, "optimizer_ms": 4.0},
+                             "fused_adamw": {"tokens_per_s": 103.0, "optimizer_ms": 1.6},
+                             "eager_attention": {"tokens_per_s": 104.0, "optimizer_ms": 4.0}}},
     }
     rows = {row["key"]: row for row in rows_of(results, {"max_steps": 600}) if row["key"]}
     assert rows["train_ratio"]["result"] == "pass"
     # 600 steps x 10 tokens at 100 tokens/s = 60 s of training; 13 s of overhead is 21.7% of it
     assert rows["overhead_share"]["judged"] == pytest.approx(13 / 60) and rows["overhead_share"]["result"] == "FAIL"
     assert rows["scaling_efficiency"]["result"] == "FAIL"
+    assert rows["ddp_ratio"]["result"] == "FAIL" and rows["ddp_ratio"]["ratio"] == "0.938"
+    assert rows["ddp_ratio"]["baseline"] == "160"
+    assert rows["fused_adamw_step"]["ratio"] == "0.400" and rows["fused_adamw_step"]["result"] == "pass"
     assert rows["padding_grouped"]["result"] == "pass" and rows["padding_grouped"]["ratio"] == "0.125"
+
+
+def test_loop_options_trains_each_variant_and_writes_its_figures(tmp_path):
+    out = tmp_path / "options.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "loop_options.py"), "--preset", "t5-tiny", "--batch-size", "8",
+         "--steps", "3", "--rounds", "1", "--variants", "fused_adamw,eager_attention", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert set(figures["best"]) == {"default", "fused_adamw", "eager_attention"}
+    for best in figures["best"].values():
+        assert best["tokens_per_s"] > 0 and best["optimizer_ms"] > 0
+    assert "fused_adamw" in result.stdout and "ratio" in result.stdout
+
+
+def test_loop_options_refuses_an_unknown_variant():
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "loop_options.py"), "--variants", "turbo"],
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode != 0 and "unknown variant(s) turbo" in result.stderr
+    assert "Traceback" not in result.stderr
