@@ -430,8 +430,9 @@ def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedDat
         raise UserError(f"teacher inference returned {len(results)} of {len(missing)} shards; rerun to resume")
 
 
-def verify_manifest(folder) -> dict:
-    """The manifest, after checking that every shard it lists is there with its checksum and that the
+def verify_manifest(folder, checksums: bool = True) -> dict:
+    """The manifest, after checking that every shard it lists is there (with its checksum, unless
+    `checksums` is false: a reader that checks each shard as it reads it, read_shard) and that the
     example ids cover 0..rows-1 once. Raises DataError naming what is wrong."""
     folder = location(folder)
     path = folder / MANIFEST
@@ -443,7 +444,7 @@ def verify_manifest(folder) -> dict:
         file = folder / shard["name"]
         if not file.is_file():
             raise DataError(f"{file}: listed in the manifest but missing")
-        if sha256_of(file) != shard["sha256"]:
+        if checksums and sha256_of(file) != shard["sha256"]:
             raise DataError(f"{file}: checksum does not match the manifest (changed or corrupt)")
         if shard["first_id"] != expected_first or shard["last_id"] - shard["first_id"] + 1 != shard["rows"]:
             raise DataError(f"{file}: holds example ids {shard['first_id']}..{shard['last_id']}, expected from {expected_first}")
@@ -453,18 +454,31 @@ def verify_manifest(folder) -> dict:
     return manifest
 
 
-def load_soft_targets(folder: str | Path) -> dict[int, tuple]:
-    """{example_id: (topk_ids [positions x k] int64, topk_logprobs [positions x k] float32)} of a
-    verified soft-target folder (for training; the manifest is checked first)."""
-    import numpy as np
+def read_shard(folder: StoragePath, shard: dict, columns: list[str]):
+    """The `columns` of a manifest's shard as a pyarrow Table, read once (one download from a bucket)
+    and checked against the manifest's checksum before it is parsed."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    file = folder / shard["name"]
+    with open_input(file) as handle:
+        data = handle.read()
+    if hashlib.sha256(data).hexdigest() != shard["sha256"]:
+        raise DataError(f"{file}: checksum does not match the manifest (changed or corrupt)")
+    return pq.read_table(pa.BufferReader(data), columns=columns)
+
+
+def load_soft_targets(folder: str | Path) -> dict[int, tuple]:
+    """{example_id: (topk_ids [positions x k] int64, topk_logprobs [positions x k] float32)} of a
+    verified soft-target folder (for training; the manifest is checked first, each shard's checksum
+    as it is read)."""
+    import numpy as np
+
     folder = location(folder)
-    manifest = verify_manifest(folder)
+    manifest = verify_manifest(folder, checksums=False)  # read_shard checks each shard as it reads it
     rows: dict[int, tuple] = {}
     for shard in manifest["shards"]:
-        with open_input(folder / shard["name"]) as handle:
-            table = pq.read_table(handle, columns=["example_id", "positions", "teacher_topk_ids", "teacher_topk_logprobs"])
+        table = read_shard(folder, shard, ["example_id", "positions", "teacher_topk_ids", "teacher_topk_logprobs"])
         examples = table.column("example_id").to_numpy()
         positions = table.column("positions").to_numpy()
         ids = table.column("teacher_topk_ids").combine_chunks()
@@ -482,15 +496,12 @@ def load_soft_targets(folder: str | Path) -> dict[int, tuple]:
 
 def load_generations(folder: str | Path) -> dict[int, list[int]]:
     """{example_id: the teacher's generated target ids} of a verified soft-target folder."""
-    import pyarrow.parquet as pq
-
     folder = location(folder)
-    manifest = verify_manifest(folder)
+    manifest = verify_manifest(folder, checksums=False)  # read_shard checks each shard as it reads it
     if manifest["identity"]["generations"] == "none":
         raise DataError(f"{folder}: made without generations (soft_targets.generations: none)")
     rows: dict[int, list[int]] = {}
     for shard in manifest["shards"]:
-        with open_input(folder / shard["name"]) as handle:
-            table = pq.read_table(handle, columns=["example_id", "teacher_generation"])
+        table = read_shard(folder, shard, ["example_id", "teacher_generation"])
         rows.update(zip(table.column("example_id").to_pylist(), table.column("teacher_generation").to_pylist()))
     return rows

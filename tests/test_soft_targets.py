@@ -19,6 +19,7 @@ from ray_t2t.models import build_model
 from ray_t2t.soft_targets import (
     MANIFEST,
     TeacherReplica,
+    load_soft_targets,
     produce_soft_targets,
     resolve_teacher,
     shard_name,
@@ -97,6 +98,8 @@ def test_manifest_is_written_last_and_verified(tmp_path):
     shard.write_bytes(original[:-10] + b"x" * 10)
     with pytest.raises(DataError, match="shard-00002.parquet: checksum does not match"):
         verify_manifest(folder)
+    with pytest.raises(DataError, match="shard-00002.parquet: checksum does not match"):
+        load_soft_targets(folder)  # each shard checked as it is read
     shard.unlink()
     with pytest.raises(DataError, match="shard-00002.parquet: listed in the manifest but missing"):
         verify_manifest(folder)
@@ -240,6 +243,11 @@ def test_kd_sequence_trains_on_the_teachers_generations(tmp_path):
     assert 10 < sum(kept) < 30
     assert all(row == (golds[n] if kept[n] else teacher_only[n]) for n, row in enumerate(half))
     assert labels_with(1.0) == golds
+
+    shard = folder / shard_name(0)
+    shard.write_bytes(shard.read_bytes()[:-10] + b"x" * 10)
+    with pytest.raises(DataError, match="shard-00000.parquet: checksum does not match"):
+        load_generations(folder)  # each shard checked as it is read
 
 
 def test_a_teacher_job_killed_mid_run_resumes_to_exactly_one_row_per_example(tmp_path, ray_t2t_bin):

@@ -185,6 +185,8 @@ def test_soft_targets_are_written_verified_and_read_on_s3(tmp_path, s3_bucket):
     (folder / shard_name(1)).write_bytes(b"corrupt")
     with pytest.raises(DataError, match="shard-00001.parquet: checksum does not match"):
         verify_manifest(str(folder))
+    with pytest.raises(DataError, match="shard-00001.parquet: checksum does not match"):
+        load_soft_targets(str(folder))
     assert not (tmp_path / "runs").exists()
 
 
