@@ -422,7 +422,7 @@ def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedDat
         TeacherReplica,
         fn_constructor_kwargs={"job": job},
         batch_size=1,
-        concurrency=settings.replicas,
+        compute=ray.data.ActorPoolStrategy(size=settings.replicas),
         num_cpus=settings.cpus_per_replica,
         num_gpus=settings.gpus_per_replica,
     ).take_all()
