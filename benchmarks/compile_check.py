@@ -25,10 +25,9 @@ sys.path.insert(0, str(ROOT))
 def run(mode: str, args, cfg, prepared) -> dict:
     import torch
 
-    from ray_t2t.data import Split
+    from benchmarks.suite import step_batches
     from ray_t2t.methods import Setup, collate
     from ray_t2t.models import build_model, is_encoder_decoder
-    from ray_t2t.train.batch_order import BatchOrder, length_keys
 
     device = torch.device(args.device)
     setup = Setup(cfg, cfg.methods[0], prepared.tokenizer(), seed=cfg.seed)
@@ -37,18 +36,13 @@ def run(mode: str, args, cfg, prepared) -> dict:
     model.to(device).train()
     forward = torch.compile(model, dynamic=True) if mode == "compiled" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate)
-    train = Split(prepared, "train")
-    order = BatchOrder(length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)),
-                                   setup.encoder_decoder), args.batch_size, seed=cfg.seed)
+    batches = step_batches(prepared, args.batch_size, setup.encoder_decoder, cfg.seed)
     started, tokens = time.perf_counter(), 0
-    for step in range(args.warmup + args.steps):
+    for step, (sources, targets) in zip(range(args.warmup + args.steps), batches):
         if step == args.warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             warm_s, tokens, steady_start = time.perf_counter() - started, 0, time.perf_counter()
-        indices = order.indices(step)
-        sources = [train.source_ids[i] for i in indices]
-        targets = [train.target_ids[i] for i in indices]
         batch = {k: v.to(device) for k, v in collate(setup, sources, targets).items()}
         forward(**batch).loss.backward()
         optimizer.step()

@@ -45,10 +45,9 @@ def run(variant: str, args, cfg, prepared) -> dict:
 
     import torch
 
-    from ray_t2t.data import Split
+    from benchmarks.suite import step_batches
     from ray_t2t.methods import Setup, collate
     from ray_t2t.models import build_model, is_encoder_decoder
-    from ray_t2t.train.batch_order import BatchOrder, length_keys
 
     optimizer_options, attention = VARIANTS[variant]
     device = torch.device(args.device)
@@ -58,9 +57,7 @@ def run(variant: str, args, cfg, prepared) -> dict:
         model.set_attn_implementation(attention)
     setup.encoder_decoder = is_encoder_decoder(model)
     model.to(device).train()
-    train = Split(prepared, "train")
-    order = BatchOrder(length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)),
-                                   setup.encoder_decoder), cfg.training.batch_size, seed=cfg.seed)
+    batches = step_batches(prepared, cfg.training.batch_size, setup.encoder_decoder, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate, **optimizer_options)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
 
@@ -69,13 +66,10 @@ def run(variant: str, args, cfg, prepared) -> dict:
             torch.cuda.synchronize(device)
 
     tokens, optimizer_s, started = 0, 0.0, None
-    for step in range(WARMUP_STEPS + args.steps):
+    for step, (sources, targets) in zip(range(WARMUP_STEPS + args.steps), batches):
         if step == WARMUP_STEPS:
             sync()
             tokens, optimizer_s, started = 0, 0.0, time.perf_counter()
-        indices = order.indices(step)
-        sources = [train.source_ids[i] for i in indices]
-        targets = [train.target_ids[i] for i in indices]
         batch = {key: value.to(device, non_blocking=True) for key, value in collate(setup, sources, targets).items()}
         with autocast:
             loss = model(**batch).loss

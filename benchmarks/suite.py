@@ -11,6 +11,8 @@ sequence of source + target per example, padded to the longest).
 
 from __future__ import annotations
 
+import itertools
+import operator
 import time
 from typing import Sequence
 
@@ -56,6 +58,27 @@ def padding_waste(source_lengths: Sequence[int], target_lengths: Sequence[int], 
     return result
 
 
+def step_batches(prepared, batch_size: int, encoder_decoder: bool, seed: int, world_size: int = 1, rank: int = 0,
+                 by_sum: bool = False):
+    """(sources, targets) token-id lists of each step's batch of the training split, step 0 on, in the
+    order the ray_t2t loop trains on them (BatchOrder over length_keys; `by_sum`: grouped by source +
+    target length instead, the grouping before length_keys). The plain baselines' batches."""
+    from ray_t2t.data import Split
+    from ray_t2t.train.batch_order import BatchOrder, length_keys
+
+    train = Split(prepared, "train")
+    sources, targets = list(map(len, train.source_ids)), list(map(len, train.target_ids))
+    keys = [s + t for s, t in zip(sources, targets)] if by_sum else length_keys(sources, targets, encoder_decoder)
+    order = BatchOrder(keys, batch_size, world_size, rank, seed)
+
+    def batches():  # the split and the order are built above, before a caller starts its clock
+        for step in itertools.count():
+            indices = order.indices(step)
+            yield [train.source_ids[i] for i in indices], [train.target_ids[i] for i in indices]
+
+    return batches()
+
+
 def grouping_speed(cfg, prepared, steps: int = 100, rounds: int = 2) -> dict:
     """Real (unpadded) tokens/s of a plain PyTorch loop (the config's student, batch size, AdamW, one
     thread) over length-grouped batches keyed by source + target length (the old grouping) and by
@@ -63,32 +86,24 @@ def grouping_speed(cfg, prepared, steps: int = 100, rounds: int = 2) -> dict:
     each. The model is rebuilt from the same seed for every run."""
     import torch
 
-    from ray_t2t.data import Split
     from ray_t2t.methods import Setup, collate
     from ray_t2t.models import build_model, is_encoder_decoder
-    from ray_t2t.train.batch_order import BatchOrder, length_keys
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     setup = Setup(cfg, cfg.methods[0], prepared.tokenizer(), seed=cfg.seed)
-    train = Split(prepared, "train")
-    sources, targets = list(map(len, train.source_ids)), list(map(len, train.target_ids))
     best: dict[str, float] = {}
     try:
         for _ in range(rounds):
             for name in ("sum", "keys"):
                 model, _ = build_model(cfg.models.student, setup.tokenizer, seed=cfg.seed)
                 setup.encoder_decoder = is_encoder_decoder(model)
-                keys = (length_keys(sources, targets, setup.encoder_decoder) if name == "keys"
-                        else [s + t for s, t in zip(sources, targets)])
-                order = BatchOrder(keys, cfg.training.batch_size, seed=cfg.seed)
+                batches = step_batches(prepared, cfg.training.batch_size, setup.encoder_decoder, cfg.seed,
+                                       by_sum=name == "sum")
                 model.train()
                 optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate)
                 tokens, started = 0, time.perf_counter()
-                for step in range(steps):
-                    indices = order.indices(step)
-                    batch_sources = [train.source_ids[i] for i in indices]
-                    batch_targets = [train.target_ids[i] for i in indices]
+                for batch_sources, batch_targets in itertools.islice(batches, steps):
                     model(**collate(setup, batch_sources, batch_targets)).loss.backward()
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -129,12 +144,14 @@ def read_soft_targets(folder, source_ids, target_ids, batch_size: int, top_k: in
 # ------------------------------------------------------------------------------------ verdicts
 
 
+COMPARE = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
 def verdict(value: float | None, op: str, goal: float) -> str:
     """'pass', 'FAIL', or 'n/a' when the figure was not measured."""
     if value is None:
         return "n/a"
-    ok = {">=": value >= goal, "<=": value <= goal, ">": value > goal, "<": value < goal}[op]
-    return "pass" if ok else "FAIL"
+    return "pass" if COMPARE[op](value, goal) else "FAIL"
 
 
 def format_table(rows: list[dict]) -> str:

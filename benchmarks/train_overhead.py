@@ -20,6 +20,7 @@ DDP loop. The DDP loop's own efficiency against 2 x the plain loop is what the m
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -54,10 +55,9 @@ def plain_loop(cfg, prepared, threads: int, world_size: int = 1, rank: int = 0) 
     and this rank trains on its share of the batches, as a ray_t2t worker does."""
     import torch
 
+    from benchmarks.suite import step_batches
     from ray_t2t.methods import Setup, collate
     from ray_t2t.models import build_model, is_encoder_decoder
-    from ray_t2t.train.batch_order import BatchOrder, length_keys
-    from ray_t2t.data import Split
     from ray_t2t.train.loop import lr_factor
 
     torch.set_num_threads(threads)
@@ -68,18 +68,13 @@ def plain_loop(cfg, prepared, threads: int, world_size: int = 1, rank: int = 0) 
     model.train()
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    train = Split(prepared, "train")
-    order = BatchOrder(length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)),
-                                   setup.encoder_decoder), cfg.training.batch_size, world_size, rank, seed=cfg.seed)
+    batches = step_batches(prepared, cfg.training.batch_size, setup.encoder_decoder, cfg.seed, world_size, rank)
     # fused, as the ray_t2t loop's: the ratio measures the loop, not a choice of kernels
     # (benchmarks/loop_options.py measures fused against torch's default)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     tokens, started = 0, time.perf_counter()
-    for step in range(cfg.training.max_steps):
-        indices = order.indices(step)
-        sources = [train.source_ids[i] for i in indices]
-        targets = [train.target_ids[i] for i in indices]
+    for sources, targets in itertools.islice(batches, cfg.training.max_steps):
         loss = model(**collate(setup, sources, targets)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.deepspeed.gradient_clipping)

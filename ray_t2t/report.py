@@ -355,7 +355,7 @@ class Charge:
 
     def add_cost(self, attribute: str | None, value: float | None) -> None:
         """Add `value` to `attribute` (a part of the cost; None: no part of its own) and to the total."""
-        for name in (attribute, "cost")[attribute is None:]:
+        for name in ("cost",) if attribute is None else (attribute, "cost"):
             current = getattr(self, name)
             setattr(self, name, None if current is None or value is None else current + value)
 
