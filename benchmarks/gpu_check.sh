@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The GPU-only checks, as one script for a GPU machine: the tests of tests/test_gpu.py (bf16, MFU,
-# NVML energy, ZeRO-2, QLoRA), then benchmarks/gpu_mfu.py, then benchmarks/loop_options.py on the GPU
-# (fused vs foreach AdamW, eager attention vs SDPA, bf16 autocast). Needs the package's dependencies in the
-# Python on PATH (or WHEELS=folder of wheels to install into /tmp/site first), a CUDA GPU, and
-# bitsandbytes for the QLoRA test.
+# NVML energy, ZeRO-2, QLoRA), then benchmarks/gpu_mfu.py (a T5-base-size model, bf16, ZeRO-2, 80
+# steps of ~900-token examples, then LoRA and QLoRA on it: tokens/s, MFU against the 40% goal, peak
+# memory, energy, and a plain PyTorch loop's ratio), then benchmarks/loop_options.py on the GPU
+# (fused vs foreach AdamW, eager attention vs SDPA, bf16 autocast). Arguments go to gpu_mfu.py.
+# Needs the package's dependencies in the Python on PATH (or WHEELS=folder of wheels to install into
+# /tmp/site first), a CUDA GPU, and bitsandbytes for QLoRA.
 #     bash benchmarks/gpu_check.sh            # OUT=folder keeps the logs
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)"
 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log"
 tests=${PIPESTATUS[0]}
-python3 benchmarks/gpu_mfu.py "$@" 2>&1 | tee "$OUT/gpu_mfu.log" | grep -v "^\[ray-t2t\]\|^\[20"
+python3 benchmarks/gpu_mfu.py --json "$OUT/gpu_mfu.json" "$@" 2>&1 | tee "$OUT/gpu_mfu.log" | grep -v "^\[ray-t2t\]\|^\[20"
 python3 benchmarks/loop_options.py --device cuda --preset t5-220m --batch-size 64 --steps 60 \
     --variants default,fused_adamw,foreach_adamw,eager_attention 2>&1 | tee "$OUT/loop_options.log"
 exit $tests

@@ -1,5 +1,6 @@
 """Shared pieces of the benchmark suite (benchmarks/run_all.py): the figures' goals and verdicts, the
-padding-waste computation, and the soft-target read benchmark. Nothing here starts Ray.
+padding-waste computation, the soft-target read benchmark, the baselines' batches, and one run of
+the training loop without Ray (run_locally). Nothing here starts Ray.
 
     from benchmarks.suite import padding_share, padding_waste, verdict
 
@@ -12,9 +13,22 @@ sequence of source + target per example, padded to the longest).
 from __future__ import annotations
 
 import itertools
+import json
 import operator
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_WORKER = """
+import json, sys
+from ray_t2t.train.context import LocalContext
+from ray_t2t.train.loop import run_worker
+payload = json.loads(sys.argv[1])
+run_worker(payload, LocalContext(payload["run_dir"]))
+"""
 
 
 def padding_share(batches: Sequence[Sequence[int]], source_lengths: Sequence[int], target_lengths: Sequence[int],
@@ -77,6 +91,21 @@ def step_batches(prepared, batch_size: int, encoder_decoder: bool, seed: int, wo
             yield [train.source_ids[i] for i in indices], [train.target_ids[i] for i in indices]
 
     return batches()
+
+
+def run_locally(cfg, label: str, data_path, run_dir: Path, timeout: int = 900) -> dict:
+    """One run of the training loop in a fresh process without Ray (LocalContext, one device); its run
+    record. RuntimeError with the end of the process's output when it fails."""
+    payload = {"config": cfg.model_dump(mode="json"), "label": label, "data_path": str(data_path),
+               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": 1}
+    try:
+        done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"run {label} took more than {timeout} s") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"run {label} exited with {done.returncode}:\n{done.stdout[-1000:]}{done.stderr[-3000:]}")
+    return json.loads((Path(run_dir) / "record.json").read_text())
 
 
 def grouping_speed(cfg, prepared, steps: int = 100, rounds: int = 2) -> dict:

@@ -97,8 +97,60 @@ def test_loop_options_trains_each_variant_and_writes_its_figures(tmp_path):
     assert "fused_adamw" in result.stdout and "ratio" in result.stdout
 
 
-def test_loop_options_refuses_an_unknown_variant():
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "loop_options.py"), "--variants", "turbo"],
+@pytest.mark.parametrize("script, args, message", [
+    ("loop_options.py", ["--variants", "turbo"], "unknown variant(s) turbo"),
+    ("gpu_mfu.py", ["--runs", "full,turbo"], "unknown run(s) turbo"),
+])
+def test_benchmark_refuses_an_unknown_choice(script, args, message):
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args],
                             capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert result.returncode != 0 and "unknown variant(s) turbo" in result.stderr
+    assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gpu_mfu_sentences_have_the_asked_number_of_words(tmp_path):
+    from benchmarks.gpu_mfu import write_sentences
+
+    path = tmp_path / "sentences.jsonl"
+    write_sentences(path, words=5, examples=20, seed=3)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 20
+    for row in rows:
+        assert len(row["source"].split()) == 5
+        assert row["target"].count(" | ") == 4 and all(part.strip() for part in row["target"].split("|"))
+    write_sentences(tmp_path / "again.jsonl", words=5, examples=20, seed=3)
+    assert (tmp_path / "again.jsonl").read_text() == path.read_text()
+
+
+def test_attention_flops_per_token_by_family():
+    from transformers import GPT2Config, T5Config
+
+    from benchmarks.gpu_mfu import attention_flops_per_token
+
+    t5 = T5Config(num_layers=2, num_decoder_layers=3, num_heads=4, d_kv=8, d_model=32)
+    # encoder: 2 layers x 4 tokens x 4 context; decoder: 3 layers x 2 tokens x (2 self + 4 cross)
+    assert attention_flops_per_token(t5, [4], [2]) == 12 * 32 * (2 * 4 * 4 + 3 * 2 * 6) / 6
+    gpt2 = GPT2Config(n_layer=2, n_embd=16, n_head=2)
+    assert attention_flops_per_token(gpt2, [3, 1], [1, 1]) == 12 * 16 * 2 * (4 * 4 + 2 * 2) / 6
+
+
+def test_gpu_mfu_smoke_run_on_cpu(tmp_path):
+    """The GPU check's script end to end on the CPU with a tiny model: full (ZeRO-2) and LoRA through
+    the loop, QLoRA reported as skipped, the plain loop's ratio, the table."""
+    out = tmp_path / "gpu_mfu.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_mfu.py"), "--device", "cpu", "--preset", "t5-tiny",
+         "--steps", "3", "--batch-size", "4", "--words", "3", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    runs = figures["runs"]
+    assert figures["zero_stage"] == 2 and figures["mean_source_tokens"] > 3 * 3
+    for name in ("full", "lora"):
+        assert runs[name]["tokens_per_s"] > 0 and runs[name]["mfu"] is None  # no peak FLOPs for a CPU
+        assert runs[name]["precision"] == "fp32" and runs[name]["device_type"] == "cpu"
+    assert runs["lora"]["trainable_params_m"] < runs["lora"]["params_m"]
+    assert runs["full"]["trainable_params_m"] == runs["full"]["params_m"]
+    assert runs["qlora"] == {"skipped": "needs a CUDA GPU and the bitsandbytes package"}
+    assert runs["plain"]["tokens_per_s"] > 0 and runs["full"]["plain_ratio"] > 0
+    assert "qlora  skipped" in result.stdout and "ray_t2t / plain" in result.stdout
