@@ -152,6 +152,11 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
         train["quickstart_train_s_estimate"] = qs_train_s
         train["overhead_share"] = overhead / qs_train_s
         add("fixed overhead per trial: submit -> first step", None, f"{train['startup_s']:.1f} s")
+        parts = train.get("startup_parts_s")
+        if parts:
+            add("  of which Ray Train: submit -> worker process started", None, f"{parts['ray_train_s']:.1f} s")
+            add("  of which the worker's Ray: process -> training function", None, f"{parts['ray_worker_s']:.1f} s")
+            add("  of which ray_t2t: training function -> first step", None, f"{parts['ray_t2t_s']:.1f} s")
         add("fixed overhead per trial: last step -> record written", None, f"{train['teardown_s']:.1f} s")
         add("fixed overhead / quickstart trial's training time", "overhead_share", f"{overhead:.1f} s",
             f"{qs_train_s:.0f} s", f"{train['overhead_share']:.3f}", train["overhead_share"])

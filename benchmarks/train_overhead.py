@@ -187,6 +187,7 @@ def measure(args) -> dict:
         "ray_t2t_tokens_per_s": best["ray_t2t"],
         "ratio": best["ray_t2t"] / best["pytorch"],
         "startup_s": stamps["first_step"] - submitted,
+        "startup_parts_s": startup_parts(stamps, submitted),
         "teardown_s": stamps["record_written"] - stamps["last_step"],
         "driver_return_s": returned - stamps["record_written"],
         "train_s": record["times"]["train_s"],
@@ -199,6 +200,17 @@ def measure(args) -> dict:
                     "ddp_ratio": best["ray_t2t_2"] / best["ddp"],
                     "ddp_efficiency": best["ddp"] / (2 * best["pytorch"])}
     return figures
+
+
+def startup_parts(stamps: dict, submitted: float) -> dict | None:
+    """submit -> first step in three: Ray Train until the worker's process exists (controller and
+    its actors), that process until Ray calls the training function (importing Ray, joining the
+    group, torch.distributed), and ray_t2t's part (its imports, model, engine, step-0 validation)."""
+    if stamps.get("process_start") is None or stamps.get("function_start") is None:
+        return None
+    return {"ray_train_s": stamps["process_start"] - submitted,
+            "ray_worker_s": stamps["function_start"] - stamps["process_start"],
+            "ray_t2t_s": stamps["first_step"] - stamps["function_start"]}
 
 
 def main() -> None:
@@ -214,6 +226,11 @@ def main() -> None:
     print(f"  ray_t2t loop         {figures['ray_t2t_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['ray_t2t_runs_tokens_per_s'])})")
     print(f"  ratio                {figures['ratio']:10.3f}   (goal >= 0.95)")
     print(f"  start-up             {figures['startup_s']:10.1f} s   submit -> first step (Ray, workers, model, engine, first eval)")
+    if figures["startup_parts_s"]:
+        parts = figures["startup_parts_s"]
+        print(f"    of which Ray Train {parts['ray_train_s']:8.1f} s   submit -> the worker's process starts (controller, its actors)")
+        print(f"    the worker's Ray   {parts['ray_worker_s']:8.1f} s   process start -> training function (Ray, worker group, torch.distributed)")
+        print(f"    ray_t2t            {parts['ray_t2t_s']:8.1f} s   training function -> first step (imports, model, engine, step-0 validation)")
     print(f"  tear-down            {figures['teardown_s']:10.1f} s   last step -> record written (checkpoint, test, export)")
     print(f"  driver return        {figures['driver_return_s']:10.1f} s   record written -> train() returns")
     print(f"  training             {figures['train_s']:10.1f} s   the steps themselves")

@@ -65,6 +65,7 @@ def test_run_all_rows_judge_each_figure():
         "train": {"pytorch_tokens_per_s": [100.0, 104.0], "pytorch_best_tokens_per_s": 104.0,
                   "ray_t2t_tokens_per_s": 100.0, "ratio": 100 / 104,
                   "startup_s": 12.0, "teardown_s": 1.0, "tokens_per_step": 10.0,
+                  "startup_parts_s": {"ray_train_s": 6.0, "ray_worker_s": 2.5, "ray_t2t_s": 3.5},
                   "two_workers_tokens_per_s": 150.0, "scaling_efficiency": 0.75,
                   "ddp_tokens_per_s": 160.0, "ddp_ratio": 150 / 160, "ddp_efficiency": 160 / 208},
         "padding": {"grouped": {"pad_share": 0.05}, "ungrouped": {"pad_share": 0.4}},
@@ -81,6 +82,18 @@ def test_run_all_rows_judge_each_figure():
     assert rows["ddp_ratio"]["baseline"] == "160"
     assert rows["fused_adamw_step"]["ratio"] == "0.400" and rows["fused_adamw_step"]["result"] == "pass"
     assert rows["padding_grouped"]["result"] == "pass" and rows["padding_grouped"]["ratio"] == "0.125"
+    parts = [row for row in rows_of(results, {"max_steps": 600}) if row["figure"].startswith("  of which")]
+    assert [row["value"] for row in parts] == ["6.0 s", "2.5 s", "3.5 s"]
+
+
+def test_startup_parts_split_submit_to_first_step():
+    from benchmarks.train_overhead import startup_parts
+
+    stamps = {"process_start": 106.0, "function_start": 108.5, "first_step": 112.0}
+    parts = startup_parts(stamps, submitted=100.0)
+    assert parts == {"ray_train_s": 6.0, "ray_worker_s": 2.5, "ray_t2t_s": 3.5}
+    assert sum(parts.values()) == stamps["first_step"] - 100.0
+    assert startup_parts({"first_step": 112.0}, submitted=100.0) is None  # a run without Ray (LocalContext)
 
 
 def test_loop_options_trains_each_variant_and_writes_its_figures(tmp_path):

@@ -101,6 +101,10 @@ def test_scratch_learns_and_writes_a_consistent_record(scratch_run):
     assert record["time_to_target"] is not None
     assert record["hardware"]["device_type"] == "cpu" and record["mfu"] is None
     assert "test" in summarize(record)
+    # Ray started the worker's process, then called the training function, then the loop stepped
+    stamps = record["timestamps"]
+    assert (stamps["process_start"] <= stamps["function_start"] <= stamps["first_step"] <= stamps["last_step"]
+            <= stamps["record_written"])
 
 
 def test_rerun_reuses_the_finished_run(scratch_run):

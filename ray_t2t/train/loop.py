@@ -43,9 +43,21 @@ FAIL_ONCE_ENV = "RAY_T2T_FAIL_ONCE_AT_STEP"
 
 def train_loop_per_worker(payload: dict) -> None:
     """Ray Train's entry point (TorchTrainer's train_loop_per_worker)."""
+    entered = time.time()
     from ray_t2t.train.context import RayTrainContext
 
-    run_worker(payload, RayTrainContext())
+    # When Ray started this worker's process and handed it the run: with the first step's time, the
+    # run record's timestamps split a run's start-up into Ray's part and ray_t2t's.
+    stamps = {"process_start": _process_started(), "function_start": entered}
+    run_worker(dict(payload, start_timestamps=stamps), RayTrainContext())
+
+
+def _process_started() -> float | None:
+    try:
+        import psutil  # comes with ray[default]
+    except ImportError:
+        return None
+    return psutil.Process().create_time()
 
 
 def method_entry(cfg: ExperimentConfig, label: str):
@@ -510,7 +522,8 @@ def train_steps(run: Run) -> None:
 
 def run_worker(payload: dict, ctx) -> None:
     """Train one method on this worker. `payload`: config (dict), label, data_path, run_dir,
-    config_hash, run_hash, threads (CPU threads per worker), fail_once_at_step (tests)."""
+    config_hash, run_hash, threads (CPU threads per worker), fail_once_at_step (tests), start_timestamps
+    (when Ray started the process and the function; timestamps of the record)."""
     run = start_run(payload, ctx)
     train_steps(run)
     finish(run)
@@ -593,8 +606,8 @@ def finish(run: Run) -> None:
         "inference": inference,
         "metric": {"name": cfg.eval.metric, "higher_is_better": METRICS[cfg.eval.metric].higher_is_better},
         # wall-clock moments, for start-up and tear-down overheads (benchmarks/train_overhead.py)
-        "timestamps": {"first_step": state.get("first_step_unix"), "last_step": state.get("last_step_unix"),
-                       "record_written": time.time()},
+        "timestamps": {**payload.get("start_timestamps", {}), "first_step": state.get("first_step_unix"),
+                       "last_step": state.get("last_step_unix"), "record_written": time.time()},
     }
     if "time_to_target_by_task" in state:  # a multitask run: time to each task's target
         record["time_to_target_by_task"] = state["time_to_target_by_task"]
