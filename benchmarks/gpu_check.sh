@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU-only checks, as one script for a GPU machine: the tests of tests/test_gpu.py (bf16, MFU,
-# NVML energy, ZeRO-2, QLoRA), then benchmarks/gpu_mfu.py (a T5-base-size model, bf16, ZeRO-2, 80
+# NVML energy, ZeRO-2, QLoRA), then benchmarks/gpu_mfu.py (a T5-base-size model, bf16, ZeRO-2, 50
 # steps of ~900-token examples, then LoRA and QLoRA on it: tokens/s, MFU against the 40% goal, peak
 # memory, energy, and a plain PyTorch loop's ratio), then benchmarks/loop_options.py on the GPU
 # (fused vs foreach AdamW, eager attention vs SDPA, bf16 autocast). Arguments go to gpu_mfu.py.

@@ -1,7 +1,7 @@
 """The GPU figures: a T5-base-size model trained for a fixed number of steps in bf16 under ZeRO-2 by the
 ray_t2t loop, then LoRA and QLoRA on that model; tokens/s, MFU, peak memory and energy of each.
 
-    python benchmarks/gpu_mfu.py [--steps 80] [--batch-size 64] [--words 56] [--json FILE]
+    python benchmarks/gpu_mfu.py [--steps 50] [--batch-size 64] [--words 56] [--json FILE]
     python benchmarks/gpu_mfu.py --device cpu --preset t5-tiny --steps 3 --batch-size 4 --words 3   # smoke run
 
 Runs, in order, each one process without Ray (the loop on a LocalContext, one device):
@@ -141,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a smoke run of the script")
     parser.add_argument("--preset", default="t5-220m")
-    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--words", type=int, default=56, help="words an example (sequence length)")
     parser.add_argument("--zero-stage", type=int, default=2)
