@@ -258,7 +258,8 @@ def report(figures: dict) -> str:
     if "plain" in figures["runs"]:
         plain = figures["runs"]["plain"]["tokens_per_s"]
         ratio = f"; ray_t2t / plain {full['plain_ratio']:.3f}" if "plain_ratio" in full else ""
-        lines.append(f"plain PyTorch loop (bf16 autocast on a GPU): {plain:,.0f} tokens/s{ratio}")
+        precision = "bf16 autocast" if figures["device"] == "cuda" else "fp32"
+        lines.append(f"plain PyTorch loop ({precision}): {plain:,.0f} tokens/s{ratio}")
     if full.get("mfu") is not None:
         verdict = "pass" if full["mfu"] >= figures["mfu_goal"] else "FAIL"  # judged on the record's count
         lines.append(f"MFU of the full run: {full['mfu']:.1%} ({full['mfu_with_attention']:.1%} with attention); "
