@@ -108,9 +108,22 @@ def training_flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
     left out: short sequences). A decoder-only model runs every token through all its weights; an
     encoder-decoder runs source tokens through the encoder and target tokens through the decoder and
     output layer (the encoder's embedding is a lookup, no FLOPs)."""
+    (source, source_trainable), (target, target_trainable) = _parameters_by_side(model)
+    return 4.0 * source + 2 * source_trainable, 4.0 * target + 2 * target_trainable
+
+
+def forward_flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
+    """Forward-pass FLOPs per (source token, target token), 2N, split as training_flops_per_token
+    splits them: what a frozen model costs that only runs forward (a live teacher)."""
+    (source, _), (target, _) = _parameters_by_side(model)
+    return 2.0 * source, 2.0 * target
+
+
+def _parameters_by_side(model) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((total, trainable) parameters a source token runs through, the same for a target token)."""
     total, trainable = count_parameters(model)
     if not is_encoder_decoder(model):
-        return 4.0 * total + 2 * trainable, 4.0 * total + 2 * trainable
+        return (total, trainable), (total, trainable)
     encoder = model.get_encoder()
     embedding = {id(p) for p in encoder.get_input_embeddings().parameters()}
     enc_total = enc_trainable = 0
@@ -118,8 +131,7 @@ def training_flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
         if id(param) not in embedding:
             enc_total += _numel(param)
             enc_trainable += _numel(param) if param.requires_grad else 0
-    dec_total, dec_trainable = total - enc_total, trainable - enc_trainable
-    return 4.0 * enc_total + 2 * enc_trainable, 4.0 * dec_total + 2 * dec_trainable
+    return (enc_total, enc_trainable), (total - enc_total, trainable - enc_trainable)
 
 
 def _numel(param: torch.Tensor) -> int:

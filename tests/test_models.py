@@ -18,6 +18,7 @@ from ray_t2t.models import (
     count_parameters,
     is_encoder_decoder,
     model_info,
+    forward_flops_per_token,
     training_flops_per_token,
 )
 from ray_t2t.tokenizer import PairTokenizer
@@ -110,6 +111,16 @@ def test_training_flops_split_encoder_and_decoder(tok):
     assert (frozen_source, frozen_target) == (4 * encoder, target)
     gpt2, info = build("gpt2-tiny", tok)
     assert training_flops_per_token(gpt2) == (6 * info.total_params, 6 * info.total_params)
+
+
+def test_forward_flops_are_2n_per_side_whatever_trains(tok):
+    t5, info = build("t5-tiny", tok)
+    encoder = sum(p.numel() for n, p in t5.get_encoder().named_parameters() if "embed_tokens" not in n)
+    assert forward_flops_per_token(t5) == (2 * encoder, 2 * (info.total_params - encoder))
+    t5.requires_grad_(False)  # a frozen teacher costs the same forward
+    assert forward_flops_per_token(t5) == (2 * encoder, 2 * (info.total_params - encoder))
+    gpt2, info = build("gpt2-tiny", tok)
+    assert forward_flops_per_token(gpt2) == (2 * info.total_params, 2 * info.total_params)
 
 
 def test_describe():

@@ -10,7 +10,7 @@ from conftest import LOCAL_DATA, minimal_config, train_locally
 from ray_t2t.config import validate_config
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.methods import Setup, collate, get_method
-from ray_t2t.models import is_encoder_decoder
+from ray_t2t.models import forward_flops_per_token, is_encoder_decoder, training_flops_per_token
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,13 @@ def test_zero_stages_and_offload_train_identically(prepared):
     for other in losses[1:]:
         assert other == pytest.approx(losses[0], rel=1e-3)
     assert plain["steps"]["done"] == 30 and plain["status"] == "finished"
+
+
+def built_student(cfg, prepared, extras: dict):
+    """The method's model as the loop builds it (a projection or attention hooks included)."""
+    entry = cfg.methods[0]
+    setup = Setup(cfg, entry, prepared.tokenizer(), seed=cfg.seed, extras=dict(extras))
+    return get_method(entry.name).build(setup)
 
 
 def distillation_term(cfg, prepared, extras: dict, state: dict | None = None) -> float:
@@ -87,12 +94,18 @@ def test_students_distilled_from_a_live_teacher_learn(prepared, g2p_teacher, met
     extras = {"teacher": str(teacher)}
     state = torch.load(folder / method["name"] / "checkpoint" / "ray_t2t" / "mp_rank_00_model_states.pt",
                        weights_only=False)["module"]
+    # the record's FLOPs count the teacher's forward passes besides the student's training: per token,
+    # between the source and the target figure of the two together
+    student_flops = training_flops_per_token(built_student(cfg, data, extras))
+    from transformers import AutoModelForSeq2SeqLM
+
+    teacher_flops = forward_flops_per_token(AutoModelForSeq2SeqLM.from_pretrained(teacher))
+    both = [s + t for s, t in zip(student_flops, teacher_flops)]
+    assert min(both) * 0.999 <= record["flops_per_token"] <= max(both) * 1.001, (record["flops_per_token"], both)
     before, after = distillation_term(cfg, data, extras), distillation_term(cfg, data, extras, state)
     # measured: -43% kd_logits, -34% kd_hidden, -21% kd_attention, -17% kd_relational
     assert after < 0.95 * before, (before, after)
     if method["name"] == "kd_hidden":  # the projection trains, but the export is a plain transformers model
-        from transformers import AutoModelForSeq2SeqLM
-
         projection = sum(v.numel() for k, v in state.items() if k.startswith("kd_projections."))
         exported = AutoModelForSeq2SeqLM.from_pretrained(folder / method["name"] / "model")
         assert projection > 0 and not any("kd_projections" in k for k in exported.state_dict())

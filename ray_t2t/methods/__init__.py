@@ -29,6 +29,9 @@ and may define
                                          validation and test inference instead (fewshot in-context)
     prompt_sources(setup, source_ids) -> list   what the model reads for each source at evaluation and
                                          decoding (default: the sources; fewshot: demonstrations first)
+    extra_flops_per_token(setup, engine) -> (source, target)   FLOPs per token a step spends besides
+                                         the trained model's, added to the record's (a live teacher's
+                                         forward passes); called once the engine is built
 
 Everything else (the DeepSpeed engine, batching order, evaluation, checkpoints, the run record) is the
 shared loop's job, in ray_t2t.train, so methods are compared on equal terms. Methods never import Ray.

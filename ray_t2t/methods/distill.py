@@ -15,8 +15,9 @@ The live teacher
 - is loaded once per worker process by live_teacher(): frozen (requires_grad False), in eval mode,
   on the student's device and in its dtype, and outside the DeepSpeed engine: it takes no gradients,
   no optimizer state, and is not in checkpoints. Its forward passes are part of each training step,
-  so the step time (and the run's cost) includes them; the run record's FLOPs per token count the
-  student only.
+  so the step time (and the run's cost) includes them, and so do the run record's FLOPs: each method
+  adds the teacher's forward FLOPs per token (extra_flops_per_token, which also loads the teacher
+  during setup rather than in the first step).
 
 Layers are transformer blocks, 0-based, per stack: a block's hidden state is its output (transformers'
 hidden_states[i + 1]; the last block's is after the final norm, as transformers returns it).
@@ -166,6 +167,14 @@ def live_teacher(setup: Setup, student, attn_implementation: str | None = None):
         teacher.requires_grad_(False)
         _teachers[key] = teacher.to(device=reference.device, dtype=reference.dtype).eval()
     return _teachers[key]
+
+
+def teacher_flops_per_token(setup: Setup, student, attn_implementation: str | None = None) -> tuple[float, float]:
+    """The live teacher's forward FLOPs per (source, target) token: work each training step does
+    besides the student's. Loads the teacher (as teacher_outputs will) if it is not loaded yet."""
+    from ray_t2t.models import forward_flops_per_token
+
+    return forward_flops_per_token(live_teacher(setup, student, attn_implementation))
 
 
 def teacher_outputs(setup: Setup, student, batch: dict, attn_implementation: str | None = None, **flags):

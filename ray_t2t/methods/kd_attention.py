@@ -112,6 +112,11 @@ def attention_loss(student_maps, teacher_maps, query_mask, mapping: dict):
     return torch.stack(terms).mean()
 
 
+def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
+    """The live teacher's forward passes (the loop adds them to the student's training FLOPs)."""
+    return distill.teacher_flops_per_token(setup, model, TEACHER_ATTENTION)
+
+
 def loss(model, batch, setup: Setup):
     params, encoder_decoder = setup.params, setup.encoder_decoder
     outputs = model(**batch, output_attentions=True)

@@ -67,6 +67,11 @@ def hidden_loss(student_states, teacher_states, mask, mapping: dict, projections
     return torch.stack(terms).mean()
 
 
+def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
+    """The live teacher's forward passes (the loop adds them to the student's training FLOPs)."""
+    return distill.teacher_flops_per_token(setup, model)
+
+
 def loss(model, batch, setup: Setup):
     params, encoder_decoder = setup.params, setup.encoder_decoder
     outputs = model(**batch, output_hidden_states=True)

@@ -139,6 +139,12 @@ def full_kd_loss(logits, teacher_logits, labels, encoder_decoder: bool, params, 
     return kd.mean() * params.temperature**2
 
 
+def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
+    """Online: the live teacher's forward passes (the loop adds them to the student's training
+    FLOPs). Stored soft targets cost the step nothing beyond the student."""
+    return distill.teacher_flops_per_token(setup, model) if _online(setup.params) else (0.0, 0.0)
+
+
 def loss(model, batch, setup: Setup):
     params = setup.params
     if _online(params):

@@ -329,6 +329,9 @@ def start_run(payload: dict, ctx) -> Run:
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, ctx.world_size, method)
     )
+    if hasattr(method, "extra_flops_per_token"):  # work beside the trained model's, e.g. a live teacher's
+        extra = method.extra_flops_per_token(setup, engine)
+        flops_per_token = (flops_per_token[0] + extra[0], flops_per_token[1] + extra[1])
     if ctx.world_size == 1 and cfg.deepspeed.zero_stage == 0:
         # Averaging gradients over one rank changes nothing but still costs a gloo all-reduce per
         # micro-step (~4% of a tiny model's step time; benchmarks/train_overhead.py).
