@@ -5,8 +5,10 @@
 # memory, energy, and a plain PyTorch loop's ratio), then benchmarks/loop_options.py on the GPU
 # (fused vs foreach AdamW, eager attention vs SDPA, bf16 autocast). Arguments go to gpu_mfu.py.
 # Needs the package's dependencies in the Python on PATH (or WHEELS=folder of wheels to install into
-# /tmp/site first), a CUDA GPU, and bitsandbytes for QLoRA.
+# /tmp/site first: benchmarks/gpu_wheels.sh downloads those the lent GPU machine lacks into .whl/), a
+# CUDA GPU, and bitsandbytes for QLoRA.
 #     bash benchmarks/gpu_check.sh            # OUT=folder keeps the logs
+#     WHEELS=.whl bash benchmarks/gpu_check.sh    # on the lent GPU machine, carrying .whl
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
