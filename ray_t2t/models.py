@@ -135,6 +135,8 @@ def _parameters_by_side(model) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def _numel(param: torch.Tensor) -> int:
+    if hasattr(param, "ds_numel"):  # partitioned by ZeRO-3 (numel() is this rank's share, or 0): the whole
+        return param.ds_numel
     # bitsandbytes packs two 4-bit weights per byte of storage (QLoRA), so numel() counts half of them;
     # PEFT's own parameter count makes the same correction.
     if param.__class__.__name__ == "Params4bit":

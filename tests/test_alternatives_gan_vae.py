@@ -175,6 +175,14 @@ def test_vae_loss_reaches_every_part(tmp_path, tok, posterior):
     assert model.posterior_net.weight.shape[1] == (64 if posterior == "source_target" else 32)  # t5-tiny d 32
 
 
+def test_vae_charges_the_encoders_pass_over_the_target(tmp_path, tok):
+    from ray_t2t.models import training_flops_per_token
+
+    setup, vae, model = built(tmp_path, tok, {"name": "vae", "latent_dim": 4})
+    encoder_side, decoder_side = training_flops_per_token(model)
+    assert encoder_side > 0 and vae.extra_flops_per_token(setup, model) == (0.0, encoder_side)
+
+
 def test_vae_free_bits_keep_the_kl_term_positive(tmp_path, tok):
     """A posterior close to the prior (mu = 0.1, sigma = 1: KL 0.005 per dimension) is charged free_bits per
     dimension instead, and the floor is flat: the KL term puts no pull on the posterior (its gradient is the

@@ -113,6 +113,13 @@ def test_training_flops_split_encoder_and_decoder(tok):
     assert training_flops_per_token(gpt2) == (6 * info.total_params, 6 * info.total_params)
 
 
+def test_a_zero3_partitioned_parameter_counts_whole():
+    layer = torch.nn.Linear(4, 3)
+    layer.weight.data = torch.empty(0)  # what ZeRO-3 leaves on a rank, with the whole size in ds_numel
+    layer.weight.ds_numel = 12
+    assert count_parameters(layer) == (15, 15)
+
+
 def test_forward_flops_are_2n_per_side_whatever_trains(tok):
     t5, info = build("t5-tiny", tok)
     encoder = sum(p.numel() for n, p in t5.get_encoder().named_parameters() if "embed_tokens" not in n)

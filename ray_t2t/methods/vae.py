@@ -32,8 +32,9 @@ parameter count) but not exported.
 The learning curve carries `train_kl` (the raw KL per example, summed over dimensions, before free
 bits), `train_kl_weight` (beta) and `train_recon` (the cross-entropy), next to train_loss (the whole
 objective) — loss() returns them as statistics (see ray_t2t.methods). The annealing clock is a buffer
-in the checkpoints, so a resumed run continues its schedule. The record's FLOPs per token do not
-count the encoder's extra pass over the target (the posterior's input).
+in the checkpoints, so a resumed run continues its schedule. The record's FLOPs per token count the
+encoder's extra pass over the target (the posterior's input; extra_flops_per_token) besides the
+model's.
 """
 
 from __future__ import annotations
@@ -128,6 +129,15 @@ def objective(vae: VaeModel, batch: dict, params, beta: float, pad_id: int):
     charged = kl_dims.clamp(min=params.free_bits).sum()
     total = recon + beta * charged
     return total, {"kl": kl_dims.sum().detach(), "kl_weight": beta, "recon": recon.detach()}
+
+
+def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
+    """The posterior reads each target through the encoder as well, forward and backward: a target
+    token also costs the encoder's training FLOPs per token."""
+    from ray_t2t.models import training_flops_per_token
+
+    encoder_side, _ = training_flops_per_token(unwrap(model))
+    return 0.0, encoder_side
 
 
 def loss(model, batch, setup: Setup):
