@@ -5,8 +5,8 @@
 
 The same model (preset, seed, initial weights), the quickstart's batches (BatchOrder over the embedded
 task with the loop's length keys) and AdamW, once eager and once through `torch.compile(model,
-dynamic=True)`. Prints the time of the first `--warmup` steps (compilation included) and tokens/s of
-the `--steps` after them, and their ratio. Not part of run_all.py (the compiled run alone takes ~2
+dynamic=True)`, under bf16 autocast on a GPU. Prints the time of the first `--warmup` steps
+(compilation included) and tokens/s of the `--steps` after them, and their ratio. Not part of run_all.py (the compiled run alone takes ~2
 minutes on 2 CPU cores); the README's performance section quotes it.
 """
 
@@ -37,6 +37,7 @@ def run(mode: str, args, cfg, prepared) -> dict:
     forward = torch.compile(model, dynamic=True) if mode == "compiled" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate)
     batches = step_batches(prepared, args.batch_size, setup.encoder_decoder, cfg.seed)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")  # mixed precision on a GPU
     started, tokens = time.perf_counter(), 0
     for step, (sources, targets) in zip(range(args.warmup + args.steps), batches):
         if step == args.warmup:
@@ -44,7 +45,9 @@ def run(mode: str, args, cfg, prepared) -> dict:
                 torch.cuda.synchronize(device)
             warm_s, tokens, steady_start = time.perf_counter() - started, 0, time.perf_counter()
         batch = {k: v.to(device) for k, v in collate(setup, sources, targets).items()}
-        forward(**batch).loss.backward()
+        with autocast:
+            loss = forward(**batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         tokens += sum(map(len, sources)) + sum(map(len, targets))

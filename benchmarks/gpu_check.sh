@@ -3,7 +3,8 @@
 # NVML energy, ZeRO-2, QLoRA), then benchmarks/gpu_mfu.py (a T5-base-size model, bf16, ZeRO-2, 50
 # steps of ~900-token examples, then LoRA and QLoRA on it: tokens/s, MFU against the 40% goal, peak
 # memory, energy, and a plain PyTorch loop's ratio), then benchmarks/loop_options.py on the GPU
-# (fused vs foreach AdamW, eager attention vs SDPA, bf16 autocast). Arguments go to gpu_mfu.py.
+# (fused vs foreach AdamW, eager attention vs SDPA, bf16 autocast), then benchmarks/compile_check.py on
+# the GPU (torch.compile vs eager). Arguments go to gpu_mfu.py.
 # Needs the package's dependencies in the Python on PATH (or WHEELS=folder of wheels to install into
 # /tmp/site first: benchmarks/gpu_wheels.sh downloads those the lent GPU machine lacks into .whl/), a
 # CUDA GPU, and bitsandbytes for QLoRA.
@@ -25,4 +26,6 @@ tests=${PIPESTATUS[0]}
 python3 benchmarks/gpu_mfu.py --json "$OUT/gpu_mfu.json" "$@" 2>&1 | tee "$OUT/gpu_mfu.log" | grep -v "^\[ray-t2t\]\|^\[20"
 python3 benchmarks/loop_options.py --device cuda --preset t5-220m --batch-size 64 --steps 60 \
     --variants default,fused_adamw,foreach_adamw,eager_attention 2>&1 | tee "$OUT/loop_options.log"
+python3 benchmarks/compile_check.py --device cuda --preset t5-220m --batch-size 64 --warmup 30 --steps 60 \
+    2>&1 | tee "$OUT/compile_check.log"
 exit $tests
