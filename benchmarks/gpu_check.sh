@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# The GPU-only checks, as one script for a GPU machine: the tests of tests/test_gpu.py (bf16, MFU,
-# NVML energy, ZeRO-2, QLoRA), then benchmarks/gpu_mfu.py (a T5-base-size model, bf16, ZeRO-2, 50
-# steps of ~900-token examples, then LoRA and QLoRA on it: tokens/s, MFU against the 40% goal, peak
-# memory, energy, and a plain PyTorch loop's ratio), then benchmarks/loop_options.py on the GPU
-# (fused vs foreach AdamW, eager attention vs SDPA, bf16 autocast), then benchmarks/compile_check.py on
-# the GPU (torch.compile vs eager). Arguments go to gpu_mfu.py.
+# The GPU-only checks, as one script for a GPU machine, in four parts (PARTS, default all, in this order):
+#   tests    tests/test_gpu.py: bf16, MFU, NVML energy, ZeRO-2, QLoRA (~3 minutes on an H200)
+#   mfu      benchmarks/gpu_mfu.py: a T5-base-size model, bf16, ZeRO-2, 50 steps of ~900-token examples,
+#            then LoRA and QLoRA on it: tokens/s, MFU against the 40% goal, peak memory, energy, and a
+#            plain PyTorch loop's ratio (arguments of this script go to it)
+#   options  benchmarks/loop_options.py on the GPU: fused vs foreach AdamW, eager attention vs SDPA
+#   compile  benchmarks/compile_check.py on the GPU: torch.compile vs eager
 # Needs the package's dependencies in the Python on PATH (or WHEELS=folder of wheels to install into
 # /tmp/site first: benchmarks/gpu_wheels.sh downloads those the lent GPU machine lacks into .whl/), a
-# CUDA GPU, and bitsandbytes for QLoRA.
-#     bash benchmarks/gpu_check.sh            # OUT=folder keeps the logs
-#     WHEELS=.whl bash benchmarks/gpu_check.sh    # on the lent GPU machine, carrying .whl
+# CUDA GPU, and bitsandbytes for QLoRA. Logs and gpu_mfu.json go to OUT (default /tmp/gpu_check).
+#     bash benchmarks/gpu_check.sh
+#     WHEELS=.whl PARTS="tests mfu" bash benchmarks/gpu_check.sh    # on the lent machine, carrying .whl;
+#     WHEELS=.whl PARTS="options compile" bash benchmarks/gpu_check.sh   # then the rest, in a second call
+# Exits non-zero if a part fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
+PARTS=${PARTS:-tests mfu options compile}
 mkdir -p "$OUT"
 if [[ -n "${WHEELS:-}" ]]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
@@ -21,11 +25,24 @@ fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)"
-python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log"
-tests=${PIPESTATUS[0]}
-python3 benchmarks/gpu_mfu.py --json "$OUT/gpu_mfu.json" "$@" 2>&1 | tee "$OUT/gpu_mfu.log" | grep -v "^\[ray-t2t\]\|^\[20"
-python3 benchmarks/loop_options.py --device cuda --preset t5-220m --batch-size 64 --steps 60 \
-    --variants default,fused_adamw,foreach_adamw,eager_attention 2>&1 | tee "$OUT/loop_options.log"
-python3 benchmarks/compile_check.py --device cuda --preset t5-220m --batch-size 64 --warmup 30 --steps 60 \
-    2>&1 | tee "$OUT/compile_check.log"
-exit $tests
+failed=0
+for part in $PARTS; do
+    echo "=== $part ($(date +%T))"
+    case $part in
+        tests) python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log" ;;
+        mfu) python3 benchmarks/gpu_mfu.py --json "$OUT/gpu_mfu.json" "$@" 2>&1 | tee "$OUT/gpu_mfu.log" \
+                 | grep -v "^\[ray-t2t\]\|^\[20" ;;
+        options) python3 benchmarks/loop_options.py --device cuda --preset t5-220m --batch-size 64 --steps 60 \
+                     --variants default,fused_adamw,foreach_adamw,eager_attention 2>&1 | tee "$OUT/loop_options.log" ;;
+        compile) python3 benchmarks/compile_check.py --device cuda --preset t5-220m --batch-size 64 --warmup 30 \
+                     --steps 60 2>&1 | tee "$OUT/compile_check.log" ;;
+        *) echo "unknown part '$part' (tests, mfu, options, compile)"; false ;;
+    esac
+    status=${PIPESTATUS[0]}
+    if [[ $status -ne 0 ]]; then
+        echo "=== $part failed (exit $status)"
+        failed=1
+    fi
+done
+echo "=== done ($(date +%T))"
+exit $failed
