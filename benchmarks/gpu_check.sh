@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# The GPU-only checks, as one script for a GPU machine, in four parts (PARTS, default all, in this order):
-#   tests    tests/test_gpu.py: bf16, MFU, NVML energy, ZeRO-2, QLoRA (~3 minutes on an H200)
+# The GPU-only checks, as one script for a GPU machine, in parts run in the order PARTS names them
+# (default "mfu tests", meant to take under 8 minutes on one H200):
 #   mfu      benchmarks/gpu_mfu.py: a T5-base-size model, bf16, ZeRO-2, 50 steps of ~900-token examples,
 #            then LoRA and QLoRA on it: tokens/s, MFU against the 40% goal, peak memory, energy, and a
 #            plain PyTorch loop's ratio (arguments of this script go to it)
+#   tests    tests/test_gpu.py: bf16, MFU, NVML energy, ZeRO-2, QLoRA (~3 minutes on an H200)
 #   options  benchmarks/loop_options.py on the GPU: fused vs foreach AdamW, eager attention vs SDPA
 #   compile  benchmarks/compile_check.py on the GPU: torch.compile vs eager
 # Needs the package's dependencies in the Python on PATH (or WHEELS=folder of wheels to install into
 # /tmp/site first: benchmarks/gpu_wheels.sh downloads those the lent GPU machine lacks into .whl/), a
 # CUDA GPU, and bitsandbytes for QLoRA. Logs and gpu_mfu.json go to OUT (default /tmp/gpu_check).
 #     bash benchmarks/gpu_check.sh
-#     WHEELS=.whl PARTS="tests mfu" bash benchmarks/gpu_check.sh    # on the lent machine, carrying .whl;
-#     WHEELS=.whl PARTS="options compile" bash benchmarks/gpu_check.sh   # then the rest, in a second call
+#     WHEELS=.whl bash benchmarks/gpu_check.sh                        # on the lent machine, carrying .whl
+#     WHEELS=.whl PARTS="options compile" bash benchmarks/gpu_check.sh   # the optional parts, a second call
 # Exits non-zero if a part fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
-PARTS=${PARTS:-tests mfu options compile}
+PARTS=${PARTS:-mfu tests}
 mkdir -p "$OUT"
 if [[ -n "${WHEELS:-}" ]]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
