@@ -53,6 +53,18 @@ def built_student(cfg, prepared, extras: dict):
     return get_method(entry.name).build(setup)
 
 
+def test_training_on_a_cpu_needs_no_cpp_compiler(prepared, tmp_path, monkeypatch):
+    """DeepSpeed JIT-builds a shared-memory op when it starts on a CPU (for inference all-reduces the
+    loop never makes): without a C++ compiler every run failed with "Error building extension". The
+    loop skips that op, so a run (ZeRO 2, whose gradients are all-reduced) trains and builds nothing."""
+    monkeypatch.setenv("CXX", str(tmp_path / "no-compiler"))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    folder, raw, data = prepared
+    record = run_locally(folder, raw, data, "no_compiler", {"zero_stage": 2})
+    assert record["status"] == "finished" and record["steps"]["done"] == 30
+    assert not (tmp_path / "extensions").exists()
+
+
 def distillation_term(cfg, prepared, extras: dict, state: dict | None = None) -> float:
     """The method's distillation term alone (alpha = 1) on the validation split, for the student as
     built (state None) or with a checkpoint's weights (projections included)."""

@@ -291,6 +291,17 @@ class Run:
     run_dir: StoragePath
 
 
+def skip_shared_memory_comm_build() -> None:
+    """DeepSpeed's communication backend JIT-compiles a shared-memory all-reduce op (deepspeed_shm_comm)
+    when it starts on a CPU, for its inference all-reduce alone, which ray_t2t never calls: ~25 s of C++
+    build the first time in an environment, and a failed run ("Error building extension") where no C++
+    compiler is installed. Marked incompatible (deepspeed.ops keeps that dict so that edits persist),
+    it is skipped; training's all-reduces are torch.distributed's (gloo, NCCL) either way."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def start_run(payload: dict, ctx) -> Run:
     """Build the method's model and its DeepSpeed engine; resume from the latest checkpoint."""
     wall_start = time.perf_counter()
@@ -325,6 +336,7 @@ def start_run(payload: dict, ctx) -> Run:
         weight_decay=cfg.training.weight_decay, fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    skip_shared_memory_comm_build()
     deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, ctx.world_size, method)
