@@ -8,8 +8,8 @@ Runs, in order, each one process without Ray (the loop on a LocalContext, one de
   full   `scratch` on `--preset` (default t5-220m: t5-base's dimensions), bf16, ZeRO `--zero-stage` (2);
   lora   `lora` (rank 16, query and value projections) on full's exported model, bf16, same ZeRO stage;
   qlora  `qlora` on the same model quantized to 4 bits (needs CUDA and bitsandbytes; skipped otherwise);
-  plain  a hand-written PyTorch loop (bf16 autocast, fused AdamW, same model, batches and clipping) for the
-         ratio full / plain.
+  plain  a hand-written PyTorch loop (benchmarks/train_overhead.py's: fused AdamW, the same schedule,
+         clipping, model and batches; bf16 autocast on a GPU) for the ratio full / plain.
 
 The task is the embedded one at sentence length: each example is `--words` random CMUdict words, source
 their spelling (one token a character), target their phonemes with '|' between words. 56 words are
@@ -32,7 +32,6 @@ import random
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,38 +104,6 @@ def attention_flops_per_token(model_config, source_lengths: list[int], target_le
     return flops / tokens
 
 
-def plain_loop(cfg, prepared, device: str) -> float:
-    """tokens/s of a minimal loop over the same batches: fused AdamW, clipping, bf16 autocast on a GPU."""
-    import itertools
-
-    import torch
-
-    from benchmarks.suite import step_batches
-    from ray_t2t.methods import Setup, collate
-    from ray_t2t.models import build_model, is_encoder_decoder
-
-    setup = Setup(cfg, cfg.methods[0], prepared.tokenizer(), seed=cfg.seed)
-    model, _ = build_model(cfg.models.student, setup.tokenizer, seed=cfg.seed)
-    setup.encoder_decoder = is_encoder_decoder(model)
-    model.to(device).train()
-    batches = step_batches(prepared, cfg.training.batch_size, setup.encoder_decoder, cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate, fused=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
-    tokens, started = 0, time.perf_counter()
-    for sources, targets in itertools.islice(batches, cfg.training.max_steps):
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate(setup, sources, targets).items()}
-        with autocast:
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.deepspeed.gradient_clipping)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens += sum(map(len, sources)) + sum(map(len, targets))
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return tokens / (time.perf_counter() - started)
-
-
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a smoke run of the script")
@@ -153,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
 
 def measure(args) -> dict:
     from benchmarks.suite import run_locally
+    from benchmarks.train_overhead import plain_loop
 
     wanted = args.runs.split(",")
     unknown = set(wanted) - {"full", "lora", "qlora", "plain"}
@@ -192,7 +160,8 @@ def measure(args) -> dict:
             rows[name] = figures_of(record, source_lengths, target_lengths)
         if "plain" in wanted:
             print(f"plain: a PyTorch loop, {args.steps} steps ...", flush=True)
-            rows["plain"] = {"tokens_per_s": plain_loop(full_cfg, prepared, args.device)}
+            tokens, seconds = plain_loop(full_cfg, prepared, threads=1, device=args.device)
+            rows["plain"] = {"tokens_per_s": tokens / seconds}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if "tokens_per_s" in rows.get("full", {}) and "plain" in rows:

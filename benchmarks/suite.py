@@ -93,11 +93,14 @@ def step_batches(prepared, batch_size: int, encoder_decoder: bool, seed: int, wo
     return batches()
 
 
-def run_locally(cfg, label: str, data_path, run_dir: Path, timeout: int = 900) -> dict:
+def run_locally(cfg, label: str, data_path, run_dir: Path, timeout: int = 900, threads: int = 1,
+                extras: dict | None = None) -> dict:
     """One run of the training loop in a fresh process without Ray (LocalContext, one device); its run
-    record. RuntimeError with the end of the process's output when it fails."""
+    record. `extras`: what the method's driver-side prepare() returned. RuntimeError with the end of the
+    process's output when it fails."""
     payload = {"config": cfg.model_dump(mode="json"), "label": label, "data_path": str(data_path),
-               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": 1}
+               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": threads,
+               "method_extras": extras or {}}
     try:
         done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)], cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout)

@@ -49,10 +49,12 @@ def experiment(folder: Path, args) -> dict:
     }
 
 
-def plain_loop(cfg, prepared, threads: int, world_size: int = 1, rank: int = 0) -> tuple[int, float]:
+def plain_loop(cfg, prepared, threads: int, world_size: int = 1, rank: int = 0,
+               device: str = "cpu") -> tuple[int, float]:
     """(tokens, seconds) of a minimal loop: fused AdamW, same schedule, clipping, batches and model. With
     world_size > 1 (a gloo process group already up) the model is wrapped in DistributedDataParallel
-    and this rank trains on its share of the batches, as a ray_t2t worker does."""
+    and this rank trains on its share of the batches, as a ray_t2t worker does. On a GPU (device
+    "cuda") under bf16 autocast, as a mixed-precision loop runs (benchmarks/gpu_mfu.py)."""
     import torch
 
     from benchmarks.suite import step_batches
@@ -65,7 +67,7 @@ def plain_loop(cfg, prepared, threads: int, world_size: int = 1, rank: int = 0) 
     setup = Setup(cfg, cfg.methods[0], prepared.tokenizer(), seed=cfg.seed)
     model, _ = build_model(cfg.models.student, setup.tokenizer, seed=cfg.seed)
     setup.encoder_decoder = is_encoder_decoder(model)
-    model.train()
+    model.to(device).train()
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     batches = step_batches(prepared, cfg.training.batch_size, setup.encoder_decoder, cfg.seed, world_size, rank)
@@ -74,14 +76,19 @@ def plain_loop(cfg, prepared, threads: int, world_size: int = 1, rank: int = 0) 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     tokens, started = 0, time.perf_counter()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     for sources, targets in itertools.islice(batches, cfg.training.max_steps):
-        loss = model(**collate(setup, sources, targets)).loss
+        batch = {key: value.to(device, non_blocking=True) for key, value in collate(setup, sources, targets).items()}
+        with autocast:
+            loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.deepspeed.gradient_clipping)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens += sum(len(s) + len(t) for s, t in zip(sources, targets))
+    if device == "cuda":
+        torch.cuda.synchronize()  # GPU work is queued: wait for it before reading the clock
     return tokens, time.perf_counter() - started
 
 

@@ -1,10 +1,7 @@
 """Shared fixtures. Everything is built in code or written to tmp_path: no network, no hub."""
 
-import json
 import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # benchmarks.suite: train_locally
 
 
 @pytest.fixture(autouse=True)
@@ -34,28 +32,13 @@ def minimal_config(tmp_path: Path, **sections) -> dict:
     return raw
 
 
-LOCAL_WORKER = textwrap.dedent(
-    """
-    import json, sys
-    from ray_t2t.train.context import LocalContext
-    from ray_t2t.train.loop import run_worker
-    payload = json.loads(sys.argv[1])
-    run_worker(payload, LocalContext(payload["run_dir"]))
-    """
-)
-
-
 def train_locally(cfg, label: str, data_path, run_dir: Path, threads: int = 1, timeout: int = 600,
                   extras: dict | None = None) -> dict:
     """One run of the training loop in a fresh process without Ray (LocalContext); its run record.
     `extras`: what the method's driver-side prepare() returned."""
-    payload = {"config": cfg.model_dump(mode="json"), "label": label, "data_path": str(data_path),
-               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": threads,
-               "method_extras": extras or {}}
-    done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    return json.loads((run_dir / "record.json").read_text())
+    from benchmarks.suite import run_locally
+
+    return run_locally(cfg, label, data_path, run_dir, timeout=timeout, threads=threads, extras=extras)
 
 
 @pytest.fixture(scope="module")

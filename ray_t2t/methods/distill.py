@@ -177,6 +177,12 @@ def teacher_flops_per_token(setup: Setup, student, attn_implementation: str | No
     return forward_flops_per_token(live_teacher(setup, student, attn_implementation))
 
 
+def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
+    """A live-teacher method's hook (ray_t2t.methods): the teacher's forward passes, which the loop adds
+    to the student's training FLOPs."""
+    return teacher_flops_per_token(setup, model)
+
+
 def teacher_outputs(setup: Setup, student, batch: dict, attn_implementation: str | None = None, **flags):
     """The live teacher's outputs on the student's batch, without gradients."""
     import torch

@@ -22,6 +22,7 @@ state; it must share the student's tokenizer and family.
 from __future__ import annotations
 
 from ray_t2t.methods import Setup, distill
+from ray_t2t.methods.distill import extra_flops_per_token  # noqa: F401  (the live teacher's FLOPs)
 from ray_t2t.methods.kd_logits import build as build_student
 from ray_t2t.storage import local_model_path
 
@@ -65,11 +66,6 @@ def hidden_loss(student_states, teacher_states, mask, mapping: dict, projections
         projected = projections[str(s)](student_states[s][mask])  # [positions, teacher hidden]
         terms.append((projected.float() - teacher_states[t][mask].float()).pow(2).mean())
     return torch.stack(terms).mean()
-
-
-def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
-    """The live teacher's forward passes (the loop adds them to the student's training FLOPs)."""
-    return distill.teacher_flops_per_token(setup, model)
 
 
 def loss(model, batch, setup: Setup):

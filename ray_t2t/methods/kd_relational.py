@@ -26,6 +26,7 @@ tokenizer and family.
 from __future__ import annotations
 
 from ray_t2t.methods import Setup, distill
+from ray_t2t.methods.distill import extra_flops_per_token  # noqa: F401  (the live teacher's FLOPs)
 from ray_t2t.methods.kd_logits import build  # noqa: F401  (a randomly initialized student)
 
 
@@ -85,11 +86,6 @@ def relational_loss(student, teacher, params):
     if params.angle_weight:
         total = total + params.angle_weight * angle_loss(student, teacher)
     return total
-
-
-def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
-    """The live teacher's forward passes (the loop adds them to the student's training FLOPs)."""
-    return distill.teacher_flops_per_token(setup, model)
 
 
 def loss(model, batch, setup: Setup):
