@@ -69,6 +69,9 @@ def test_run_all_rows_judge_each_figure():
                   "two_workers_tokens_per_s": 150.0, "scaling_efficiency": 0.75,
                   "ddp_tokens_per_s": 160.0, "ddp_ratio": 150 / 160, "ddp_efficiency": 160 / 208},
         "padding": {"grouped": {"pad_share": 0.05}, "ungrouped": {"pad_share": 0.4}},
+        "teacher": {"ray_data_tokens_per_s": 90.0, "plain_process_tokens_per_s": 100.0, "ratio": 0.9,
+                    "ray_data_steady_tokens_per_s": 120.0, "plain_tokens_per_s": 110.0, "steady_ratio": 120 / 110,
+                    "bytes_per_target_token": 80.0, "top_k": 32},
         "options": {"best": {"default": {"tokens_per_s": 100.0, "optimizer_ms": 4.0},
                              "fused_adamw": {"tokens_per_s": 103.0, "optimizer_ms": 1.6},
                              "eager_attention": {"tokens_per_s": 104.0, "optimizer_ms": 4.0}}},
@@ -82,8 +85,32 @@ def test_run_all_rows_judge_each_figure():
     assert rows["ddp_ratio"]["baseline"] == "160"
     assert rows["fused_adamw_step"]["ratio"] == "0.400" and rows["fused_adamw_step"]["result"] == "pass"
     assert rows["padding_grouped"]["result"] == "pass" and rows["padding_grouped"]["ratio"] == "0.125"
+    # end to end against the plain process's launch-to-exit rate; once started against its loop's
+    assert rows["teacher_ratio"]["baseline"] == "100" and rows["teacher_ratio"]["result"] == "pass"
+    assert rows["teacher_steady_ratio"]["baseline"] == "110"
     parts = [row for row in rows_of(results, {"max_steps": 600}) if row["figure"].startswith("  of which")]
     assert [row["value"] for row in parts] == ["6.0 s", "2.5 s", "3.5 s"]
+
+
+def test_teacher_baseline_runs_in_a_fresh_process_and_counts_its_start_up(tmp_path):
+    import argparse
+
+    from benchmarks.teacher_inference import experiment, plain_process
+    from ray_t2t.config import ModelSpec, validate_config
+    from ray_t2t.data import prepare_data
+    from ray_t2t.models import build_model
+    from ray_t2t.soft_targets import shard_name
+
+    args = argparse.Namespace(examples=150, top_k=4, rows_per_shard=100, batch_size=64, cores=1, generations="none")
+    prepared = prepare_data(validate_config(experiment(tmp_path, args, None)), log=lambda m: None)
+    model, _ = build_model(ModelSpec(preset="t5-tiny"), prepared.tokenizer(), seed=0)
+    model.save_pretrained(tmp_path / "teacher")
+    cfg = validate_config(experiment(tmp_path, args, tmp_path / "teacher"))
+    plain = plain_process(cfg, prepared.path, tmp_path / "teacher", tmp_path / "plain", threads=1)
+    assert sorted(p.name for p in (tmp_path / "plain").glob("shard-*.parquet")) == [shard_name(0), shard_name(1)]
+    assert plain["tokens"] > 150
+    # launch to exit includes the child's imports and model loading, which its loop's seconds do not
+    assert plain["process_s"] > plain["loop_s"] > 0
 
 
 def test_startup_parts_split_submit_to_first_step():
