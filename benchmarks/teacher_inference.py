@@ -83,11 +83,10 @@ def plain_loop(cfg, data_path: Path, teacher: Path, folder: Path, threads: int) 
 def plain_process(cfg, data_path: Path, teacher: Path, folder: Path, threads: int) -> dict:
     """plain_loop in a fresh Python process, as a user's script: seconds from its launch to its exit,
     the loop's own seconds, tokens."""
-    job = folder.parent / f"{folder.name}-job.json"
-    job.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "data_path": str(data_path),
-                               "teacher": str(teacher), "folder": str(folder), "threads": threads}))
+    job = json.dumps({"config": cfg.model_dump(mode="json"), "data_path": str(data_path), "teacher": str(teacher),
+                      "folder": str(folder), "threads": threads})
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "--plain-job", str(job)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, __file__, "--plain-job", job], capture_output=True, text=True)
     process_s = time.perf_counter() - started
     if done.returncode:
         raise RuntimeError(f"the plain loop's process failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
@@ -95,9 +94,10 @@ def plain_process(cfg, data_path: Path, teacher: Path, folder: Path, threads: in
     return {"process_s": process_s, "loop_s": loop_s, "tokens": tokens}
 
 
-def run_plain_job(job: Path) -> None:
-    """The child of plain_process: the loop, then its seconds and tokens as JSON on the last line."""
-    spec = json.loads(job.read_text())
+def run_plain_job(job: str) -> None:
+    """The child of plain_process (`job`: its JSON): the loop, then its seconds and tokens as JSON on the
+    last line."""
+    spec = json.loads(job)
     seconds, tokens = plain_loop(validate_config(spec["config"]), Path(spec["data_path"]), Path(spec["teacher"]),
                                  Path(spec["folder"]), spec["threads"])
     print(json.dumps([seconds, tokens]))
@@ -202,7 +202,7 @@ def measure(args) -> dict:
 def main() -> None:
     args = parser().parse_args()
     if args.plain_job:
-        run_plain_job(Path(args.plain_job))
+        run_plain_job(args.plain_job)
         return
     figures = measure(args)
     params, tokens = figures["parameters"], figures["tokens"]
