@@ -823,6 +823,10 @@ class TuneSection(Section):
     trial_cpus: float = Field(
         0.5, gt=0, description="CPUs reserved by the Tune trial that drives each TorchTrainer."
     )
+    reuse_actors: bool = Field(
+        True, description="Start the next trial in the process of a finished one (Tune's reuse_actors), not in a new "
+        "one: ~2-3 s less start-up a trial on 2 cores. Not with scheduler asha, whose stopped trials end elsewhere.",
+    )
 
 
 class CostSection(Section):

@@ -330,7 +330,10 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
         tune_config=tune.TuneConfig(metric=metric, mode=mode, max_concurrent_trials=concurrency,
                                     scheduler=scheduler, search_alg=search_alg,
                                     num_samples=cfg.tune.num_samples if searcher else 1,
-                                    trial_dirname_creator=name, trial_name_creator=name),
+                                    trial_dirname_creator=name, trial_name_creator=name,
+                                    # A trial that ASHA stops is still inside its TorchTrainer's fit(): Tune could
+                                    # not reset its process for the next trial, and would fail that trial instead.
+                                    reuse_actors=cfg.tune.reuse_actors and scheduler is None),
         run_config=tune.RunConfig(name=path.name, verbose=0, **ray_storage(path.parent)),
     )
     return tuner.fit()

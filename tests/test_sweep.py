@@ -149,3 +149,14 @@ def test_shipped_pipelines_plan_their_sweeps(name, repo):
     trials = plan_trials(swept)
     assert trials and all(trial_config(swept, t) for t in trials)
     assert not {t["label"] for t in trials} & {label for label in _stage_one(cfg) if label == "teacher"}
+
+
+def test_a_local_ray_runs_without_ray_trains_preemption_watcher(monkeypatch):
+    from ray_t2t.train.launcher import job_env_vars
+
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    assert job_env_vars(use_gpu=False, local=True)["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    # a cluster's nodes can be preempted: Ray Train keeps its default there
+    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in job_env_vars(use_gpu=True, local=False)
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")  # the user's own setting wins
+    assert job_env_vars(use_gpu=False, local=True)["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -35,7 +36,9 @@ def test_sweep_survives_its_driver_and_the_report_lists_every_trial(tmp_path, ra
     raw["training"] = {"batch_size": 32, "max_steps": 40, "learning_rate": 3e-3, "warmup_steps": 4}
     raw["eval"] = {"every_n_steps": 20, "metric": "per", "target": "per <= 0.99"}
     raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
-    raw["tune"] = {"seeds": [0, 1], "space": {"scratch_fast": {"training.learning_rate": [1e-2]}}}
+    # one trial at a time: the trials after the first run in the process of the one before (tune.reuse_actors)
+    raw["tune"] = {"seeds": [0, 1], "space": {"scratch_fast": {"training.learning_rate": [1e-2]}},
+                   "max_concurrent_trials": 1}
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(raw))
     trials = tmp_path / "runs" / "sweep" / "sweep"
@@ -49,13 +52,17 @@ def test_sweep_survives_its_driver_and_the_report_lists_every_trial(tmp_path, ra
     os.killpg(driver.pid, signal.SIGKILL)  # the driver, the local Ray and every trial with it
     driver.wait()
     kept = finished_trials(trials)
-    assert 1 <= len(kept) < 4, f"the kill did not land mid-sweep: {kept}"
+    assert len(kept) == 1, f"the kill did not land mid-sweep: {kept}"
 
     done = subprocess.run([ray_t2t_bin, "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming the sweep" in done.stdout and "4 of 4 trial(s) finished" in done.stdout
     after = finished_trials(trials)
     assert len(after) == 4
+    # the rerun's 3 trials, one at a time, all in one Tune trial process (tune.reuse_actors)
+    started = re.findall(r"_trial pid=(\d+)\)\S*\s+(\S+): training on Ray", done.stdout + done.stderr)
+    assert sorted(name for _, name in started) == sorted(set(after) - set(kept))
+    assert len({pid for pid, _ in started}) == 1, f"the trials did not share one process: {started}"
     assert all(after[name] == mtime for name, mtime in kept.items())  # finished trials were not rerun
     records = [json.loads((trials / name / "record.json").read_text()) for name in after]
     assert sorted((r["group"], r["seed"]) for r in records) == [

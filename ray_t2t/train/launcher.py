@@ -73,16 +73,8 @@ def ensure_ray(use_gpu: bool, extra_cpus: int = 0) -> bool:
 
     if ray.is_initialized():
         return not os.environ.get("RAY_ADDRESS")
-    env_vars = {
-        "DS_ACCELERATOR": "cuda" if use_gpu else "cpu",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",  # otherwise every worker line prints twice
-        # Ray Train's controller polls its workers this often (default 2 s): a finished run's fit()
-        # returned ~2 s after its workers did, for every run and sweep trial (benchmarks/train_overhead.py).
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"),
-    }
-    runtime_env = {"env_vars": env_vars}
     address = os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": job_env_vars(use_gpu, local=not address)}
     if not address:
         # No "auto" probing here: a stale cluster file from a killed Ray makes it wait for minutes.
         start_local_ray(runtime_env, **({"num_cpus": (os.cpu_count() or 1) + extra_cpus} if extra_cpus else {}))
@@ -92,6 +84,25 @@ def ensure_ray(use_gpu: bool, extra_cpus: int = 0) -> bool:
     except ConnectionError as err:
         raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {err}") from None
     return False
+
+
+def job_env_vars(use_gpu: bool, local: bool) -> dict[str, str]:
+    """The environment of every Ray process of a ray_t2t job (its runtime_env's env_vars)."""
+    env_vars = {
+        "DS_ACCELERATOR": "cuda" if use_gpu else "cpu",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",  # otherwise every worker line prints twice
+        # Ray Train's controller polls its workers this often (default 2 s): a finished run's fit()
+        # returned ~2 s after its workers did, for every run and sweep trial (benchmarks/train_overhead.py).
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"),
+    }
+    if local:
+        # Ray Train watches for nodes being preempted (spot instances) with an actor of its own per run:
+        # a process importing Ray and Ray Train, ~1.4 s of a core as the run starts. A one-machine Ray has
+        # no node to lose; without it a sweep's trials started ~1.3 s sooner on 2 cores
+        # (benchmarks/sweep_overhead.py).
+        env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    return env_vars
 
 
 def start_local_ray(runtime_env: dict | None = None, **kwargs) -> None:
