@@ -11,10 +11,14 @@ little. The figures:
 
 - train: benchmarks/train_overhead.py at a quickstart trial's settings (configs/quickstart.yaml's
   student preset and batch, 1 worker of 1 CPU, ZeRO 0) with --scaling, best of 2 rounds each:
-  tokens/s of the ray_t2t loop vs a plain PyTorch loop (goal >= 0.95); the fixed overhead per trial
-  (submit -> first step, last step -> record written) and its share of a quickstart trial's training
-  time (goal <= 10%); 2 workers of 1 CPU vs 1: efficiency = tokens/s(2) / (2 x tokens/s(1)) (goal
-  >= 0.8), and vs a hand-written 2-process DDP loop (goal >= 0.95).
+  tokens/s of the ray_t2t loop vs a plain PyTorch loop (goal >= 0.95); a single run's fixed overhead
+  (submit -> first step, in three parts, and last step -> record written); 2 workers of 1 CPU vs 1:
+  efficiency = tokens/s(2) / (2 x tokens/s(1)) (goal >= 0.8), and vs a hand-written 2-process DDP
+  loop (goal >= 0.95).
+- sweep: benchmarks/sweep_overhead.py: `ray-t2t sweep` of 6 trials at the same settings, 2 at a time
+  as the quickstart runs them: the fixed overhead per trial (its slot freed -> its first step, last
+  step -> record written; median after the first wave) and its share of a quickstart trial's
+  training time, 2 at a time (goal <= 10%).
 - teacher: benchmarks/teacher_inference.py --read: Ray Data (2 replicas x 1 CPU) vs a plain loop
   with 2 threads in a fresh process, end to end (each side's start-up included) and once started
   (goal >= 0.9); shard bytes per target token at k = 32
@@ -60,7 +64,7 @@ GOALS = {  # figure -> (op, goal) on its ratio (or on its value where there is n
     "ddp_ratio": (">=", 0.95),
     "fused_adamw_step": ("<", 1.0),
 }
-BENCHMARKS = ("train", "teacher", "padding", "options")
+BENCHMARKS = ("train", "sweep", "teacher", "padding", "options")
 
 
 def quickstart_trial() -> dict:
@@ -85,7 +89,10 @@ def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
     options = ["benchmarks/loop_options.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
                "--threads", str(trial["threads"]), "--variants", "default,fused_adamw,eager_attention",
                "--steps", "10" if quick else "80", "--rounds", "1" if quick else "2"]
-    return {"train": train, "teacher": teacher, "options": options}
+    sweep = ["benchmarks/sweep_overhead.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
+             "--threads", str(trial["threads"]), "--concurrency", "2"]
+    sweep += ["--trials", "4", "--steps", "10"] if quick else ["--trials", "6", "--steps", "100"]
+    return {"train": train, "sweep": sweep, "teacher": teacher, "options": options}
 
 
 def run_script(name: str, argv: list[str], json_path: Path, log, timeout_s: float) -> dict | None:
@@ -152,15 +159,15 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
         overhead = train["startup_s"] + train["teardown_s"]
         train["quickstart_train_s_estimate"] = qs_train_s
         train["overhead_share"] = overhead / qs_train_s
-        add("fixed overhead per trial: submit -> first step", None, f"{train['startup_s']:.1f} s")
+        add("fixed overhead of a single run: submit -> first step", None, f"{train['startup_s']:.1f} s")
         parts = train.get("startup_parts_s")
         if parts:
             add("  of which Ray Train: submit -> worker process started", None, f"{parts['ray_train_s']:.1f} s")
             add("  of which the worker's Ray: process -> training function", None, f"{parts['ray_worker_s']:.1f} s")
             add("  of which ray_t2t: training function -> first step", None, f"{parts['ray_t2t_s']:.1f} s")
-        add("fixed overhead per trial: last step -> record written", None, f"{train['teardown_s']:.1f} s")
-        add("fixed overhead / quickstart trial's training time", "overhead_share", f"{overhead:.1f} s",
-            f"{qs_train_s:.0f} s", f"{train['overhead_share']:.3f}", train["overhead_share"])
+        add("fixed overhead of a single run: last step -> record written", None, f"{train['teardown_s']:.1f} s")
+        add("(a single run: fixed overhead / a quickstart trial's training time alone)", None, f"{overhead:.1f} s",
+            f"{qs_train_s:.0f} s", f"{train['overhead_share']:.3f}")
         if "scaling_efficiency" in train:
             add("scaling: tokens/s, 2 workers vs 2 x 1 worker (1 CPU each)", "scaling_efficiency",
                 f"{train['two_workers_tokens_per_s']:,.0f}", f"{2 * train['ray_t2t_tokens_per_s']:,.0f}",
@@ -171,6 +178,25 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
             add("(what the machine allows: plain DDP vs 2 x plain loop)", None,
                 f"{train['ddp_tokens_per_s']:,.0f}", f"{2 * train['pytorch_best_tokens_per_s']:,.0f}",
                 f"{train['ddp_efficiency']:.3f}")
+    sweep = results.get("sweep")
+    if sweep:
+        # the quickstart's trials train 2 at a time, as these did: their tokens/s, not a lone run's
+        qs_train_s = trial["max_steps"] * sweep["tokens_per_step"] / sweep["tokens_per_s"]
+        sweep["quickstart_train_s_estimate"] = qs_train_s
+        sweep["overhead_share"] = sweep["overhead_s"] / qs_train_s
+        add("fixed overhead per sweep trial, 2 at a time: slot freed -> first step", None,
+            f"{sweep['startup_s']:.1f} s")
+        parts = sweep.get("startup_parts_s")
+        if parts:
+            add("  of which Tune, Ray Train: slot freed -> worker process started", None,
+                f"{parts['until_worker_process_s']:.1f} s")
+            add("  of which the worker's Ray: process -> training function", None,
+                f"{parts['worker_process_to_function_s']:.1f} s")
+            add("  of which ray_t2t: training function -> first step", None, f"{parts['function_to_first_step_s']:.1f} s")
+        add("fixed overhead per sweep trial: last step -> record written", None, f"{sweep['teardown_s']:.1f} s")
+        add("fixed overhead / quickstart trial's training time (2 at a time)", "overhead_share",
+            f"{sweep['overhead_s']:.1f} s", f"{qs_train_s:.0f} s", f"{sweep['overhead_share']:.3f}",
+            sweep["overhead_share"])
     teacher = results.get("teacher")
     if teacher:
         add("teacher inference tokens/s: Ray Data vs plain loop, end to end", "teacher_ratio",
