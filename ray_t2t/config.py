@@ -825,7 +825,8 @@ class TuneSection(Section):
     )
     reuse_actors: bool = Field(
         True, description="Start the next trial in the process of a finished one (Tune's reuse_actors), not in a new "
-        "one: ~2-3 s less start-up a trial on 2 cores. Not with scheduler asha, whose stopped trials end elsewhere.",
+        "one: ~2-3 s less start-up a trial on 2 cores. Ignored with scheduler asha (a trial it stops is still inside "
+        "its TorchTrainer).",
     )
 
 
