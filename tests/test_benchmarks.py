@@ -144,6 +144,23 @@ def test_sweep_overhead_charges_each_trial_from_the_moment_its_slot_was_freed():
     assert figures["overhead_s"] == 13 and figures["first_wave_startup_s"] == 11
 
 
+def test_sweep_overhead_runs_a_real_sweep_and_times_its_later_trials(tmp_path):
+    """The benchmark end to end: `ray-t2t sweep` in a fresh process (its own local Ray), 3 tiny trials
+    2 at a time, so the third waits for a slot and is the one measured."""
+    out = tmp_path / "sweep.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sweep_overhead.py"), "--trials", "3",
+                             "--concurrency", "2", "--steps", "5", "--preset", "t5-tiny", "--batch-size", "16",
+                             "--json", str(out)], capture_output=True, text=True, timeout=600,
+                            env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert [t["wave"] for t in figures["per_trial"]] == [1, 1, 2] and figures["measured_trials"] == 1
+    third = figures["per_trial"][2]
+    assert figures["startup_s"] == third["startup_s"] > 0 and figures["overhead_s"] > figures["startup_s"]
+    assert sum(third["parts_s"].values()) == pytest.approx(third["startup_s"])
+    assert figures["tokens_per_s"] > 0 and "per trial after the first wave (median of 1)" in result.stdout
+
+
 def test_startup_parts_split_submit_to_first_step():
     from benchmarks.train_overhead import startup_parts
 
