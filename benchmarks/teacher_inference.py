@@ -140,7 +140,7 @@ def measure(args) -> dict:
 
     from ray_t2t.models import build_model
     from ray_t2t.soft_targets import produce_soft_targets
-    from ray_t2t.train.launcher import start_local_ray
+    from ray_t2t.train.launcher import job_env_vars, start_local_ray
 
     folder = Path(tempfile.mkdtemp(prefix="ray_t2t_teacher_bench_"))
     prepared = prepare_data(validate_config(experiment(folder, args, None)), log=lambda m: None)
@@ -153,9 +153,8 @@ def measure(args) -> dict:
     plain = plain_process(cfg, prepared.path, teacher_dir, folder / "plain", args.cores)
     plain_s, tokens = plain["loop_s"], plain["tokens"]
     ray_start = time.perf_counter()
-    # the environment ensure_ray gives workers, as the kd_logits run (--read) trains in this Ray
-    start_local_ray(num_cpus=args.cores, runtime_env={"env_vars": {
-        "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu", "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0"}})
+    # the environment ensure_ray gives a local Ray's workers, as the kd_logits run (--read) trains in this Ray
+    start_local_ray(num_cpus=args.cores, runtime_env={"env_vars": job_env_vars(use_gpu=False, local=True)})
     ray_start_s = time.perf_counter() - ray_start
     submitted = time.time()
     started = time.perf_counter()
