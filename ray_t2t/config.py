@@ -882,6 +882,10 @@ class ExperimentConfig(Section):
             raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
         if ds.precision in ("bf16", "fp16") and not self.scaling.use_gpu:
             raise ValueError(f"deepspeed.precision={ds.precision} needs scaling.use_gpu=true (CPU trains in fp32)")
+        if self.tune.scheduler == "asha" and self.eval.every_n_steps >= self.training.max_steps:
+            raise ValueError(f"tune.scheduler=asha stops weak trials at their evaluations before the last step, but "
+                             f"eval.every_n_steps ({self.eval.every_n_steps}) leaves none before training.max_steps "
+                             f"({self.training.max_steps}): lower eval.every_n_steps")
         labels = [m.label or m.name for m in self.methods]
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:

@@ -296,6 +296,7 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
     from ray import tune
 
     from ray_t2t.metrics import METRICS
+    from ray_t2t.preflight import worker_bundle
 
     # A run also reports at checkpoints between evaluations, without the validation metric: Tune must not
     # take that for a trial that forgot its metric (ASHA and the Optuna searcher skip such reports).
@@ -314,7 +315,10 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
     if cfg.tune.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = ASHAScheduler(time_attr="step", max_t=cfg.training.max_steps, grace_period=cfg.eval.every_n_steps)
+        # Rungs at evaluations before the last step only: a trial stopped at its last report (ASHA's max_t, or
+        # a rung there) would be killed after all its training, before its test metrics and record.
+        scheduler = ASHAScheduler(time_attr="step", max_t=cfg.training.max_steps - 1, grace_period=cfg.eval.every_n_steps,
+                                  stop_last_trials=False)
     if searcher:
         from ray_t2t.tune_search import optuna_searcher
 
