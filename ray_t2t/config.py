@@ -780,6 +780,20 @@ class ScalingSection(Section):
         "PACK", description="Placement-group strategy for the workers."
     )
     accelerator_type: str | None = Field(None, description="Required accelerator, e.g. 'H100'; null = any.")
+    local_mode: bool = Field(
+        False, description="Train the one worker in the calling process (Ray Train's local mode, ScalingConfig("
+        "num_workers=0)): a sweep trial in its Tune trial's process, which reserves the worker's resources; `ray-t2t "
+        "train` and `run`'s first stage in the driver on a local Ray (on a cluster: on a Ray worker, as without it). "
+        "Saves Ray Train's controller, helper actors and worker process a run (README, Performance). Needs "
+        "num_workers 1; checkpoints and run.max_failures restarts as without it.",
+    )
+
+    @model_validator(mode="after")
+    def _local_mode_is_one_worker(self) -> "ScalingSection":
+        if self.local_mode and self.num_workers != 1:
+            raise ValueError(f"local_mode trains one worker in the calling process, but num_workers is "
+                             f"{self.num_workers}: set num_workers: 1 or local_mode: false")
+        return self
 
 
 class DeepSpeedSection(Section):

@@ -10,6 +10,7 @@ What a stage asks for, mirroring what Ray schedules:
            accelerator_type adds `accelerator_type:<T>`), placed with scaling.placement_strategy
   teacher  soft_targets.replicas actors of {CPU: cpus_per_replica, GPU: gpus_per_replica}
   sweep    per trial: one {CPU: tune.trial_cpus} trial bundle on top of the training workers
+           (scaling.local_mode: none; the trial is its one training worker)
 
 Which nodes count. Ray lists only the nodes that exist now, and an autoscaling cluster can add more
 (how preflight tells which case it is in: _autoscaler):
@@ -135,7 +136,7 @@ def requests(cfg: ExperimentConfig, stages: Iterable[str]) -> list[Request]:
             bundle, keys = worker_bundle(cfg)
             out.append(Request("train", "training worker", bundle, cfg.scaling.num_workers,
                                cfg.scaling.placement_strategy, keys, "scaling.num_workers"))
-        if stage == "sweep":
+        if stage == "sweep" and not cfg.scaling.local_mode:  # in local mode a trial is its training worker
             out.append(Request("sweep", "sweep trial", {"CPU": float(cfg.tune.trial_cpus)}, 1, "PACK",
                                {"CPU": "tune.trial_cpus"}, "tune.max_concurrent_trials"))
         if stage == "teacher":

@@ -201,6 +201,7 @@ def _concurrency(cfg: ExperimentConfig, cluster_cpus: float, cluster_gpus: float
         return cfg.tune.max_concurrent_trials
     scaling = cfg.scaling
     per_worker = scaling.resources_per_worker or {}
+    trial_cpus = trial_cpus and not scaling.local_mode  # in local mode the trial is the worker
     cpus = scaling.num_workers * float(per_worker.get("CPU", 1)) + (cfg.tune.trial_cpus if trial_cpus else 0)
     fits = int(cluster_cpus // cpus)
     if scaling.use_gpu:
@@ -211,7 +212,10 @@ def _concurrency(cfg: ExperimentConfig, cluster_cpus: float, cluster_gpus: float
 
 def _waiting_cpus(cfg: ExperimentConfig) -> int:
     """Logical CPUs a local Ray declares on top of the machine's for the trials' own processes: they
-    only wait for their TorchTrainer, so trial_cpus never keeps a training worker from the cores."""
+    only wait for their TorchTrainer, so trial_cpus never keeps a training worker from the cores.
+    None in local mode: the trials train themselves."""
+    if cfg.scaling.local_mode:
+        return 0
     return math.ceil(cfg.tune.trial_cpus * _concurrency(cfg, os.cpu_count() or 1, 0, trial_cpus=False))
 
 
@@ -304,7 +308,9 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
     # Trials run where the driver runs (Tune would chdir into a trial folder, and every relative path of
     # the config, storage_path first, would point somewhere else). Tune passes this on to its trials.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    trainable = tune.with_resources(_trial, {"CPU": cfg.tune.trial_cpus})
+    # In local mode a trial trains in its own process: it reserves the training worker's resources.
+    trainable = tune.with_resources(_trial, worker_bundle(cfg)[0] if cfg.scaling.local_mode
+                                    else {"CPU": cfg.tune.trial_cpus})
     where = ray_storage(path)  # {storage_path, storage_filesystem (object stores)} of the Tuner's folder
     if tune.Tuner.can_restore(where["storage_path"], where.get("storage_filesystem")):
         log(f"sweep: resuming the sweep in {path} (finished trials are kept)")

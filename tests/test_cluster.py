@@ -412,6 +412,8 @@ def test_job_submission_client_trains_the_smoke_student_and_writes_its_record(he
     assert status == "SUCCEEDED", logs[-6000:]
     source = re.search(r"ray_t2t from (\S+)", logs).group(1)
     assert "runtime_resources" in source and "working_dir" in source, f"the job ran {source}, not the submitted code"
+    # the config's scaling.local_mode does not make a cluster job train on the head node, where its driver runs
+    assert "scratch: training on Ray (1 worker(s))" in logs, logs[-6000:]
     record = json.loads((head.storage / "quickstart_smoke" / "runs" / "scratch" / "record.json").read_text())
     assert record["status"] == "finished" and record["steps"]["done"] == 10
     assert record["hardware"]["device_type"] == "cpu" and record["cost"]["total"] > 0

@@ -160,3 +160,76 @@ def test_a_local_ray_runs_without_ray_trains_preemption_watcher(monkeypatch):
     assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in job_env_vars(use_gpu=True, local=False)
     monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")  # the user's own setting wins
     assert job_env_vars(use_gpu=False, local=True)["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"
+
+
+def test_local_mode_trials_reserve_their_worker_and_nothing_besides(tmp_path):
+    """scaling.local_mode: a trial trains in its own process, so it reserves the worker's bundle and no
+    tune.trial_cpus on top; a local Ray declares no extra logical CPUs for waiting trials."""
+    from ray_t2t.preflight import requests
+    from ray_t2t.sweep import _waiting_cpus
+
+    raw = minimal_config(tmp_path, scaling={"num_workers": 1, "resources_per_worker": {"CPU": 1}, "local_mode": True})
+    cfg = validate_config(raw)
+    assert _concurrency(cfg, 2, 0) == 2 and _concurrency(cfg, 2, 0, trial_cpus=False) == 2
+    assert _waiting_cpus(cfg) == 0
+    assert [(r.stage, r.bundle, r.count) for r in requests(cfg, ("train", "sweep"))] == [("train", {"CPU": 1.0}, 1)]
+    workers = validate_config(dict(raw, scaling={"num_workers": 1, "resources_per_worker": {"CPU": 1}}))
+    assert _concurrency(workers, 2, 0) == 1 and _waiting_cpus(workers) == 1
+    assert [r.stage for r in requests(workers, ("train", "sweep"))] == ["train", "sweep"]
+
+
+@pytest.mark.parametrize("scaling, tune, message", [
+    ({"num_workers": 2, "local_mode": True}, {}, "scaling: local_mode trains one worker in the calling process, but "
+                                                 "num_workers is 2"),
+    ({}, {"scheduler": "asha"}, "eval.every_n_steps (500) leaves none before training.max_steps (500)"),
+])
+def test_settings_that_cannot_work_together_are_refused(tmp_path, scaling, tune, message):
+    raw = minimal_config(tmp_path, scaling=scaling, tune=tune, training={"max_steps": 500}, eval={"every_n_steps": 500})
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    assert message in str(err.value)
+
+
+def test_local_mode_restarts_a_failed_run_up_to_run_max_failures(tmp_path):
+    """Ray Train restarts nothing in local mode: the launcher restarts fit() (the loop resumes from its
+    checkpoint) as often as run.max_failures allows, -1 without limit; with workers Ray Train does it."""
+    from ray_t2t.train.launcher import _fit
+
+    class Trainer:
+        def __init__(self, failures: int):
+            self.failures, self.calls = failures, 0
+
+        def fit(self):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise RuntimeError(f"failure {self.calls}")
+
+    def attempt(failures: int, max_failures: int, local_mode: bool = True):
+        cfg = validate_config(minimal_config(tmp_path, run={"name": "t", "storage_path": str(tmp_path),
+                                                            "max_failures": max_failures}))
+        trainer, messages = Trainer(failures), []
+        try:
+            _fit(trainer, cfg, "run", messages.append, local_mode)
+        except RuntimeError as err:
+            return trainer.calls, messages, str(err)
+        return trainer.calls, messages, None
+
+    assert attempt(2, 2) == (3, ["run: training failed (RuntimeError: failure 1); restart 1 of 2 from its last "
+                                 "checkpoint", "run: training failed (RuntimeError: failure 2); restart 2 of 2 "
+                                 "from its last checkpoint"], None)
+    assert attempt(2, 1)[0::2] == (2, "failure 2")
+    assert attempt(3, -1)[0] == 4 and attempt(3, -1)[1][-1].endswith("restart 3 from its last checkpoint")
+    assert attempt(1, 0)[0::2] == (1, "failure 1")
+    assert attempt(1, 5, local_mode=False)[0::2] == (1, "failure 1")  # Ray Train's FailureConfig restarts workers
+
+
+def test_local_mode_trains_in_process_in_sweep_trials_anywhere_and_in_the_driver_only_on_a_local_ray(
+        tmp_path, monkeypatch):
+    from ray_t2t.train.launcher import trains_in_process
+
+    cfg = validate_config(minimal_config(tmp_path, scaling={"local_mode": True}))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert trains_in_process(cfg, sweep_trial=False) and trains_in_process(cfg, sweep_trial=True)
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # a job on a cluster: the driver is on the head node
+    assert not trains_in_process(cfg, sweep_trial=False) and trains_in_process(cfg, sweep_trial=True)
+    assert not trains_in_process(validate_config(minimal_config(tmp_path)), sweep_trial=True)

@@ -1,6 +1,6 @@
-"""A sweep through real Ray (Tune trials driving TorchTrainers), its driver SIGKILLed after the first
-trial finished and rerun, then the report over its records. One end-to-end test: each trial costs
-~20 s of fixed Ray Train overhead on a 2-core machine."""
+"""Sweeps through real Ray: Tune trials driving TorchTrainers (each trial ~20 s of fixed Ray Train
+overhead on a 2-core machine), or training in their own processes (scaling.local_mode); a driver
+SIGKILLed after the first trial finished and rerun, then the report over its records."""
 
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ def test_sweep_survives_its_driver_and_the_report_lists_every_trial(tmp_path, ra
 
 def test_run_pipeline_killed_mid_sweep_reuses_every_finished_stage(tmp_path, ray_t2t_bin):
     """`ray-t2t run` SIGKILLed (with its local Ray) once a sweep trial finished, then rerun: the teacher,
-    its soft targets and the finished trial are reused, the rest completes, and the report is written."""
+    its soft targets and the finished trial are reused, the rest completes, and the report is written.
+    In local mode, as the quickstart runs: the teacher trains in the driver, the trials in theirs."""
     raw = minimal_config(tmp_path, methods=[{"name": "scratch", "label": "teacher", "model": "teacher", "max_steps": 60},
                                             {"name": "scratch"}, {"name": "kd_logits", "top_k": 8}])
     raw["run"] = {"name": "pipe", "storage_path": str(tmp_path / "runs"), "checkpoint_every_n_steps": 40}
@@ -92,7 +93,7 @@ def test_run_pipeline_killed_mid_sweep_reuses_every_finished_stage(tmp_path, ray
     raw["soft_targets"] = {"top_k": 8, "rows_per_shard": 500}
     raw["training"] = {"batch_size": 32, "max_steps": 40, "learning_rate": 3e-3, "warmup_steps": 4}
     raw["eval"] = {"every_n_steps": 20, "metric": "per", "target": "per <= 0.99"}
-    raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
+    raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}, "local_mode": True}
     raw["tune"] = {"max_concurrent_trials": 1}
     config = tmp_path / "pipe.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -114,6 +115,7 @@ def test_run_pipeline_killed_mid_sweep_reuses_every_finished_stage(tmp_path, ray
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "teacher: reusing the finished run" in done.stdout
     assert "soft targets: reusing" in done.stdout and "resuming the sweep" in done.stdout
+    assert "training in this process (Ray Train's local mode)" in done.stdout + done.stderr
     assert (experiment / "runs" / "teacher" / "record.json").stat().st_mtime_ns == teacher_record
     after = finished_trials(experiment / "sweep")
     assert len(after) == 2 and all(after[name] == mtime for name, mtime in kept.items())
@@ -150,3 +152,38 @@ def test_optuna_sweep_searches_with_the_first_seed_then_trains_the_best_point_wi
     assert rerun["trial"]["params"] == best["trial"]["params"] and rerun["group"] == best["group"]
     for record in records:
         assert record["steps"]["done"] == 40 and record["learning_curve"][-1]["val_loss"] < record["learning_curve"][0]["val_loss"]
+
+
+def test_a_local_mode_sweep_with_asha_stops_the_weak_trial_and_restarts_a_failed_one(tmp_path, ray_t2t_bin):
+    """scaling.local_mode: each trial trains in its Tune trial's process (Ray Train's local mode) and
+    reports to Tune itself. One trial at a time, the strong learning rate first: ASHA keeps it (its
+    records are written: no rung at the last step) and stops the weak one at step 20 (Tune saw its
+    report). The first trial fails once at step 30 and, with run.max_failures 1, restarts in its
+    process from its checkpoint at step 20."""
+    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}])
+    raw["run"] = {"name": "asha", "storage_path": str(tmp_path / "runs"), "checkpoint_every_n_steps": 20,
+                  "max_failures": 1}
+    raw["data"] = {"split_sizes": {"train": 1000, "validation": 64, "test": 64}}
+    raw["models"] = {"student": TINY_T5}
+    raw["training"] = {"batch_size": 32, "max_steps": 40, "warmup_steps": 4}
+    raw["eval"] = {"every_n_steps": 20, "metric": "per"}
+    raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}, "local_mode": True}
+    raw["tune"] = {"space": {"scratch": {"training.learning_rate": [1e-2, 1e-6]}}, "scheduler": "asha",
+                   "max_concurrent_trials": 1}
+    config = tmp_path / "asha.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_T2T_FAIL_ONCE_AT_STEP"] = f"30:{tmp_path / 'failed_once'}"
+
+    done = subprocess.run([ray_t2t_bin, "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "1 of 2 trial(s) finished" in output and re.search(r"scratch-\S+-seed0 +stopped", output)
+    assert "training in this process (Ray Train's local mode)" in output
+    assert (tmp_path / "failed_once").exists() and "restart 1 of 1 from its last checkpoint" in output
+    trials = tmp_path / "runs" / "asha" / "sweep"
+    (name,) = finished_trials(trials)
+    record = json.loads((trials / name / "record.json").read_text())
+    assert record["trial"]["params"] == {"training.learning_rate": 1e-2}
+    assert record["resumes"] == 1 and [p["step"] for p in record["learning_curve"]] == [0, 20, 40]
+    assert record["learning_curve"][-1]["val_loss"] < record["learning_curve"][0]["val_loss"]

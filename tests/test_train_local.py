@@ -122,3 +122,61 @@ def test_students_distilled_from_a_live_teacher_learn(prepared, g2p_teacher, met
         exported = AutoModelForSeq2SeqLM.from_pretrained(folder / method["name"] / "model")
         assert projection > 0 and not any("kd_projections" in k for k in exported.state_dict())
         assert record["model"]["total_params"] == sum(p.numel() for p in exported.parameters()) + projection
+
+
+IN_PROCESS_RUNS = """
+import json, os, sys
+import torch.distributed as dist
+from ray_t2t.train.loop import train_loop_per_worker
+first, second = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+seen = {}
+try:
+    train_loop_per_worker(first)
+except RuntimeError as err:
+    seen["failed"] = str(err)
+folder = first["local_mode"]["checkpoints"]
+seen["after_failure"] = {"checkpoints": sorted(os.listdir(folder)), "rank_env": "RANK" in os.environ,
+                         "group": dist.is_initialized()}
+train_loop_per_worker(dict(first, fail_once_at_step=None))  # the rerun of the failed run
+seen["after_rerun"] = sorted(os.listdir(folder))
+train_loop_per_worker(second)  # another run in the same process, as a reused Tune trial runs it
+seen["group_after_all"] = dist.is_initialized()
+print("SEEN " + json.dumps(seen))
+"""
+
+
+def test_local_mode_runs_one_after_another_in_one_process_and_resumes_from_its_checkpoints(prepared, tmp_path):
+    """scaling.local_mode: the loop runs in the calling process (a reused sweep trial runs several).
+    A run that fails leaves its newest checkpoint (whole) and a clean process: its rerun resumes there,
+    and another run then starts in the same process. Only run.checkpoints_to_keep checkpoints stay."""
+    import json
+    import subprocess
+    import sys
+
+    from benchmarks.suite import ROOT
+
+    folder, raw, data = prepared
+    cfg = validate_config(dict(raw, run=dict(raw["run"], checkpoint_every_n_steps=10, checkpoints_to_keep=1),
+                               scaling={"local_mode": True}))
+
+    def payload(name: str, **more) -> dict:
+        return {"config": cfg.model_dump(mode="json"), "label": "scratch", "data_path": str(data.path),
+                "run_dir": str(tmp_path / name), "config_hash": "-", "run_hash": "-", "threads": 1,
+                "method_extras": {}, "local_mode": {"checkpoints": str(tmp_path / "checkpoints" / name), "keep": 1,
+                                                    "to_tune": False}, **more}
+
+    first = payload("first", fail_once_at_step=f"25:{tmp_path / 'failed_once'}")
+    done = subprocess.run([sys.executable, "-c", IN_PROCESS_RUNS, json.dumps(first), json.dumps(payload("second"))],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    seen = json.loads(done.stdout.split("SEEN ", 1)[1])
+    assert "injected failure at step 25" in seen["failed"]
+    assert seen["after_failure"] == {"checkpoints": ["step_000000020"], "rank_env": False, "group": False}
+    assert seen["after_rerun"] == ["step_000000030"]
+    assert not seen["group_after_all"]
+    rerun = json.loads((tmp_path / "first" / "record.json").read_text())
+    second = json.loads((tmp_path / "second" / "record.json").read_text())
+    assert rerun["resumes"] == 1 and rerun["steps"]["done"] == 30 and rerun["status"] == "finished"
+    assert second["resumes"] == 0 and second["status"] == "finished"
+    assert second["learning_curve"][-1]["val_loss"] < second["learning_curve"][0]["val_loss"]
+    assert rerun["timestamps"]["process_start"] is None  # the process is not the run's own

@@ -186,3 +186,16 @@ def test_a_record_names_the_trained_weights_a_run_starts_from(tmp_path):
     raw["models"]["base"] = {"name_or_path": base, "pretrained": False}  # the architecture only
     cfg = validate_config(raw)
     assert initialized_from(Setup(cfg, cfg.methods[0], None, seed=0)) is None
+
+
+def test_local_mode_on_a_gpu_refuses_a_process_without_one(tmp_path):
+    """scaling.local_mode trains in the calling process: with use_gpu and no GPU there (a head node),
+    the run is refused before Ray starts or any folder is written."""
+    from ray_t2t.errors import UserError
+    from ray_t2t.train.launcher import train
+
+    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}],
+                         scaling={"use_gpu": True, "local_mode": True})
+    with pytest.raises(UserError, match="local_mode trains in this process, which sees no CUDA GPU"):
+        train(validate_config(raw), "scratch")
+    assert not (tmp_path / "runs").exists()

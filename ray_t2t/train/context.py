@@ -1,14 +1,17 @@
 """The small context the training loop sees: rank, world size, report, latest checkpoint.
 
-RayTrainContext runs inside a Ray Train worker; LocalContext runs in a plain process (benchmarks and
-Ray-free tests). The loop and the methods never import Ray themselves.
+RayTrainContext runs inside a Ray Train worker; InProcessContext in Ray Train's local mode
+(scaling.local_mode); LocalContext in a plain process (benchmarks and Ray-free tests). The loop and the
+methods never import Ray themselves.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -40,6 +43,83 @@ class RayTrainContext:
         else:
             with checkpoint.as_directory() as folder:
                 yield folder
+
+
+class InProcessContext:
+    """Ray Train's local mode: the loop runs in the process that called fit() (a sweep's Tune trial,
+    or the driver), as rank 0 of one. Ray Train keeps no checkpoints in local mode, so this context
+    keeps the newest `keep` under `folder` itself (step_NNNNNNNNN, each written whole, so a killed
+    process leaves the previous one readable), and in a sweep hands every report to Tune (with workers,
+    Ray Train's TuneReportCallback does that). Use it in `single_process_group()`."""
+
+    def __init__(self, folder: str, keep: int, to_tune: bool) -> None:
+        from ray_t2t.storage import location
+
+        self.rank, self.world_size, self.local_rank = 0, 1, 0
+        self.folder = location(folder)
+        self.keep = keep
+        self.to_tune = to_tune
+
+    def checkpoints(self) -> list:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if p.name.startswith("step_"))
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        from ray_t2t.storage import remove_tree, staged_folder
+
+        if checkpoint_dir:
+            with staged_folder(self.folder / f"step_{int(metrics['step']):09d}") as staging:
+                shutil.copytree(checkpoint_dir, staging, dirs_exist_ok=True)
+            for old in self.checkpoints()[:-self.keep]:
+                remove_tree(old)
+        if self.to_tune:
+            from ray import tune
+
+            tune.report(dict(metrics))
+
+    @contextmanager
+    def latest_checkpoint(self) -> Iterator[str | None]:
+        from ray_t2t.storage import local_copy
+
+        found = self.checkpoints()
+        yield str(local_copy(found[-1])) if found else None
+
+
+_PROCESS_GROUP_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def single_process_group() -> Iterator[None]:
+    """torch.distributed's environment for a group of one (DeepSpeed needs a process group even for one
+    process), on a free loopback port; afterwards the group is destroyed and the environment restored,
+    so the next run in the same process (a reused Tune trial) starts clean, also after a failure, with
+    the memory of the run before released."""
+    saved = {key: os.environ.get(key) for key in _PROCESS_GROUP_ENV}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        yield
+    finally:
+        comm = sys.modules.get("deepspeed.comm")
+        if comm is not None and comm.is_initialized():
+            comm.destroy_process_group()  # also drops DeepSpeed's own references to the group's clones
+        elif "torch.distributed" in sys.modules:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        gc.collect()  # the run's model, engine and optimizer, before the next run in this process builds its own
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
 
 
 class LocalContext:

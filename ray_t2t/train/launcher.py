@@ -135,7 +135,12 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
 
     A sweep trial names its run (`run_name`, default the method label) under `folder` ("sweep"), adds
     `record_fields` (group, seed, trial parameters) to the record, and forwards every report of the
-    training workers to its Tune trial (`report_to_tune`, for schedulers such as ASHA)."""
+    training workers to its Tune trial (`report_to_tune`, for schedulers such as ASHA).
+
+    scaling.local_mode (trains_in_process): the run trains in this process (Ray Train's local mode),
+    restarted here from its checkpoint after a failure up to run.max_failures times. A run outside a
+    sweep on a cluster trains on a Ray worker as without it: the driver's node (the head, under `ray
+    job submit`) is no place to train."""
     entry = choose_method(cfg, label)
     label = entry.label or entry.name
     run_name = run_name or label
@@ -148,6 +153,13 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         method.check(cfg, entry)
     if not cfg.scaling.use_gpu or cfg.scaling.accelerator_type:
         hardware_of(cfg).price_per_device_hour(cfg)  # a missing price fails now, not after training
+    local_mode = trains_in_process(cfg, report_to_tune)
+    if local_mode and cfg.scaling.use_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("scaling.local_mode trains in this process, which sees no CUDA GPU (scaling.use_gpu "
+                            "is true): set scaling.local_mode: false to train on Ray workers with GPUs")
 
     run_dir = (cfg.experiment_dir / folder / run_name).resolve()
     this_run = run_hash(cfg, entry)
@@ -178,6 +190,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
 
     scaling = cfg.scaling
     resources = scaling.resources_per_worker
+    train_storage = (cfg.experiment_dir / "train").resolve()
     payload = {
         "config": cfg.model_dump(mode="json"),
         "label": label,
@@ -191,7 +204,10 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         "record_fields": record_fields or {},
     }
     callbacks = []
-    if report_to_tune:
+    if local_mode:  # Ray Train keeps no checkpoints and runs no callbacks then: the loop does both
+        payload["local_mode"] = {"checkpoints": str(train_storage / run_name / "local_checkpoints"),
+                                 "keep": cfg.run.checkpoints_to_keep, "to_tune": report_to_tune}
+    elif report_to_tune:
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
@@ -199,7 +215,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         train_loop_per_worker,
         train_loop_config=payload,
         scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers,
+            num_workers=0 if local_mode else scaling.num_workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker=resources,
             placement_strategy=scaling.placement_strategy,
@@ -208,14 +224,15 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         run_config=RunConfig(
             name=run_name,
             callbacks=callbacks,
-            **ray_storage((cfg.experiment_dir / "train").resolve()),
+            **ray_storage(train_storage),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep),
         ),
     )
-    log(f"{run_name}: training on Ray ({scaling.num_workers} worker(s)); run folder {run_dir}")
+    where = "in this process (Ray Train's local mode)" if local_mode else f"on Ray ({scaling.num_workers} worker(s))"
+    log(f"{run_name}: training {where}; run folder {run_dir}")
     try:
-        trainer.fit()
+        _fit(trainer, cfg, run_name, log, local_mode)
     except Exception as err:  # Ray wraps the worker's exception; the run folder keeps its checkpoints
         reason = f"{type(err).__name__}: {err}"
         write_record(run_dir, {"label": label, "method": entry.name, "run_hash": this_run, "status": "failed",
@@ -225,6 +242,29 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
     if record is None or record.get("status") != "finished":
         raise UserError(f"training '{label}' ended without writing its run record in {run_dir}")
     return record
+
+
+def trains_in_process(cfg: ExperimentConfig, sweep_trial: bool) -> bool:
+    """Whether a run takes Ray Train's local mode: scaling.local_mode, in a sweep trial (whose process
+    reserved the worker's resources, on any node) or on a local Ray (the driver is on the machine)."""
+    return cfg.scaling.local_mode and (sweep_trial or not os.environ.get("RAY_ADDRESS"))
+
+
+def _fit(trainer, cfg: ExperimentConfig, run_name: str, log: Callable[[str], None], local_mode: bool) -> None:
+    """trainer.fit(). In local mode Ray Train restarts nothing, so a failed run is restarted here, from
+    its last checkpoint, up to run.max_failures times, as Ray Train restarts a failed worker group."""
+    restarts = 0
+    while True:
+        try:
+            trainer.fit()
+            return
+        except Exception as err:
+            allowed = cfg.run.max_failures
+            if not local_mode or (allowed != -1 and restarts >= allowed):
+                raise
+            restarts += 1
+            log(f"{run_name}: training failed ({type(err).__name__}: {err}); restart {restarts}"
+                f"{'' if allowed == -1 else f' of {allowed}'} from its last checkpoint")
 
 
 def summarize(record: dict) -> str:

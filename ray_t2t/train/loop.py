@@ -44,12 +44,19 @@ FAIL_ONCE_ENV = "RAY_T2T_FAIL_ONCE_AT_STEP"
 def train_loop_per_worker(payload: dict) -> None:
     """Ray Train's entry point (TorchTrainer's train_loop_per_worker)."""
     entered = time.time()
-    from ray_t2t.train.context import RayTrainContext
+    from ray_t2t.train.context import InProcessContext, RayTrainContext, single_process_group
 
+    local = payload.get("local_mode")
     # When Ray started this worker's process and handed it the run: with the first step's time, the
-    # run record's timestamps split a run's start-up into Ray's part and ray_t2t's.
-    stamps = {"process_start": _process_started(), "function_start": entered}
-    run_worker(dict(payload, start_timestamps=stamps), RayTrainContext())
+    # run record's timestamps split a run's start-up into Ray's part and ray_t2t's. In local mode the
+    # process is the caller's (a sweep trial's, perhaps reused from an earlier trial): not this run's.
+    stamps = {"process_start": None if local else _process_started(), "function_start": entered}
+    payload = dict(payload, start_timestamps=stamps)
+    if not local:
+        run_worker(payload, RayTrainContext())
+        return
+    with single_process_group():
+        run_worker(payload, InProcessContext(local["checkpoints"], local["keep"], local["to_tune"]))
 
 
 def _process_started() -> float | None:
