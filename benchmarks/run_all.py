@@ -16,9 +16,10 @@ little. The figures:
   efficiency = tokens/s(2) / (2 x tokens/s(1)) (goal >= 0.8), and vs a hand-written 2-process DDP
   loop (goal >= 0.95).
 - sweep: benchmarks/sweep_overhead.py: `ray-t2t sweep` of 6 trials at the same settings, 2 at a time
-  as the quickstart runs them: the fixed overhead per trial (its slot freed -> its first step, last
-  step -> record written; median after the first wave) and its share of a quickstart trial's
-  training time, 2 at a time (goal <= 10%).
+  as the quickstart runs them (in their Tune trials' processes: scaling.local_mode): the fixed
+  overhead per trial (its slot freed -> its first step, last step -> record written; median after
+  the first wave) and its share of a quickstart trial's training time, 2 at a time (goal <= 10%).
+- sweep_workers: the same sweep on Ray Train workers (scaling.local_mode false), shown beside it.
 - teacher: benchmarks/teacher_inference.py --read: Ray Data (2 replicas x 1 CPU) vs a plain loop
   with 2 threads in a fresh process, end to end (each side's start-up included) and once started
   (goal >= 0.9); shard bytes per target token at k = 32
@@ -64,7 +65,7 @@ GOALS = {  # figure -> (op, goal) on its ratio (or on its value where there is n
     "ddp_ratio": (">=", 0.95),
     "fused_adamw_step": ("<", 1.0),
 }
-BENCHMARKS = ("train", "sweep", "teacher", "padding", "options")
+BENCHMARKS = ("train", "sweep", "sweep_workers", "teacher", "padding", "options")
 
 
 def quickstart_trial() -> dict:
@@ -75,7 +76,7 @@ def quickstart_trial() -> dict:
     return {"preset": cfg.models.student.preset, "batch_size": cfg.training.batch_size,
             "max_steps": cfg.training.max_steps, "threads": int((cfg.scaling.resources_per_worker or {}).get("CPU", 1)),
             "zero_stage": cfg.deepspeed.zero_stage, "top_k": cfg.soft_targets.top_k,
-            "group_by_length": cfg.training.group_by_length}
+            "group_by_length": cfg.training.group_by_length, "local_mode": cfg.scaling.local_mode}
 
 
 def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
@@ -92,7 +93,10 @@ def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
     sweep = ["benchmarks/sweep_overhead.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
              "--threads", str(trial["threads"]), "--concurrency", "2"]
     sweep += ["--trials", "4", "--steps", "10"] if quick else ["--trials", "6", "--steps", "100"]
-    return {"train": train, "sweep": sweep, "teacher": teacher, "options": options}
+    found = {"train": train, "sweep": sweep, "teacher": teacher, "options": options}
+    if trial["local_mode"]:  # the quickstart's sweep against the same sweep on Ray Train workers
+        found["sweep_workers"] = sweep + ["--set", "scaling.local_mode=false"]
+    return found
 
 
 def run_script(name: str, argv: list[str], json_path: Path, log, timeout_s: float) -> dict | None:
@@ -197,6 +201,17 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
         add("fixed overhead / quickstart trial's training time (2 at a time)", "overhead_share",
             f"{sweep['overhead_s']:.1f} s", f"{qs_train_s:.0f} s", f"{sweep['overhead_share']:.3f}",
             sweep["overhead_share"])
+    workers, sweep = results.get("sweep_workers"), results.get("sweep")
+    if workers:
+        add("(the same sweep on Ray Train workers: fixed overhead per trial)", None,
+            f"{workers['overhead_s']:.1f} s", f"{workers['startup_s']:.1f} + {workers['teardown_s']:.1f} s")
+        if sweep:
+            add("(fixed overhead per sweep trial: as the quickstart runs it vs on Ray Train workers)", None,
+                f"{sweep['overhead_s']:.1f} s", f"{workers['overhead_s']:.1f} s",
+                f"{sweep['overhead_s'] / workers['overhead_s']:.3f}")
+            add("(whole sweep wall time: as the quickstart runs it vs on Ray Train workers)", None,
+                f"{sweep['sweep_wall_s']:.0f} s", f"{workers['sweep_wall_s']:.0f} s",
+                f"{sweep['sweep_wall_s'] / workers['sweep_wall_s']:.3f}")
     teacher = results.get("teacher")
     if teacher:
         add("teacher inference tokens/s: Ray Data vs plain loop, end to end", "teacher_ratio",
@@ -269,11 +284,11 @@ def main() -> None:
     started, started_unix = time.perf_counter(), time.time()
     with log_path.open("w") as log, tempfile.TemporaryDirectory(prefix="ray_t2t_bench_") as scratch:
         for name in only:
-            if name in argvs:
-                results[name] = run_script(name, argvs[name], Path(scratch) / f"{name}.json", log, args.timeout)
-            else:
+            if name == "padding":
                 print("[bench] padding: quickstart batches with and without length grouping", flush=True)
                 results[name] = padding(trial, args.quick)
+            elif name in argvs:  # sweep_workers only when the quickstart's sweep runs in local mode
+                results[name] = run_script(name, argvs[name], Path(scratch) / f"{name}.json", log, args.timeout)
     wall_s = time.perf_counter() - started
     rows = rows_of(results, trial)
     summary = {
@@ -284,7 +299,7 @@ def main() -> None:
         "quickstart_trial": trial,
         "figures": rows,
         "raw": results,
-        "failed": [name for name in only if results.get(name) is None],
+        "failed": [name for name in only if name in results and results[name] is None],
         "passed": all(row["result"] != "FAIL" for row in rows),
     }
     out.write_text(json.dumps(summary, indent=1))

@@ -2,15 +2,16 @@
 
     .venv/bin/python benchmarks/sweep_overhead.py [--trials 6] [--concurrency 2] [--steps 100]
                                                   [--preset t5-0.5m] [--batch-size 128] [--threads 1]
-                                                  [--set tune.reuse_actors=false ...]
+                                                  [--set scaling.local_mode=false ...]
 
 Runs `ray-t2t sweep` in a fresh process (its own local Ray, as a user's command starts it) over
 `--trials` seeds of `scratch` at a quickstart trial's settings, `--concurrency` trials at a time on
-`--threads` CPUs each, and reads the trials' run records. A trial's slot is free from the moment the
+`--threads` CPUs each (scaling.local_mode as configs/quickstart.yaml sets it), and reads the trials'
+run records. A trial's slot is free from the moment the
 trial before it in that slot wrote its record: everything from then until the trial's first optimizer
 step, and from its last step until its own record is written, is fixed overhead (Tune starting the
-trial, Ray Train's controller and its actors, the worker's process, ray_t2t's imports, model, engine
-and step-0 validation, the tear-down). Trials of the first wave are left out: their start includes
+trial, Ray Train's controller and its actors, the worker's process (none of these three in local mode),
+ray_t2t's imports, model, engine and step-0 validation, the tear-down). Trials of the first wave are left out: their start includes
 Ray's own start and the data preparation. A run record counts the training alone, so this is wall
 time a sweep pays, not a distortion of any recorded time or cost. `--set` passes config overrides
 (e.g. to compare a setting side by side). benchmarks/run_all.py runs this file with --json.
@@ -42,7 +43,14 @@ def experiment(folder: Path, args) -> dict:
     raw = single_run(folder, argparse.Namespace(**vars(args), zero_stage=0))
     raw["run"]["name"] = "bench_sweep"
     raw["tune"] = {"seeds": list(range(args.trials)), "max_concurrent_trials": args.concurrency}
+    raw["scaling"]["local_mode"] = quickstart_local_mode()
     return raw
+
+
+def quickstart_local_mode() -> bool:
+    from ray_t2t.config import load_config
+
+    return load_config(ROOT / "configs" / "quickstart.yaml").scaling.local_mode
 
 
 def trial_overheads(records: list[dict], submitted: float, concurrency: int) -> list[dict]:
@@ -116,7 +124,7 @@ def measure(args) -> dict:
             raise SystemExit(f"expected {args.trials} finished trial records in {sweep}, found {len(records)}")
         trials = trial_overheads(records, submitted, cfg.tune.max_concurrent_trials)
     return {"preset": args.preset, "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
-            "concurrency": args.concurrency, "set": args.set, "sweep_wall_s": wall_s, **summarize(trials, records)}
+            "concurrency": args.concurrency, "set": args.set, "local_mode": cfg.scaling.local_mode, "sweep_wall_s": wall_s, **summarize(trials, records)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -135,8 +143,9 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     figures = measure(args)
+    where = "in their Tune trials' processes (local mode)" if figures["local_mode"] else "on Ray Train workers"
     print(f"ray-t2t sweep: {figures['trials']} trials of {args.steps} steps ({args.preset}, batch {args.batch_size}), "
-          f"{args.concurrency} at a time, {args.threads} CPU each: {figures['sweep_wall_s']:.0f} s in all")
+          f"{args.concurrency} at a time, {args.threads} CPU each, {where}: {figures['sweep_wall_s']:.0f} s in all")
     for trial in figures["per_trial"]:
         parts = trial.get("parts_s")
         detail = (f"  (until the worker's process {parts['until_worker_process_s']:.1f} s, then the function "
