@@ -835,7 +835,8 @@ class TuneSection(Section):
     max_concurrent_trials: int | None = Field(None, ge=1, description="Trials at once; null = what resources allow.")
     scheduler: Literal["none", "asha"] = Field("none", description="Early stopping of weak trials.")
     trial_cpus: float = Field(
-        0.5, gt=0, description="CPUs reserved by the Tune trial that drives each TorchTrainer."
+        0.5, gt=0, description="CPUs reserved by the Tune trial that drives each TorchTrainer (not with "
+        "scaling.local_mode: the trial then trains itself and reserves its worker's resources)."
     )
     reuse_actors: bool = Field(
         True, description="Start the next trial in the process of a finished one (Tune's reuse_actors), not in a new "
