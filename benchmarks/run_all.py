@@ -6,7 +6,7 @@
 Runs, each benchmark in its own process (a fresh Ray each time), then prints one table: each figure,
 its baseline, their ratio, the goal and pass/FAIL, and writes everything to --out (JSON; the
 benchmarks' full output goes to the same path with .log). Sized to finish in under 15 minutes on 2
-CPU cores (~11 minutes when they are otherwise idle); --quick is a smoke run of a minute or two whose figures mean
+CPU cores (~12 minutes when they are otherwise idle); --quick is a smoke run of a minute or two whose figures mean
 little. The figures:
 
 - train: benchmarks/train_overhead.py at a quickstart trial's settings (configs/quickstart.yaml's
