@@ -1,6 +1,7 @@
 """Sweeps through real Ray: Tune trials driving TorchTrainers (each trial ~20 s of fixed Ray Train
 overhead on a 2-core machine), or training in their own processes (scaling.local_mode); a driver
-SIGKILLed after the first trial finished and rerun, then the report over its records."""
+SIGKILLed after the first trial finished and rerun, then the report over its records; a local-mode
+run SIGKILLed mid-training and rerun."""
 
 from __future__ import annotations
 
@@ -187,3 +188,43 @@ def test_a_local_mode_sweep_with_asha_stops_the_weak_trial_and_restarts_a_failed
     assert record["trial"]["params"] == {"training.learning_rate": 1e-2}
     assert record["resumes"] == 1 and [p["step"] for p in record["learning_curve"]] == [0, 20, 40]
     assert record["learning_curve"][-1]["val_loss"] < record["learning_curve"][0]["val_loss"]
+
+
+def test_a_local_mode_run_whose_driver_is_killed_resumes_from_its_own_checkpoint(tmp_path, ray_t2t_bin):
+    """scaling.local_mode on a local Ray: `ray-t2t train` trains in the driver. SIGKILLed (with its Ray)
+    once its first checkpoint is written, then rerun: the run resumes from the newest checkpoint the
+    killed driver left (each written whole) and continues its learning curve."""
+    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}])
+    raw["run"] = {"name": "killed", "storage_path": str(tmp_path / "runs"), "checkpoint_every_n_steps": 40}
+    raw["data"] = {"split_sizes": {"train": 2000, "validation": 64, "test": 64}}
+    raw["models"] = {"student": TINY_T5}
+    raw["training"] = {"batch_size": 32, "max_steps": 400, "learning_rate": 3e-3, "warmup_steps": 4}
+    raw["eval"] = {"every_n_steps": 200, "metric": "per"}
+    raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}, "local_mode": True}
+    config = tmp_path / "killed.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    checkpoints = tmp_path / "runs" / "killed" / "train" / "scratch" / "local_checkpoints"
+
+    driver = subprocess.Popen([ray_t2t_bin, "train", str(config), "method=scratch"], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(checkpoints.glob("step_*")) and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    left = sorted(p.name for p in checkpoints.glob("step_*"))
+    assert left and left[-1] < "step_000000400", f"the kill did not land mid-training: {left}"
+    record = tmp_path / "runs" / "killed" / "runs" / "scratch" / "record.json"
+    assert not record.exists()
+
+    done = subprocess.run([ray_t2t_bin, "train", str(config), "method=scratch"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    step = int(left[-1].split("_")[1])
+    assert f"resumed from checkpoint at step {step} (resume 1)" in done.stdout + done.stderr
+    result = json.loads(record.read_text())
+    assert result["resumes"] == 1 and result["steps"]["done"] == 400 and result["status"] == "finished"
+    assert [p["step"] for p in result["learning_curve"]] == [0, 200, 400]  # the killed run's points kept, once each
+    assert result["learning_curve"][-1]["val_loss"] < result["learning_curve"][-2]["val_loss"]
+    assert sorted(p.name for p in checkpoints.glob("step_*")) == ["step_000000360", "step_000000400"]
