@@ -201,7 +201,7 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
         add("fixed overhead / quickstart trial's training time (2 at a time)", "overhead_share",
             f"{sweep['overhead_s']:.1f} s", f"{qs_train_s:.0f} s", f"{sweep['overhead_share']:.3f}",
             sweep["overhead_share"])
-    workers, sweep = results.get("sweep_workers"), results.get("sweep")
+    workers = results.get("sweep_workers")
     if workers:
         add("(the same sweep on Ray Train workers: fixed overhead per trial)", None,
             f"{workers['overhead_s']:.1f} s", f"{workers['startup_s']:.1f} + {workers['teardown_s']:.1f} s")

@@ -86,7 +86,15 @@ class InProcessContext:
         yield str(local_copy(found[-1])) if found else None
 
 
-_PROCESS_GROUP_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# torch.distributed's environment for rank 0 of a group of one (DeepSpeed needs a group even then),
+# with MASTER_PORT from _free_loopback_port()
+_ONE_RANK_ENV = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+
+
+def _free_loopback_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
 @contextmanager
@@ -95,11 +103,8 @@ def single_process_group() -> Iterator[None]:
     process), on a free loopback port; afterwards the group is destroyed and the environment restored,
     so the next run in the same process (a reused Tune trial) starts clean, also after a failure, with
     the memory of the run before released."""
-    saved = {key: os.environ.get(key) for key in _PROCESS_GROUP_ENV}
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    saved = {key: os.environ.get(key) for key in (*_ONE_RANK_ENV, "MASTER_PORT")}
+    os.environ.update(_ONE_RANK_ENV, MASTER_PORT=_free_loopback_port())
     try:
         yield
     finally:
@@ -129,13 +134,11 @@ class LocalContext:
         self.rank, self.world_size, self.local_rank = 0, 1, 0
         self.folder = Path(folder)
         self.reports: list[dict] = []
-        # torch.distributed (which DeepSpeed needs even for one process) reads these.
-        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        # torch.distributed (which DeepSpeed needs even for one process) reads these; set ones are kept.
+        for key, value in _ONE_RANK_ENV.items():
             os.environ.setdefault(key, value)
         if "MASTER_PORT" not in os.environ:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
+            os.environ["MASTER_PORT"] = _free_loopback_port()
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         self.reports.append(dict(metrics))
