@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train one method on Ray Train + DeepSpeed and write its run record",
         description="Train one of the config's methods (method=NAME: its label or name) on Ray Train with "
-        "DeepSpeed. Starts a local Ray, or joins the cluster in RAY_ADDRESS. Rerunning the same command "
+        "DeepSpeed. Starts a local Ray (none for a run in scaling.local_mode, which trains in this process), "
+        "or joins the cluster in RAY_ADDRESS. Rerunning the same command "
         "reuses a finished run and resumes an unfinished one from its last checkpoint.",
     )
     _add_config_arguments(train)

@@ -4,6 +4,7 @@ hold what the config asks of it? Each failure is a ConfigError that names the co
     from ray_t2t.preflight import check_storage_writable, check_cluster_fits
     check_storage_writable(cfg)               # no Ray needed
     check_cluster_fits(cfg, ("train",), log)  # after ray.init (ensure_ray)
+    check_machine_fits(cfg, log)              # a run in local mode that starts no Ray (launcher.needs_no_ray)
 
 What a stage asks for, mirroring what Ray schedules:
   train    scaling.num_workers bundles of ScalingConfig's per-worker resources (use_gpu adds GPU: 1,
@@ -20,6 +21,8 @@ Which nodes count. Ray lists only the nodes that exist now, and an autoscaling c
 - An autoscaler runs but its node types are unknown here (KubeRay): nothing is refused, since a node
   that fits may be added later; a log line says so (`ray status` lists requests no node type can
   satisfy).
+- No Ray at all (a lone run in scaling.local_mode, training in this process): this machine's CPUs
+  and GPUs, counted as a local Ray would count them, are the one node.
 - No autoscaler (a fixed cluster, a local Ray): the existing nodes are all there is, so a bundle no
   node holds is refused before any work, and so are training workers (or a sweep trial with its
   workers) that cannot all be placed at once, which Ray would otherwise wait for forever. Teacher
@@ -242,17 +245,20 @@ def _fix(request: Request, resource: str, nodes: list[dict[str, float]]) -> str:
 
 
 def check_fits(cfg: ExperimentConfig, stages: Iterable[str], nodes: list[dict[str, float]],
-               node_types: list[dict[str, float]] | None = None, autoscaling: bool = False) -> list[str]:
+               node_types: list[dict[str, float]] | None = None, autoscaling: bool = False,
+               place: str | None = None) -> list[str]:
     """Refuse (ConfigError) what can never be scheduled. `nodes`: total resources of the alive nodes;
     `node_types`: resources of the node types an autoscaler can add (None = unknown); `autoscaling`:
-    whether the cluster can add nodes. Returns notes for the log (checks skipped)."""
+    whether the cluster can add nodes; `place`: the one node's name in messages (default: a Ray cluster's).
+    Returns notes for the log (checks skipped)."""
     notes = []
     every = requests(cfg, stages)
     if autoscaling and node_types is None:
         return [f"the cluster autoscales and Ray does not know its node types: what {', '.join(sorted({r.what for r in every}))}s "
                 "ask for is not checked against them (`ray status` lists requests no node type can satisfy)"]
     candidates = list(nodes) + list(node_types or [])
-    where = "node type of this autoscaling Ray cluster, nor any node," if autoscaling else "node of this Ray cluster"
+    where = (f"{place} does not have" if place else
+             f"no {'node type of this autoscaling Ray cluster, nor any node,' if autoscaling else 'node of this Ray cluster'} has")
     for request in every:
         if any(holds(node, request.bundle) >= 1 for node in candidates):
             continue
@@ -262,8 +268,8 @@ def check_fits(cfg: ExperimentConfig, stages: Iterable[str], nodes: list[dict[st
         fixes = "; ".join(dict.fromkeys(_fix(request, k, candidates) for k in missing))
         asks = ", ".join(_name(k, request.bundle[k]) for k in missing)
         raise ConfigError(
-            f"each {request.what} asks for {_describe(request.bundle)}, but no {where} has {asks} "
-            f"({'nodes and node types' if node_types else 'nodes'}: {_offers(candidates, request.bundle)}). "
+            f"each {request.what} asks for {_describe(request.bundle)}, but {where} {asks} "
+            f"({place or ('nodes and node types' if node_types else 'nodes')}: {_offers(candidates, request.bundle)}). "
             f"To fix: {fixes}; or run on a cluster with "
             f"such nodes ({CLUSTER_HELP})"
         )
@@ -365,6 +371,26 @@ def check_cluster_fits(cfg: ExperimentConfig, stages: Iterable[str], log: Callab
     nodes, node_types, autoscaling = cluster_view()
     for note in check_fits(cfg, stages, nodes, node_types, autoscaling):
         log(f"cluster: {note}")
+
+
+def machine_resources() -> dict[str, float]:
+    """This machine's CPUs and CUDA GPUs, counted as a local Ray would count them (CPU limits of a
+    container included): the node a run in Ray Train's local mode has when no Ray runs."""
+    from ray._private.utils import get_num_cpus
+
+    resources = {"CPU": float(get_num_cpus())}
+    import torch
+
+    if torch.cuda.is_available():
+        resources["GPU"] = float(torch.cuda.device_count())
+    return resources
+
+
+def check_machine_fits(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> None:
+    """check_fits of the training worker against this machine (machine_resources), for a run that
+    trains in this process without Ray (launcher.needs_no_ray)."""
+    for note in check_fits(cfg, ("train",), [machine_resources()], place="this machine"):
+        log(f"machine: {note}")
 
 
 def needs_soft_targets(cfg: ExperimentConfig) -> bool:

@@ -199,6 +199,49 @@ def test_train_refuses_an_unwritable_storage_path_before_starting_ray(tmp_path, 
         launcher.train(cfg, "scratch", log=lambda message: None)
 
 
+def test_a_lone_local_mode_run_is_checked_against_this_machine_without_starting_ray(tmp_path, monkeypatch):
+    """scaling.local_mode outside a sweep: the run trains in this process and no Ray is started for it;
+    its worker is checked against this machine's CPUs (as a local Ray counts them) before any data."""
+    import ray
+
+    import ray_t2t.preflight as preflight
+    import ray_t2t.train.launcher as launcher
+
+    class Prepared(Exception):
+        pass
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a Ray was started for a run in local mode")
+
+    def prepare(*args, **kwargs):
+        raise Prepared
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(launcher, "ensure_ray", no_ray)
+    monkeypatch.setattr(launcher, "prepare_data", prepare)
+    monkeypatch.setattr(preflight, "machine_resources", lambda: dict(CPU2))
+    big = config(tmp_path, methods=[{"name": "scratch"}], scaling={"local_mode": True, "resources_per_worker": {"CPU": 4}})
+    with pytest.raises(ConfigError) as err:
+        launcher.train(big, "scratch", log=lambda message: None)
+    assert ("each training worker asks for {CPU: 4}, but this machine does not have CPU: 4 (this machine: "
+            "1 x {CPU: 2}). To fix: lower scaling.resources_per_worker.CPU to at most 2") in str(err.value)
+    assert not (big.experiment_dir / "data").exists() and not (big.experiment_dir / "runs").exists()
+    fits = config(tmp_path, methods=[{"name": "scratch"}], scaling={"local_mode": True, "resources_per_worker": {"CPU": 2}})
+    with pytest.raises(Prepared):  # checked, no Ray, on to the data
+        launcher.train(fits, "scratch", log=lambda message: None)
+
+
+def test_this_machine_is_counted_as_a_local_ray_counts_it():
+    from ray._private.utils import get_num_cpus
+
+    from ray_t2t.preflight import machine_resources
+
+    resources = machine_resources()
+    assert resources["CPU"] == get_num_cpus() >= 1
+    assert set(resources) <= {"CPU", "GPU"}
+
+
 def test_a_sweep_refuses_before_preparing_data(tmp_path, monkeypatch):
     import ray_t2t.preflight as preflight
     import ray_t2t.train.launcher as launcher

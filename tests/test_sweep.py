@@ -233,3 +233,26 @@ def test_local_mode_trains_in_process_in_sweep_trials_anywhere_and_in_the_driver
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # a job on a cluster: the driver is on the head node
     assert not trains_in_process(cfg, sweep_trial=False) and trains_in_process(cfg, sweep_trial=True)
     assert not trains_in_process(validate_config(minimal_config(tmp_path)), sweep_trial=True)
+
+
+def test_a_lone_local_mode_run_starts_no_ray_unless_something_needs_it(tmp_path, monkeypatch):
+    """Ray Train's local mode needs no Ray: a lone run in it skips starting one, except in a sweep
+    trial, with a cluster named (RAY_ADDRESS) or joined already, and for a worker that asks for a
+    resource only a Ray node declares (accelerator types, custom resources)."""
+    import ray
+
+    from ray_t2t.train.launcher import needs_no_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    local = validate_config(minimal_config(tmp_path, scaling={"local_mode": True, "resources_per_worker": {"CPU": 1}}))
+    assert needs_no_ray(local, sweep_trial=False)
+    assert not needs_no_ray(local, sweep_trial=True)
+    custom = validate_config(minimal_config(tmp_path, scaling={"local_mode": True,
+                                                               "resources_per_worker": {"CPU": 1, "ssd": 1}}))
+    assert not needs_no_ray(custom, sweep_trial=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # `ray-t2t run` started Ray for its other stages
+    assert not needs_no_ray(local, sweep_trial=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert not needs_no_ray(local, sweep_trial=False)

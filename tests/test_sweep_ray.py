@@ -191,9 +191,9 @@ def test_a_local_mode_sweep_with_asha_stops_the_weak_trial_and_restarts_a_failed
 
 
 def test_a_local_mode_run_whose_driver_is_killed_resumes_from_its_own_checkpoint(tmp_path, ray_t2t_bin):
-    """scaling.local_mode on a local Ray: `ray-t2t train` trains in the driver. SIGKILLed (with its Ray)
-    once its first checkpoint is written, then rerun: the run resumes from the newest checkpoint the
-    killed driver left (each written whole) and continues its learning curve."""
+    """scaling.local_mode on one machine: `ray-t2t train` trains in the driver and starts no Ray for it.
+    SIGKILLed once its first checkpoint is written, then rerun: the run resumes from the newest
+    checkpoint the killed driver left (each written whole) and continues its learning curve."""
     raw = minimal_config(tmp_path, methods=[{"name": "scratch"}])
     raw["run"] = {"name": "killed", "storage_path": str(tmp_path / "runs"), "checkpoint_every_n_steps": 40}
     raw["data"] = {"split_sizes": {"train": 2000, "validation": 64, "test": 64}}
@@ -223,6 +223,7 @@ def test_a_local_mode_run_whose_driver_is_killed_resumes_from_its_own_checkpoint
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     step = int(left[-1].split("_")[1])
     assert f"resumed from checkpoint at step {step} (resume 1)" in done.stdout + done.stderr
+    assert "Started a local Ray instance" not in done.stdout + done.stderr
     result = json.loads(record.read_text())
     assert result["resumes"] == 1 and result["steps"]["done"] == 400 and result["status"] == "finished"
     assert [p["step"] for p in result["learning_curve"]] == [0, 200, 400]  # the killed run's points kept, once each
