@@ -15,6 +15,9 @@ little. The figures:
   (submit -> first step, in three parts, and last step -> record written); 2 workers of 1 CPU vs 1:
   efficiency = tokens/s(2) / (2 x tokens/s(1)) (goal >= 0.8), and vs a hand-written 2-process DDP
   loop (goal >= 0.95).
+- lone: benchmarks/lone_run.py: `ray-t2t train` at the same settings in a fresh process, as a user
+  types it, in local mode (no Ray) and on a Ray Train worker, alternated twice: launch -> first
+  step, last step -> the command exits, training tokens/s (shown, not judged).
 - sweep: benchmarks/sweep_overhead.py: `ray-t2t sweep` of 6 trials at the same settings, 2 at a time
   as the quickstart runs them (in their Tune trials' processes: scaling.local_mode): the fixed
   overhead per trial (its slot freed -> its first step, last step -> record written; median after
@@ -65,7 +68,7 @@ GOALS = {  # figure -> (op, goal) on its ratio (or on its value where there is n
     "ddp_ratio": (">=", 0.95),
     "fused_adamw_step": ("<", 1.0),
 }
-BENCHMARKS = ("train", "sweep", "sweep_workers", "teacher", "padding", "options")
+BENCHMARKS = ("train", "lone", "sweep", "sweep_workers", "teacher", "padding", "options")
 
 
 def quickstart_trial() -> dict:
@@ -90,10 +93,13 @@ def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
     options = ["benchmarks/loop_options.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
                "--threads", str(trial["threads"]), "--variants", "default,fused_adamw,eager_attention",
                "--steps", "10" if quick else "80", "--rounds", "1" if quick else "2"]
+    lone = ["benchmarks/lone_run.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
+            "--threads", str(trial["threads"])]
+    lone += ["--steps", "5", "--rounds", "1"] if quick else ["--steps", "100", "--rounds", "2"]
     sweep = ["benchmarks/sweep_overhead.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
              "--threads", str(trial["threads"]), "--concurrency", "2"]
     sweep += ["--trials", "4", "--steps", "10"] if quick else ["--trials", "6", "--steps", "100"]
-    found = {"train": train, "sweep": sweep, "teacher": teacher, "options": options}
+    found = {"train": train, "lone": lone, "sweep": sweep, "teacher": teacher, "options": options}
     if trial["local_mode"]:  # the quickstart's sweep against the same sweep on Ray Train workers
         found["sweep_workers"] = sweep + ["--set", "scaling.local_mode=false"]
     return found
@@ -182,6 +188,17 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
             add("(what the machine allows: plain DDP vs 2 x plain loop)", None,
                 f"{train['ddp_tokens_per_s']:,.0f}", f"{2 * train['pytorch_best_tokens_per_s']:,.0f}",
                 f"{train['ddp_efficiency']:.3f}")
+    lone = results.get("lone")
+    if lone:
+        local, workers = lone["best"]["local_mode"], lone["best"]["workers"]
+        mode = "local mode, no Ray, as the quickstart" if lone["quickstart_local_mode"] else "local mode, no Ray"
+        add(f"a lone `ray-t2t train` ({mode}) vs on a Ray Train worker: launch -> first step", None,
+            f"{local['startup_s']:.1f} s", f"{workers['startup_s']:.1f} s", f"{lone['startup_ratio']:.3f}")
+        ends = {name: best["teardown_s"] + best["exit_s"] for name, best in lone["best"].items()}
+        add("(the same: last step -> the command exits)", None, f"{ends['local_mode']:.1f} s",
+            f"{ends['workers']:.1f} s", f"{ends['local_mode'] / ends['workers']:.3f}")
+        add("(the same: training tokens/s)", None, f"{local['tokens_per_s']:,.0f}", f"{workers['tokens_per_s']:,.0f}",
+            f"{lone['tokens_per_s_ratio']:.3f}")
     sweep = results.get("sweep")
     if sweep:
         # the quickstart's trials train 2 at a time, as these did: their tokens/s, not a lone run's

@@ -73,6 +73,9 @@ def test_run_all_rows_judge_each_figure():
                   "startup_parts_s": {"until_worker_process_s": 7.0, "worker_process_to_function_s": 7.0,
                                       "function_to_first_step_s": 4.0}},
         "sweep_workers": {"startup_s": 37.0, "teardown_s": 1.0, "overhead_s": 38.0, "sweep_wall_s": 160.0},
+        "lone": {"quickstart_local_mode": True, "startup_ratio": 0.25, "tokens_per_s_ratio": 1.05,
+                 "best": {"local_mode": {"startup_s": 4.0, "teardown_s": 0.5, "exit_s": 0.5, "tokens_per_s": 105.0},
+                          "workers": {"startup_s": 16.0, "teardown_s": 0.5, "exit_s": 3.5, "tokens_per_s": 100.0}}},
         "padding": {"grouped": {"pad_share": 0.05}, "ungrouped": {"pad_share": 0.4}},
         "teacher": {"ray_data_tokens_per_s": 90.0, "plain_process_tokens_per_s": 100.0, "ratio": 0.9,
                     "ray_data_steady_tokens_per_s": 120.0, "plain_tokens_per_s": 110.0, "steady_ratio": 120 / 110,
@@ -103,6 +106,11 @@ def test_run_all_rows_judge_each_figure():
     beside = [(row["ratio"], row["key"]) for row in rows_of(results, {"max_steps": 600})
               if "vs on Ray Train workers" in row["figure"]]
     assert beside == [("0.500", None), ("0.625", None)]
+    # a lone `ray-t2t train` in local mode against the same command on a Ray Train worker: shown
+    lone = [(row["value"], row["baseline"], row["ratio"], row["key"]) for row in rows_of(results, {"max_steps": 600})
+            if "a lone `ray-t2t train`" in row["figure"] or row["figure"].startswith("(the same:")]
+    assert lone == [("4.0 s", "16.0 s", "0.250", None), ("1.0 s", "4.0 s", "0.250", None),
+                    ("105", "100", "1.050", None)]
 
 
 def test_teacher_baseline_runs_in_a_fresh_process_and_counts_its_start_up(tmp_path):
@@ -165,6 +173,24 @@ def test_sweep_overhead_runs_a_real_sweep_and_times_its_later_trials(tmp_path):
     assert figures["startup_s"] == third["startup_s"] > 0 and figures["overhead_s"] > figures["startup_s"]
     assert figures["local_mode"] and "parts_s" not in third and "local mode" in result.stdout
     assert figures["tokens_per_s"] > 0 and "per trial after the first wave (median of 1)" in result.stdout
+
+
+def test_lone_run_times_ray_t2t_train_in_local_mode_without_ray_and_on_a_ray_train_worker(tmp_path):
+    """The benchmark end to end: `ray-t2t train` in a fresh process, once in local mode (no Ray
+    started) and once on a Ray Train worker (a local Ray, the worker's process), on data prepared once."""
+    out = tmp_path / "lone.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "lone_run.py"), "--rounds", "1",
+                             "--steps", "5", "--preset", "t5-tiny", "--batch-size", "16", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600,
+                            env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    (local,), (workers,) = figures["runs"]["local_mode"], figures["runs"]["workers"]
+    assert not local["ray_started"] and workers["ray_started"]
+    for run in (local, workers):
+        assert run["wall_s"] > run["startup_s"] > 0 and run["train_s"] > 0 and run["tokens_per_s"] > 0
+    assert figures["startup_ratio"] == pytest.approx(local["startup_s"] / workers["startup_s"])
+    assert "launch -> first step: local mode" in result.stdout
 
 
 def test_startup_parts_split_submit_to_first_step():
