@@ -10,6 +10,9 @@ else runs, never sped up, so each side's figure is its best round. Prints tokens
 ratio ray_t2t / PyTorch (goal >= 0.95 once started), then the fixed costs around the first ray_t2t
 run: submit -> first step, and last step -> run record written.
 
+With --local-mode, each round also runs the ray_t2t loop in Ray Train's local mode (scaling.local_mode,
+as the quickstart trains: in this process, Ray running) against the same plain loop.
+
 With --scaling, each round also runs the ray_t2t loop with 2 workers of `--threads` CPUs each (same
 per-worker batch) and a hand-written 2-process DistributedDataParallel loop (gloo, same batches per
 rank): efficiency = tokens/s(2 workers) / (2 x tokens/s(1 worker)), and ray_t2t's 2 workers vs the
@@ -146,14 +149,17 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--zero-stage", type=int, default=0)
     parser.add_argument("--scaling", action="store_true",
                         help="also run the ray_t2t loop with 2 workers and a plain 2-process DDP loop")
+    parser.add_argument("--local-mode", action="store_true",
+                        help="also run the ray_t2t loop in Ray Train's local mode (scaling.local_mode: in this process)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the loops; each figure is its best round")
     parser.add_argument("--json", help="also write the figures to this file")
     return parser
 
 
 def measure(args) -> dict:
-    """`args.rounds` rounds of: plain loop, ray_t2t loop (1 worker), and with args.scaling the plain
-    DDP loop and the ray_t2t loop with 2 workers. Each figure is its best round."""
+    """`args.rounds` rounds of: plain loop, ray_t2t loop (1 worker), with args.local_mode the ray_t2t
+    loop in Ray Train's local mode (in this process), and with args.scaling the plain DDP loop and the
+    ray_t2t loop with 2 workers. Each figure is its best round."""
     import ray
 
     from ray_t2t.train.launcher import ensure_ray, train
@@ -161,8 +167,9 @@ def measure(args) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="ray_t2t_bench_"))
     cfg = validate_config(experiment(folder, args))
     two = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": 2})})
+    local = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"local_mode": True})})
     prepared = prepare_data(cfg)
-    runs: dict[str, list[float]] = {"pytorch": [], "ray_t2t": [], "ddp": [], "ray_t2t_2": []}
+    runs: dict[str, list[float]] = {"pytorch": [], "ray_t2t": [], "ray_t2t_local": [], "ddp": [], "ray_t2t_2": []}
     first = None
     try:
         for round_ in range(args.rounds):
@@ -175,6 +182,9 @@ def measure(args) -> dict:
             if first is None:
                 first = record, submitted, time.time()
             runs["ray_t2t"].append(record["tokens_per_s"])
+            if args.local_mode:
+                in_process = train(local, "scratch", run_name=f"scratch-local-{round_}", log=lambda message: None)
+                runs["ray_t2t_local"].append(in_process["tokens_per_s"])
             if args.scaling:
                 scaled = train(two, "scratch", run_name=f"scratch-2-workers-{round_}", log=lambda message: None)
                 runs["ray_t2t_2"].append(scaled["tokens_per_s"])
@@ -200,6 +210,9 @@ def measure(args) -> dict:
         "train_s": record["times"]["train_s"],
         "tokens_per_step": record["data"]["tokens_seen"] / record["steps"]["done"],
     }
+    if args.local_mode:
+        figures |= {"local_mode_runs_tokens_per_s": runs["ray_t2t_local"], "local_mode_tokens_per_s": best["ray_t2t_local"],
+                    "local_mode_ratio": best["ray_t2t_local"] / best["pytorch"]}
     if args.scaling:
         figures |= {"two_workers_runs_tokens_per_s": runs["ray_t2t_2"], "ddp_runs_tokens_per_s": runs["ddp"],
                     "two_workers_tokens_per_s": best["ray_t2t_2"], "ddp_tokens_per_s": best["ddp"],
@@ -232,6 +245,9 @@ def main() -> None:
     print(f"  plain PyTorch loop   {figures['pytorch_best_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['pytorch_tokens_per_s'])})")
     print(f"  ray_t2t loop         {figures['ray_t2t_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['ray_t2t_runs_tokens_per_s'])})")
     print(f"  ratio                {figures['ratio']:10.3f}   (goal >= 0.95)")
+    if "local_mode_ratio" in figures:
+        print(f"  ray_t2t, local mode  {figures['local_mode_tokens_per_s']:10,.0f} tokens/s   (rounds: "
+              f"{runs(figures['local_mode_runs_tokens_per_s'])}); ratio {figures['local_mode_ratio']:.3f} (goal >= 0.95)")
     print(f"  start-up             {figures['startup_s']:10.1f} s   submit -> first step (Ray, workers, model, engine, first eval)")
     if figures["startup_parts_s"]:
         parts = figures["startup_parts_s"]

@@ -64,6 +64,7 @@ def test_run_all_rows_judge_each_figure():
     results = {
         "train": {"pytorch_tokens_per_s": [100.0, 104.0], "pytorch_best_tokens_per_s": 104.0,
                   "ray_t2t_tokens_per_s": 100.0, "ratio": 100 / 104,
+                  "local_mode_tokens_per_s": 97.0, "local_mode_ratio": 97 / 104,
                   "startup_s": 12.0, "teardown_s": 1.0, "tokens_per_step": 10.0,
                   "startup_parts_s": {"ray_train_s": 6.0, "ray_worker_s": 2.5, "ray_t2t_s": 3.5},
                   "two_workers_tokens_per_s": 150.0, "scaling_efficiency": 0.75,
@@ -86,6 +87,7 @@ def test_run_all_rows_judge_each_figure():
     }
     rows = {row["key"]: row for row in rows_of(results, {"max_steps": 600}) if row["key"]}
     assert rows["train_ratio"]["result"] == "pass"
+    assert rows["local_mode_ratio"]["ratio"] == "0.933" and rows["local_mode_ratio"]["result"] == "FAIL"
     # judged on the sweep's trials, which train 2 at a time as the quickstart's do: 600 steps x 10 tokens
     # at 80 tokens/s = 75 s of training; 19 s of overhead is 25.3% of it
     assert rows["overhead_share"]["judged"] == pytest.approx(19 / 75) and rows["overhead_share"]["result"] == "FAIL"
