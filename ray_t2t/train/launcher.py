@@ -138,7 +138,8 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
     training workers to its Tune trial (`report_to_tune`, for schedulers such as ASHA).
 
     scaling.local_mode (trains_in_process): the run trains in this process (Ray Train's local mode),
-    restarted here from its checkpoint after a failure up to run.max_failures times. A run outside a
+    restarted here from its checkpoint after a failure up to run.max_failures times, and outside a
+    sweep starts no Ray unless something else needs it (needs_no_ray). A run outside a
     sweep on a cluster trains on a Ray worker as without it: the driver's node (the head, under `ray
     job submit`) is no place to train."""
     entry = choose_method(cfg, label)
