@@ -256,3 +256,35 @@ def test_a_lone_local_mode_run_starts_no_ray_unless_something_needs_it(tmp_path,
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setenv("RAY_ADDRESS", "auto")
     assert not needs_no_ray(local, sweep_trial=False)
+
+
+def test_ray_trains_local_mode_notice_is_left_out_of_the_run_log():
+    """Ray Train logs a "please file a report" notice for every local-mode ScalingConfig; ray_t2t says
+    where a run trains itself, so that one line is filtered out and the logger's other lines are kept."""
+    import logging
+
+    from ray.train import ScalingConfig
+
+    from ray_t2t.train.launcher import _LocalModeNotice, _quiet_local_mode_notice
+
+    logger = logging.getLogger("ray.train.v2.api.config")
+    for earlier in [f for f in logger.filters if isinstance(f, _LocalModeNotice)]:  # an in-process run before
+        logger.removeFilter(earlier)
+    seen: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        ScalingConfig(num_workers=0)
+        assert any(line.startswith("Running in local mode.") for line in seen)  # Ray's own notice, unfiltered
+        seen.clear()
+        _quiet_local_mode_notice()
+        _quiet_local_mode_notice()  # once is enough; twice adds nothing
+        ScalingConfig(num_workers=0)
+        logger.info("another line")
+        assert seen == ["another line"]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

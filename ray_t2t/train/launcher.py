@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from typing import Callable
 
@@ -215,6 +216,8 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
+    if local_mode:
+        _quiet_local_mode_notice()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=payload,
@@ -246,6 +249,19 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
     if record is None or record.get("status") != "finished":
         raise UserError(f"training '{label}' ended without writing its run record in {run_dir}")
     return record
+
+
+def _quiet_local_mode_notice() -> None:
+    """Ray Train logs "Running in local mode ... please file a report" for every ScalingConfig of
+    num_workers=0; ray_t2t says where each run trains itself ("training in this process")."""
+    logger = logging.getLogger("ray.train.v2.api.config")
+    if not any(isinstance(f, _LocalModeNotice) for f in logger.filters):
+        logger.addFilter(_LocalModeNotice())
+
+
+class _LocalModeNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Running in local mode.")
 
 
 def trains_in_process(cfg: ExperimentConfig, sweep_trial: bool) -> bool:
