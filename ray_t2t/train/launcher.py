@@ -179,7 +179,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
     checks = not report_to_tune  # a sweep checked storage and cluster before starting its trials
     if checks:
         check_storage_writable(cfg)
-    if local_mode and needs_no_ray(cfg, report_to_tune):
+    if needs_no_ray(cfg, report_to_tune):
         check_machine_fits(cfg, log)  # a method that needs Ray (teacher inference) starts it in prepare
     else:
         ensure_ray(cfg.scaling.use_gpu)
@@ -271,14 +271,14 @@ def trains_in_process(cfg: ExperimentConfig, sweep_trial: bool) -> bool:
 
 
 def needs_no_ray(cfg: ExperimentConfig, sweep_trial: bool) -> bool:
-    """Whether a run in local mode can skip starting a local Ray: outside a sweep, with no Ray running
+    """Whether a run can skip starting a local Ray: in local mode, outside a sweep, with no Ray running
     in this process and none named in RAY_ADDRESS, and a worker that asks for CPUs and GPUs only (which
     check_machine_fits checks without Ray; other resources exist only as a Ray node declares them).
     Ray Train's local mode itself needs no Ray: the run trains in this process, and none of Ray's own
     processes (~5 s to start, ~4% of a 2-core machine while training) run beside it."""
     import ray
 
-    if sweep_trial or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+    if not cfg.scaling.local_mode or sweep_trial or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
         return False
     return set(worker_bundle(cfg)[0]) <= {"CPU", "GPU"}
 
