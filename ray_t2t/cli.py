@@ -154,6 +154,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inference(args: argparse.Namespace) -> int:
+    from ray_t2t.config import load_config
+    from ray_t2t.inference import measure_experiment
+
+    cfg = load_config(args.config, args.overrides)
+    written = measure_experiment(cfg, log=lambda message: print(message, flush=True))
+    print(f"inference: {len(written)} model(s) measured; `ray-t2t report {cfg.experiment_dir}` shows them")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from ray_t2t.report import build_report
 
@@ -225,12 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(sweep)
     sweep.set_defaults(run=cmd_sweep)
 
+    inference = commands.add_parser(
+        "inference",
+        help="measure the inference speed of every exported model of the experiment, one at a time",
+        description="Decode a fixed set of test sources to a fixed output length with each exported model of the "
+        "experiment's finished runs, one model at a time on cores (or a GPU) of its own: a warm-up, then the median "
+        "of `inference.repeats` passes at each batch size, into <storage_path>/<run.name>/inference/. Models of one "
+        "architecture and size are measured once; measured ones are reused. `ray-t2t run` does this after the sweep.",
+    )
+    _add_config_arguments(inference)
+    inference.set_defaults(run=cmd_inference)
+
     run = commands.add_parser(
         "run",
-        help="the whole pipeline: data, teacher and pretraining, soft targets, sweep, report",
+        help="the whole pipeline: data, teacher and pretraining, soft targets, sweep, inference speed, report",
         description="Prepare the data, train the teacher and pretraining runs, compute soft targets, sweep "
-        "every other method over its space and seeds, and write the report; each stage is reused when "
-        "complete. Ends with a summary: winners by time to target, by cost, by final quality.",
+        "every other method over its space and seeds, measure the exported models' inference speed, and write "
+        "the report; each stage is reused when complete. Ends with the verdict: per size class of student, "
+        "which method is fastest and cheapest to the target and best in final quality, named only where a "
+        "Welch's t-test over the seeds supports it, and after how many students a teacher pays off.",
     )
     _add_config_arguments(run)
     run.set_defaults(run=cmd_run)
@@ -239,8 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="compare the experiment's runs from their run records: tables, plots, report.md/.html",
         description="Read every run record of an experiment (runs/, sweep/, soft_targets/ under RUN_DIR) and "
-        "write RUN_DIR/report/: report.md, report.html, report.json and PNG plots. Groups of runs (seeds) "
-        "are shown as mean ± confidence interval; distillation is charged for its teacher.",
+        "write RUN_DIR/report/: report.md, report.html, report.json and PNG plots. It opens with the verdict "
+        "per size class of exported model; groups of runs (seeds) are shown as mean ± confidence interval, "
+        "winners are named only where Welch's t-test supports them, and distillation is charged for its teacher.",
     )
     report.add_argument("run_dir", metavar="RUN_DIR", help="the experiment folder, <storage_path>/<run.name> (a path or an s3:// / gs:// URI)")
     report.add_argument("--target", metavar="'METRIC OP VALUE'",

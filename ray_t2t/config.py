@@ -289,6 +289,11 @@ class _Method(Section):
     max_steps: int | None = Field(
         None, ge=1, description="This entry's optimizer steps; null = training.max_steps (e.g. a teacher trained longer)."
     )
+    resources_per_worker: dict[str, float] | None = Field(
+        None, description="This entry's scaling.resources_per_worker; null = scaling's. E.g. {CPU: 2} for a run that "
+        "trains alone on a 2-core machine (`ray-t2t run`'s teacher and pretraining) while each sweep trial takes one "
+        "core. Its device-hours count what it reserves.",
+    )
 
 
 class ScratchMethod(_Method):
@@ -831,7 +836,11 @@ class TuneSection(Section):
         "{uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]} (random or optuna search). A "
         "parameter is the method's own (alpha) or a config path (training.learning_rate).",
     )
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each trial runs per seed.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2], min_length=1,
+        description="Seeds; each trial runs once per seed. Replicates are distinct seeds: the report's intervals and "
+        "significance tests need at least two, and three or more to separate methods that differ by little.",
+    )
     max_concurrent_trials: int | None = Field(None, ge=1, description="Trials at once; null = what resources allow.")
     scheduler: Literal["none", "asha"] = Field("none", description="Early stopping of weak trials.")
     trial_cpus: float = Field(
@@ -844,6 +853,14 @@ class TuneSection(Section):
         "its TorchTrainer).",
     )
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seed {repeated[0]} is listed twice: replicates are distinct seeds")
+        return seeds
+
 
 class CostSection(Section):
     """Prices that turn device-hours into money. Edit to your own."""
@@ -854,6 +871,28 @@ class CostSection(Section):
         default_factory=dict, description="Price per hour of one accelerator, by type, e.g. {H100: 2.5}."
     )
     storage_gb_month: float = Field(0.023, ge=0, description="Price of storing 1 GB for a month (soft targets).")
+
+
+class InferenceSection(Section):
+    """Inference speed of the exported models, measured after training in a step of its own (`ray-t2t
+    inference`; `ray-t2t run` after the sweep): one model at a time, nothing else on its devices."""
+
+    enabled: bool = Field(True, description="Measure it in `ray-t2t run` (after the sweep, before the report).")
+    device: Literal["cpu", "gpu"] = Field("cpu", description="What the model is deployed on: CPU cores or one GPU.")
+    cpus: int = Field(1, ge=1, description="CPU cores the measurement has to itself (and torch threads).")
+    accelerator_type: str | None = Field(
+        None, description="On a cluster, the GPU type the model is deployed to (a Ray accelerator type, e.g. 'L4'); "
+        "null = any GPU. The measurement runs on a node that has it.",
+    )
+    examples: int = Field(256, ge=1, description="Test sources decoded at each batch size (batch size 1: the first 16).")
+    output_tokens: int | None = Field(
+        None, ge=1, description="New tokens decoded per example, always exactly this many (end-of-sequence ignored), "
+        "so the speed does not depend on when a model stops; null = data.max_target_length.",
+    )
+    batch_sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, min_length=1, description="Batch sizes measured; null = [1, eval.batch_size]."
+    )
+    repeats: int = Field(5, ge=1, description="Timed repeats after one warm-up; the median is reported.")
 
 
 class ReportSection(Section):
@@ -886,6 +925,9 @@ class ExperimentConfig(Section):
     deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection, description="DeepSpeed engine.")
     tune: TuneSection = Field(default_factory=TuneSection, description="Sweeps (TuneConfig).")
     cost: CostSection = Field(default_factory=CostSection, description="Price table.")
+    inference: InferenceSection = Field(
+        default_factory=InferenceSection, description="Inference speed of the exported models (ray-t2t inference)."
+    )
     report: ReportSection = Field(default_factory=ReportSection, description="Comparison report.")
 
     @model_validator(mode="after")

@@ -63,9 +63,13 @@ def generate_ids(
     max_new_tokens: int,
     num_beams: int = 1,
     batch_size: int = 256,
+    exact_length: bool = False,
 ) -> list[list[int]]:
     """Generated target ids for each source, in input order: up to and including the first
     end-of-sequence (all generated tokens if there is none); no prompt, decoder start or padding.
+    exact_length: decode exactly max_new_tokens for every source, end-of-sequence ignored (what a
+    speed measurement needs: the work then does not depend on when a model stops); the ids are then
+    all max_new_tokens generated.
 
     `model` may be wrapped (DistributedDataParallel, a DeepSpeed engine): the module with a
     `generate` method inside is used.
@@ -88,7 +92,7 @@ def generate_ids(
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 generated = _generate_batch(
-                    model, tokenizer, [source_ids[i] for i in chunk], max_new_tokens, num_beams
+                    model, tokenizer, [source_ids[i] for i in chunk], max_new_tokens, num_beams, exact_length
                 )
                 for i, ids in zip(chunk, generated):
                     results[i] = ids
@@ -109,6 +113,7 @@ def _generate_batch(
     sources: list[Sequence[int]],
     max_new_tokens: int,
     num_beams: int,
+    exact_length: bool = False,
 ) -> list[list[int]]:
     """Generated ids of one batch (see generate_ids)."""
     device = _device_of(model)
@@ -126,11 +131,14 @@ def _generate_batch(
         do_sample=False,
         pad_token_id=tokenizer.pad_id,
         eos_token_id=tokenizer.eos_id,
+        **({"min_new_tokens": max_new_tokens} if exact_length else {}),
     )
     # An encoder-decoder's output starts with the decoder start token (pad in a fresh model, but eos in
     # a pretrained BART: left in, it would cut the text to nothing). A decoder-only output starts with
     # the (left-padded) prompt.
     new_tokens = output[:, 1:] if encoder_decoder else output[:, input_ids.shape[1] :]
+    if exact_length:
+        return new_tokens.tolist()
     return [_until_eos(row, tokenizer.eos_id) for row in new_tokens.tolist()]
 
 

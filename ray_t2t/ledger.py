@@ -15,6 +15,7 @@ Definitions used everywhere:
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass
@@ -159,6 +160,39 @@ def _nvml_handle(pynvml, device):
     if visible and visible[index].isdigit():
         index = int(visible[index])
     return pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
+CROSSING_KEYS = ("step", "wall_s", "device_s", "cost", "tokens", "energy_j")
+
+
+def meets(value: float, op: str, threshold: float) -> bool:
+    return value <= threshold if op == "<=" else value >= threshold
+
+
+def crossing(curve: list[dict], metric_key: str, op: str, threshold: float) -> dict | None:
+    """Where a learning curve first meets `metric_key op threshold`: the first evaluation that meets
+    it, interpolated linearly back towards the evaluation before it (the metric is taken to move in a
+    straight line between them), so the crossing is not rounded up to the evaluation schedule.
+    {step, wall_s, device_s, cost, tokens, energy_j} (None where the curve lacks one; step is
+    fractional), or None when no evaluation meets the target."""
+    previous = None
+    for point in curve:
+        value = point.get(metric_key)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        if meets(value, op, threshold):
+            hit = {key: point.get(key) for key in CROSSING_KEYS}
+            if previous is None or previous[1] == value:
+                return hit
+            before, before_value = previous
+            fraction = (threshold - before_value) / (value - before_value)  # in (0, 1]: before missed it
+            for key in CROSSING_KEYS:
+                start, end = before.get(key), point.get(key)
+                if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+                    hit[key] = start + fraction * (end - start)
+            return hit
+        previous = (point, value)
+    return None
 
 
 def write_record(folder, record: dict[str, Any]):

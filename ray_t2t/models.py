@@ -341,3 +341,45 @@ def _sync_generation_config(model: PreTrainedModel) -> None:
     for key in TOKEN_ID_KEYS + ("forced_eos_token_id",):
         if hasattr(model.config, key):
             setattr(generation, key, getattr(model.config, key))
+
+
+# ---------------------------------------------------------------------------------------- exports
+
+# Keys of an exported config.json that do not change what the model computes or how fast.
+_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures", "torch_dtype", "dtype")
+
+
+def exported_parameters(folder) -> int | None:
+    """Parameters of an exported model folder, from its *.safetensors headers (no weights are
+    loaded): what is deployed, whatever trained beside it. Tied weights are saved once, as
+    count_parameters counts them. None when the folder holds no safetensors file."""
+    import math
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        with safe_open(str(path), framework="pt") as weights:
+            total += sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
+    return total
+
+
+def architecture_key(folder, extra: dict | None = None) -> str | None:
+    """What decides an exported model's inference speed, hashed: its config.json without names and
+    versions, its parameter count, and `extra` (e.g. in-context demonstrations read before every
+    query). Models of one key decode at one speed whatever their weights, for a fixed output length.
+    None without a config.json (an adapter exported alone)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    config_file = Path(folder) / "config.json"
+    if not config_file.is_file():
+        return None
+    config = {k: v for k, v in json.loads(config_file.read_text()).items() if k not in _VOLATILE_CONFIG_KEYS}
+    described = {"config": config, "params": exported_parameters(folder), "extra": extra or {}}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]

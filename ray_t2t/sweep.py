@@ -184,14 +184,28 @@ def _trial(config: dict) -> None:
     trial = config.get("trial") or make_trial(config["label"], config["params"], config["seed"])  # optuna
     cfg = trial_config(validate_config(config["experiment"]), trial)
     fields = {"group": trial["group"], "seed": trial["seed"], "trial": {"name": trial["name"], "params": trial["params"]}}
-    record = train(cfg, trial["label"], log=lambda message: print(message, flush=True), run_name=trial["name"],
-                   folder=SWEEP_FOLDER, record_fields=fields, report_to_tune=True)
+    log = lambda message: print(message, flush=True)
+    with _trial_cores(cfg, log):
+        record = train(cfg, trial["label"], log=log, run_name=trial["name"], folder=SWEEP_FOLDER, record_fields=fields,
+                       report_to_tune=True)
     metric = record["metric"]["name"]
     ttt = record["time_to_target"] or {}
     tune.report({"done": True, f"val_{metric}": (record["final"]["validation"] or {}).get(metric),
                  f"test_{metric}": record["final"]["test"].get(metric),
                  "train_s": record["times"]["train_s"], "cost": record["cost"]["total"],
                  "time_to_target_s": ttt.get("wall_s"), "cost_to_target": ttt.get("cost")})
+
+
+def _trial_cores(cfg: ExperimentConfig, log: Callable[[str], None]):
+    """A trial that trains in its own process (local mode, CPU) claims its cores before its imports and
+    model building, so that its start-up never lands on a neighbour's core; the loop reuses the claim."""
+    from contextlib import nullcontext
+
+    from ray_t2t.train.placement import own_cores
+
+    if not cfg.scaling.local_mode or cfg.scaling.use_gpu:
+        return nullcontext()
+    return own_cores(max(1, int((cfg.scaling.resources_per_worker or {}).get("CPU", 1))), log=log)
 
 
 def _concurrency(cfg: ExperimentConfig, cluster_cpus: float, cluster_gpus: float, trial_cpus: bool = True) -> int:
@@ -409,8 +423,8 @@ def with_stage_one_models(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
-    """data -> teacher and pretraining runs -> soft targets -> sweep -> report, each stage reused when
-    complete. Returns the report (ray_t2t.report.Report)."""
+    """data -> teacher and pretraining runs -> soft targets -> sweep -> inference speed -> report, each
+    stage reused when complete. Returns the report (ray_t2t.report.Report)."""
     from ray_t2t.data import prepare_data
     from ray_t2t.preflight import check_cluster_fits, check_storage_writable, needs_soft_targets
     from ray_t2t.report import build_report
@@ -434,5 +448,9 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
         raw["tune"]["methods"] = swept
         records = run_sweep(validate_config(raw), log=log)
         log("run: sweep results\n" + summarize_sweep(records))
+    if cfg.inference.enabled:  # after every run, so that nothing else runs beside a measurement
+        from ray_t2t.inference import measure_experiment
+
+        measure_experiment(cfg, log=log)
     return build_report(cfg.experiment_dir, confidence=cfg.report.confidence, plots=cfg.report.plots,
                         formats=tuple(cfg.report.formats))

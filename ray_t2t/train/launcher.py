@@ -50,16 +50,23 @@ def choose_method(cfg: ExperimentConfig, label: str | None):
 
 
 def entry_config(cfg: ExperimentConfig, entry) -> ExperimentConfig:
-    """The config one method entry trains with: its own max_steps, when it sets one."""
-    if entry.max_steps is None or entry.max_steps == cfg.training.max_steps:
-        return cfg
-    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": entry.max_steps})})
+    """The config one method entry trains with: its own max_steps and resources_per_worker, when it
+    sets them."""
+    update = {}
+    if entry.max_steps is not None and entry.max_steps != cfg.training.max_steps:
+        update["training"] = cfg.training.model_copy(update={"max_steps": entry.max_steps})
+    if entry.resources_per_worker is not None and entry.resources_per_worker != cfg.scaling.resources_per_worker:
+        update["scaling"] = cfg.scaling.model_copy(update={"resources_per_worker": dict(entry.resources_per_worker)})
+    return cfg.model_copy(update=update) if update else cfg
 
 
-def run_hash(cfg: ExperimentConfig, entry) -> str:
-    """What decides a run's result: every section a worker reads, and this method's entry."""
+def run_hash(cfg: ExperimentConfig, entry, with_seed: bool = True) -> str:
+    """What decides a run's result: every section a worker reads, and this method's entry. Without
+    the seed: the setting its replicates (other seeds) share."""
     dump = cfg.model_dump(mode="json")
     relevant = {key: dump[key] for key in ("seed", "data", "models", "training", "eval", "scaling", "deepspeed", "cost")}
+    if not with_seed:
+        del relevant["seed"]
     relevant["method"] = entry.model_dump(mode="json")
     if entry.name.startswith("kd_"):
         relevant["soft_targets"] = dump["soft_targets"]
@@ -203,7 +210,8 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         "run_dir": str(run_dir),
         "config_hash": config_hash(cfg),
         "run_hash": this_run,
-        "threads": int((resources or {}).get("CPU", 1)),
+        "setting_hash": run_hash(cfg, entry, with_seed=False),
+        "threads": max(1, int((resources or {}).get("CPU", 1))),
         "fail_once_at_step": os.environ.get(FAIL_ONCE_ENV),
         "method_extras": extras,
         "record_fields": record_fields or {},

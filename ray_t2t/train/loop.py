@@ -4,7 +4,8 @@ Read it top to bottom: build the method's model -> DeepSpeed engine (ZeRO stage,
 accumulation, clipping from the config) -> resume from the latest checkpoint if there is one -> steps
 (micro-batches from BatchOrder, so the data position is the step count) -> every `eval.every_n_steps`
 the task metric on validation -> every `run.checkpoint_every_n_steps` a DeepSpeed checkpoint reported
-to Ray -> at the end: test metrics, the exported model, inference speed, and the run record.
+to Ray -> at the end: test metrics, the exported model, and the run record (inference speed is
+measured later, one exported model at a time: ray_t2t.inference).
 
 Clocks: `train_s` counts optimizer steps only; evaluation, checkpoints and export have their own
 clocks, so how often a run is measured does not change its cost. All clocks are kept in the
@@ -28,10 +29,11 @@ from typing import Any
 
 from ray_t2t.config import ExperimentConfig, validate_config
 from ray_t2t.data import PreparedData, Split
-from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, write_record
+from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, crossing, hardware_of, mfu, write_record
 from ray_t2t.methods import Setup, collate, cross_entropy, get_method, model_spec, save_pretrained
+from ray_t2t.inference import export_key
 from ray_t2t.metrics import METRICS, compute_metrics
-from ray_t2t.models import count_parameters, is_encoder_decoder, training_flops_per_token
+from ray_t2t.models import count_parameters, exported_parameters, is_encoder_decoder, training_flops_per_token
 from ray_t2t.storage import StoragePath, folder_bytes, location, staged_folder
 from ray_t2t.train.batch_order import BatchOrder, SubsetOrder, length_keys
 
@@ -51,12 +53,27 @@ def train_loop_per_worker(payload: dict) -> None:
     # run record's timestamps split a run's start-up into Ray's part and ray_t2t's. In local mode the
     # process is the caller's (a sweep trial's, perhaps reused from an earlier trial): not this run's.
     stamps = {"process_start": None if local else _process_started(), "function_start": entered}
-    payload = dict(payload, start_timestamps=stamps)
-    if not local:
-        run_worker(payload, RayTrainContext())
+    with run_placement(payload) as placement:
+        payload = dict(payload, start_timestamps=stamps, placement=placement)
+        if not local:
+            run_worker(payload, RayTrainContext())
+            return
+        with single_process_group():
+            run_worker(payload, InProcessContext(local["checkpoints"], local["keep"], local["to_tune"]))
+
+
+@contextmanager
+def run_placement(payload: dict):
+    """A CPU worker trains on cores of its own (ray_t2t.train.placement: its `threads` cores, pinned);
+    a GPU worker on the GPUs Ray gave it. Yields the placement for the run record."""
+    from ray_t2t.train.placement import gpu_placement, own_cores
+
+    if (payload.get("config") or {}).get("scaling", {}).get("use_gpu"):
+        yield gpu_placement()
         return
-    with single_process_group():
-        run_worker(payload, InProcessContext(local["checkpoints"], local["keep"], local["to_tune"]))
+    with own_cores(int(payload.get("threads", 1)), log=lambda message: print(f"[ray-t2t] {message}", flush=True)) \
+            as placement:
+        yield placement
 
 
 def _process_started() -> float | None:
@@ -255,26 +272,6 @@ def initialized_from(setup: Setup) -> str | None:
     return spec.name_or_path if spec.name_or_path and spec.pretrained else None
 
 
-def _inference_speed(model, setup: Setup, split: Split, method=None) -> dict[str, float]:
-    """Greedy decoding of the final model: tokens/s at the eval batch size, and one-example latency."""
-    from ray_t2t.decoding import generate_ids
-
-    cfg = setup.cfg
-    max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
-    sources = _prompts(method, setup, split.source_ids[:256])
-    started = time.perf_counter()
-    outputs = generate_ids(model, setup.tokenizer, sources, max_new_tokens=max_new, batch_size=cfg.eval.batch_size)
-    batch_s = time.perf_counter() - started
-    singles = sources[:16]
-    started = time.perf_counter()
-    for source in singles:
-        generate_ids(model, setup.tokenizer, [source], max_new_tokens=max_new, batch_size=1)
-    latency = (time.perf_counter() - started) / max(1, len(singles))
-    generated = sum(len(ids) for ids in outputs)
-    return {"tokens_per_s": generated / batch_s if batch_s else None, "latency_s": latency,
-            "batch_size": cfg.eval.batch_size, "examples": len(sources)}
-
-
 @dataclass
 class Run:
     """One worker's training run: what start_run() builds and every phase after it uses."""
@@ -407,17 +404,18 @@ def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
     state["curve"].append(point)
     metrics |= {f"val_{k}": v for k, v in val.items()}
     if state["time_to_target"] is None and _reached(val, cfg):
-        state["time_to_target"] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens",
-                                                               "energy_j")}
-        _log(run.ctx, f"target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g} "
-                      f"reached at step {state['step']}, {state['train_s']:.1f}s of training")
+        target = cfg.eval.target
+        state["time_to_target"] = crossing(state["curve"], f"val_{target.metric}", target.op, target.value)
+        _log(run.ctx, f"target {target.metric} {target.op} {target.value:g} reached by step {state['step']} "
+                      f"(crossed at step {state['time_to_target']['step']:.0f} interpolated, "
+                      f"{state['time_to_target']['wall_s']:.1f}s of training)")
         state["stopped_at_target"] = cfg.eval.stop_at_target
     task_targets = run.setup.extras.get("task_targets")  # a multitask run: {task: target dict or None}
     if task_targets:
         by_task = state.setdefault("time_to_target_by_task", {task: None for task in task_targets})
         for task, target in task_targets.items():
             if target is not None and by_task.get(task) is None and _reached(val, cfg, target, f"_{task}"):
-                by_task[task] = {key: point[key] for key in ("step", "wall_s", "device_s", "cost", "tokens", "energy_j")}
+                by_task[task] = crossing(state["curve"], f"val_{target['metric']}_{task}", target["op"], target["value"])
                 _log(run.ctx, f"task {task}: target {target['metric']} {target['op']} {target['value']:g} reached at "
                               f"step {state['step']}, {state['train_s']:.1f}s of training")
 
@@ -552,7 +550,7 @@ def run_worker(payload: dict, ctx) -> None:
 
 
 def finish(run: Run) -> None:
-    """Test metrics, export, inference speed, and the run record (written by rank 0)."""
+    """Test metrics, export, and the run record (written by rank 0)."""
     cfg, setup, ctx, engine, state = run.cfg, run.setup, run.ctx, run.engine, run.state
     test = Split(run.data, "test")
     finish_start = time.perf_counter()
@@ -560,19 +558,20 @@ def finish(run: Run) -> None:
     test_s = time.perf_counter() - finish_start
     peaks = _all_gather(ctx, _peak_memory_bytes(run.device))
     export_dir = run.run_dir / "model"
-    inference = None
+    exported: dict[str, Any] = {}
     with full_parameters(engine):
         if ctx.rank == 0:
-            if getattr(run.method, "EVALUATES_TASK", True):  # the trained model, before export may merge it
-                engine.module.eval()
-                inference = _inference_speed(engine.module, setup, test, run.method)
             with staged_folder(export_dir) as staging:  # renamed into place, or uploaded
                 getattr(run.method, "export", save_pretrained)(engine.module, staging, setup)
                 setup.tokenizer.save(staging / "ray_t2t_tokenizer")
+                exported = {"params": exported_parameters(staging), "key": export_key(staging)}
     if ctx.rank != 0:
         return
     hardware, payload = run.hardware, run.payload
-    total_params, trainable_params = run.total_params, run.trainable_params
+    # params describe what is deployed: the exported model (a merged LoRA, a GAN's generator alone);
+    # what trained beside it (a discriminator, projections, a posterior, unmerged adapters) is listed apart
+    total_params = exported.get("params") or run.total_params
+    trainable_params = run.trainable_params
     train_s = state["train_s"]
     trains = method_trains(run.method, setup)
     # a method that does not train (fewshot in-context) is charged its inference: validation and test
@@ -591,6 +590,7 @@ def finish(run: Run) -> None:
         "precision": engine_precision(cfg, run.method),
         "config_hash": payload["config_hash"],
         "run_hash": payload["run_hash"],
+        "setting_hash": payload.get("setting_hash"),
         "status": "finished",
         "stopped_at_target": state["stopped_at_target"],
         "resumes": state["resumes"],
@@ -600,6 +600,8 @@ def finish(run: Run) -> None:
             "architecture": engine.module.config.model_type,
             "total_params": total_params,
             "trainable_params": trainable_params if trains else 0,
+            "training_only_params": max(0, run.total_params - total_params),
+            "architecture_key": exported.get("key"),
             "size_on_disk_bytes": folder_bytes(export_dir),
             "export_path": str(export_dir),
             "initialized_from": initialized_from(setup),
@@ -607,7 +609,7 @@ def finish(run: Run) -> None:
         "data": {"task": run.data.summary.get("task", cfg.data.task),
                  "train_examples": state.get("train_examples", run.data.summary["splits"]["train"]["examples"]),
                  "tokens_seen": state["tokens"]},
-        "hardware": hardware.as_dict(),
+        "hardware": hardware.as_dict() | {"placement": payload.get("placement")},
         "times": {"setup_s": state["setup_s"], "train_s": train_s, "eval_s": state["eval_s"],
                   "checkpoint_s": state["checkpoint_s"], "finish_s": finish_s,
                   "total_s": state["setup_s"] + train_s + state["eval_s"] + state["checkpoint_s"] + finish_s},
@@ -625,7 +627,6 @@ def finish(run: Run) -> None:
         "target": cfg.eval.target.model_dump() if cfg.eval.target else None,
         "time_to_target": state["time_to_target"],
         "final": {"validation": final_val, "test": test_metrics},
-        "inference": inference,
         "metric": {"name": cfg.eval.metric, "higher_is_better": METRICS[cfg.eval.metric].higher_is_better},
         # wall-clock moments, for start-up and tear-down overheads (benchmarks/train_overhead.py)
         "timestamps": {**payload.get("start_timestamps", {}), "first_step": state.get("first_step_unix"),

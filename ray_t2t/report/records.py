@@ -1,0 +1,279 @@
+"""The report's input: run records read, checked, deduplicated and grouped; the target.
+
+Replicates are distinct seeds of one configuration. A group is a sweep's `group` (method label +
+hyperparameters) or else the label; within it each seed counts once (a rerun, or a `ray-t2t train`
+of the same method and seed beside the sweep's trial, is left out and listed), and runs of other
+settings under one name (records' setting_hash: what decides a result, the seed aside) are groups of
+their own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray_t2t.errors import UserError
+from ray_t2t.ledger import crossing, meets
+from ray_t2t.storage import location
+
+NORMAL_METHODS = ("scratch", "pretrain", "finetune", "lora", "qlora", "partial")
+# Students that read the teacher's stored soft targets, so the teacher inference is charged to them.
+# (kd_logits only with teacher_source offline: online, the teacher's forward pass is in the run's own time.)
+SOFT_TARGET_METHODS = ("kd_logits", "kd_sequence", "kd_multi_teacher")
+# Fields of a finished training record the report reads (dotted paths), with their types.
+REQUIRED_FIELDS = {"label": str, "method": str, "times.train_s": (int, float), "device_seconds": (int, float),
+                   "cost.total": (int, float, type(None)), "learning_curve": list, "final.test": dict,
+                   "metric.name": str, "model.total_params": int, "data.tokens_seen": (int, float)}
+REPORT_FOLDER = "report"
+from ray_t2t.inference import INFERENCE_FOLDER  # noqa: E402  <experiment>/inference/<key>.json
+
+
+# ------------------------------------------------------------------------------- time to target
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str
+    op: str  # "<=" or ">="
+    value: float
+    source: str  # where it comes from, for the report
+
+    def met(self, value: float) -> bool:
+        return meets(value, self.op, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:.4g}"
+
+
+def time_to_target(curve: list[dict], metric: str, op: str, value: float) -> dict | None:
+    """Where the curve's val_<metric> first meets `op value`, interpolated between the evaluations
+    around the crossing (ray_t2t.ledger.crossing): {step, wall_s, device_s, cost, tokens, energy_j},
+    or None when no evaluation meets it."""
+    return crossing(curve, f"val_{metric}", op, value)
+
+
+def relative_target(teacher_value: float, fraction: float, metric: str, higher_is_better: bool) -> Target:
+    """`fraction` of the teacher's quality: value >= fraction x teacher (higher is better), or
+    value <= teacher / fraction (lower is better: an error rate may be 1/fraction times the teacher's)."""
+    if not fraction > 0:
+        raise UserError(f"--target-relative must be above 0, got {fraction:g}")
+    source = f"{fraction:g} of the teacher's test {metric} {teacher_value:.4g} (--target-relative {fraction:g})"
+    if higher_is_better:
+        return Target(metric, ">=", teacher_value * fraction, source)
+    return Target(metric, "<=", teacher_value / fraction, source)
+
+
+def parse_target(text: str) -> Target:
+    """'wer <= 0.5' -> Target; UserError when it is not of that form or points the wrong way."""
+    from pydantic import ValidationError
+
+    from ray_t2t.config import TargetSection
+
+    try:
+        parsed = TargetSection.model_validate(text)
+    except ValidationError as err:
+        reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UserError(f"--target {text!r}: {reason}") from None
+    return Target(parsed.metric, parsed.op, parsed.value, "--target")
+
+
+# ----------------------------------------------------------------------------------- the records
+
+
+@dataclass
+class Records:
+    runs: list[dict]  # finished training records, each with "_path"
+    inferences: list[dict]  # teacher-inference records, each with "_path"
+    left_out: list[tuple[str, str]]  # (path, why)
+    speeds: dict[str, dict] = field(default_factory=dict)  # architecture key -> inference-speed record
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not a readable run record ({err}); remove it or rerun the run that wrote it") from None
+
+
+def _field(record: dict, dotted: str) -> Any:
+    value: Any = record
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(dotted)
+        value = value[key]
+    return value
+
+
+def _check_fields(path: Path, record: dict) -> None:
+    for key, kind in REQUIRED_FIELDS.items():
+        try:
+            value = _field(record, key)
+        except KeyError:
+            raise UserError(f"{path}: the run record has no {key}; it was written by another version of "
+                            "ray_t2t or by hand: rerun that run, or move the file away") from None
+        if not isinstance(value, kind) or isinstance(value, bool) or (
+                isinstance(value, float) and not math.isfinite(value)):
+            raise UserError(f"{path}: the run record's {key} is {json.dumps(value)[:80]}, not a "
+                            f"{'number' if kind is not str and kind not in (list, dict) else kind.__name__}; "
+                            "rerun that run, or move the file away")
+
+
+def group_of(record: dict) -> str:
+    return record.get("group") or record["label"]
+
+
+def load_records(run_dir: Path) -> Records:
+    """Every record under the experiment folder: training runs (runs/, sweep/), teacher inference
+    (soft_targets/) and inference speed (inference/). Raises UserError naming the file for unreadable
+    or incomplete records, and saying what to run when there are none.
+
+    Each (group, seed) counts once: sweep trials before single runs, then in path order; the others
+    are left out, as are unfinished and failed runs."""
+    run_dir = location(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"no experiment folder {run_dir}: give <storage_path>/<run.name> of an experiment")
+    training = sorted(run_dir.glob("sweep/*/record.json")) + sorted(run_dir.glob("runs/*/record.json"))
+    inference = sorted(run_dir.glob("soft_targets/*/record.json"))
+    records = Records([], [], [])
+    seen: dict[tuple, str] = {}
+    for path in training + inference:
+        record = _read_json(path)
+        if not isinstance(record, dict):
+            raise UserError(f"{path}: not a run record (a JSON object was expected)")
+        if record.get("status") != "finished":
+            why = f"status {record.get('status')!r}" + (f": {record['reason']}" if record.get("reason") else "")
+            records.left_out.append((str(path), why))
+            continue
+        if record.get("kind") == "teacher_inference":
+            records.inferences.append(dict(record, _path=str(path)))
+            continue
+        _check_fields(path, record)
+        replicate = (group_of(record), record.get("seed"))
+        if replicate in seen:
+            records.left_out.append((str(path), f"seed {record.get('seed')} of {group_of(record)} is already counted "
+                                                f"({seen[replicate]}): a replicate is a distinct seed"))
+            continue
+        seen[replicate] = str(path)
+        records.runs.append(dict(record, _path=str(path)))
+    if not records.runs:
+        failed = f" ({len(records.left_out)} unfinished or failed)" if records.left_out else ""
+        raise UserError(f"no run records under {run_dir}{failed}: run `ray-t2t train` or `ray-t2t run` first")
+    for path in sorted(run_dir.glob(f"{INFERENCE_FOLDER}/*.json")):
+        speed = _read_json(path)
+        if isinstance(speed, dict) and speed.get("kind") == "inference_speed" and speed.get("status") == "finished":
+            records.speeds[str(speed.get("architecture_key"))] = dict(speed, _path=str(path))
+    return records
+
+
+def is_teacher_run(record: dict) -> bool:
+    return (record.get("params") or {}).get("model") == "teacher"
+
+
+@dataclass
+class Group:
+    name: str
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return ", ".join(dict.fromkeys(r["method"] for r in self.records))
+
+    @property
+    def is_teacher(self) -> bool:
+        return any(is_teacher_run(r) for r in self.records)
+
+    @property
+    def is_distillation(self) -> bool:
+        return not self.is_teacher and any(r["method"].startswith("kd_") or r["method"].startswith("sft")
+                                           for r in self.records)
+
+    @property
+    def is_normal(self) -> bool:
+        return not self.is_teacher and all(r["method"] in NORMAL_METHODS for r in self.records)
+
+    @property
+    def reads_soft_targets(self) -> bool:
+        first = self.records[0]
+        return first["method"] in SOFT_TARGET_METHODS and (first.get("params") or {}).get("teacher_source") != "online"
+
+    @property
+    def seeds(self) -> list:
+        return sorted({r.get("seed") for r in self.records if r.get("seed") is not None})
+
+    @property
+    def size_class(self) -> tuple:
+        """What the group's runs are compared on: (task, family, architecture, parameters of the
+        exported model). Runs of another task or another exported model are never ranked together."""
+        model = self.records[0]["model"]
+        task = (self.records[0].get("data") or {}).get("task")
+        return (task, model.get("family"), model.get("architecture"), model["total_params"])
+
+    @property
+    def trains_the_student(self) -> bool:
+        """A run of the configured student (params.model student): its size class is the one compared."""
+        return any((r.get("params") or {}).get("model") == "student" for r in self.records)
+
+    @property
+    def stopped_at_target(self) -> bool:
+        return any(r.get("stopped_at_target") for r in self.records)
+
+
+def group_records(runs: list[dict]) -> list[Group]:
+    """Runs by group (a sweep's `group`, else the label), in the order found, teachers last. Runs of
+    one name but other settings (setting_hash) are groups of their own, named with a #2, #3 suffix."""
+    groups: dict[tuple, Group] = {}
+    settings: dict[str, list] = {}
+    for record in runs:
+        name = group_of(record)
+        known = settings.setdefault(name, [])
+        setting = record.get("setting_hash")
+        if setting not in known:
+            known.append(setting)
+        index = known.index(setting)
+        key = (name, index)
+        shown = name if index == 0 else f"{name} #{index + 1}"
+        groups.setdefault(key, Group(shown)).records.append(record)
+    return sorted(groups.values(), key=lambda group: group.is_teacher)
+
+
+def one(values: list, what: str, hint: str) -> Any:
+    """The one value every record has (None for none); UserError naming `what` when they disagree."""
+    distinct = list(dict.fromkeys(json.dumps(v, sort_keys=True) for v in values))
+    if len(distinct) > 1:
+        raise UserError(f"the run records disagree on {what} ({'; '.join(distinct)}): {hint}")
+    return json.loads(distinct[0]) if distinct else None
+
+
+def resolve_target(runs: list[dict], target: str | None, target_relative: float | None, metric: str,
+                   higher_is_better: bool) -> Target | None:
+    """The target the report measures time to: --target, --target-relative, or the records' own."""
+    if target is not None and target_relative is not None:
+        raise UserError("give --target or --target-relative, not both")
+    if target is not None:
+        chosen = parse_target(target)
+    elif target_relative is not None:
+        teachers = [r for r in runs if is_teacher_run(r)]
+        if not teachers:
+            raise UserError(
+                "--target-relative needs the teacher's measured test quality, and no run record here trained the "
+                "teacher (a method entry with model: teacher); a pre-existing teacher has no run: give an absolute "
+                "--target instead")
+        values = [r["final"]["test"].get(metric) for r in teachers]
+        values = [v for v in values if isinstance(v, (int, float))]
+        if not values:
+            raise UserError(f"the teacher's run records have no test {metric}: give an absolute --target instead")
+        chosen = relative_target(sum(values) / len(values), target_relative, metric, higher_is_better)
+    else:
+        own = one([r["target"] for r in runs if r.get("target")], "the target", "choose one with --target")
+        if own is None:
+            return None
+        chosen = Target(own["metric"], own["op"], float(own["value"]), "eval.target of the runs")
+    key = f"val_{chosen.metric}"
+    if not any(key in point for r in runs for point in r["learning_curve"] if isinstance(point, dict)):
+        measured = sorted({k.removeprefix("val_") for r in runs for p in r["learning_curve"] if isinstance(p, dict)
+                           for k in p if k.startswith("val_")})
+        raise UserError(f"target {chosen}: no learning curve has {key} (the runs measured {', '.join(measured)})")
+    return chosen
