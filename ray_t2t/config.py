@@ -289,6 +289,10 @@ class _Method(Section):
     max_steps: int | None = Field(
         None, ge=1, description="This entry's optimizer steps; null = training.max_steps (e.g. a teacher trained longer)."
     )
+    learning_rate: float | None = Field(
+        None, gt=0, description="This entry's peak learning rate; null = training.learning_rate (e.g. a deeper "
+        "teacher that needs a lower one). Compared methods share training.learning_rate.",
+    )
     resources_per_worker: dict[str, float] | None = Field(
         None, description="This entry's scaling.resources_per_worker; null = scaling's. E.g. {CPU: 2} for a run that "
         "trains alone on a 2-core machine (`ray-t2t run`'s teacher and pretraining) while each sweep trial takes one "
@@ -737,12 +741,19 @@ class EvalSection(Section):
     """The task metric on validation during training, and on test at the end."""
 
     metric: str = Field("wer", description=f"Metric that decides quality. One of: {', '.join(METRICS)}.")
-    every_n_steps: int = Field(200, ge=1, description="Steps between validation evaluations.")
+    every_n_steps: int = Field(
+        100, ge=1, description="Steps between validation evaluations: often enough to resolve the target's "
+        "crossing (~5% of training.max_steps or finer; it is also interpolated between evaluations). Evaluation "
+        "has its own clock; data.split_sizes.validation keeps each one cheap.",
+    )
     num_beams: int = Field(1, ge=1, description="1 = greedy decoding; more = beam search.")
     max_new_tokens: int | None = Field(None, ge=1, description="Decoding limit; null = data.max_target_length.")
     batch_size: int = Field(256, ge=1, description="Examples per decoding batch.")
     target: TargetSection | None = Field(None, description="Quality target, e.g. 'wer <= 0.5'; null = none.")
-    stop_at_target: bool = Field(False, description="Stop a run once it reaches the target.")
+    stop_at_target: bool = Field(
+        False, description="Stop a run once it reaches the target (training past it is waste when the question is the "
+        "time to it). Not a teacher's run (model: teacher), which trains for its quality.",
+    )
 
     @field_validator("metric")
     @classmethod

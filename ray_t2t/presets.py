@@ -47,6 +47,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     # encoder-decoder
     "t5-tiny": ("t5", _t5(32, 1, 2)),  # tests
     "t5-0.5m": ("t5", _t5(96, 2, 4)),
+    "t5-1m": ("t5", _t5(96, 4, 4)),  # t5-0.5m's width, twice its depth: its alternate blocks are a t5-0.5m
     "t5-2m": ("t5", _t5(160, 3, 4)),
     "t5-5m": ("t5", _t5(256, 3, 4)),
     "t5-60m": ("t5", _t5(512, 6, 8)),  # t5-small dimensions

@@ -426,19 +426,28 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
     """data -> teacher and pretraining runs -> soft targets -> sweep -> inference speed -> report, each
     stage reused when complete. Returns the report (ray_t2t.report.Report)."""
     from ray_t2t.data import prepare_data
-    from ray_t2t.preflight import check_cluster_fits, check_storage_writable, needs_soft_targets
+    from ray_t2t.preflight import (check_cluster_fits, check_fits, check_storage_writable, machine_resources,
+                                   needs_soft_targets)
     from ray_t2t.report import build_report
-    from ray_t2t.train.launcher import ensure_ray, summarize, train
+    from ray_t2t.train.launcher import ensure_ray, needs_no_ray, summarize, train
 
     first = _stage_one(cfg)
     swept = [label for label in sweep_labels(cfg) if label not in first]
     log(f"run: {cfg.run.name}: data -> {', '.join(first) or 'no teacher or pretraining'} -> sweep of "
-        f"{', '.join(swept) or 'nothing'} -> report")
+        f"{', '.join(swept) or 'nothing'} -> {'inference speed -> ' if cfg.inference.enabled else ''}report")
     plan_trials(cfg)  # config mistakes in the sweep fail now, before hours of training
     check_storage_writable(cfg)
-    if first:  # Ray as the sweep after them needs it (trials' CPUs); what every stage asks is checked now
-        ensure_ray(cfg.scaling.use_gpu, extra_cpus=_waiting_cpus(cfg) if swept else 0)
-        check_cluster_fits(cfg, ["train"] + ["sweep"] * bool(swept) + ["teacher"] * needs_soft_targets(cfg), log)
+    if first:  # what every stage asks is checked now, before any training
+        stages = ["train"] + ["sweep"] * bool(swept) + ["teacher"] * needs_soft_targets(cfg)
+        if needs_no_ray(cfg, sweep_trial=False):
+            # Stage one trains in this process and needs no Ray: none runs beside it (its processes took
+            # ~5% of a core), so the teacher's time does not depend on them. Soft targets and the sweep
+            # start Ray when they need it.
+            for note in check_fits(cfg, stages, [machine_resources()], place="this machine"):
+                log(f"machine: {note}")
+        else:  # Ray as the sweep after them needs it (trials' CPUs)
+            ensure_ray(cfg.scaling.use_gpu, extra_cpus=_waiting_cpus(cfg) if swept else 0)
+            check_cluster_fits(cfg, stages, log)
     prepare_data(cfg, log=log)
     for label in first:
         log(f"run: training {label}")

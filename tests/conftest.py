@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Core claims of the runs these tests start (ray_t2t.train.placement) apart from any real run's on the machine.
+os.environ.setdefault("RAY_T2T_CORE_LOCKS", tempfile.mkdtemp(prefix="ray_t2t_test_cores-"))
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmarks.suite: train_locally

@@ -300,7 +300,9 @@ def test_gan_run_of_the_shared_loop_improves_and_records_its_players(prepared):
         assert point["train_loss"] is not None
     assert "train_disc_accuracy" not in record["learning_curve"][0]  # step 0: nothing trained yet
     model = AutoModelForSeq2SeqLM.from_pretrained(record["model"]["export_path"])
-    assert record["model"]["total_params"] > sum(p.numel() for p in model.parameters())  # + the discriminator
+    # params describe the exported generator; the discriminator trained beside it is listed apart
+    assert record["model"]["total_params"] == sum(p.numel() for p in model.parameters())
+    assert record["model"]["training_only_params"] > 0
 
 
 def test_vae_run_of_the_shared_loop_improves_and_records_its_kl(prepared):
@@ -342,4 +344,4 @@ def test_gan_trains_through_ray(tmp_path):
     assert [p["step"] for p in curve] == [0, 20, 40]
     assert all("train_disc_accuracy" in p and "train_gen_reward" in p for p in curve[1:]), curve
     assert curve[-1]["val_loss"] < curve[0]["val_loss"]
-    assert record["inference"]["tokens_per_s"] > 0 and record["model"]["size_on_disk_bytes"] > 0
+    assert record["model"]["architecture_key"] and record["model"]["size_on_disk_bytes"] > 0

@@ -34,7 +34,7 @@ def test_validate_explain_with_and_without_config(capsys):
     fields = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert "tune.seeds" in fields and not any(f.startswith("training.") for f in fields)  # only the section
     assert main(["validate", str(REPO / "configs/quickstart.yaml"), "tune.seeds=[3, 4]", "--explain"]) == 0
-    assert "tune.seeds  (list of int, default [0])  = [3, 4]" in capsys.readouterr().out
+    assert "tune.seeds  (list of int, default [0, 1, 2])  = [3, 4]" in capsys.readouterr().out
 
 
 def test_validate_needs_a_config_or_explain(capsys):

@@ -137,7 +137,7 @@ def test_method_names_and_their_parameters_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="does not match any of the expected tags: 'scratch'"):
         validate_config(raw)
     raw = minimal_config(tmp_path, methods=[{"name": "lora", "model": "student", "rnak": 4}])
-    with pytest.raises(ConfigError, match=r"unknown key 'rnak'. Valid keys: label, max_steps, resources_per_worker, name, model, rank"):
+    with pytest.raises(ConfigError, match=r"unknown key 'rnak'. Valid keys: label, max_steps, learning_rate, resources_per_worker, name, model, rank"):
         validate_config(raw)
 
 

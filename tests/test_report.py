@@ -478,3 +478,119 @@ def test_cli_report(experiment, tmp_path, capsys):
     assert "ray-t2t report: error: no run records under" in err and "Traceback" not in err
     assert main(["report", str(experiment), "--target", "wer < 1"]) == 2
     assert "is not of the form" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ the verdict's rules
+
+
+def three_seeds(run_dir, label, method, train_s, reaches, wers, **kwargs):
+    """Sweep trials of one group, a seed each: train_s, reach step and test wer per seed."""
+    for seed, (seconds, reach, wer) in enumerate(zip(train_s, reaches, wers)):
+        write_record(run_dir / "sweep" / f"{label}-seed{seed}",
+                     training_record(label, method, seed, seconds, reach, wer, group=label, **kwargs))
+
+
+def test_a_student_of_another_size_is_shown_apart_and_never_ranked(tmp_path):
+    """sft exporting 2.8x the student's parameters is faster here, but it is another model: the verdict
+    ranks scratch and finetune only, and lists sft with its size."""
+    run_dir = tmp_path / "x"
+    three_seeds(run_dir, "scratch", "scratch", [1000.0, 1010.0, 990.0], [600, 620, 580], [0.45, 0.46, 0.44])
+    three_seeds(run_dir, "finetune", "finetune", [1000.0, 1000.0, 1000.0], [800, 820, 790], [0.47, 0.48, 0.47])
+    three_seeds(run_dir, "sft", "sft", [1000.0, 1000.0, 1000.0], [100, 110, 90], [0.30, 0.31, 0.29],
+                total_params=1_446_976, architecture_key="wide")
+    report = build_report(run_dir, plots=False, formats=("md",))
+    students = report.data["verdicts"][0]
+    assert sorted(students["groups"]) == ["finetune", "scratch"] and "0.52M parameters" in students["size_class"]
+    assert students["fastest"]["winner"] == "scratch" and students["best_final_quality"]["winner"] == "scratch"
+    assert "sft" not in json.dumps(students)
+    sft = next(v for v in report.data["verdicts"] if v["groups"] == ["sft"])
+    assert sft["fastest"] is None and sft["best_final_quality"] is None  # alone in its class: nothing claimed
+    assert next(g for g in report.data["groups"] if g["group"] == "sft")["ranked"] is False
+    summary = report.summary
+    assert "fastest to target   scratch" in summary
+    assert "not ranked (other models): sft (1,446,976 params)" in summary
+    markdown = (run_dir / "report" / "report.md").read_text()
+    assert "| sft | sft | 1,446,976 |" in markdown.split("### Not ranked: other models", 1)[1]
+
+
+def test_same_seed_runs_count_once_and_are_listed(tmp_path):
+    """A `ray-t2t train` of scratch beside the sweep's scratch trial with the same seed is a rerun, not a
+    second replicate."""
+    run_dir = tmp_path / "x"
+    write_record(run_dir / "sweep" / "scratch-seed0", training_record("scratch", "scratch", 0, 1000.0, 600, 0.45,
+                                                                        group="scratch"))
+    write_record(run_dir / "runs" / "scratch", training_record("scratch", "scratch", 0, 700.0, 400, 0.40))
+    report = build_report(run_dir, plots=False, formats=("md",))
+    (group,) = report.data["groups"]
+    assert group["group"] == "scratch" and group["seeds"] == [0] and len(group["runs"]) == 1
+    assert group["figures"]["train s"]["mean"] == 1000.0  # the sweep's trial; the rerun is left out
+    (left,) = report.data["left_out"]
+    assert left[0].endswith("runs/scratch/record.json") and "seed 0 of scratch is already counted" in left[1]
+    # another seed of the same setting is a replicate
+    write_record(run_dir / "runs" / "scratch", training_record("scratch", "scratch", 1, 700.0, 400, 0.40))
+    (group,) = build_report(run_dir, plots=False, formats=("md",)).data["groups"]
+    assert group["seeds"] == [0, 1]
+
+
+def test_runs_of_one_label_but_other_settings_are_not_replicates(tmp_path):
+    run_dir = tmp_path / "x"
+    write_record(run_dir / "sweep" / "scratch-seed0", training_record("scratch", "scratch", 0, 1000.0, 600, 0.45,
+                                                                        group="scratch"))
+    other = training_record("scratch", "scratch", 1, 500.0, 300, 0.40, group="scratch")
+    other["setting_hash"] = "another-learning-rate"
+    write_record(run_dir / "sweep" / "scratch-seed1", other)
+    groups = build_report(run_dir, plots=False, formats=("md",)).data["groups"]
+    assert [(g["group"], g["seeds"]) for g in groups] == [("scratch", [0]), ("scratch #2", [1])]
+
+
+def test_close_methods_get_no_winner_and_the_figures_are_given(tmp_path):
+    run_dir = tmp_path / "x"
+    three_seeds(run_dir, "scratch", "scratch", [1000.0] * 3, [500, 650, 560], [0.45, 0.47, 0.44])
+    three_seeds(run_dir, "finetune", "finetune", [1000.0] * 3, [540, 600, 610], [0.46, 0.44, 0.45])
+    report = build_report(run_dir, plots=False, formats=("md",))
+    verdict = report.data["verdicts"][0]
+    assert verdict["fastest"]["winner"] is None and verdict["fastest"]["leader"] == "scratch"
+    assert verdict["best_final_quality"]["winner"] is None
+    assert report.data["winners"] == {"size_class": verdict["size_class"], "time_to_target": None,
+                                      "cost_to_target": None, "final_quality": None}
+    line = next(line for line in report.summary.splitlines() if "fastest to target" in line)
+    assert "no significant difference: scratch 570 ± 188 s vs finetune 583.3 ± 94 s (p = 0.8" in line
+    assert "Not significant at this many seeds: fastest to the target; cheapest to the target; best in final " \
+           "quality." in report.summary
+
+
+def test_a_group_most_of_whose_seeds_reached_the_target_shows_its_median(tmp_path):
+    """2 of 3 seeds reached the target: no mean over the lucky ones; the median with its interval, the
+    upper end beyond the run that never reached it, and that interval's coverage (75% from 3 runs)."""
+    run_dir = tmp_path / "x"
+    three_seeds(run_dir, "scratch", "scratch", [1000.0] * 3, [500, 520, 540], [0.45, 0.46, 0.44])
+    three_seeds(run_dir, "lora", "lora", [1000.0] * 3, [300, 5000, 400], [0.6, 0.7, 0.6])
+    report = build_report(run_dir, plots=False, formats=("md",))
+    row = read_table((run_dir / "report" / "report.md").read_text(), "Time to target")["lora"]
+    assert row["reached"] == "2/3" and row["s"] == "median 400 [300, > 1000] (75%)"
+    lora = next(g for g in report.data["groups"] if g["group"] == "lora")["to_target"]["to target s"]
+    assert lora["values"] == [300.0, None, 400.0] and lora["mean"]["mean"] is None
+    # lora may not lead (not every seed reached), and scratch is not significantly faster than lora's
+    # runs counted at what they spent (300, 1000, 400): no winner
+    fastest = report.data["verdicts"][0]["fastest"]
+    assert fastest["leader"] == "scratch" and fastest["winner"] is None
+
+
+def test_break_even_is_stated_with_its_interval_when_the_saving_is_significant(tmp_path):
+    run_dir = tmp_path / "x"
+    write_record(run_dir / "runs" / "teacher", training_record("teacher", "scratch", 0, 3000.0, 300, 0.3,
+                                                               model="teacher", total_params=1_040_000))
+    # scratch reaches the target for 0.60 each (sd 0.01), kd_logits for 0.30 (sd 0.01): a saving of 0.30
+    three_seeds(run_dir, "scratch", "scratch", [1000.0] * 3, [590, 600, 610], [0.45, 0.46, 0.44])
+    three_seeds(run_dir, "kd_logits", "kd_logits", [1000.0] * 3, [290, 300, 310], [0.45, 0.44, 0.45],
+                params={"teacher_source": "online"})
+    report = build_report(run_dir, plots=False, formats=("md",))
+    (row,) = report.data["amortization"]
+    result = row["break_even"]
+    assert row["basis"] == "to target" and result["outcome"] == "pays_off"
+    assert result["saving"]["difference"] == pytest.approx(0.30)
+    assert result["point"] == 11  # teacher 3.0 / 0.30 = 10, and 10 students only break even
+    assert result["low"] <= 11 <= result["high"] and result["high"] is not None
+    line = next(line for line in report.summary.splitlines() if "teacher pays off" in line)
+    assert f"kd_logits: from 11 students on (95% interval: {result['low']} to {result['high']};" in line
+    assert "kd_logits's teacher pays off from 11 students on" in report.summary

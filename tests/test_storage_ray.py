@@ -28,7 +28,7 @@ def test_a_comparison_on_s3_writes_only_to_the_bucket_and_resumes_from_it(tmp_pa
     raw["training"] = {"batch_size": 32, "max_steps": 30, "learning_rate": 3e-3, "warmup_steps": 4}
     raw["eval"] = {"every_n_steps": 15, "metric": "per"}
     raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
-    raw["tune"] = {"max_concurrent_trials": 1}
+    raw["tune"] = {"max_concurrent_trials": 1, "seeds": [0]}
     config = tmp_path / "s3.yaml"
     config.write_text(yaml.safe_dump(raw))
     workdir = tmp_path / "work"

@@ -138,7 +138,7 @@ def test_the_sweep_stage_starts_from_what_stage_one_trained(tmp_path):
     assert swept.models.teachers[0].name_or_path == str(runs / "big" / "model")
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "quickstart_smoke.yaml", "g2p_gpu.yaml", "xsum_t5.yaml",
+@pytest.mark.parametrize("name", ["quickstart.yaml", "g2p_full.yaml", "quickstart_smoke.yaml", "g2p_gpu.yaml", "xsum_t5.yaml",
                                   "xsum_gpt2.yaml", "alternatives.yaml"])
 def test_shipped_pipelines_plan_their_sweeps(name, repo):
     from ray_t2t.config import load_config

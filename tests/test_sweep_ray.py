@@ -95,7 +95,7 @@ def test_run_pipeline_killed_mid_sweep_reuses_every_finished_stage(tmp_path, ray
     raw["training"] = {"batch_size": 32, "max_steps": 40, "learning_rate": 3e-3, "warmup_steps": 4}
     raw["eval"] = {"every_n_steps": 20, "metric": "per", "target": "per <= 0.99"}
     raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}, "local_mode": True}
-    raw["tune"] = {"max_concurrent_trials": 1}
+    raw["tune"] = {"max_concurrent_trials": 1, "seeds": [0]}
     config = tmp_path / "pipe.yaml"
     config.write_text(yaml.safe_dump(raw))
     experiment = tmp_path / "runs" / "pipe"
@@ -170,7 +170,7 @@ def test_a_local_mode_sweep_with_asha_stops_the_weak_trial_and_restarts_a_failed
     raw["eval"] = {"every_n_steps": 20, "metric": "per"}
     raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}, "local_mode": True}
     raw["tune"] = {"space": {"scratch": {"training.learning_rate": [1e-2, 1e-6]}}, "scheduler": "asha",
-                   "max_concurrent_trials": 1}
+                   "max_concurrent_trials": 1, "seeds": [0]}
     config = tmp_path / "asha.yaml"
     config.write_text(yaml.safe_dump(raw))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import LOCAL_DATA, minimal_config, train_locally
+from conftest import LOCAL_DATA, TEACHER_T5, minimal_config, train_locally
 from ray_t2t.config import validate_config
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.methods import Setup, collate, get_method
@@ -183,3 +183,24 @@ def test_local_mode_runs_one_after_another_in_one_process_and_resumes_from_its_c
     assert second["resumes"] == 0 and second["status"] == "finished"
     assert second["learning_curve"][-1]["val_loss"] < second["learning_curve"][0]["val_loss"]
     assert rerun["timestamps"]["process_start"] is None  # the process is not the run's own
+
+
+def test_stop_at_target_stops_a_student_at_its_crossing_but_never_a_teacher(prepared):
+    """A student stops at the first evaluation meeting the target, its time to target interpolated back
+    between that evaluation and the one before; a teacher's run (model: teacher) trains all its steps,
+    since every student inherits its quality."""
+    folder, raw, data = prepared
+    easy = dict(raw, eval={"every_n_steps": 10, "target": "per <= 5", "stop_at_target": True, "metric": "per"},
+                training={"batch_size": 64, "max_steps": 100, "warmup_steps": 2, "learning_rate": 5e-3},
+                models={"student": TEACHER_T5, "teacher": TEACHER_T5})
+    student = run_locally(folder, dict(easy, methods=[{"name": "scratch"}]), data, "stops")
+    teacher = run_locally(folder, dict(easy, methods=[{"name": "scratch", "model": "teacher", "label": "teacher"}]),
+                          data, "teacher_goes_on")
+    hit = student["time_to_target"]
+    curve = student["learning_curve"]
+    assert student["stopped_at_target"] and student["steps"]["done"] < 100, [(p["step"], p["val_per"]) for p in curve]
+    assert curve[-1]["val_per"] <= 5 and all(p["val_per"] > 5 for p in curve[:-1])  # random outputs: PER 7 at step 0
+    assert curve[-2]["step"] < hit["step"] <= curve[-1]["step"]  # interpolated, not rounded up
+    assert curve[-2]["wall_s"] < hit["wall_s"] <= curve[-1]["wall_s"]
+    assert teacher["time_to_target"] is not None and not teacher["stopped_at_target"]
+    assert teacher["steps"]["done"] == 100

@@ -50,11 +50,13 @@ def choose_method(cfg: ExperimentConfig, label: str | None):
 
 
 def entry_config(cfg: ExperimentConfig, entry) -> ExperimentConfig:
-    """The config one method entry trains with: its own max_steps and resources_per_worker, when it
-    sets them."""
+    """The config one method entry trains with: its own max_steps, learning_rate and
+    resources_per_worker, when it sets them."""
     update = {}
-    if entry.max_steps is not None and entry.max_steps != cfg.training.max_steps:
-        update["training"] = cfg.training.model_copy(update={"max_steps": entry.max_steps})
+    training = {key: value for key, value in (("max_steps", entry.max_steps), ("learning_rate", entry.learning_rate))
+                if value is not None and value != getattr(cfg.training, key)}
+    if training:
+        update["training"] = cfg.training.model_copy(update=training)
     if entry.resources_per_worker is not None and entry.resources_per_worker != cfg.scaling.resources_per_worker:
         update["scaling"] = cfg.scaling.model_copy(update={"resources_per_worker": dict(entry.resources_per_worker)})
     return cfg.model_copy(update=update) if update else cfg
@@ -329,7 +331,8 @@ def summarize(record: dict) -> str:
     ttt = record["time_to_target"]
     target = record["target"]
     if target:
-        reached = (f"reached at step {ttt['step']} after {ttt['wall_s']:.1f}s, {ttt['cost']:.4f} {record['cost']['currency']}"
+        reached = (f"reached at step {ttt['step']:.0f} after {ttt['wall_s']:.1f}s, {ttt['cost']:.4f} "
+                   f"{record['cost']['currency']} (interpolated between evaluations)"
                    if ttt else "not reached")
         lines.append(f"  target     {target['metric']} {target['op']} {target['value']:g}: {reached}")
     if record.get("inference"):

@@ -409,7 +409,8 @@ def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
         _log(run.ctx, f"target {target.metric} {target.op} {target.value:g} reached by step {state['step']} "
                       f"(crossed at step {state['time_to_target']['step']:.0f} interpolated, "
                       f"{state['time_to_target']['wall_s']:.1f}s of training)")
-        state["stopped_at_target"] = cfg.eval.stop_at_target
+        # a teacher trains for its quality, which every student inherits: never cut short at the target
+        state["stopped_at_target"] = cfg.eval.stop_at_target and getattr(run.setup.params, "model", None) != "teacher"
     task_targets = run.setup.extras.get("task_targets")  # a multitask run: {task: target dict or None}
     if task_targets:
         by_task = state.setdefault("time_to_target_by_task", {task: None for task in task_targets})

@@ -32,8 +32,11 @@ from typing import Callable, Iterator
 _held: dict | None = None  # this process's claim: {"cores": [...], "fds": [...], "users": n, "placement": {...}}
 
 
+LOCKS_ENV = "RAY_T2T_CORE_LOCKS"  # where the claims live, when not <tmp>/ray_t2t_cores-<uid> (tests)
+
+
 def lock_folder() -> Path:
-    return Path(tempfile.gettempdir()) / f"ray_t2t_cores-{os.getuid()}"
+    return Path(os.environ.get(LOCKS_ENV) or Path(tempfile.gettempdir()) / f"ray_t2t_cores-{os.getuid()}")
 
 
 def _allowed() -> list[int]:
