@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import statistics
 import time
@@ -132,7 +133,7 @@ def measure(export, sources: list[list[int]], settings: dict, log: Callable[[str
                         else None})
     described = (torch.cuda.get_device_name(device) if gpu else
                  f"{torch.get_num_threads()} CPU thread(s)")
-    return {"results": results, "device_name": described}
+    return {"results": results, "device_name": described, "pid": os.getpid()}
 
 
 def _measure_pinned(export: str, sources: list[list[int]], settings: dict) -> dict:
@@ -210,7 +211,7 @@ def measure_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print
                        "description": f"{measured['device_name']}" + (
                            f" on cores {','.join(map(str, measured['placement'].get('cpus') or []))}"
                            if measured["placement"].get("pinned") and settings["device"] == "cpu" else "")},
-            "results": measured["results"], "measured_unix": time.time(),
+            "results": measured["results"], "measured_unix": time.time(), "measured_by_pid": measured["pid"],
         }
         write_atomic(folder / f"{key}.json", json.dumps(record, indent=1, sort_keys=True))
         shown = "; ".join(f"batch {r['batch_size']}: {r['examples_per_s']['median']:,.1f} examples/s, "
@@ -223,8 +224,6 @@ def measure_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print
 def _remote_runner(cfg: ExperimentConfig):
     """On a cluster (RAY_ADDRESS), a Ray task on a node with the deployed device; locally None (the
     measurement runs in this process, on cores it claims)."""
-    import os
-
     if not os.environ.get("RAY_ADDRESS"):
         return None
     import ray

@@ -116,3 +116,32 @@ def test_the_report_joins_the_measurement_to_every_run_of_its_architecture(exper
     assert "| scratch | 520,000 | 50 | 900 | 300 | 5400 |" in section
     assert "| finetune | 520,000 | 50 | 900 | 300 | 5400 |" in section
     assert all(g["inference_speed"]["architecture_key"] == key for g in report.data["groups"])
+
+
+def test_on_a_cluster_the_measurement_is_a_ray_task_on_cores_of_its_own(experiment, monkeypatch):
+    """With RAY_ADDRESS set (a job on a cluster) each model is measured by a Ray task that asks for
+    inference.cpus (and a GPU of inference.accelerator_type where one is deployed), pinned there."""
+    import os
+
+    import ray
+
+    from ray_t2t.train.launcher import start_local_ray
+
+    cfg, _, exports = experiment
+    for label, export in exports.items():
+        write_record(export.parent, record_of(label, export))
+    moved = validate_config(cfg.model_dump(mode="json") | {"inference": {"examples": 8, "repeats": 1,
+                                                                        "batch_sizes": [1, 4], "output_tokens": 3}})
+    start_local_ray({"env_vars": {"RAY_T2T_CORE_LOCKS": os.environ["RAY_T2T_CORE_LOCKS"]}}, num_cpus=2)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # as under `ray job submit`; Ray is already joined
+    try:
+        written = measure_experiment(moved, log=lambda message: None)
+        driver = os.getpid()
+        assert len(written) == 2
+        for record in written:
+            placement = record["device"]["placement"]
+            assert placement["pinned"] and len(placement["cpus"]) == 1
+            assert record["results"][1]["examples_per_s"]["median"] > 0
+        assert all(r["measured_by_pid"] != driver for r in written)  # not in the driver's process
+    finally:
+        ray.shutdown()

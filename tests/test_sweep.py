@@ -36,7 +36,7 @@ def test_grid_is_every_combination_times_every_seed_and_skips_the_teacher(tmp_pa
 def test_random_search_draws_reproducibly_within_bounds(tmp_path):
     space = {"kd_logits": {"alpha": {"uniform": [0.1, 0.9]}, "training.learning_rate": {"loguniform": [1e-4, 1e-2]},
                            "top_k": {"randint": [4, 16]}, "divergence": {"choice": ["forward_kl", "jsd"]}}}
-    cfg = sweep_config(tmp_path, search="random", num_samples=5, methods=["kd_logits"], space=space)
+    cfg = sweep_config(tmp_path, search="random", num_samples=5, methods=["kd_logits"], space=space, seeds=[0])
     trials = plan_trials(cfg)
     assert len(trials) == 5 and trials == plan_trials(cfg)
     for t in trials:

@@ -87,7 +87,7 @@ def _verdict_table(verdict: ClassVerdict, target: Target | None, metric: str, cu
                    level: float) -> tuple[list[str], list[list[str]]]:
     headers = ["method", "seeds"]
     if target is not None:
-        headers += ["reached", "to target s", f"to target {currency}"]
+        headers += ["reached", "to target s, charged", f"to target {currency}, charged"]
     headers += [f"test {metric}", "s/step"]
     rows = []
     members = sorted(verdict.size_class.figures, key=lambda f: f.order_key)
@@ -99,6 +99,19 @@ def _verdict_table(verdict: ClassVerdict, target: Target | None, metric: str, cu
         row += [cell(f.columns[f"test {metric}"]), cell(f.columns["s/step"])]
         rows.append(row)
     return headers, rows
+
+
+def _charges_note(members: list[GroupFigures]) -> str:
+    """What the verdict table's charged figures add to each method's own training, in words."""
+    notes = []
+    for f in members:
+        if f.group.is_distillation and f.charge.parts:
+            notes.append(f"{f.group.name}: its teacher's training" + (" and soft targets" if f.group.reads_soft_targets
+                                                                      else ""))
+        elif f.charge.base_runs:
+            notes.append(f"{f.group.name}: the training of {', '.join(f.charge.base_runs)}")
+    return ("charged: each method's own training until the interpolated crossing, plus " + "; ".join(notes)
+            if notes else "")
 
 
 def _speed_cell(f: GroupFigures, batch: str, key: str) -> str:
@@ -154,9 +167,14 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
         doc.heading(title[0].upper() + title[1:], 3)
         doc.paragraph(said)
         doc.table(headers, rows)
+        charges = _charges_note(members)
+        if charges:
+            doc.paragraph(charges)
         doc.bullets([line.strip() for line in lines])
         summary += [f"verdict for {title} ({level} intervals; Welch's t-test at alpha {alpha:g}):"]
         summary += _text_table(headers, rows)
+        if charges:
+            summary.append(f"  ({charges})")
         summary += lines
         summary += [f"  {said}"]
     others = [f for f in figures if f.group.name not in ranked and (f.group.is_teacher or f.columns[f"test {metric}"].mean
@@ -202,7 +220,7 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
     for f in figures:
         rows.append([f.group.name, f.group.method + (" (teacher)" if f.group.is_teacher else ""), str(f.runs)]
                     + [cell(f.columns[h]) for h, _ in columns]
-                    + [f"{f.reached}/{f.runs}" if chosen else "—"]
+                    + [f.reached_text() if chosen else "—"]
                     + [crossing_cell(f.to_target[h], confidence) for h, _, _ in TO_TARGET])
     doc.table(headers, rows)
     doc.paragraph("train s: optimizer steps only (evaluation, checkpoints and export are timed apart); s/step: "
@@ -249,7 +267,7 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
         rows = []
         for f in sorted(students, key=lambda f: f.order_key) + [f for f in figures if f.group.is_teacher]:
             rows.append([f.group.name, f.group.method + (" (teacher)" if f.group.is_teacher else ""),
-                         f"{f.reached}/{f.runs}"] + [crossing_cell(f.to_target_charged[h], confidence) for h, _, _ in TO_TARGET]
+                         f.reached_text()] + [crossing_cell(f.to_target_charged[h], confidence) for h, _, _ in TO_TARGET]
                         + [crossing_cell(f.to_target[h], confidence) for h, _, _ in TO_TARGET]
                         + [cell(f.columns[f"test {metric}"])])
         doc.table(["group", "method", "reached", "s", "device-h", currency, "student alone s",

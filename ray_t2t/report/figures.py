@@ -168,6 +168,13 @@ class GroupFigures:
     def runs(self) -> int:
         return len(self.group.records)
 
+    def reached_text(self) -> str:
+        """'2/3', or '—' for a group that never measured the target's metric (pretraining)."""
+        crossings = self.to_target["to target s"]
+        if crossings.reached == 0 and all(b == float("inf") for b in crossings.budgets):
+            return "—"
+        return f"{crossings.reached}/{crossings.runs}"
+
     @property
     def reached(self) -> int:
         return self.to_target["to target s"].reached
@@ -202,11 +209,15 @@ def compute_figures(groups: list[Group], runs: list[dict], inferences: list[dict
         stats = {header: Stat.of([get(r) for r in group.records], level) for header, get in columns}
         hits = [time_to_target(r["learning_curve"], target.metric, target.op, target.value) if target else None
                 for r in group.records]
+        # a run that never measured the target's metric (pretraining) has no crossing to wait for
+        measured = [target is not None and any(isinstance(p, dict) and f"val_{target.metric}" in p
+                                               for p in r["learning_curve"]) for r in group.records]
         alone, charged = {}, {}
         for header, key, scale in TO_TARGET:
             extra = charge.extra(key)
             values = [None if hit is None or hit.get(key) is None else hit[key] * scale for hit in hits]
-            budgets = [None if _budget(r, key) is None else _budget(r, key) * scale for r in group.records]
+            budgets = [None if _budget(r, key) is None or not known else _budget(r, key) * scale
+                       for r, known in zip(group.records, measured)]
             alone[header] = Crossings.of(values, budgets, level)
             shift = None if extra is None else extra * scale
             charged[header] = Crossings.of([None if v is None or shift is None else v + shift for v in values],
