@@ -594,3 +594,22 @@ def test_break_even_is_stated_with_its_interval_when_the_saving_is_significant(t
     line = next(line for line in report.summary.splitlines() if "teacher pays off" in line)
     assert f"kd_logits: from 11 students on (95% interval: {result['low']} to {result['high']};" in line
     assert "kd_logits's teacher pays off from 11 students on" in report.summary
+
+
+def test_a_method_lower_on_the_seeds_that_reached_but_not_on_all_is_not_called_the_same(tmp_path):
+    """scratch reaches the target sooner than finetune on 4 of its 5 seeds and never on the fifth:
+    finetune leads among the methods whose every seed reached it, scratch cannot be named, and the
+    line says so rather than "no significant difference"."""
+    run_dir = tmp_path / "x"
+    for seed, reach in enumerate([500, 510, 520, 505, 5000]):  # 600 s runs: 300-312 s to target, or more than 600
+        write_record(run_dir / "sweep" / f"scratch-seed{seed}",
+                     training_record("scratch", "scratch", seed, 600.0, reach, 0.45, group="scratch"))
+    for seed, reach in enumerate([700, 720, 710, 705, 715]):
+        write_record(run_dir / "sweep" / f"finetune-seed{seed}",
+                     training_record("finetune", "finetune", seed, 1000.0, reach, 0.45, group="finetune"))
+    report = build_report(run_dir, plots=False, formats=("md",))
+    fastest = report.data["verdicts"][0]["fastest"]
+    assert fastest["leader"] == "finetune" and fastest["winner"] is None
+    line = next(line for line in report.summary.splitlines() if "fastest to target" in line)
+    assert "not decided: finetune leads among the methods whose every seed reached the target" in line
+    assert "but scratch was lower on its seeds (median 306 [300, > 600] (94%) s (4/5 reached), p = 0.00" in line

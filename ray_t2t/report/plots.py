@@ -76,8 +76,10 @@ def write_plots(folder: Path, figures: list[GroupFigures], metric: str, higher_i
                 ax.errorbar([x], [y], yerr=[half], color="grey", marker="x", capsize=2, zorder=3)
             else:
                 ax.errorbar([x], [y], yerr=[half], color=color_of[f.group.name], marker="o", capsize=2, zorder=3)
-            shown_as = f.group.name + (" (teacher)" if f.group.is_teacher and "teacher" not in f.group.name else
-                                       "" if ranked(f) else " (other size)")
+            if f.group.is_teacher:
+                shown_as = f.group.name + ("" if "teacher" in f.group.name else " (teacher)")
+            else:
+                shown_as = f.group.name + ("" if ranked(f) else " (other size)")
             ax.annotate(shown_as, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
             alone = alone_of(f)
             if f.group.is_distillation and alone is not None and alone != x:

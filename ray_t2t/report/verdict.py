@@ -151,7 +151,8 @@ def _crossings_text(f: GroupFigures, header: str, unit: str, level: float) -> st
     return f"{crossing_cell(c, level)} {unit}" + ("" if c.all_reached else f" ({c.reached}/{c.runs} reached)")
 
 
-def _verdict_line(label: str, verdict: Verdict | None, members: list[GroupFigures], describe, alpha: float) -> str | None:
+def _verdict_line(label: str, verdict: Verdict | None, members: list[GroupFigures], describe, alpha: float,
+                  lower_is_better: bool = True) -> str | None:
     if verdict is None:
         return None
     if verdict.leader is None:
@@ -165,6 +166,14 @@ def _verdict_line(label: str, verdict: Verdict | None, members: list[GroupFigure
     testable = {name: test for name, test in verdict.tests.items() if test.p is not None}
     if not testable:
         return f"  {label:<20}not decided: {verdict.reason} (best estimate {verdict.leader}: {describe(leader)})"
+    # a rival significantly better than the leader, which could not lead itself (not every seed reached)
+    sign = 1.0 if lower_is_better else -1.0
+    better = {name: test for name, test in testable.items() if test.significant(alpha) and sign * test.diff > 0}
+    if better:
+        rival, test = min(better.items(), key=lambda item: item[1].p)
+        return (f"  {label:<20}not decided: {verdict.leader} leads among the methods whose every seed reached the "
+                f"target ({describe(leader)}), but {rival} was lower on its seeds ({describe(by_name[rival])}, "
+                f"{_p(test.p)}; its censored seeds counted at what they spent)")
     rival, test = max(testable.items(), key=lambda item: item[1].p)
     return (f"  {label:<20}no significant difference: {verdict.leader} {describe(leader)} vs {rival} "
             f"{describe(by_name[rival])} ({_p(test.p)}, alpha {alpha:g})")
@@ -212,7 +221,8 @@ def verdict_lines(verdict: ClassVerdict, target: Target | None, metric: str, cur
         lines.append(f"  {'best final quality':<20}not compared: {verdict.best_skipped}")
     else:
         lines.append(_verdict_line("best final quality", verdict.best, members,
-                                   lambda f: f"test {metric} {cell(f.columns[f'test {metric}'])}", alpha))
+                                   lambda f: f"test {metric} {cell(f.columns[f'test {metric}'])}", alpha,
+                                   lower_is_better=not higher_is_better))
     for row in verdict.amortization:
         if row["baseline"] is None:
             better = "or higher" if higher_is_better else "or lower"
