@@ -1,7 +1,7 @@
 """The experiment config: YAML -> strict pydantic models, with ``a.b=value`` overrides.
 
     from ray_t2t.config import load_config
-    cfg = load_config("configs/quickstart.yaml", ["training.learning_rate=3e-4", "methods.0.rank=16"])
+    cfg = load_config("configs/quickstart.yaml", ["training.learning_rate=3e-4", "methods.5.top_k=16"])
 
 Every field has a description; ``ray-t2t validate --explain`` prints them all. Unknown keys are errors
 that name the section and list its valid keys. YAML is read with ``yaml.safe_load`` only and no value

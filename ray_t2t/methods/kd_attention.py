@@ -1,7 +1,7 @@
 """kd_attention: attention-map distillation, as in TinyBERT and MiniLM — the student's attention
 maps match the live teacher's on mapped layers.
 
-    ray-t2t train configs/quickstart.yaml method=kd_attention
+    ray-t2t train configs/quickstart_smoke.yaml method=kd_attention
 
 The student (models.student, randomly initialized) minimizes
 

@@ -1,7 +1,7 @@
 """kd_hidden: feature-based (intermediate-layer) distillation, as in FitNets and TinyBERT — the
 student's hidden states regress the live teacher's on mapped layers.
 
-    ray-t2t train configs/quickstart.yaml method=kd_hidden
+    ray-t2t train configs/quickstart_smoke.yaml method=kd_hidden
 
 The student (models.student, randomly initialized) minimizes
 

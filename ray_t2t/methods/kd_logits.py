@@ -2,7 +2,7 @@
 top-k) or computed live (online, full vocabulary).
 
     ray-t2t train configs/quickstart.yaml method=kd_logits
-    ray-t2t train configs/quickstart.yaml method=kd_logits_online     # teacher_source: online
+    ray-t2t train configs/quickstart_smoke.yaml method=kd_logits_online    # teacher_source: online
 
 The student (models.student, randomly initialized) minimizes
 

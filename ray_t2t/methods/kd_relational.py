@@ -1,7 +1,7 @@
 """kd_relational: relation-based distillation (RKD, Park et al. 2019) — the student keeps the
 teacher's geometry of a batch: how far apart its examples are, and at which angles.
 
-    ray-t2t train configs/quickstart.yaml method=kd_relational
+    ray-t2t train configs/quickstart_smoke.yaml method=kd_relational
 
 Each example's representation is its final hidden state mean-pooled over real tokens: of the
 decoder (target tokens; default) or of the encoder (source tokens) for an encoder-decoder, of every

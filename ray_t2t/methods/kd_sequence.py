@@ -1,7 +1,7 @@
 """kd_sequence: sequence-level distillation (Kim & Rush, 2016) — the student learns the teacher's own
 outputs instead of (or mixed with) the gold targets.
 
-    ray-t2t train configs/quickstart.yaml method=kd_sequence
+    ray-t2t train configs/g2p_full.yaml method=kd_sequence
 
 The teacher's greedy or beam outputs come from `ray-t2t teacher` with `soft_targets.generations:
 greedy` (or `beam`, with `soft_targets.num_beams`); they are computed before training when missing.
