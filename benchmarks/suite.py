@@ -56,9 +56,9 @@ def padding_waste(source_lengths: Sequence[int], target_lengths: Sequence[int], 
                   steps: int | None = None, world_size: int = 1, seed: int = 0,
                   encoder_decoder: bool = True) -> dict:
     """Pad share of the micro-batches the training loop would see over `steps` steps (default: one
-    epoch), with and without length-grouped batching (ray_t2t.train.batch_order.BatchOrder, with
+    epoch), with and without length-grouped batching (ray_t2t.batching.order.BatchOrder, with
     the keys the loop groups by: length_keys)."""
-    from ray_t2t.train.batch_order import BatchOrder, length_keys
+    from ray_t2t.batching.order import BatchOrder, length_keys
 
     lengths = length_keys(source_lengths, target_lengths, encoder_decoder)
     result = {}
@@ -78,7 +78,7 @@ def step_batches(prepared, batch_size: int, encoder_decoder: bool, seed: int, wo
     order the ray_t2t loop trains on them (BatchOrder over length_keys; `by_sum`: grouped by source +
     target length instead, the grouping before length_keys). The plain baselines' batches."""
     from ray_t2t.data import Split
-    from ray_t2t.train.batch_order import BatchOrder, length_keys
+    from ray_t2t.batching.order import BatchOrder, length_keys
 
     train = Split(prepared, "train")
     sources, targets = list(map(len, train.source_ids)), list(map(len, train.target_ids))
@@ -154,8 +154,8 @@ def read_soft_targets(folder, source_ids, target_ids, batch_size: int, top_k: in
     in BatchOrder, the teacher tensors kd_logits' collate builds (kd_logits.teacher_rows). Tokens are
     source + target tokens of the batches' examples, the unit the training loop counts."""
     from ray_t2t.methods.kd_logits import teacher_rows
-    from ray_t2t.soft_targets import load_soft_targets
-    from ray_t2t.train.batch_order import BatchOrder, length_keys
+    from ray_t2t.teachers import load_soft_targets
+    from ray_t2t.batching.order import BatchOrder, length_keys
 
     started = time.perf_counter()
     rows = load_soft_targets(folder)

@@ -63,7 +63,8 @@ def plain_loop(cfg, data_path: Path, teacher: Path, folder: Path, threads: int) 
     """Seconds and tokens of every shard written by this process with `threads` torch threads."""
     import torch
 
-    from ray_t2t.soft_targets import TeacherReplica, shard_name
+    from ray_t2t.soft_targets import TeacherReplica
+    from ray_t2t.teachers import shard_name
 
     torch.set_num_threads(threads)
     folder.mkdir(parents=True)
@@ -140,7 +141,7 @@ def measure(args) -> dict:
 
     from ray_t2t.models import build_model
     from ray_t2t.soft_targets import produce_soft_targets
-    from ray_t2t.train.launcher import job_env_vars, start_local_ray
+    from ray_t2t.ray_cluster import job_env_vars, start_local_ray
 
     folder = Path(tempfile.mkdtemp(prefix="ray_t2t_teacher_bench_"))
     prepared = prepare_data(validate_config(experiment(folder, args, None)), log=lambda m: None)

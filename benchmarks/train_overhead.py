@@ -162,7 +162,8 @@ def measure(args) -> dict:
     ray_t2t loop with 2 workers. Each figure is its best round."""
     import ray
 
-    from ray_t2t.train.launcher import ensure_ray, train
+    from ray_t2t.ray_cluster import ensure_ray
+    from ray_t2t.train.launcher import train
 
     folder = Path(tempfile.mkdtemp(prefix="ray_t2t_bench_"))
     cfg = validate_config(experiment(folder, args))

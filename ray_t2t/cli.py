@@ -146,7 +146,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ray_t2t.config import load_config
-    from ray_t2t.sweep import run_pipeline
+    from ray_t2t.pipeline import run_pipeline
 
     cfg = load_config(args.config, args.overrides)
     report = run_pipeline(cfg, log=lambda message: print(message, flush=True))

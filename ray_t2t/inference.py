@@ -7,7 +7,7 @@
 
 - one exported model at a time, as deployed (a LoRA run's merged export), loaded with plain
   transformers from its folder, with nothing else on its devices: on a CPU, `inference.cpus` cores
-  claimed and pinned as a training run claims them (ray_t2t.train.placement); on a cluster a Ray
+  claimed and pinned as a training run claims them (ray_t2t.placement); on a cluster a Ray
   task on a node with the deployed device (`inference.device`, `inference.accelerator_type`);
 - a fixed input set: the first `inference.examples` test sources (at batch size 1 the first 16), as
   the run's method prompts them (a fewshot in-context run: its demonstrations first);
@@ -37,6 +37,7 @@ from typing import Callable
 from ray_t2t.config import ExperimentConfig
 from ray_t2t.errors import UserError
 from ray_t2t.models import architecture_key
+from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.storage import location, write_atomic
 
 INFERENCE_FOLDER = "inference"
@@ -138,10 +139,10 @@ def measure(export, sources: list[list[int]], settings: dict, log: Callable[[str
 
 def _measure_pinned(export: str, sources: list[list[int]], settings: dict) -> dict:
     """measure() on cores of its own (CPU), the way a training run gets them."""
-    from ray_t2t.train.placement import own_cores
+    from ray_t2t.placement import own_cores
 
     if settings["device"] == "gpu":
-        from ray_t2t.train.placement import gpu_placement
+        from ray_t2t.placement import gpu_placement
 
         return measure(export, sources, settings) | {"placement": gpu_placement()}
     with own_cores(settings["cpus"]) as placement:
@@ -228,7 +229,6 @@ def _remote_runner(cfg: ExperimentConfig):
         return None
     import ray
 
-    from ray_t2t.train.launcher import ensure_ray
 
     ensure_ray(cfg.inference.device == "gpu")
     inference = cfg.inference

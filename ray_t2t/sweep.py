@@ -31,6 +31,7 @@ from typing import Any, Callable
 from ray_t2t.config import ExperimentConfig, config_hash, set_path, validate_config
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.methods import get_method
+from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.storage import ray_storage
 
 SAMPLERS = ("uniform", "loguniform", "randint", "choice")
@@ -41,7 +42,7 @@ def sweep_labels(cfg: ExperimentConfig) -> list[str]:
     labels = [m.label or m.name for m in cfg.methods]
     chosen = cfg.tune.methods
     if chosen is None:  # the runs others start from (teacher, pretraining) are `ray-t2t run`'s first stage
-        first = _stage_one(cfg)
+        first = stage_one_labels(cfg)
         return [label for label in labels if label not in first]
     unknown = [label for label in chosen if label not in labels]
     if unknown:
@@ -201,7 +202,7 @@ def _trial_cores(cfg: ExperimentConfig, log: Callable[[str], None]):
     model building, so that its start-up never lands on a neighbour's core; the loop reuses the claim."""
     from contextlib import nullcontext
 
-    from ray_t2t.train.placement import own_cores
+    from ray_t2t.placement import own_cores
 
     if not cfg.scaling.local_mode or cfg.scaling.use_gpu:
         return nullcontext()
@@ -224,7 +225,7 @@ def _concurrency(cfg: ExperimentConfig, cluster_cpus: float, cluster_gpus: float
     return max(1, fits)
 
 
-def _waiting_cpus(cfg: ExperimentConfig) -> int:
+def waiting_cpus(cfg: ExperimentConfig) -> int:
     """Logical CPUs a local Ray declares on top of the machine's for the trials' own processes: they
     only wait for their TorchTrainer, so trial_cpus never keeps a training worker from the cores.
     None in local mode: the trials train themselves."""
@@ -244,7 +245,6 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
 
     from ray_t2t.data import prepare_data
     from ray_t2t.preflight import check_cluster_fits, check_storage_writable
-    from ray_t2t.train.launcher import ensure_ray
 
     trials = plan_trials(cfg)
     for trial in trials:  # every trial's config and method checks fail now, before any work
@@ -255,7 +255,7 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
             method.check(trial_cfg, entry)
     check_storage_writable(cfg)
     cpus = os.cpu_count() or 1
-    local = ensure_ray(cfg.scaling.use_gpu, extra_cpus=_waiting_cpus(cfg))
+    local = ensure_ray(cfg.scaling.use_gpu, extra_cpus=waiting_cpus(cfg))
     check_cluster_fits(cfg, ("sweep",), log)
     prepare_data(cfg, log=log)
     for label in dict.fromkeys(t["label"] for t in trials):
@@ -396,70 +396,6 @@ def summarize_sweep(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-
-def _stage_one(cfg: ExperimentConfig) -> list[str]:
+def stage_one_labels(cfg: ExperimentConfig) -> list[str]:
     """Method entries other runs start from: the teacher's training and pretraining."""
     return [m.label or m.name for m in cfg.methods if getattr(m, "model", None) == "teacher" or m.name == "pretrain"]
-
-
-def with_stage_one_models(cfg: ExperimentConfig) -> ExperimentConfig:
-    """The config the sweep stage trains with: models.base and the first teacher, when a stage-one
-    entry trains them (pretrain; {scratch or finetune, model: teacher}), point to that run's exported
-    model, so finetune/lora/partial start from the pretraining and sft/kd_* learn from the trained
-    teacher (as `ray-t2t teacher` and the live-teacher methods resolve it)."""
-    raw = cfg.model_dump(mode="json")
-    for entry in cfg.methods:
-        label = entry.label or entry.name
-        role = getattr(entry, "model", None)
-        export = str((cfg.experiment_dir / "runs" / label / "model").resolve())
-        if entry.name == "pretrain" and role == "base" and cfg.models.base is not None:
-            raw["models"]["base"] = {"name_or_path": export}
-        elif role == "teacher" and cfg.models.teachers:
-            if isinstance(raw["models"]["teacher"], list):
-                raw["models"]["teacher"][0] = {"name_or_path": export}
-            else:
-                raw["models"]["teacher"] = {"name_or_path": export}
-    return validate_config(raw)
-
-
-def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
-    """data -> teacher and pretraining runs -> soft targets -> sweep -> inference speed -> report, each
-    stage reused when complete. Returns the report (ray_t2t.report.Report)."""
-    from ray_t2t.data import prepare_data
-    from ray_t2t.preflight import (check_cluster_fits, check_fits, check_storage_writable, machine_resources,
-                                   needs_soft_targets)
-    from ray_t2t.report import build_report
-    from ray_t2t.train.launcher import ensure_ray, needs_no_ray, summarize, train
-
-    first = _stage_one(cfg)
-    swept = [label for label in sweep_labels(cfg) if label not in first]
-    log(f"run: {cfg.run.name}: data -> {', '.join(first) or 'no teacher or pretraining'} -> sweep of "
-        f"{', '.join(swept) or 'nothing'} -> {'inference speed -> ' if cfg.inference.enabled else ''}report")
-    plan_trials(cfg)  # config mistakes in the sweep fail now, before hours of training
-    check_storage_writable(cfg)
-    if first:  # what every stage asks is checked now, before any training
-        stages = ["train"] + ["sweep"] * bool(swept) + ["teacher"] * needs_soft_targets(cfg)
-        if needs_no_ray(cfg, sweep_trial=False):
-            # Stage one trains in this process and needs no Ray: none runs beside it (its processes took
-            # ~5% of a core), so the teacher's time does not depend on them. Soft targets and the sweep
-            # start Ray when they need it.
-            for note in check_fits(cfg, stages, [machine_resources()], place="this machine"):
-                log(f"machine: {note}")
-        else:  # Ray as the sweep after them needs it (trials' CPUs)
-            ensure_ray(cfg.scaling.use_gpu, extra_cpus=_waiting_cpus(cfg) if swept else 0)
-            check_cluster_fits(cfg, stages, log)
-    prepare_data(cfg, log=log)
-    for label in first:
-        log(f"run: training {label}")
-        log(summarize(train(cfg, label, log=log)))
-    if swept:
-        raw = with_stage_one_models(cfg).model_dump(mode="json")
-        raw["tune"]["methods"] = swept
-        records = run_sweep(validate_config(raw), log=log)
-        log("run: sweep results\n" + summarize_sweep(records))
-    if cfg.inference.enabled:  # after every run, so that nothing else runs beside a measurement
-        from ray_t2t.inference import measure_experiment
-
-        measure_experiment(cfg, log=log)
-    return build_report(cfg.experiment_dir, confidence=cfg.report.confidence, plots=cfg.report.plots,
-                        formats=tuple(cfg.report.formats))

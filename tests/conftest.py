@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Core claims of the runs these tests start (ray_t2t.train.placement) apart from any real run's on the machine.
+# Core claims of the runs these tests start (ray_t2t.placement) apart from any real run's on the machine.
 os.environ.setdefault("RAY_T2T_CORE_LOCKS", tempfile.mkdtemp(prefix="ray_t2t_test_cores-"))
 
 REPO = Path(__file__).resolve().parent.parent

@@ -122,7 +122,7 @@ def test_teacher_baseline_runs_in_a_fresh_process_and_counts_its_start_up(tmp_pa
     from ray_t2t.config import ModelSpec, validate_config
     from ray_t2t.data import prepare_data
     from ray_t2t.models import build_model
-    from ray_t2t.soft_targets import shard_name
+    from ray_t2t.teachers import shard_name
 
     args = argparse.Namespace(examples=150, top_k=4, rows_per_shard=100, batch_size=64, cores=1, generations="none")
     prepared = prepare_data(validate_config(experiment(tmp_path, args, None)), log=lambda m: None)

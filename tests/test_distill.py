@@ -342,7 +342,8 @@ def test_stored_top_k_and_online_full_logit_kd_losses_agree_as_k_nears_the_vocab
     import copy
 
     from ray_t2t.data import Split
-    from ray_t2t.soft_targets import TeacherReplica, resolve_teacher
+    from ray_t2t.soft_targets import TeacherReplica
+    from ray_t2t.teachers import resolve_teacher
 
     raw, prepared, teacher = g2p_teacher
     tok = prepared.tokenizer()

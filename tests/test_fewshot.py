@@ -19,7 +19,7 @@ from ray_t2t.methods import Setup, get_method
 from ray_t2t.methods import fewshot
 from ray_t2t.report import build_report, fewshot_by_k, fewshot_plot
 from ray_t2t.tokenizer import PairTokenizer
-from ray_t2t.train.batch_order import SubsetOrder
+from ray_t2t.batching.order import SubsetOrder
 
 GPT2_TINY = {"preset": "gpt2-tiny"}
 

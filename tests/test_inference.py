@@ -125,7 +125,7 @@ def test_on_a_cluster_the_measurement_is_a_ray_task_on_cores_of_its_own(experime
 
     import ray
 
-    from ray_t2t.train.launcher import start_local_ray
+    from ray_t2t.ray_cluster import start_local_ray
 
     cfg, _, exports = experiment
     for label, export in exports.items():

@@ -15,7 +15,7 @@ from ray_t2t.data import (Split, load_g2p_cmudict, load_num2words, load_p2g_cmud
                           prepare_data, prepare_multitask)
 from ray_t2t.errors import ConfigError, DataError
 from ray_t2t.methods import get_method
-from ray_t2t.train.batch_order import MixtureOrder, mixture_probabilities
+from ray_t2t.batching.order import MixtureOrder, mixture_probabilities
 
 CHAR = {"source_level": "char", "target_level": "char"}
 

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import minimal_config
 from ray_t2t.config import validate_config
-from ray_t2t.train.launcher import start_local_ray, train
+from ray_t2t.ray_cluster import start_local_ray
+from ray_t2t.train.launcher import train
 
 
 @pytest.fixture

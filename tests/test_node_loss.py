@@ -102,7 +102,8 @@ def shards_written(folder: Path) -> int:
 
 
 def test_teacher_inference_survives_losing_a_worker_node(cluster, tmp_path):
-    from ray_t2t.soft_targets import MANIFEST, produce_soft_targets, verify_manifest
+    from ray_t2t.soft_targets import produce_soft_targets
+    from ray_t2t.teachers import MANIFEST, verify_manifest
 
     raw = minimal_config(tmp_path, data={"split_sizes": {"train": 6000, "validation": 20, "test": 20}})
     prepared = prepare_data(validate_config(raw))

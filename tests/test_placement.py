@@ -1,4 +1,4 @@
-"""Cores of its own for every timed run (ray_t2t.train.placement): claims through lock files, every
+"""Cores of its own for every timed run (ray_t2t.placement): claims through lock files, every
 thread pinned, claims freed by release and by the kernel when a process is killed. Ray-free."""
 
 import os
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.s
 
 HOLDER = """
 import os, sys, time
-from ray_t2t.train.placement import claim
+from ray_t2t.placement import claim
 placement = claim(int(sys.argv[1]), wait_s=0)
 print(placement["cpus"] if placement["pinned"] else "unpinned", flush=True)
 time.sleep(60)

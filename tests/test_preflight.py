@@ -331,10 +331,9 @@ def test_the_pipeline_starts_ray_with_room_for_its_sweep_and_checks_every_stage_
     """`ray-t2t run` trains the teacher first, then sweeps: the local Ray it starts declares the
     trials' waiting CPUs up front (as `ray-t2t sweep` does), so a sweep trial (tune.trial_cpus) fits
     next to a worker that takes every core; checked before the data is prepared."""
-    import ray_t2t.data
+    import ray_t2t.pipeline as pipeline
     import ray_t2t.preflight as preflight
-    import ray_t2t.train.launcher as launcher
-    from ray_t2t.sweep import run_pipeline
+    from ray_t2t.pipeline import run_pipeline
 
     started = {}
 
@@ -349,9 +348,9 @@ def test_the_pipeline_starts_ray_with_room_for_its_sweep_and_checks_every_stage_
         raise Stop
 
     cores = float(__import__("os").cpu_count() or 1)
-    monkeypatch.setattr(launcher, "ensure_ray", fake_ensure_ray)
+    monkeypatch.setattr(pipeline, "ensure_ray", fake_ensure_ray)
     monkeypatch.setattr(preflight, "cluster_view", lambda: ([{"CPU": cores + started["extra_cpus"]}], None, False))
-    monkeypatch.setattr(ray_t2t.data, "prepare_data", stop)
+    monkeypatch.setattr(pipeline, "prepare_data", stop)
     models = {"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}
     methods = [{"name": "scratch"}, {"name": "scratch", "label": "teacher", "model": "teacher"}]
     cfg = config(tmp_path, models=models, methods=methods, scaling={"resources_per_worker": {"CPU": cores}})

@@ -16,15 +16,8 @@ from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, DataError, UserError
 from ray_t2t.ledger import read_record
 from ray_t2t.models import build_model
-from ray_t2t.soft_targets import (
-    MANIFEST,
-    TeacherReplica,
-    load_soft_targets,
-    produce_soft_targets,
-    resolve_teacher,
-    shard_name,
-    verify_manifest,
-)
+from ray_t2t.soft_targets import TeacherReplica, produce_soft_targets
+from ray_t2t.teachers import MANIFEST, load_soft_targets, resolve_teacher, shard_name, verify_manifest
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 ROWS_PER_SHARD = 128  # 300 training examples -> shards of 128, 128, 44
@@ -135,7 +128,7 @@ def test_a_teacher_must_have_weights(tmp_path):
 def ray_session():
     import ray
 
-    from ray_t2t.train.launcher import start_local_ray
+    from ray_t2t.ray_cluster import start_local_ray
 
     start_local_ray(num_cpus=2)
     yield
@@ -214,7 +207,7 @@ def test_kd_sequence_trains_on_the_teachers_generations(tmp_path):
     from ray_t2t.methods import Setup
     from ray_t2t.methods.kd_sequence import collate as seq_collate
     from ray_t2t.methods.kd_sequence import keeps_gold
-    from ray_t2t.soft_targets import load_generations
+    from ray_t2t.teachers import load_generations
 
     cfg, prepared = experiment(tmp_path, "t5-tiny", generations="greedy")
     replica, folder = write_all_shards_in_process(cfg, prepared)

@@ -159,7 +159,8 @@ def test_soft_targets_are_written_verified_and_read_on_s3(tmp_path, s3_bucket):
     from test_soft_targets import experiment, write_all_shards_in_process
 
     from ray_t2t.errors import DataError
-    from ray_t2t.soft_targets import MANIFEST, load_soft_targets, produce_soft_targets, shard_name, verify_manifest
+    from ray_t2t.soft_targets import produce_soft_targets
+    from ray_t2t.teachers import MANIFEST, load_soft_targets, shard_name, verify_manifest
 
     cfg_local, _ = experiment(tmp_path / "local", "t5-tiny")
     write_all_shards_in_process(cfg_local, prepare_data(cfg_local))

@@ -118,7 +118,7 @@ def test_concurrency_follows_resources(tmp_path):
 
 
 def test_the_sweep_stage_starts_from_what_stage_one_trained(tmp_path):
-    from ray_t2t.sweep import with_stage_one_models
+    from ray_t2t.pipeline import with_stage_one_models
 
     raw = minimal_config(tmp_path, methods=[{"name": "pretrain"}, {"name": "finetune"}, {"name": "sft"},
                                             {"name": "scratch", "label": "big", "model": "teacher"}])
@@ -142,17 +142,18 @@ def test_the_sweep_stage_starts_from_what_stage_one_trained(tmp_path):
                                   "xsum_gpt2.yaml", "alternatives.yaml"])
 def test_shipped_pipelines_plan_their_sweeps(name, repo):
     from ray_t2t.config import load_config
-    from ray_t2t.sweep import _stage_one, with_stage_one_models
+    from ray_t2t.pipeline import with_stage_one_models
+    from ray_t2t.sweep import stage_one_labels
 
     cfg = load_config(repo / "configs" / name)
     swept = with_stage_one_models(cfg)
     trials = plan_trials(swept)
     assert trials and all(trial_config(swept, t) for t in trials)
-    assert not {t["label"] for t in trials} & {label for label in _stage_one(cfg) if label == "teacher"}
+    assert not {t["label"] for t in trials} & {label for label in stage_one_labels(cfg) if label == "teacher"}
 
 
 def test_a_local_ray_runs_without_ray_trains_preemption_watcher(monkeypatch):
-    from ray_t2t.train.launcher import job_env_vars
+    from ray_t2t.ray_cluster import job_env_vars
 
     monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
     assert job_env_vars(use_gpu=False, local=True)["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"

@@ -15,7 +15,8 @@ import pytest
 from conftest import minimal_config
 from ray_t2t.config import validate_config
 from ray_t2t.errors import ConfigError, UserError
-from ray_t2t.train.launcher import start_local_ray, summarize, train
+from ray_t2t.ray_cluster import start_local_ray
+from ray_t2t.train.launcher import summarize, train
 from ray_t2t.train.loop import FAIL_ONCE_ENV
 
 TARGET = 0.95  # PER: an untrained model scores 1 (it says nothing); the tiny scratch model gets below

@@ -137,7 +137,7 @@ def prepare_live_teacher(cfg, log) -> dict:
     """Driver side, before training: the teacher's path for the workers (setup.extras["teacher"]).
     Raises ConfigError/UserError when there is no trained teacher or it has another tokenizer."""
     from ray_t2t.data import prepare_data
-    from ray_t2t.soft_targets import resolve_teacher
+    from ray_t2t.teachers import resolve_teacher
 
     teacher = resolve_teacher(cfg)
     tokenizer = prepare_data(cfg, log=log).tokenizer()

@@ -11,7 +11,7 @@ The k examples are the first k rows of a seeded permutation of the training spli
 rows for a smaller k are among those for a larger one: quality against k compares growing sets, not
 fresh draws. Another seed (a sweep's `tune.seeds`) draws another set.
 
-mode train: the shared loop trains on those rows only (`train_rows`; ray_t2t.train.batch_order.SubsetOrder):
+mode train: the shared loop trains on those rows only (`train_rows`; ray_t2t.batching.order.SubsetOrder):
 the usual schedule (training.max_steps, warmup, decay), epochs repeating the k rows, micro-batches of
 at most k / workers rows. Starting from a pretrained model (`models.base.name_or_path`) is the point; a
 preset starts from a random initialization (few-shot from scratch: a floor, and what the tests use).

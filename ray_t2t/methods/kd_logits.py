@@ -67,7 +67,7 @@ def build(setup: Setup):
 
 def soft_target_rows(folder: str) -> dict:
     """{example_id: (ids, logprobs)} of a soft-target folder, loaded once per worker process."""
-    from ray_t2t.soft_targets import load_soft_targets
+    from ray_t2t.teachers import load_soft_targets
 
     if folder not in _soft_targets:
         _soft_targets[folder] = load_soft_targets(folder)  # verifies the manifest first

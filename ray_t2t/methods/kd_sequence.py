@@ -35,7 +35,7 @@ def keeps_gold(example: int, gold_mix: float, seed: int) -> bool:
 
 def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
     if indices is not None:  # training: the teacher's output replaces the gold target
-        from ray_t2t.soft_targets import load_generations
+        from ray_t2t.teachers import load_generations
 
         folder = setup.extras["soft_targets"]
         if folder not in _generations:

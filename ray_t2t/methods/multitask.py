@@ -38,7 +38,7 @@ def check(cfg, params) -> None:
 
 def probabilities(params, summary: dict) -> dict[str, float]:
     """The mixture over the tasks of a prepared multitask dataset (its summary's training sizes)."""
-    from ray_t2t.train.batch_order import mixture_probabilities
+    from ray_t2t.batching.order import mixture_probabilities
 
     sizes = {task.name: summary["tasks"][task.name]["examples"]["train"] for task in params.tasks}
     weights = {task.name: task.weight for task in params.tasks}
@@ -72,8 +72,8 @@ def build(setup: Setup):
 
 
 def batch_order(setup: Setup, data, lengths, batch_size, world_size, rank, seed, group_by_length):
-    """Training batches drawn by the task mixture (ray_t2t.train.batch_order.MixtureOrder)."""
-    from ray_t2t.train.batch_order import MixtureOrder
+    """Training batches drawn by the task mixture (ray_t2t.batching.order.MixtureOrder)."""
+    from ray_t2t.batching.order import MixtureOrder
 
     tasks = data.read_split("train").column("task").to_pylist()
     return MixtureOrder(tasks, probabilities(setup.params, data.summary), lengths, batch_size, world_size, rank,

@@ -35,7 +35,7 @@ from ray_t2t.inference import export_key
 from ray_t2t.metrics import METRICS, compute_metrics
 from ray_t2t.models import count_parameters, exported_parameters, is_encoder_decoder, training_flops_per_token
 from ray_t2t.storage import StoragePath, folder_bytes, location, staged_folder
-from ray_t2t.train.batch_order import BatchOrder, SubsetOrder, length_keys
+from ray_t2t.batching.order import BatchOrder, SubsetOrder, length_keys
 
 CHECKPOINT_TAG = "ray_t2t"
 # Test hook, read by the launcher from the driver's environment: "STEP:MARKER_FILE" makes rank 0 raise
@@ -64,9 +64,9 @@ def train_loop_per_worker(payload: dict) -> None:
 
 @contextmanager
 def run_placement(payload: dict):
-    """A CPU worker trains on cores of its own (ray_t2t.train.placement: its `threads` cores, pinned);
+    """A CPU worker trains on cores of its own (ray_t2t.placement: its `threads` cores, pinned);
     a GPU worker on the GPUs Ray gave it. Yields the placement for the run record."""
-    from ray_t2t.train.placement import gpu_placement, own_cores
+    from ray_t2t.placement import gpu_placement, own_cores
 
     if (payload.get("config") or {}).get("scaling", {}).get("use_gpu"):
         yield gpu_placement()

@@ -1,6 +1,6 @@
 """Cores of its own for every timed run: concurrent trials never share a core.
 
-    from ray_t2t.train.placement import own_cores
+    from ray_t2t.placement import own_cores
     with own_cores(2) as placement:     # {"cpus": [0, 1], "pinned": True, "threads": 2}
         ...                             # this process (every thread) runs on cores 0 and 1 only
 
