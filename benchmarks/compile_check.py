@@ -68,7 +68,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.data import prepare_data
 
     torch.set_num_threads(args.threads)

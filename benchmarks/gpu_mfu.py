@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ray_t2t.config import validate_config  # noqa: E402
+from ray_t2t.config.experiment import validate_config  # noqa: E402
 from ray_t2t.data import Split, prepare_data  # noqa: E402
 
 MFU_GOAL = 0.40

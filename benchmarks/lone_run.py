@@ -68,7 +68,7 @@ def one_run(config: Path, cfg, label: str, local_mode: bool) -> dict:
 
 
 def measure(args) -> dict:
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.data import prepare_data
 
     quickstart = quickstart_local_mode()

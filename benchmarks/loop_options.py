@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     import torch
 
-    from ray_t2t.config import validate_config
+    from ray_t2t.config.experiment import validate_config
     from ray_t2t.data import prepare_data
 
     args = parser().parse_args()

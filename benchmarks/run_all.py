@@ -75,7 +75,7 @@ BENCHMARKS = ("train", "lone", "sweep", "sweep_workers", "teacher", "padding", "
 
 def quickstart_trial() -> dict:
     """What one quickstart sweep trial trains: student preset, batch, steps, CPUs per worker."""
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
 
     cfg = load_config(QUICKSTART)
     return {"preset": cfg.models.student.preset, "batch_size": cfg.training.batch_size,
@@ -138,7 +138,7 @@ def run_script(name: str, argv: list[str], json_path: Path, log, timeout_s: floa
 def padding(trial: dict, quick: bool = False) -> dict:
     """Pad share of one epoch of a quickstart run's batches, with and without length grouping; and
     tokens/s of a plain loop over batches grouped by the loop's keys vs by source + target length."""
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.data import Split, prepare_data
 
     with tempfile.TemporaryDirectory(prefix="ray_t2t_bench_padding_") as folder:

@@ -48,7 +48,7 @@ def experiment(folder: Path, args) -> dict:
 
 
 def quickstart_local_mode() -> bool:
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
 
     return load_config(ROOT / "configs" / "quickstart.yaml").scaling.local_mode
 
@@ -101,7 +101,7 @@ def summarize(trials: list[dict], records: list[dict]) -> dict:
 
 def measure(args) -> dict:
     """Run the sweep in a fresh process and read its records."""
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.ledger import read_record
 
     with tempfile.TemporaryDirectory(prefix="ray_t2t_bench_sweep_") as scratch:

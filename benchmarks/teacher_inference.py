@@ -42,7 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ray_t2t.config import ModelSpec, validate_config  # noqa: E402
+from ray_t2t.config.experiment import validate_config
+from ray_t2t.config.sections import ModelSpec  # noqa: E402
 from ray_t2t.data import prepare_data  # noqa: E402
 
 

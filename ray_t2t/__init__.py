@@ -2,7 +2,7 @@
 
 Command line: ``ray-t2t --help``. Library entry points:
 
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.data import prepare_data
 
     cfg = load_config("configs/quickstart.yaml", ["data.split_sizes.train=2000"])

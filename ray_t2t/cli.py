@@ -40,7 +40,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser, required: bool = True
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ray_t2t.config import config_hash, explain, load_config
+    from ray_t2t.config.experiment import config_hash, load_config
+    from ray_t2t.config.explain import explain
 
     cfg = None
     if args.config is not None:
@@ -65,7 +66,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.data import SPLITS, prepare_data
     from ray_t2t.preflight import check_storage_writable
 
@@ -100,7 +101,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.train.launcher import summarize, train
 
     label = None
@@ -117,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.soft_targets import produce_soft_targets
 
     cfg = load_config(args.config, args.overrides)
@@ -133,7 +134,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.sweep import run_sweep, summarize_sweep
 
     cfg = load_config(args.config, args.overrides)
@@ -145,7 +146,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.pipeline import run_pipeline
 
     cfg = load_config(args.config, args.overrides)
@@ -155,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_inference(args: argparse.Namespace) -> int:
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.inference import measure_experiment
 
     cfg = load_config(args.config, args.overrides)

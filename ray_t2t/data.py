@@ -1,6 +1,6 @@
 """Tasks, splits and the tokenized-data cache.
 
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.data import prepare_data
 
     prepared = prepare_data(load_config("configs/quickstart.yaml"))
@@ -41,12 +41,15 @@ import random
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from ray_t2t.config import DataSection, ExperimentConfig
-from ray_t2t.errors import DataError
+from ray_t2t.config.sections import DataSection
+from ray_t2t.errors import ConfigError, DataError
 from ray_t2t.storage import StoragePath, local_copy, location, staged_folder
 from ray_t2t.tokenizer import PairTokenizer
+
+if TYPE_CHECKING:
+    from ray_t2t.config.experiment import ExperimentConfig
 
 SPLITS = ("train", "validation", "test")
 FORMAT_VERSION = 1  # bump when the prepared layout or tokenization changes; old caches are rebuilt
@@ -542,7 +545,6 @@ def multitask_task_data(cfg: ExperimentConfig, entry) -> dict[str, DataSection]:
     entry's key for a task its section cannot describe, or a shared tokenizer that cannot spell it."""
     from pydantic import ValidationError
 
-    from ray_t2t.errors import ConfigError
 
     where = f"methods.{cfg.methods.index(entry)}" if entry in cfg.methods else f"method {entry.label or entry.name}"
     base = cfg.data.model_dump(mode="json")

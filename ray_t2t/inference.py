@@ -32,13 +32,20 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ray_t2t.config import ExperimentConfig
+from ray_t2t.data import Split, prepare_data
+from ray_t2t.decoding import generate_ids
 from ray_t2t.errors import UserError
+from ray_t2t.ledger import read_record
 from ray_t2t.models import architecture_key
+from ray_t2t.placement import gpu_placement, own_cores
 from ray_t2t.ray_cluster import ensure_ray
-from ray_t2t.storage import location, write_atomic
+from ray_t2t.storage import local_model_path, location, write_atomic
+from ray_t2t.tokenizer import PairTokenizer
+
+if TYPE_CHECKING:
+    from ray_t2t.config.experiment import ExperimentConfig
 
 INFERENCE_FOLDER = "inference"
 DEMONSTRATIONS_FILE = "fewshot_demonstrations.json"  # an in-context fewshot export's prompt (methods.fewshot)
@@ -76,7 +83,6 @@ def _inputs(export: Path, sources: list[list[int]], model_vocab: int) -> tuple[o
     """The export's tokenizer and the sources as it reads them: the experiment's test sources when they
     fit its vocabulary (the usual case), else seeded ids of the same lengths (a multitask model's own
     vocabulary); in-context demonstrations first where the export has them."""
-    from ray_t2t.tokenizer import PairTokenizer
 
     tokenizer = PairTokenizer.load(export / "ray_t2t_tokenizer")
     if any(i >= model_vocab for source in sources for i in source):
@@ -97,8 +103,6 @@ def measure(export, sources: list[list[int]], settings: dict, log: Callable[[str
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from ray_t2t.decoding import generate_ids
-    from ray_t2t.storage import local_model_path
 
     export = Path(local_model_path(str(export)))
     config = AutoConfig.from_pretrained(export)
@@ -139,10 +143,8 @@ def measure(export, sources: list[list[int]], settings: dict, log: Callable[[str
 
 def _measure_pinned(export: str, sources: list[list[int]], settings: dict) -> dict:
     """measure() on cores of its own (CPU), the way a training run gets them."""
-    from ray_t2t.placement import own_cores
 
     if settings["device"] == "gpu":
-        from ray_t2t.placement import gpu_placement
 
         return measure(export, sources, settings) | {"placement": gpu_placement()}
     with own_cores(settings["cpus"]) as placement:
@@ -150,7 +152,6 @@ def _measure_pinned(export: str, sources: list[list[int]], settings: dict) -> di
 
 
 def _finished_runs(cfg: ExperimentConfig) -> list[dict]:
-    from ray_t2t.ledger import read_record
 
     experiment = location(cfg.experiment_dir)
     runs = []
@@ -166,7 +167,6 @@ def measure_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print
     """Measure every architecture key of the experiment's finished runs that has no measurement of
     these settings yet; returns the inference-speed records written. Runs without a key (written by
     an older ray_t2t, or an adapter exported alone) are skipped, and said so."""
-    from ray_t2t.data import Split, prepare_data
 
     settings = settings_of(cfg)
     wanted = _settings_hash(settings)

@@ -19,10 +19,13 @@ import math
 import os
 import platform
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ray_t2t.config import ExperimentConfig
 from ray_t2t.errors import ConfigError
+from ray_t2t.storage import write_atomic
+
+if TYPE_CHECKING:
+    from ray_t2t.config.experiment import ExperimentConfig
 
 RECORD_FILE = "record.json"
 RECORD_VERSION = 1
@@ -198,7 +201,6 @@ def crossing(curve: list[dict], metric_key: str, op: str, threshold: float) -> d
 def write_record(folder, record: dict[str, Any]):
     """Write record.json atomically (a reader never sees half a record); `folder` is a Path or a
     storage.Remote."""
-    from ray_t2t.storage import write_atomic
 
     path = folder / RECORD_FILE
     write_atomic(path, json.dumps(record, indent=1, sort_keys=True))

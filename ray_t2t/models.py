@@ -1,6 +1,6 @@
 """Models: build one from a preset or a Hugging Face name/path, and describe its size.
 
-    from ray_t2t.config import ModelSpec
+    from ray_t2t.config.sections import ModelSpec
     from ray_t2t.models import build_model, count_parameters, model_info
 
     model, info = build_model(ModelSpec(preset="t5-tiny"), tokenizer, seed=0)
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
 
-    from ray_t2t.config import ModelSpec
+    from ray_t2t.config.sections import ModelSpec
     from ray_t2t.tokenizer import PairTokenizer
 
 ENCODER_DECODER = "encoder_decoder"

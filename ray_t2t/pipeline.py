@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ray_t2t.config import ExperimentConfig, validate_config
+from ray_t2t.config.experiment import ExperimentConfig, validate_config
 from ray_t2t.data import prepare_data
 from ray_t2t.inference import measure_experiment
-from ray_t2t.preflight import (check_cluster_fits, check_fits, check_storage_writable, machine_resources,
-                               needs_soft_targets)
+from ray_t2t.methods import get_method
+from ray_t2t.preflight import (
+    check_cluster_fits,
+    check_fits,
+    check_storage_writable,
+    machine_resources,
+    needs_soft_targets,
+)
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.report import build_report
 from ray_t2t.sweep import plan_trials, run_sweep, stage_one_labels, summarize_sweep, sweep_labels, waiting_cpus
@@ -30,7 +36,7 @@ def with_stage_one_models(cfg: ExperimentConfig) -> ExperimentConfig:
         label = entry.label or entry.name
         role = getattr(entry, "model", None)
         export = str((cfg.experiment_dir / "runs" / label / "model").resolve())
-        if entry.name == "pretrain" and role == "base" and cfg.models.base is not None:
+        if get_method(entry.name).makes_base and role == "base" and cfg.models.base is not None:
             raw["models"]["base"] = {"name_or_path": export}
         elif role == "teacher" and cfg.models.teachers:
             if isinstance(raw["models"]["teacher"], list):

@@ -39,11 +39,15 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from ray_t2t.config import ExperimentConfig, storage_uri_problem
+from ray_t2t.config.sections import storage_uri_problem
 from ray_t2t.errors import ConfigError
+from ray_t2t.methods import get_method
 from ray_t2t.storage import StoragePath, is_uri
+
+if TYPE_CHECKING:
+    from ray_t2t.config.experiment import ExperimentConfig
 
 STAGES = ("train", "teacher", "sweep")
 ACCELERATOR_PREFIX = "accelerator_type:"
@@ -395,5 +399,4 @@ def check_machine_fits(cfg: ExperimentConfig, log: Callable[[str], None] = print
 
 def needs_soft_targets(cfg: ExperimentConfig) -> bool:
     """Whether a method of the config trains on stored teacher outputs (teacher inference on Ray Data)."""
-    return any(m.name in ("kd_logits", "kd_sequence", "kd_multi_teacher")
-               and getattr(m, "teacher_source", "offline") != "online" for m in cfg.methods)
+    return any(get_method(m.name).teacher_use(m) == "soft_targets" for m in cfg.methods)

@@ -30,16 +30,36 @@ import math
 import time
 from typing import Any, Callable
 
-from ray_t2t.config import ExperimentConfig, ModelSpec, validate_config
+from ray_t2t.batching import family_collate
+from ray_t2t.config.experiment import ExperimentConfig, validate_config
+from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import PreparedData, Split, prepare_data
+from ray_t2t.decoding import generate_ids
 from ray_t2t.errors import ConfigError, DataError, UserError
 from ray_t2t.ledger import RECORD_VERSION, Hardware, read_record, short_gpu_name, write_record
+from ray_t2t.models import build_model, is_encoder_decoder
 from ray_t2t.preflight import check_cluster_fits, check_storage_writable
 from ray_t2t.ray_cluster import ensure_ray
-from ray_t2t.teachers import (FORMAT_VERSION, MANIFEST, REQUEST, Teacher, id_type_for, resolve_teachers, shard_name,
-                               verify_manifest)
-from ray_t2t.storage import (StoragePath, absolute, files_under, location, open_input, sha256_of, write_atomic,
-                             write_parquet)
+from ray_t2t.storage import (
+    StoragePath,
+    absolute,
+    files_under,
+    location,
+    open_input,
+    sha256_of,
+    write_atomic,
+    write_parquet,
+)
+from ray_t2t.teachers import (
+    FORMAT_VERSION,
+    MANIFEST,
+    REQUEST,
+    Teacher,
+    id_type_for,
+    resolve_teachers,
+    shard_name,
+    verify_manifest,
+)
 
 # ------------------------------------------------------------------------------------- the teacher
 
@@ -90,19 +110,17 @@ def _check_request(folder: StoragePath, wanted: dict) -> None:
 # ------------------------------------------------------------------------------------ the replicas
 
 
-def topk_rows(model, setup, sources, targets, k: int, temperature: float):
+def topk_rows(model, tokenizer, encoder_decoder: bool, sources, targets, k: int, temperature: float):
     """Per example: (positions, ids[positions x k], logprobs[positions x k]) at every target position,
     teacher-forced. Decoder-only models predict position t+1 at t, hence the shift."""
     import torch
 
-    from ray_t2t.methods import collate
-
-    batch = collate(setup, sources, targets)
+    batch = family_collate(encoder_decoder, tokenizer, sources, targets)
     batch = {key: value.to(model.device) for key, value in batch.items()}
     with torch.no_grad():
         logits = model(**batch).logits
     labels = batch["labels"]
-    if not setup.encoder_decoder:
+    if not encoder_decoder:
         logits, labels = logits[:, :-1], labels[:, 1:]
     logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
     values, ids = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
@@ -119,9 +137,6 @@ class TeacherReplica:
     def __init__(self, job: dict):
         import torch
 
-        from ray_t2t.methods import Setup
-        from ray_t2t.models import build_model, is_encoder_decoder
-
         self.job = job
         self.cfg = validate_config(job["config"])
         settings = self.cfg.soft_targets
@@ -134,7 +149,7 @@ class TeacherReplica:
         tokenizer = data.tokenizer()
         self.model, _ = build_model(ModelSpec(name_or_path=job["teacher_path"]), tokenizer)
         self.model.to(self.device).eval()
-        self.setup = Setup(self.cfg, None, tokenizer, seed=self.cfg.seed, encoder_decoder=is_encoder_decoder(self.model))
+        self.tokenizer, self.encoder_decoder = tokenizer, is_encoder_decoder(self.model)
         train = Split(data, "train")
         self.source_ids, self.target_ids = train.source_ids, train.target_ids
         self.folder = location(job["folder"])
@@ -147,19 +162,18 @@ class TeacherReplica:
         import numpy as np
         import pyarrow as pa
 
-        from ray_t2t.decoding import generate_ids
 
         started = time.perf_counter()
         settings = self.cfg.soft_targets
         first = index * settings.rows_per_shard
         last = min(first + settings.rows_per_shard, len(self.source_ids))
-        id_type = id_type_for(self.setup.tokenizer.vocab_size)
+        id_type = id_type_for(self.tokenizer.vocab_size)
         example_ids, positions, topk_ids, topk_logprobs, generations = [], [], [], [], []
         for start in range(first, last, settings.batch_size):
             stop = min(start + settings.batch_size, last)
             sources, targets = self.source_ids[start:stop], self.target_ids[start:stop]
             for offset, (count, ids, logprobs) in enumerate(
-                topk_rows(self.model, self.setup, sources, targets, settings.top_k, settings.temperature)
+                topk_rows(self.model, self.tokenizer, self.encoder_decoder, sources, targets, settings.top_k, settings.temperature)
             ):
                 example_ids.append(start + offset)
                 positions.append(count)
@@ -167,7 +181,7 @@ class TeacherReplica:
                 topk_logprobs.append(logprobs.reshape(-1).astype(np.float16))
             if settings.generations != "none":
                 beams = settings.num_beams if settings.generations == "beam" else 1
-                generations += generate_ids(self.model, self.setup.tokenizer, sources,
+                generations += generate_ids(self.model, self.tokenizer, sources,
                                             max_new_tokens=self.cfg.data.max_target_length, num_beams=beams,
                                             batch_size=settings.batch_size)
         columns = {

@@ -28,11 +28,19 @@ import os
 import random
 from typing import Any, Callable
 
-from ray_t2t.config import ExperimentConfig, config_hash, set_path, validate_config
+from ray_t2t.config.experiment import ExperimentConfig, config_hash, validate_config
+from ray_t2t.config.overrides import set_path
+from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, UserError
+from ray_t2t.ledger import read_record
 from ray_t2t.methods import get_method
+from ray_t2t.metrics import METRICS
+from ray_t2t.placement import own_cores
+from ray_t2t.preflight import check_cluster_fits, check_storage_writable, worker_bundle
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.storage import ray_storage
+from ray_t2t.train.launcher import prepare_method, train
+from ray_t2t.tune_search import optuna_searcher
 
 SAMPLERS = ("uniform", "loguniform", "randint", "choice")
 SWEEP_FOLDER = "sweep"
@@ -180,7 +188,6 @@ def _trial(config: dict) -> None:
     """The Tune trainable: one trial = one training run (a TorchTrainer) of the shared loop."""
     from ray import tune
 
-    from ray_t2t.train.launcher import train
 
     trial = config.get("trial") or make_trial(config["label"], config["params"], config["seed"])  # optuna
     cfg = trial_config(validate_config(config["experiment"]), trial)
@@ -202,7 +209,6 @@ def _trial_cores(cfg: ExperimentConfig, log: Callable[[str], None]):
     model building, so that its start-up never lands on a neighbour's core; the loop reuses the claim."""
     from contextlib import nullcontext
 
-    from ray_t2t.placement import own_cores
 
     if not cfg.scaling.local_mode or cfg.scaling.use_gpu:
         return nullcontext()
@@ -243,16 +249,12 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
     import ray
     from ray import tune
 
-    from ray_t2t.data import prepare_data
-    from ray_t2t.preflight import check_cluster_fits, check_storage_writable
 
     trials = plan_trials(cfg)
     for trial in trials:  # every trial's config and method checks fail now, before any work
         trial_cfg = trial_config(cfg, trial)
         entry = _entry(trial_cfg, trial["label"])
-        method = get_method(entry.name)
-        if hasattr(method, "check"):
-            method.check(trial_cfg, entry)
+        get_method(entry.name).check(trial_cfg, entry)
     check_storage_writable(cfg)
     cpus = os.cpu_count() or 1
     local = ensure_ray(cfg.scaling.use_gpu, extra_cpus=waiting_cpus(cfg))
@@ -260,10 +262,7 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
     prepare_data(cfg, log=log)
     for label in dict.fromkeys(t["label"] for t in trials):
         # soft targets and teachers once, here, before trials could race for them
-        entry = _entry(cfg, label)
-        method = get_method(entry.name)
-        if hasattr(method, "prepare"):
-            method.prepare(cfg, entry, log)
+        prepare_method(cfg, _entry(cfg, label), log)
 
     tune_dir = (cfg.experiment_dir / "tune").resolve()
     identity = _sweep_identity(cfg, trials)
@@ -313,8 +312,6 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
     """Run (or restore and finish) one Tuner at `path` over trials of `_trial`; returns its ResultGrid."""
     from ray import tune
 
-    from ray_t2t.metrics import METRICS
-    from ray_t2t.preflight import worker_bundle
 
     # A run also reports at checkpoints between evaluations, without the validation metric: Tune must not
     # take that for a trial that forgot its metric (ASHA and the Optuna searcher skip such reports).
@@ -340,7 +337,6 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
         scheduler = ASHAScheduler(time_attr="step", max_t=cfg.training.max_steps - 1, grace_period=cfg.eval.every_n_steps,
                                   stop_last_trials=False)
     if searcher:
-        from ray_t2t.tune_search import optuna_searcher
 
         search_alg = optuna_searcher(metric, mode, cfg.seed)
 
@@ -364,7 +360,6 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
 
 
 def _record_of(cfg: ExperimentConfig, trial: dict) -> dict:
-    from ray_t2t.ledger import read_record
 
     record = read_record(cfg.experiment_dir / SWEEP_FOLDER / trial["name"])
     return record or {"label": trial["label"], "group": trial["group"], "seed": trial["seed"], "status": "stopped",
@@ -373,7 +368,6 @@ def _record_of(cfg: ExperimentConfig, trial: dict) -> dict:
 
 def best_params(cfg: ExperimentConfig, records: list[dict]) -> dict | None:
     """The parameters of the finished record with the best final validation metric (None: none finished)."""
-    from ray_t2t.metrics import METRICS
 
     sign = -1 if METRICS[cfg.eval.metric].higher_is_better else 1
     scored = [(sign * r["final"]["validation"][cfg.eval.metric], i, r) for i, r in enumerate(records)
@@ -398,4 +392,5 @@ def summarize_sweep(records: list[dict]) -> str:
 
 def stage_one_labels(cfg: ExperimentConfig) -> list[str]:
     """Method entries other runs start from: the teacher's training and pretraining."""
-    return [m.label or m.name for m in cfg.methods if getattr(m, "model", None) == "teacher" or m.name == "pretrain"]
+    return [m.label or m.name for m in cfg.methods
+            if getattr(m, "model", None) == "teacher" or get_method(m.name).makes_base]

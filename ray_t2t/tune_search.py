@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ray.tune.search.optuna import OptunaSearch
 
+from ray_t2t.errors import UserError
+
 
 class ValidationOptunaSearch(OptunaSearch):
     """Optuna's searcher, fed only the reports that carry the validation metric: a training run also
@@ -18,7 +20,6 @@ def optuna_searcher(metric: str, mode: str, seed: int) -> ValidationOptunaSearch
     try:
         import optuna
     except ImportError:
-        from ray_t2t.errors import UserError
 
         raise UserError("tune.search: optuna needs the optuna package: pip install optuna") from None
     return ValidationOptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed))

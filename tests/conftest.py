@@ -105,7 +105,8 @@ def g2p_teacher(tmp_path_factory):
     tokenizer), so distillation tests have a teacher that knows something, in ~10 s."""
     import torch
 
-    from ray_t2t.config import ModelSpec, validate_config
+    from ray_t2t.config.experiment import validate_config
+    from ray_t2t.config.sections import ModelSpec
     from ray_t2t.data import Split, prepare_data
     from ray_t2t.methods import Setup
     from ray_t2t.models import build_model

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import LOCAL_DATA, minimal_config, train_locally
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup, get_method
 from ray_t2t.models import is_encoder_decoder

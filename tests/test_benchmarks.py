@@ -119,7 +119,8 @@ def test_teacher_baseline_runs_in_a_fresh_process_and_counts_its_start_up(tmp_pa
     import argparse
 
     from benchmarks.teacher_inference import experiment, plain_process
-    from ray_t2t.config import ModelSpec, validate_config
+    from ray_t2t.config.experiment import validate_config
+    from ray_t2t.config.sections import ModelSpec
     from ray_t2t.data import prepare_data
     from ray_t2t.models import build_model
     from ray_t2t.teachers import shard_name

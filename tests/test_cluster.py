@@ -181,7 +181,7 @@ def test_kuberay_manifests_parse_and_have_the_fields_kuberay_requires():
 
 def test_the_rayjob_entrypoint_is_a_valid_ray_t2t_command():
     """The RayJob's command line, read as the job's shell reads it, is a config ray_t2t accepts."""
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
 
     (_, job), = [(w, d) for w, d in kuberay_documents() if d["kind"] == "RayJob"]
     words = shlex.split(job["spec"]["entrypoint"])

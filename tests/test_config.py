@@ -6,16 +6,10 @@ import pytest
 import yaml
 
 from conftest import REPO, minimal_config
-from ray_t2t.config import (
-    DataSection,
-    ExperimentConfig,
-    apply_override,
-    config_hash,
-    describe_fields,
-    explain,
-    load_config,
-    validate_config,
-)
+from ray_t2t.config.experiment import ExperimentConfig, config_hash, load_config, validate_config
+from ray_t2t.config.explain import describe_fields, explain
+from ray_t2t.config.overrides import apply_override
+from ray_t2t.config.sections import DataSection
 from ray_t2t.errors import ConfigError
 
 SHIPPED = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "examples").glob("*.yaml"))

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import minimal_config
-from ray_t2t.config import DataSection, validate_config
+from ray_t2t.config.experiment import validate_config
+from ray_t2t.config.sections import DataSection
 from ray_t2t.data import TASKS, load_g2p_cmudict, make_splits, prepare_data
 from ray_t2t.errors import DataError
 

@@ -13,7 +13,7 @@ from ray_t2t.batching import (
     prompts_decoder_only,
     prompts_encoder_decoder,
 )
-from ray_t2t.config import ModelSpec
+from ray_t2t.config.sections import ModelSpec
 from ray_t2t.decoding import generate, generate_ids
 from ray_t2t.models import build_model, is_encoder_decoder
 from ray_t2t.tokenizer import PairTokenizer

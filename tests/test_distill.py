@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import minimal_config, save_like_an_export, train_briefly
-from ray_t2t.config import ModelSpec, validate_config
+from ray_t2t.config.experiment import validate_config
+from ray_t2t.config.sections import ModelSpec
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup, get_method
 from ray_t2t.methods.distill import auto_layer_map
@@ -362,9 +363,10 @@ def test_stored_top_k_and_online_full_logit_kd_losses_agree_as_k_nears_the_vocab
                               "teacher_path": str(teacher), "folder": str(folder)})
     for shard in range(2):
         replica.write_shard(shard)
-    kd = get_method("kd_logits")
-    offline_extras = kd.prepare(cfg, entry, lambda message: None)
-    online_extras = kd.prepare(cfg, entry.model_copy(update={"teacher_source": "online"}), lambda message: None)
+    from ray_t2t.train.launcher import prepare_method
+
+    offline_extras = prepare_method(cfg, entry, lambda message: None)
+    online_extras = prepare_method(cfg, entry.model_copy(update={"teacher_source": "online"}), lambda message: None)
     assert online_extras == {"teacher": str(teacher.resolve())}
 
     train = Split(prepared, "train")

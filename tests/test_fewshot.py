@@ -11,7 +11,7 @@ import pytest
 
 from conftest import LOCAL_DATA, minimal_config, train_locally
 from ray_t2t.batching import collate_decoder_only, prompts_decoder_only
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import write_record

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import minimal_config, train_locally
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import prepare_data
 
 torch = pytest.importorskip("torch")

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from conftest import minimal_config, save_like_an_export
-from ray_t2t.config import ModelSpec, validate_config
+from ray_t2t.config.experiment import validate_config
+from ray_t2t.config.sections import ModelSpec
 from ray_t2t.decoding import generate_ids
 from ray_t2t.inference import export_key, measure, measure_experiment
 from ray_t2t.ledger import write_record

@@ -7,7 +7,7 @@ import torch
 
 from conftest import minimal_config
 from ray_t2t.batching import IGNORE_INDEX
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup, get_method
 from ray_t2t.methods.pretrain import collate as pretrain_collate
@@ -29,7 +29,7 @@ def tok():
 @pytest.fixture(scope="module")
 def saved_teacher(tmp_path_factory, tok):
     """A 4+4-layer T5 and a 4-layer GPT-2 saved like a ray_t2t export."""
-    from ray_t2t.config import ModelSpec
+    from ray_t2t.config.sections import ModelSpec
 
     folder = tmp_path_factory.mktemp("teachers")
     t5, _ = build_model(ModelSpec(preset="t5-tiny", overrides={"num_layers": 4, "num_decoder_layers": 4}), tok, seed=1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ray_t2t.batching import collate_decoder_only, collate_encoder_decoder
-from ray_t2t.config import ModelSpec
+from ray_t2t.config.sections import ModelSpec
 from ray_t2t.models import (
     DECODER_ONLY,
     ENCODER_DECODER,

@@ -10,7 +10,8 @@ from collections import Counter
 import pytest
 
 from conftest import minimal_config, train_locally
-from ray_t2t.config import DataSection, validate_config
+from ray_t2t.config.experiment import validate_config
+from ray_t2t.config.sections import DataSection
 from ray_t2t.data import (Split, load_g2p_cmudict, load_num2words, load_p2g_cmudict, load_splits, make_splits,
                           prepare_data, prepare_multitask)
 from ray_t2t.errors import ConfigError, DataError

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import minimal_config
-from ray_t2t.config import ModelSpec, validate_config
+from ray_t2t.config.experiment import validate_config
+from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import prepare_data
 from ray_t2t.models import build_model
 

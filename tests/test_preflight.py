@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import minimal_config
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.preflight import check_fits, check_storage_writable, needs_soft_targets, worker_bundle
 

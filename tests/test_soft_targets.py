@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import minimal_config, train_locally
-from ray_t2t.config import ModelSpec, validate_config
+from ray_t2t.config.experiment import validate_config
+from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, DataError, UserError
 from ray_t2t.ledger import read_record
@@ -64,9 +65,9 @@ def test_shards_hold_the_teachers_top_k_at_every_target_position(tmp_path, prese
     logprobs = np.array(row["teacher_topk_logprobs"], dtype=np.float32).reshape(len(target), 8)
     assert (np.diff(logprobs, axis=1) <= 1e-3).all()  # sorted, best first
     # the stored best token is the teacher's argmax at each target position
-    from ray_t2t.methods import collate
+    from ray_t2t.batching import family_collate
 
-    batch = collate(replica.setup, [replica.source_ids[example]], [target])
+    batch = family_collate(replica.encoder_decoder, replica.tokenizer, [replica.source_ids[example]], [target])
     with torch.no_grad():
         logits = replica.model(**batch).logits[0]
     if preset.startswith("gpt2"):
@@ -187,8 +188,8 @@ def test_kd_collate_aligns_teacher_rows_with_labelled_positions(tmp_path, preset
     raw = cfg.model_dump(mode="json")
     raw["methods"] = [{"name": "kd_logits", "top_k": 4, "temperature": 2.0}]
     kd_cfg = validate_config(raw)
-    setup = Setup(kd_cfg, kd_cfg.methods[0], replica.setup.tokenizer, seed=0,
-                  encoder_decoder=replica.setup.encoder_decoder,
+    setup = Setup(kd_cfg, kd_cfg.methods[0], replica.tokenizer, seed=0,
+                  encoder_decoder=replica.encoder_decoder,
                   extras={"soft_targets": str(folder), "stored_temperature": 1.0})
     indices = [3, 150, 299]
     batch = kd_collate(setup, [replica.source_ids[i] for i in indices], [replica.target_ids[i] for i in indices],
@@ -217,13 +218,13 @@ def test_kd_sequence_trains_on_the_teachers_generations(tmp_path):
     indices = list(range(40))
     sources = [replica.source_ids[i] for i in indices]
     golds = [replica.target_ids[i] for i in indices]
-    eos = replica.setup.tokenizer.eos_id
+    eos = replica.tokenizer.eos_id
 
     def labels_with(gold_mix):
         raw = cfg.model_dump(mode="json")
         raw["methods"] = [{"name": "kd_sequence", "gold_mix": gold_mix}]
         seq_cfg = validate_config(raw)
-        setup = Setup(seq_cfg, seq_cfg.methods[0], replica.setup.tokenizer, seed=0, encoder_decoder=True,
+        setup = Setup(seq_cfg, seq_cfg.methods[0], replica.tokenizer, seed=0, encoder_decoder=True,
                       extras={"soft_targets": str(folder)})
         labels = seq_collate(setup, sources, golds, indices=indices)["labels"].tolist()
         return [[t for t in row if t != -100] for row in labels]
@@ -333,7 +334,9 @@ def test_kd_multi_teacher_student_learns_from_two_teachers(tmp_path):
                                   "teacher_path": str(tmp_path / name), "folder": str(folder)})
         for shard in range(3):
             replica.write_shard(shard)
-    extras = get_method("kd_multi_teacher").prepare(cfg, cfg.methods[0], lambda m: None)
+    from ray_t2t.train.launcher import prepare_method
+
+    extras = prepare_method(cfg, cfg.methods[0], lambda m: None)
     assert [Path(f).name for f in extras["soft_targets"]] == ["teacher_a", "teacher_b"]
     assert extras["weights"] == [0.25, 0.75]
     record = train_locally(cfg, "kd_multi_teacher", prepared.path, tmp_path / "student", extras=extras)

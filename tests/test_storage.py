@@ -13,7 +13,7 @@ import pytest
 
 from conftest import minimal_config
 from ray_t2t import storage
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import PreparedData, prepare_data
 from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import read_record, write_record

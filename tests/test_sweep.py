@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import minimal_config
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.sweep import _concurrency, _tune_domain, best_params, make_trial, plan_trials, trial_config
 
@@ -141,7 +141,7 @@ def test_the_sweep_stage_starts_from_what_stage_one_trained(tmp_path):
 @pytest.mark.parametrize("name", ["quickstart.yaml", "g2p_full.yaml", "quickstart_smoke.yaml", "g2p_gpu.yaml", "xsum_t5.yaml",
                                   "xsum_gpt2.yaml", "alternatives.yaml"])
 def test_shipped_pipelines_plan_their_sweeps(name, repo):
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.pipeline import with_stage_one_models
     from ray_t2t.sweep import stage_one_labels
 

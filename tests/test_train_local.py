@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import LOCAL_DATA, TEACHER_T5, minimal_config, train_locally
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.methods import Setup, collate, get_method
 from ray_t2t.models import forward_flops_per_token, is_encoder_decoder, training_flops_per_token
+from ray_t2t.train.launcher import prepare_method
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,7 @@ def run_locally(folder, raw, prepared, name: str, deepspeed: dict | None = None)
     as the launcher runs it on the driver."""
     cfg = validate_config(dict(raw, deepspeed=deepspeed) if deepspeed is not None else raw)
     entry = cfg.methods[0]
-    method = get_method(entry.name)
-    extras = method.prepare(cfg, entry, lambda message: None) if hasattr(method, "prepare") else {}
+    extras = prepare_method(cfg, entry, lambda message: None)
     return train_locally(cfg, entry.label or entry.name, prepared.path, folder / name, extras=extras)
 
 

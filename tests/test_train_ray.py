@@ -13,7 +13,7 @@ import math
 import pytest
 
 from conftest import minimal_config
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.ray_cluster import start_local_ray
 from ray_t2t.train.launcher import summarize, train

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import minimal_config
-from ray_t2t.config import validate_config
+from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, read_record, write_record
 from ray_t2t.methods import METHODS, get_method
@@ -129,12 +129,12 @@ def test_choose_method_and_run_identity(tmp_path):
 def test_every_registered_method_imports_and_builds_lazily():
     import typing
 
-    from ray_t2t.config import Method
+    from ray_t2t.config.experiment import method_entry_type
 
     for name in METHODS:
         assert callable(get_method(name).build)
     # every method the config accepts is implemented (all are now); any other name is refused
-    entries = typing.get_args(typing.get_args(Method)[0])
+    entries = typing.get_args(typing.get_args(method_entry_type())[0])
     accepted = {typing.get_args(entry.model_fields["name"].annotation)[0] for entry in entries}
     assert accepted == set(METHODS)
     with pytest.raises(KeyError, match="not implemented yet"):

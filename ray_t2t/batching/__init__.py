@@ -72,6 +72,13 @@ def collate_decoder_only(source_ids: Ids, target_ids: Ids, pad_id: int, sep_id: 
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels_tensor}
 
 
+def family_collate(encoder_decoder: bool, tokenizer, source_ids: Ids, target_ids: Ids) -> dict[str, torch.Tensor]:
+    """The standard training batch of the model's family (loss on the target only)."""
+    if encoder_decoder:
+        return collate_encoder_decoder(source_ids, target_ids, tokenizer.pad_id)
+    return collate_decoder_only(source_ids, target_ids, tokenizer.pad_id, tokenizer.sep_id)
+
+
 def prompts_encoder_decoder(source_ids: Ids, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of right-padded encoder inputs, for training and generation alike.
 

@@ -27,17 +27,30 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Literal
 
+from ray_t2t.config.sections import ModelSpec
+from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup, model_spec
+from ray_t2t.methods.base import Setup, model_spec
+from ray_t2t.methods.sft import LAYER_COUNTS
+from ray_t2t.models import build_model, forward_flops_per_token, model_config
 from ray_t2t.storage import absolute, local_model_path, location
+from ray_t2t.teachers import resolve_teacher
+from ray_t2t.tokenizer import META_FILE
 
 EPS = 1e-8
 _teachers: dict = {}  # per worker process: (path, device, dtype, attention) -> the loaded teacher
 
 
 # ------------------------------------------------------------------------------- checks (driver)
+
+
+LayerMap = dict[int, int] | Literal["auto"]
+LAYER_MAP_DESCRIPTION = (
+    "Student block -> teacher block, 0-based, e.g. {0: 1, 1: 3}; auto = uniform spacing: student block i "
+    "of S matches teacher block ceil((i + 1) * T / S) - 1 of T, so the last matches the last."
+)
 
 
 def key_of(cfg, params, field: str) -> str:
@@ -51,7 +64,6 @@ def key_of(cfg, params, field: str) -> str:
 def architectures(cfg, params) -> tuple[Any, Any]:
     """(student config, teacher config) from the config alone, before any work. Raises ConfigError
     when they are of different families or the teacher's config cannot be read."""
-    from ray_t2t.models import model_config
 
     configs = []
     for role in ("student", "teacher"):
@@ -80,7 +92,6 @@ def check_stack(cfg, params, field: str, stack: str, config) -> None:
 
 def blocks(config, stack: str) -> int:
     """Number of transformer blocks of `stack` ("encoder" or "decoder") in a model config."""
-    from ray_t2t.methods.sft import LAYER_COUNTS
 
     keys = LAYER_COUNTS.get(config.model_type)
     if keys is None:  # another family: transformers' generic name (the encoder's, where there are two)
@@ -112,7 +123,6 @@ def layer_map(cfg, params, student_config, teacher_config, stack: str) -> dict[i
 
 def check_tokenizer(teacher_path: str, tokenizer) -> None:
     """Refuse a teacher whose token ids may differ from the experiment's (see the module docstring)."""
-    from ray_t2t.tokenizer import META_FILE
 
     saved = location(teacher_path) / "ray_t2t_tokenizer" / META_FILE
     if saved.is_file():
@@ -136,8 +146,6 @@ def check_tokenizer(teacher_path: str, tokenizer) -> None:
 def prepare_live_teacher(cfg, log) -> dict:
     """Driver side, before training: the teacher's path for the workers (setup.extras["teacher"]).
     Raises ConfigError/UserError when there is no trained teacher or it has another tokenizer."""
-    from ray_t2t.data import prepare_data
-    from ray_t2t.teachers import resolve_teacher
 
     teacher = resolve_teacher(cfg)
     tokenizer = prepare_data(cfg, log=log).tokenizer()
@@ -153,8 +161,6 @@ def prepare_live_teacher(cfg, log) -> dict:
 def live_teacher(setup: Setup, student, attn_implementation: str | None = None):
     """The teacher at setup.extras["teacher"], loaded once per process: frozen, eval mode, on the
     student's device and in its dtype, never part of the student (nor of its engine or optimizer)."""
-    from ray_t2t.config import ModelSpec
-    from ray_t2t.models import build_model
 
     student = getattr(student, "module", student)  # the DeepSpeed engine's model
     reference = next(p for p in student.parameters() if p.is_floating_point())
@@ -172,7 +178,6 @@ def live_teacher(setup: Setup, student, attn_implementation: str | None = None):
 def teacher_flops_per_token(setup: Setup, student, attn_implementation: str | None = None) -> tuple[float, float]:
     """The live teacher's forward FLOPs per (source, target) token: work each training step does
     besides the student's. Loads the teacher (as teacher_outputs will) if it is not loaded yet."""
-    from ray_t2t.models import forward_flops_per_token
 
     return forward_flops_per_token(live_teacher(setup, student, attn_implementation))
 

@@ -31,11 +31,38 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Literal
+
+from pydantic import Field
 
 from ray_t2t.batching import decoder_only_prompt
+from ray_t2t.config.sections import MethodParams, ModelRole
+from ray_t2t.data import Split, prepare_data
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup, model_spec, save_pretrained
-from ray_t2t.models import build_model
+from ray_t2t.methods.base import Method, Setup, model_spec, save_pretrained
+from ray_t2t.models import build_model, model_config
+
+
+class FewshotParams(MethodParams):
+    """Few-shot: fine-tune on exactly k training examples, or prompt a decoder-only model with k demonstrations."""
+
+    name: Literal["fewshot"] = Field(description="Method name.")
+    model: ModelRole = Field(
+        "base", description="Which of `models` to start from: a pretrained model (name_or_path) is the point; a "
+        "preset starts from a random initialization."
+    )
+    k: int = Field(
+        64, ge=1, le=10_000_000,
+        description="Training examples used: the first k of a permutation of the training split seeded by the "
+        "config's seed (independent of batch size and order; a smaller k's rows are among a larger k's).",
+    )
+    mode: Literal["train", "in_context"] = Field(
+        "train",
+        description="train = fine-tune on the k examples with the usual schedule (epochs repeat them); in_context "
+        "= no training: a decoder-only model reads the k demonstrations 'source <sep> target </s>' before each "
+        "query, and the run is charged its validation and test inference.",
+    )
+
 
 DEMONSTRATIONS_FILE = "fewshot_demonstrations.json"  # written next to an in-context run's exported model
 
@@ -82,7 +109,6 @@ def check(cfg, params) -> None:
     role = params.model
     spec = model_spec(cfg, role)
     if params.mode == "in_context":
-        from ray_t2t.models import model_config
 
         try:
             config = model_config(spec)
@@ -104,7 +130,6 @@ def check(cfg, params) -> None:
 def prepare(cfg, params, log) -> dict:
     """Driver side: check k against the prepared training split; for in_context, the demonstrations
     (rows, in prompt order, and their token ids) and a check that prompts fit the model's positions."""
-    from ray_t2t.data import Split, prepare_data
 
     prepared = prepare_data(cfg, log=log)  # the launcher prepared it already: this reads the cache
     splits = prepared.summary["splits"]
@@ -123,7 +148,6 @@ def prepare(cfg, params, log) -> dict:
 
 
 def _check_positions(cfg, params, prefix_tokens: int, longest_source: int) -> None:
-    from ray_t2t.models import model_config
 
     config = model_config(model_spec(cfg, params.model))
     positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
@@ -167,3 +191,9 @@ def export(model, folder, setup: Setup) -> None:
         demonstrations = setup.extras["demonstrations"]
         (folder / DEMONSTRATIONS_FILE).write_text(json.dumps(
             {"k": setup.params.k, "rows": demonstrations["rows"], "prefix_ids": demonstrations["prefix"]}))
+
+
+METHOD = Method(
+    "fewshot", FewshotParams, build, kind="alternative", examples_param="k", check=check, prepare=prepare,
+    trains=trains, train_rows=train_rows, prompt_sources=prompt_sources, export=export,
+)

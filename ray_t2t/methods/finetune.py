@@ -7,9 +7,22 @@ Parameters: `model` (default base). The model must carry pretrained weights: a H
 the folder a ray_t2t run exported (for example the `pretrain` method's model).
 """
 
+from typing import Literal
+
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams, ModelRole
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup, model_spec
+from ray_t2t.methods.base import Method, Setup, model_spec
 from ray_t2t.models import build_model
+
+
+class FinetuneParams(MethodParams):
+    """Full fine-tuning: every weight of a pretrained model trains."""
+
+    name: Literal["finetune"] = Field(description="Method name.")
+    model: ModelRole = Field("base", description="Which of `models` to start from.")
+
 
 
 def check(cfg, params) -> None:
@@ -27,3 +40,6 @@ def check(cfg, params) -> None:
 def build(setup: Setup):
     model, _ = build_model(setup.model_spec(setup.params.model), setup.tokenizer, seed=setup.seed)
     return model
+
+
+METHOD = Method("finetune", FinetuneParams, build, check=check)

@@ -56,13 +56,58 @@ parameters, not the sampling passes, so its MFU is an underestimate.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, field_validator
 
 from ray_t2t.batching import pad, prompts_decoder_only, prompts_encoder_decoder
-from ray_t2t.methods import Setup
-from ray_t2t.methods import collate as family_collate
+from ray_t2t.config.sections import MethodParams
+from ray_t2t.methods.base import Method, Setup
+from ray_t2t.methods.base import collate as family_collate
 from ray_t2t.methods.wrapper import TaskModelWrapper, export_task_model, masked_mean, unwrap
 from ray_t2t.models import build_model
+
+
+class GanParams(MethodParams):
+    """Adversarial training (SeqGAN-style): the generator (the task model) learns from a discriminator's
+    reward by policy gradient on its own sampled outputs, mixed with the task's cross-entropy."""
+
+    name: Literal["gan"] = Field(description="Method name.")
+    model: Literal["student", "base"] = Field(
+        "student", description="The generator: models.student (its preset or architecture, randomly initialized "
+        "unless name_or_path loads weights) or models.base (e.g. a pretrained model to refine adversarially)."
+    )
+    mle_weight: float = Field(
+        0.5, ge=0, lt=1,
+        description="Generator loss = mle_weight x cross-entropy on the gold target + (1 - mle_weight) x the "
+        "policy-gradient term. Keeps the generator anchored to the data (an adversarial term alone is unstable).",
+    )
+    d_steps: int = Field(1, ge=1, description="Discriminator optimizer steps per cycle (the D:G step ratio).")
+    g_steps: int = Field(1, ge=1, description="Generator optimizer steps per cycle (the D:G step ratio).")
+    mle_warmup_steps: int = Field(
+        0, ge=0, description="Optimizer steps of cross-entropy alone before the adversarial cycles start "
+        "(SeqGAN pretrains its generator with MLE)."
+    )
+    baseline: Literal["moving_average", "none"] = Field(
+        "moving_average", description="Reward baseline subtracted in REINFORCE: an exponential moving average of "
+        "the mean reward (lower variance), or none."
+    )
+    baseline_decay: float = Field(0.9, ge=0, lt=1, description="Decay of the moving-average reward baseline.")
+    sample_temperature: float = Field(1.0, gt=0, description="Softmax temperature of the generator's sampling.")
+    disc_dim: int = Field(
+        64, ge=8, description="Discriminator width: a small transformer encoder over the source and the target "
+        "(its own token, segment and position embeddings); a multiple of 4 (its attention heads)."
+    )
+    disc_layers: int = Field(1, ge=1, description="Discriminator transformer layers.")
+
+    @field_validator("disc_dim")
+    @classmethod
+    def _heads_divide(cls, value: int) -> int:
+        if value % 4:
+            raise ValueError("disc_dim must be a multiple of 4 (the discriminator's 4 attention heads)")
+        return value
+
 
 PHASES = ("mle", "discriminator", "generator")
 GAN_KEYS = ("gan_source", "gan_source_mask", "gan_target", "gan_target_mask")
@@ -227,3 +272,6 @@ def loss(model, batch, setup: Setup):
 
 
 export = export_task_model
+
+
+METHOD = Method("gan", GanParams, build, kind="alternative", collate=collate, loss=loss)

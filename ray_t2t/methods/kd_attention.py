@@ -28,10 +28,31 @@ gradients, no optimizer state; it must share the student's tokenizer and family.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup, distill
+from ray_t2t.methods import distill
+from ray_t2t.methods.base import Method, Setup
+from ray_t2t.methods.distill import LAYER_MAP_DESCRIPTION, LayerMap
 from ray_t2t.methods.kd_logits import build as build_student
 from ray_t2t.storage import local_model_path
+
+
+class KdAttentionParams(MethodParams):
+    """Attention-map distillation (TinyBERT, MiniLM): head-averaged attention maps match a live teacher's."""
+
+    name: Literal["kd_attention"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the attention term; 1 - alpha on hard labels.")
+    attention: Literal["decoder_self", "cross", "encoder_self"] = Field(
+        "decoder_self",
+        description="Which maps: the decoder's self-attention (decoder-only models: their only kind), the "
+        "decoder's cross-attention over the encoder, or the encoder's self-attention (encoder-decoder).",
+    )
+    layer_map: LayerMap = Field("auto", description=LAYER_MAP_DESCRIPTION)
+
 
 ATTENTION = "ray_t2t_eager"  # the student's: eager attention, probabilities returned before dropout
 TEACHER_ATTENTION = "eager"  # the teacher is in eval mode: no dropout
@@ -127,3 +148,9 @@ def loss(model, batch, setup: Setup):
                           distill.positions(batch, stack_of(params.attention), encoder_decoder),
                           setup.extras["layer_map"])
     return distill.mix(params.alpha, term, outputs.loss)
+
+
+METHOD = Method(
+    "kd_attention", KdAttentionParams, build, kind="distillation", teacher_use=lambda params: "live",
+    check=check, prepare=prepare, loss=loss, extra_flops_per_token=extra_flops_per_token,
+)

@@ -21,10 +21,33 @@ state; it must share the student's tokenizer and family.
 
 from __future__ import annotations
 
-from ray_t2t.methods import Setup, distill
-from ray_t2t.methods.distill import extra_flops_per_token  # noqa: F401  (the live teacher's FLOPs)
+from typing import Literal
+
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams
+from ray_t2t.methods import distill
+from ray_t2t.methods.base import Method, Setup
+from ray_t2t.methods.distill import (
+    LAYER_MAP_DESCRIPTION,
+    LayerMap,
+    extra_flops_per_token,  # the live teacher's forward passes
+)
 from ray_t2t.methods.kd_logits import build as build_student
 from ray_t2t.storage import local_model_path
+
+
+class KdHiddenParams(MethodParams):
+    """Feature-based distillation (FitNets, TinyBERT): projected student hidden states regress a live teacher's."""
+
+    name: Literal["kd_hidden"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hidden-state term; 1 - alpha on hard labels.")
+    stack: Literal["decoder", "encoder"] = Field(
+        "decoder", description="Whose hidden states: the decoder (decoder-only models: their one stack) or the "
+        "encoder of an encoder-decoder."
+    )
+    layer_map: LayerMap = Field("auto", description=LAYER_MAP_DESCRIPTION)
+
 
 PROJECTIONS = "kd_projections"  # the student's submodule holding the projections (not exported)
 
@@ -87,3 +110,9 @@ def export(model, folder, setup: Setup) -> None:
         model.save_pretrained(folder)
     finally:
         model._modules[PROJECTIONS] = projections
+
+
+METHOD = Method(
+    "kd_hidden", KdHiddenParams, build, kind="distillation", teacher_use=lambda params: "live",
+    check=check, prepare=prepare, loss=loss, export=export, extra_flops_per_token=extra_flops_per_token,
+)

@@ -27,17 +27,42 @@ Parameters: alpha, temperature, divergence, teacher_source, top_k (offline: at m
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup, distill
-from ray_t2t.methods import collate as task_collate
+from ray_t2t.methods import distill
+from ray_t2t.methods.base import Method, Setup
+from ray_t2t.methods.base import collate as task_collate
 from ray_t2t.models import build_model
+from ray_t2t.teachers import load_soft_targets
+
+
+class KdLogitsParams(MethodParams):
+    """Response-based distillation: match the teacher's softened token distribution."""
+
+    name: Literal["kd_logits"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation term; 1 - alpha on hard labels.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of teacher and student.")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description="Divergence.")
+    teacher_source: Literal["offline", "online"] = Field(
+        "offline",
+        description="offline = stored top-k soft targets; online = a live teacher in each worker, full logits "
+        "over the whole vocabulary (the reference that measures what top-k loses).",
+    )
+    top_k: int = Field(
+        32, ge=1, description="Teacher tokens kept per position in offline soft targets (ignored online)."
+    )
+
 
 TEACHER_KEYS = ("teacher_topk_ids", "teacher_topk_logprobs")
 _soft_targets: dict = {}  # per worker process: folder -> {example_id: (ids, logprobs)}
 
 
 def _online(params) -> bool:
-    return getattr(params, "teacher_source", "offline") == "online"  # kd_sequence shares prepare()
+    return params.teacher_source == "online"
 
 
 def check(cfg, params) -> None:
@@ -50,14 +75,9 @@ def check(cfg, params) -> None:
 
 
 def prepare(cfg, params, log) -> dict:
-    """Driver side, before training: compute (or reuse) the soft targets; online, find the teacher."""
-    from ray_t2t.soft_targets import produce_soft_targets
-
-    if _online(params):
-        return distill.prepare_live_teacher(cfg, log)
-    manifest = produce_soft_targets(cfg, log=log)
-    folder = cfg.experiment_dir.resolve() / "soft_targets" / manifest["teacher"]["label"]
-    return {"soft_targets": str(folder), "stored_temperature": manifest["identity"]["temperature"]}
+    """Driver side, before training: online, find the teacher (offline, the launcher has stored its
+    soft targets: teacher_use)."""
+    return distill.prepare_live_teacher(cfg, log) if _online(params) else {}
 
 
 def build(setup: Setup):
@@ -67,7 +87,6 @@ def build(setup: Setup):
 
 def soft_target_rows(folder: str) -> dict:
     """{example_id: (ids, logprobs)} of a soft-target folder, loaded once per worker process."""
-    from ray_t2t.teachers import load_soft_targets
 
     if folder not in _soft_targets:
         _soft_targets[folder] = load_soft_targets(folder)  # verifies the manifest first
@@ -94,9 +113,9 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     if indices is None or _online(setup.params):  # evaluation, or a live teacher: the task alone
         return batch
     params = setup.params
-    rows = soft_target_rows(setup.extras["soft_targets"])
+    rows = soft_target_rows(setup.extras["soft_targets"][0])
     batch["teacher_topk_ids"], batch["teacher_topk_logprobs"] = teacher_rows(
-        rows, indices, params.top_k, setup.extras["stored_temperature"], params.temperature)
+        rows, indices, params.top_k, setup.extras["stored_temperatures"][0], params.temperature)
     return batch
 
 
@@ -157,3 +176,10 @@ def loss(model, batch, setup: Setup):
     outputs = model(**batch)
     kd = kd_loss(outputs.logits, batch["labels"], teacher_ids, teacher_logprobs, setup.encoder_decoder, params)
     return distill.mix(params.alpha, kd, outputs.loss)
+
+
+METHOD = Method(
+    "kd_logits", KdLogitsParams, build, kind="distillation",
+    teacher_use=lambda params: "live" if _online(params) else "soft_targets",
+    check=check, prepare=prepare, collate=collate, loss=loss, extra_flops_per_token=extra_flops_per_token,
+)

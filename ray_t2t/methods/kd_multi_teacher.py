@@ -16,10 +16,36 @@ Teachers must share the student's tokenizer (teachers trained by ray_t2t on the 
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ray_t2t.config.sections import MethodParams
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup
-from ray_t2t.methods import collate as task_collate
-from ray_t2t.methods.kd_logits import build, soft_target_rows, teacher_rows  # noqa: F401  (build: random init)
+from ray_t2t.methods.base import Method, Setup
+from ray_t2t.methods.base import collate as task_collate
+from ray_t2t.methods.kd_logits import build, soft_target_rows, teacher_rows  # build: a random init
+
+
+class KdMultiTeacherParams(MethodParams):
+    """Distillation from several teachers: a weighted mixture of their stored top-k distributions."""
+
+    name: Literal["kd_multi_teacher"] = Field(description="Method name.")
+    weights: list[float] | None = Field(
+        None, description="Weight of each teacher in models.teacher order (normalized); null = equal weights."
+    )
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation term; 1 - alpha on hard labels.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of teachers and student.")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("forward_kl", description="Divergence.")
+    top_k: int = Field(32, ge=1, description="Tokens kept per position from each teacher's soft targets.")
+
+    @field_validator("weights")
+    @classmethod
+    def _positive_weights(cls, weights):
+        if weights is not None and (not weights or any(w < 0 for w in weights) or sum(weights) <= 0):
+            raise ValueError("weights must be non-negative with a positive sum")
+        return weights
+
 
 TEACHER_KEYS = ("teacher_topk_ids", "teacher_topk_logprobs")
 
@@ -35,17 +61,10 @@ def check(cfg, params) -> None:
 
 
 def prepare(cfg, params, log) -> dict:
-    """Driver side, before training: every teacher's soft targets, computed or reused."""
-    from ray_t2t.soft_targets import produce_soft_targets
-
-    folders, temperatures = [], []
-    for index in range(len(cfg.models.teachers)):
-        manifest = produce_soft_targets(cfg, log=log, teacher_index=index)
-        folders.append(str(cfg.experiment_dir.resolve() / "soft_targets" / manifest["teacher"]["label"]))
-        temperatures.append(manifest["identity"]["temperature"])
-    weights = params.weights or [1.0] * len(folders)
-    return {"soft_targets": folders, "stored_temperatures": temperatures,
-            "weights": [w / sum(weights) for w in weights]}
+    """Driver side, before training (the launcher has stored every teacher's soft targets: all_teachers):
+    the teachers' weights, normalized."""
+    weights = params.weights or [1.0] * len(cfg.models.teachers)
+    return {"weights": [w / sum(weights) for w in weights]}
 
 
 def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
@@ -96,3 +115,9 @@ def loss(model, batch, setup: Setup):
     kd = mixture_kd_loss(outputs.logits, batch["labels"], teacher_ids, teacher_logprobs, setup.extras["weights"],
                          setup.encoder_decoder, params)
     return params.alpha * kd + (1 - params.alpha) * outputs.loss
+
+
+METHOD = Method(
+    "kd_multi_teacher", KdMultiTeacherParams, build, kind="distillation", teacher_use=lambda params: "soft_targets",
+    all_teachers=True, check=check, prepare=prepare, collate=collate, loss=loss,
+)

@@ -25,9 +25,39 @@ tokenizer and family.
 
 from __future__ import annotations
 
-from ray_t2t.methods import Setup, distill
-from ray_t2t.methods.distill import extra_flops_per_token  # noqa: F401  (the live teacher's FLOPs)
-from ray_t2t.methods.kd_logits import build  # noqa: F401  (a randomly initialized student)
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ray_t2t.config.sections import MethodParams
+from ray_t2t.methods import distill
+from ray_t2t.methods.base import Method, Setup
+from ray_t2t.methods.distill import extra_flops_per_token  # the live teacher's forward passes
+from ray_t2t.methods.kd_logits import build  # a randomly initialized student
+
+
+class KdRelationalParams(MethodParams):
+    """Relation-based distillation (RKD): distances and angles between a batch's examples match a live teacher's."""
+
+    name: Literal["kd_relational"] = Field(description="Method name.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the relational term; 1 - alpha on hard labels.")
+    stack: Literal["decoder", "encoder"] = Field(
+        "decoder", description="Whose final hidden state is pooled: the decoder's (over target tokens; "
+        "decoder-only models: over every token) or the encoder's (over source tokens)."
+    )
+    distance_weight: float = Field(
+        1.0, ge=0, description="Weight of the distance term: smooth L1 between mean-normalized pairwise distances."
+    )
+    angle_weight: float = Field(
+        2.0, ge=0, description="Weight of the angle term: smooth L1 between the cosines of triplet angles."
+    )
+
+    @model_validator(mode="after")
+    def _some_relation(self) -> "KdRelationalParams":
+        if self.distance_weight == 0 and self.angle_weight == 0:
+            raise ValueError("kd_relational needs distance_weight or angle_weight above 0")
+        return self
+
 
 
 def check(cfg, params) -> None:
@@ -96,3 +126,9 @@ def loss(model, batch, setup: Setup):
     student_repr = pooled(distill.block_states(outputs, params.stack, encoder_decoder)[-1], mask)
     teacher_repr = pooled(distill.block_states(teacher, params.stack, encoder_decoder)[-1], mask)
     return distill.mix(params.alpha, relational_loss(student_repr, teacher_repr, params), outputs.loss)
+
+
+METHOD = Method(
+    "kd_relational", KdRelationalParams, build, kind="distillation", teacher_use=lambda params: "live",
+    check=check, prepare=prepare, loss=loss, extra_flops_per_token=extra_flops_per_token,
+)

@@ -13,12 +13,30 @@ plain cross-entropy; validation and test still score against the gold references
 from __future__ import annotations
 
 import random
+from typing import Literal
 
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup
-from ray_t2t.methods import collate as task_collate
+from ray_t2t.methods.base import Method, Setup
+from ray_t2t.methods.base import collate as task_collate
+
 # As kd_logits: a randomly initialized student, and soft targets computed (or reused) before training.
-from ray_t2t.methods.kd_logits import build, prepare  # noqa: F401
+from ray_t2t.methods.kd_logits import build
+from ray_t2t.teachers import load_generations
+
+
+class KdSequenceParams(MethodParams):
+    """Sequence-level distillation (Kim & Rush): train on the teacher's own generations."""
+
+    name: Literal["kd_sequence"] = Field(description="Method name.")
+    gold_mix: float = Field(
+        0.0, ge=0, le=1,
+        description="Share of examples that keep the gold target. The generations come from "
+        "soft_targets.generations (greedy or beam).",
+    )
+
 
 _generations: dict = {}  # per worker process: folder -> {example_id: ids}
 
@@ -35,9 +53,8 @@ def keeps_gold(example: int, gold_mix: float, seed: int) -> bool:
 
 def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
     if indices is not None:  # training: the teacher's output replaces the gold target
-        from ray_t2t.teachers import load_generations
 
-        folder = setup.extras["soft_targets"]
+        folder = setup.extras["soft_targets"][0]
         if folder not in _generations:
             _generations[folder] = load_generations(folder)
         generated = _generations[folder]
@@ -49,3 +66,7 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
             targets.append(gold if use_gold else (ids if ids[-1] == eos else ids + [eos]))
         target_ids = targets
     return task_collate(setup, source_ids, target_ids)
+
+
+METHOD = Method("kd_sequence", KdSequenceParams, build, kind="distillation", teacher_use=lambda params: "soft_targets",
+                check=check, collate=collate)

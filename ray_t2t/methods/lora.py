@@ -7,9 +7,29 @@ attention query and value projections of the family), `merge_on_export` (export 
 load with plain transformers, or the adapter alone, which loads with peft).
 """
 
-from ray_t2t.methods import Setup
-from ray_t2t.methods.finetune import check  # noqa: F401  (LoRA needs pretrained weights too)
+from typing import Literal
+
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams, ModelRole
+from ray_t2t.methods.base import Method, Setup
+from ray_t2t.methods.finetune import check  # LoRA needs pretrained weights too
 from ray_t2t.models import build_model
+
+
+class LoraParams(MethodParams):
+    """PEFT LoRA adapters on a frozen pretrained model."""
+
+    name: Literal["lora"] = Field(description="Method name.")
+    model: ModelRole = Field("base", description="Which of `models` to adapt.")
+    rank: int = Field(8, ge=1, description="LoRA rank r.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] | Literal["auto"] = Field(
+        "auto", description="Module names to adapt; auto = the attention projections of the family."
+    )
+    merge_on_export: bool = Field(True, description="Export merged weights (true) or the adapter alone.")
+
 
 # Query and value projections, as in the LoRA paper, by the config's model_type.
 AUTO_TARGETS = {
@@ -49,3 +69,6 @@ def export(model, folder, setup: Setup) -> None:
         model.merge_and_unload().save_pretrained(folder)
     else:
         model.save_pretrained(folder)  # adapter_config.json + adapter weights
+
+
+METHOD = Method("lora", LoraParams, build, check=check, export=export)

@@ -10,10 +10,29 @@ Parameters: `model` (default base), `trainable`:
   feed-forward output; the smallest trainable set of all. Exported merged into the weights.
 """
 
+from typing import Literal
+
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams, ModelRole
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup
-from ray_t2t.methods.finetune import check  # noqa: F401  (needs pretrained weights too)
+from ray_t2t.methods.base import Method, Setup
+from ray_t2t.methods.finetune import check  # needs pretrained weights too
 from ray_t2t.models import build_model
+
+
+class PartialParams(MethodParams):
+    """Fine-tune only part of a pretrained model; the rest is frozen."""
+
+    name: Literal["partial"] = Field(description="Method name.")
+    model: ModelRole = Field("base", description="Which of `models` to start from.")
+    trainable: Literal["top_layers", "decoder", "adapters"] = Field(
+        "top_layers",
+        description="top_layers = the last `top_n_layers` blocks (and the head); decoder = the decoder; "
+        "adapters = (IA)^3 adapters only.",
+    )
+    top_n_layers: int = Field(2, ge=1, description="Blocks trained with trainable=top_layers.")
+
 
 
 def decoder_stack(model):
@@ -56,3 +75,6 @@ def export(model, folder, setup: Setup) -> None:
     if hasattr(model, "merge_and_unload"):  # the adapters option: a plain model again
         model = model.merge_and_unload()
     model.save_pretrained(folder)
+
+
+METHOD = Method("partial", PartialParams, build, check=check, export=export)

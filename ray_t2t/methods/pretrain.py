@@ -15,14 +15,30 @@ Validation loss is the same objective on the validation texts (with a fixed mask
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from ray_t2t.batching import IGNORE_INDEX, pad
+from ray_t2t.config.sections import MethodParams, ModelRole
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup, model_spec
+from ray_t2t.methods.base import Method, Setup, model_spec
 from ray_t2t.methods.scratch import build as build_scratch
 
-EVALUATES_TASK = False
+
+class PretrainParams(MethodParams):
+    """Self-supervised pretraining on unlabeled text; its output is a base model for fine-tuning."""
+
+    name: Literal["pretrain"] = Field(description="Method name.")
+    model: ModelRole = Field("base", description="Which of `models` to pretrain.")
+    objective: Literal["auto", "span_corruption", "causal_lm"] = Field(
+        "auto", description="auto = span corruption for encoder-decoder, causal LM for decoder-only."
+    )
+    noise_density: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked (span corruption).")
+    mean_span_length: float = Field(3.0, ge=1, description="Mean masked span length (span corruption).")
+
+
 
 
 def check(cfg, params) -> None:
@@ -85,3 +101,6 @@ def _unknown_id(tok) -> int:
         return vocab["<unk>"]
     hf = tok.source
     return hf.mask_token_id if hf.mask_token_id is not None else hf.unk_token_id
+
+
+METHOD = Method("pretrain", PretrainParams, build, check=check, collate=collate, evaluates_task=False, makes_base=True)

@@ -7,16 +7,28 @@ Parameters: those of `lora`, plus `quant_type` (nf4 or fp4) and `double_quant`. 
 On a CPU-only config it refuses before any work.
 """
 
+from typing import Literal
+
+from pydantic import Field
+
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup, model_spec
+from ray_t2t.methods.base import Method, Setup, model_spec
 from ray_t2t.methods.finetune import check as check_pretrained
-from ray_t2t.methods.lora import lora_config
+from ray_t2t.methods.lora import LoraParams, lora_config
 from ray_t2t.storage import local_model_path
+
+
+class QloraParams(LoraParams):
+    """LoRA on a 4-bit quantized base (bitsandbytes). GPU only."""
+
+    name: Literal["qlora"] = Field(description="Method name.")  # type: ignore[assignment]
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="Quantize the quantization constants too.")
+
 
 # DeepSpeed's bf16/fp16 modes cast every parameter, which would destroy the packed 4-bit weights. The
 # engine runs in fp32 (the LoRA weights and their optimizer state); the quantized layers compute in
 # bf16 through bitsandbytes' compute dtype, as in the QLoRA recipe.
-ENGINE_PRECISION = "fp32"
 
 
 def check(cfg, params) -> None:
@@ -73,3 +85,6 @@ def export(model, folder, setup: Setup) -> None:
         merged.save_pretrained(folder)
     else:
         model.save_pretrained(folder)
+
+
+METHOD = Method("qlora", QloraParams, build, check=check, export=export, engine_precision="fp32")

@@ -6,8 +6,21 @@ Parameters: `model` (student, teacher or base: which of `models` to build). A Hu
 path is used for its architecture only; its weights are not loaded.
 """
 
-from ray_t2t.methods import Setup
+from typing import Literal
+
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams, ModelRole
+from ray_t2t.methods.base import Method, Setup
 from ray_t2t.models import build_model
+
+
+class ScratchParams(MethodParams):
+    """Train a randomly initialized model on the task."""
+
+    name: Literal["scratch"] = Field(description="Method name.")
+    model: ModelRole = Field("student", description="Which of `models` to build and train.")
+
 
 
 def build(setup: Setup):
@@ -16,3 +29,6 @@ def build(setup: Setup):
         spec = spec.model_copy(update={"pretrained": False})
     model, _ = build_model(spec, setup.tokenizer, seed=setup.seed)
     return model
+
+
+METHOD = Method("scratch", ScratchParams, build)

@@ -13,10 +13,27 @@ Face name or a ray_t2t run's exported model).
 from __future__ import annotations
 
 import re
+from typing import Literal
 
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup, model_spec
+from ray_t2t.methods.base import Method, Setup, model_spec
 from ray_t2t.models import build_model
+
+
+class SftParams(MethodParams):
+    """Shrink and fine-tune (DistilBART): copy chosen teacher layers into a smaller student, then fine-tune."""
+
+    name: Literal["sft"] = Field(description="Method name.")
+    encoder_layers: list[int] | Literal["alternate"] = Field(
+        "alternate", description="Teacher encoder layers copied into the student; alternate = every other one."
+    )
+    decoder_layers: list[int] | Literal["alternate"] = Field(
+        "alternate", description="Teacher decoder (or decoder-only block) layers copied into the student."
+    )
+
 
 # Per model_type: config attribute holding each stack's block count (encoder, decoder).
 LAYER_COUNTS = {
@@ -84,3 +101,6 @@ def _teacher_key(key: str, maps: dict, teacher_state: dict) -> str:
     # T5 keeps its relative-position table in block 0 only: a student's block 0 copied from another
     # teacher block takes the table from the teacher's block 0.
     return mapped if mapped in teacher_state else key
+
+
+METHOD = Method("sft", SftParams, build, kind="distillation", teacher_use=lambda params: "weights", check=check)

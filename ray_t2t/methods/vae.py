@@ -39,20 +39,49 @@ model's.
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
+import torch
+from pydantic import Field
+
+from ray_t2t.config.sections import MethodParams
 from ray_t2t.errors import ConfigError
-from ray_t2t.methods import Setup, model_spec
+from ray_t2t.methods.base import Method, Setup, model_spec
+from ray_t2t.methods.distill import key_of
 from ray_t2t.methods.wrapper import TaskModelWrapper, export_task_model, masked_mean, unwrap
-from ray_t2t.models import build_model
+from ray_t2t.models import build_model, model_config, training_flops_per_token
+
+
+class VaeParams(MethodParams):
+    """Conditional VAE: a latent z (posterior from pooled encoder states) added to the encoder states the
+    decoder reads; prior N(0, I); evaluation and export decode at the prior mean z = 0."""
+
+    name: Literal["vae"] = Field(description="Method name.")
+    model: Literal["student", "base"] = Field(
+        "student", description="The encoder-decoder to train: models.student or models.base (as gan)."
+    )
+    latent_dim: int = Field(16, ge=1, description="Dimensions of the latent variable z.")
+    posterior: Literal["source_target", "target"] = Field(
+        "source_target", description="What q(z | .) reads: pooled encoder states of source and target, or of the "
+        "target alone."
+    )
+    kl_weight: float = Field(1.0, gt=0, description="Weight of the KL term once annealing is over.")
+    kl_anneal_steps: int = Field(
+        500, ge=0, description="KL annealing: the KL weight rises linearly from 0 to kl_weight over this many "
+        "optimizer steps; 0 = full weight from the start."
+    )
+    free_bits: float = Field(
+        0.05, ge=0, description="Free bits (nats) per latent dimension: the KL of a dimension (batch mean) is "
+        "charged max(KL_d, free_bits), so dimensions under the floor feel no pull to the prior (against posterior "
+        "collapse); 0 = off."
+    )
+
 
 LOGVAR_RANGE = (-10.0, 10.0)
 
 
 def check(cfg, params) -> None:
     """Raises ConfigError for a decoder-only model."""
-    from ray_t2t.methods.distill import key_of
-    from ray_t2t.models import model_config
 
     spec = model_spec(cfg, params.model)
     try:
@@ -134,7 +163,6 @@ def objective(vae: VaeModel, batch: dict, params, beta: float, pad_id: int):
 def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
     """The posterior reads each target through the encoder as well, forward and backward: a target
     token also costs the encoder's training FLOPs per token."""
-    from ray_t2t.models import training_flops_per_token
 
     encoder_side, _ = training_flops_per_token(unwrap(model))
     return 0.0, encoder_side
@@ -147,3 +175,7 @@ def loss(model, batch, setup: Setup):
 
 
 export = export_task_model
+
+
+METHOD = Method("vae", VaeParams, build, kind="alternative", families=("encoder_decoder",), check=check, loss=loss,
+                extra_flops_per_token=extra_flops_per_token)

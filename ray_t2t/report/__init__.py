@@ -33,8 +33,16 @@ from pathlib import Path
 from ray_t2t.errors import UserError
 from ray_t2t.report.figures import TO_TARGET, Charge, GroupFigures, compute_figures, figure_columns, speed_at
 from ray_t2t.report.plots import fewshot_plot, pareto_front, write_plots
-from ray_t2t.report.records import (REPORT_FOLDER, Target, load_records, one, relative_target, resolve_target,
-                                    group_records, time_to_target)
+from ray_t2t.report.records import (
+    REPORT_FOLDER,
+    Target,
+    group_records,
+    load_records,
+    one,
+    relative_target,
+    resolve_target,
+    time_to_target,
+)
 from ray_t2t.report.render import Document, _atomic_write, cell, crossing_cell, fmt
 from ray_t2t.report.tasks import _multitask_json, fewshot_by_k, multitask_comparison
 from ray_t2t.report.verdict import ClassVerdict, headline, judge, size_classes, verdict_lines

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ray_t2t.report.records import Group, Target, is_teacher_run, time_to_target
+from ray_t2t.report.records import Group, Target, is_teacher_run, method_of, teacher_use, time_to_target
 from ray_t2t.stats import Crossings, Stat
 
 
@@ -79,22 +79,23 @@ def teacher_charge(group: Group, runs: list[dict], inferences: list[dict]) -> Ch
 
     The teacher trained here is the run(s) with params.model == "teacher" (the mean over them, when a
     sweep trained several). A teacher from elsewhere is charged what its soft-target record carries
-    (zero when pre-existing). kd_multi_teacher uses every teacher; the other methods the first, which
+    (zero when pre-existing). A method with all_teachers (kd_multi_teacher) uses every teacher; the others the first, which
     is the one trained here when there is one."""
     charge = Charge()
     if not group.is_distillation:
         return charge
-    method = group.records[0]["method"]
+    method = method_of(group.records[0])
+    all_teachers = bool(method and method.all_teachers)
     teacher_runs = [r for r in runs if is_teacher_run(r)]
     teacher_labels = {r["label"] for r in teacher_runs}
     label_of = lambda record: (record.get("teacher") or {}).get("label")
-    if method == "kd_multi_teacher":
+    if all_teachers:
         used = list(inferences)
     else:
         used = [i for i in inferences if label_of(i) in teacher_labels] or list(inferences)
         if len(used) > 1:
             charge.parts.append(f"{len(used)} teachers charged (the records do not say which teacher is first)")
-    if teacher_runs and (method != "kd_multi_teacher" or any(label_of(i) in teacher_labels for i in used)):
+    if teacher_runs and (not all_teachers or any(label_of(i) in teacher_labels for i in used)):
         n = len(teacher_runs)
         charge.train_s += sum(r["times"]["train_s"] for r in teacher_runs) / n
         charge.device_s += sum(r["device_seconds"] for r in teacher_runs) / n
@@ -102,7 +103,7 @@ def teacher_charge(group: Group, runs: list[dict], inferences: list[dict]) -> Ch
         charge.add_cost("training_cost", None if None in costs else sum(costs) / n)
         charge.parts.append(f"teacher training (run {', '.join(sorted(teacher_labels))}"
                             + (f", mean of {n} runs" if n > 1 else "") + ")")
-        from_records = [] if method != "kd_multi_teacher" else [i for i in used if label_of(i) not in teacher_labels]
+        from_records = [] if not all_teachers else [i for i in used if label_of(i) not in teacher_labels]
     else:
         from_records = used
     for record in from_records:  # teachers not trained here: what their soft-target record carries
@@ -125,7 +126,7 @@ def teacher_charge(group: Group, runs: list[dict], inferences: list[dict]) -> Ch
             charge.parts.append(f"soft targets of {label_of(record)}")
         if not used:
             charge.parts.append("no soft-target record found (inference not charged)")
-    elif method.startswith("kd_"):
+    elif teacher_use(group.records[0]) == "live":
         charge.parts.append("live teacher: its forward passes are in the student's own time")
     return charge
 

@@ -15,20 +15,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray_t2t.config.sections import TargetSection
 from ray_t2t.errors import UserError
+from ray_t2t.inference import INFERENCE_FOLDER  # <experiment>/inference/<key>.json
 from ray_t2t.ledger import crossing, meets
+from ray_t2t.methods import METHODS, Method
 from ray_t2t.storage import location
 
-NORMAL_METHODS = ("scratch", "pretrain", "finetune", "lora", "qlora", "partial")
-# Students that read the teacher's stored soft targets, so the teacher inference is charged to them.
-# (kd_logits only with teacher_source offline: online, the teacher's forward pass is in the run's own time.)
-SOFT_TARGET_METHODS = ("kd_logits", "kd_sequence", "kd_multi_teacher")
 # Fields of a finished training record the report reads (dotted paths), with their types.
 REQUIRED_FIELDS = {"label": str, "method": str, "times.train_s": (int, float), "device_seconds": (int, float),
                    "cost.total": (int, float, type(None)), "learning_curve": list, "final.test": dict,
                    "metric.name": str, "model.total_params": int, "data.tokens_seen": (int, float)}
 REPORT_FOLDER = "report"
-from ray_t2t.inference import INFERENCE_FOLDER  # noqa: E402  <experiment>/inference/<key>.json
+
+
+def method_of(record: dict) -> Method | None:
+    """The registered method that wrote `record` (its traits decide how the report charges and ranks
+    it); None for a method this process does not know."""
+    return METHODS.get(record.get("method"))
+
+
+def params_of(record: dict, method: Method) -> Any:
+    """The record's method parameters as the method's model (unvalidated: an old record keeps what it has)."""
+    return method.params.model_construct(**(record.get("params") or {}))
+
+
+def teacher_use(record: dict) -> str | None:
+    """How the record's run used the teacher (Method.teacher_use): soft_targets, live, weights or None."""
+    method = method_of(record)
+    return method.teacher_use(params_of(record, method)) if method else None
+
+
+def kind_of(record: dict) -> str:
+    method = method_of(record)
+    return method.kind if method else "alternative"
 
 
 # ------------------------------------------------------------------------------- time to target
@@ -70,7 +90,6 @@ def parse_target(text: str) -> Target:
     """'wer <= 0.5' -> Target; UserError when it is not of that form or points the wrong way."""
     from pydantic import ValidationError
 
-    from ray_t2t.config import TargetSection
 
     try:
         parsed = TargetSection.model_validate(text)
@@ -187,17 +206,15 @@ class Group:
 
     @property
     def is_distillation(self) -> bool:
-        return not self.is_teacher and any(r["method"].startswith("kd_") or r["method"].startswith("sft")
-                                           for r in self.records)
+        return not self.is_teacher and any(kind_of(r) == "distillation" for r in self.records)
 
     @property
     def is_normal(self) -> bool:
-        return not self.is_teacher and all(r["method"] in NORMAL_METHODS for r in self.records)
+        return not self.is_teacher and all(kind_of(r) == "normal" for r in self.records)
 
     @property
     def reads_soft_targets(self) -> bool:
-        first = self.records[0]
-        return first["method"] in SOFT_TARGET_METHODS and (first.get("params") or {}).get("teacher_source") != "online"
+        return teacher_use(self.records[0]) == "soft_targets"
 
     @property
     def seeds(self) -> list:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ray_t2t.report.records import Target, group_records, is_teacher_run, time_to_target
+from ray_t2t.report.records import Target, group_records, is_teacher_run, method_of, time_to_target
 from ray_t2t.stats import Stat
 
 
@@ -13,12 +13,16 @@ def fewshot_by_k(runs: list[dict], metric: str, currency: str, level: float,
                  target: Target | None = None) -> list[dict]:
     """Final quality against k: one row per fewshot entry (label), mode and k, over its runs (seeds),
     sorted by label, mode and k. Empty unless the fewshot runs have two or more distinct k."""
-    shots = [r for r in runs if r["method"] == "fewshot" and isinstance((r.get("params") or {}).get("k"), int)]
-    if len({r["params"]["k"] for r in shots}) < 2:
+    def k_of(record: dict):
+        method = method_of(record)
+        return (record.get("params") or {}).get(method.examples_param) if method and method.examples_param else None
+
+    shots = [r for r in runs if isinstance(k_of(r), int)]
+    if len({k_of(r) for r in shots}) < 2:
         return []
     cells: dict[tuple, list[dict]] = {}
     for r in shots:
-        cells.setdefault((r["label"], r["params"].get("mode", "train"), r["params"]["k"]), []).append(r)
+        cells.setdefault((r["label"], r["params"].get("mode", "train"), k_of(r)), []).append(r)
     rows = []
     for (label, mode, k), records in sorted(cells.items()):
         reached = sum(1 for r in records if target and time_to_target(r["learning_curve"], target.metric,
@@ -34,7 +38,7 @@ def fewshot_by_k(runs: list[dict], metric: str, currency: str, level: float,
 
 def _task_names(record: dict) -> dict[str, str]:
     """A multitask record's {task name: task id} (g2p: g2p_cmudict); {} for other records."""
-    info = record.get("multitask") if record["method"] == "multitask" else None
+    info = record.get("multitask")
     tasks = info.get("tasks") if isinstance(info, dict) else None
     return {name: t.get("task") for name, t in tasks.items()} if isinstance(tasks, dict) else {}
 
@@ -45,7 +49,7 @@ def _single_task_key(record: dict, task_id: str, metric: str) -> str | None:
     names = _task_names(record)
     if len(names) == 1 and list(names.values()) == [task_id]:
         return f"{metric}_{next(iter(names))}"
-    if record["method"] != "multitask" and (record.get("data") or {}).get("task") == task_id:
+    if not names and (record.get("data") or {}).get("task") == task_id:
         return metric
     return None
 

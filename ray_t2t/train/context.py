@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ray_t2t.storage import local_copy, location, remove_tree, staged_folder
+
 
 class RayTrainContext:
     def __init__(self) -> None:
@@ -53,7 +55,6 @@ class InProcessContext:
     Ray Train's TuneReportCallback does that). Use it in `single_process_group()`."""
 
     def __init__(self, folder: str, keep: int, to_tune: bool) -> None:
-        from ray_t2t.storage import location
 
         self.rank, self.world_size, self.local_rank = 0, 1, 0
         self.folder = location(folder)
@@ -66,7 +67,6 @@ class InProcessContext:
         return sorted(p for p in self.folder.iterdir() if p.name.startswith("step_"))
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        from ray_t2t.storage import remove_tree, staged_folder
 
         if checkpoint_dir:
             with staged_folder(self.folder / f"step_{int(metrics['step']):09d}") as staging:
@@ -80,7 +80,6 @@ class InProcessContext:
 
     @contextmanager
     def latest_checkpoint(self) -> Iterator[str | None]:
-        from ray_t2t.storage import local_copy
 
         found = self.checkpoints()
         yield str(local_copy(found[-1])) if found else None

@@ -1,6 +1,6 @@
 """Run one method of an experiment on Ray Train: what `ray-t2t train CONFIG method=NAME` does.
 
-    from ray_t2t.config import load_config
+    from ray_t2t.config.experiment import load_config
     from ray_t2t.train.launcher import train
     record = train(load_config("configs/quickstart.yaml"), "scratch")
 
@@ -22,13 +22,14 @@ import logging
 import os
 from typing import Callable
 
-from ray_t2t.config import ExperimentConfig, config_hash
+from ray_t2t.config.experiment import ExperimentConfig, config_hash
 from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.ledger import hardware_of, read_record, write_record
 from ray_t2t.methods import get_method
 from ray_t2t.preflight import check_cluster_fits, check_machine_fits, check_storage_writable, worker_bundle
 from ray_t2t.ray_cluster import ensure_ray
+from ray_t2t.soft_targets import produce_soft_targets
 from ray_t2t.storage import location, ray_storage
 from ray_t2t.train.loop import FAIL_ONCE_ENV, method_entry, train_loop_per_worker
 
@@ -71,9 +72,24 @@ def run_hash(cfg: ExperimentConfig, entry, with_seed: bool = True) -> str:
     if not with_seed:
         del relevant["seed"]
     relevant["method"] = entry.model_dump(mode="json")
-    if entry.name.startswith("kd_"):
+    if get_method(entry.name).teacher_use(entry) in ("soft_targets", "live"):
         relevant["soft_targets"] = dump["soft_targets"]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_method(cfg: ExperimentConfig, entry, log: Callable[[str], None] = print) -> dict:
+    """Driver-side work before a method trains: the stored outputs of its teachers (computed on Ray
+    Data, or reused) when it reads them, then the method's own prepare(). What it returns reaches the
+    workers as setup.extras."""
+    method = get_method(entry.name)
+    extras: dict = {}
+    if method.teacher_use(entry) == "soft_targets":
+        count = len(cfg.models.teachers) if method.all_teachers else 1
+        manifests = [produce_soft_targets(cfg, log=log, teacher_index=i) for i in range(count)]
+        extras["soft_targets"] = [str(cfg.experiment_dir.resolve() / "soft_targets" / m["teacher"]["label"])
+                                  for m in manifests]
+        extras["stored_temperatures"] = [m["identity"]["temperature"] for m in manifests]
+    return {**extras, **method.prepare(cfg, entry, log)}
 
 
 def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], None] = print, *,
@@ -100,8 +116,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         method = get_method(entry.name)
     except KeyError as err:
         raise ConfigError(str(err.args[0])) from None
-    if hasattr(method, "check"):
-        method.check(cfg, entry)
+    method.check(cfg, entry)
     if not cfg.scaling.use_gpu or cfg.scaling.accelerator_type:
         hardware_of(cfg).price_per_device_hour(cfg)  # a missing price fails now, not after training
     local_mode = trains_in_process(cfg, report_to_tune)
@@ -135,7 +150,7 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         if checks:
             check_cluster_fits(cfg, ("train",), log)
     prepared = prepare_data(cfg, log=log)
-    extras = method.prepare(cfg, entry, log) if hasattr(method, "prepare") else {}
+    extras = prepare_method(cfg, entry, log)
     run_dir.mkdir(parents=True, exist_ok=True)
     hash_file.write_text(this_run)
 

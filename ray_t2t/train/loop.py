@@ -27,15 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray_t2t.config import ExperimentConfig, validate_config
+from ray_t2t.batching.order import BatchOrder, SubsetOrder, length_keys
+from ray_t2t.config.experiment import ExperimentConfig, validate_config
 from ray_t2t.data import PreparedData, Split
-from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, crossing, hardware_of, mfu, write_record
-from ray_t2t.methods import Setup, collate, cross_entropy, get_method, model_spec, save_pretrained
+from ray_t2t.decoding import generate
 from ray_t2t.inference import export_key
+from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, crossing, hardware_of, mfu, write_record
+from ray_t2t.methods import Setup, collate, get_method, model_spec
 from ray_t2t.metrics import METRICS, compute_metrics
 from ray_t2t.models import count_parameters, exported_parameters, is_encoder_decoder, training_flops_per_token
+from ray_t2t.placement import gpu_placement, own_cores
 from ray_t2t.storage import StoragePath, folder_bytes, location, staged_folder
-from ray_t2t.batching.order import BatchOrder, SubsetOrder, length_keys
+from ray_t2t.train.context import InProcessContext, RayTrainContext, single_process_group
 
 CHECKPOINT_TAG = "ray_t2t"
 # Test hook, read by the launcher from the driver's environment: "STEP:MARKER_FILE" makes rank 0 raise
@@ -46,7 +49,6 @@ FAIL_ONCE_ENV = "RAY_T2T_FAIL_ONCE_AT_STEP"
 def train_loop_per_worker(payload: dict) -> None:
     """Ray Train's entry point (TorchTrainer's train_loop_per_worker)."""
     entered = time.time()
-    from ray_t2t.train.context import InProcessContext, RayTrainContext, single_process_group
 
     local = payload.get("local_mode")
     # When Ray started this worker's process and handed it the run: with the first step's time, the
@@ -66,7 +68,6 @@ def train_loop_per_worker(payload: dict) -> None:
 def run_placement(payload: dict):
     """A CPU worker trains on cores of its own (ray_t2t.placement: its `threads` cores, pinned);
     a GPU worker on the GPUs Ray gave it. Yields the placement for the run record."""
-    from ray_t2t.placement import gpu_placement, own_cores
 
     if (payload.get("config") or {}).get("scaling", {}).get("use_gpu"):
         yield gpu_placement()
@@ -95,7 +96,7 @@ def engine_precision(cfg: ExperimentConfig, method=None) -> str:
     """deepspeed.precision, with auto = bf16 on GPU and fp32 on CPU, unless the method fixes it."""
     if cfg.deepspeed.precision != "auto":
         return cfg.deepspeed.precision
-    return getattr(method, "ENGINE_PRECISION", None) or ("bf16" if cfg.scaling.use_gpu else "fp32")
+    return (method and method.engine_precision) or ("bf16" if cfg.scaling.use_gpu else "fp32")
 
 
 def deepspeed_config(cfg: ExperimentConfig, world_size: int, method=None) -> dict[str, Any]:
@@ -140,12 +141,12 @@ def lr_factor(step: int, cfg: ExperimentConfig) -> float:
 
 def method_trains(method, setup: Setup) -> bool:
     """False for a method that takes no optimizer steps (fewshot in-context): it is charged its inference."""
-    return method.trains(setup) if hasattr(method, "trains") else True
+    return method.trains(setup)
 
 
 def _prompts(method, setup: Setup, sources: list) -> list:
     """What the model reads for each source at evaluation (a method's prompt_sources, e.g. demonstrations)."""
-    return method.prompt_sources(setup, sources) if hasattr(method, "prompt_sources") else sources
+    return method.prompt_sources(setup, sources)
 
 
 def _log(ctx, message: str) -> None:
@@ -182,14 +183,13 @@ def evaluate(run: Run, split: Split) -> dict[str, float]:
     rank returns the same numbers (and takes the same stop-at-target decision)."""
     import torch
 
-    from ray_t2t.decoding import generate
 
     cfg, setup, method, engine, ctx, device = run.cfg, run.setup, run.method, run.engine, run.ctx, run.device
     model = engine.module
     mine = list(range(ctx.rank, len(split), ctx.world_size))
     sources = _prompts(method, setup, [split.source_ids[i] for i in mine])
     targets = [split.target_ids[i] for i in mine]
-    evaluates_task = getattr(method, "EVALUATES_TASK", True)
+    evaluates_task = method.evaluates_task
     model.eval()
     loss_sum, loss_tokens, correct, predictions = 0.0, 0, 0, []
     rows: list[tuple[float, int, int]] = []  # per example (loss sum, tokens, correct): a multitask split's breakdown
@@ -345,9 +345,8 @@ def start_run(payload: dict, ctx) -> Run:
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, ctx.world_size, method)
     )
-    if hasattr(method, "extra_flops_per_token"):  # work beside the trained model's, e.g. a live teacher's
-        extra = method.extra_flops_per_token(setup, engine)
-        flops_per_token = (flops_per_token[0] + extra[0], flops_per_token[1] + extra[1])
+    extra = method.extra_flops_per_token(setup, engine)  # work beside the trained model's, e.g. a live teacher's
+    flops_per_token = (flops_per_token[0] + extra[0], flops_per_token[1] + extra[1])
     if ctx.world_size == 1 and cfg.deepspeed.zero_stage == 0:
         # Averaging gradients over one rank changes nothing but still costs a gloo all-reduce per
         # micro-step (~4% of a tiny model's step time; benchmarks/train_overhead.py).
@@ -460,19 +459,18 @@ def train_steps(run: Run) -> None:
     cfg, ctx, engine, state = run.cfg, run.ctx, run.engine, run.state
     train, validation = Split(run.data, "train"), Split(run.data, "validation")
     trains = method_trains(run.method, run.setup)
-    rows = run.method.train_rows(run.setup, len(train)) if hasattr(run.method, "train_rows") else None
+    rows = run.method.train_rows(run.setup, len(train))
     order_args = (length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)),
                               run.setup.encoder_decoder),
                   cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length)
-    make_order = getattr(run.method, "batch_order", None)  # e.g. multitask: draws by its task mixture
+    make_order = run.method.batch_order  # e.g. multitask: draws by its task mixture
     if rows is not None:  # the method learns from these rows of the split only (fewshot's k examples)
         order = SubsetOrder(rows, cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed) if trains else None
     elif make_order:
         order = make_order(run.setup, run.data, *order_args)
     else:
         order = BatchOrder(*order_args)
-    collate_fn = getattr(run.method, "collate", collate)
-    loss_fn = getattr(run.method, "loss", cross_entropy)
+    collate_fn, loss_fn = run.method.collate, run.method.loss
     accumulation = cfg.deepspeed.gradient_accumulation_steps
     max_steps = cfg.training.max_steps if trains else 0
     if state["step"] == 0 and not state["curve"]:
@@ -563,7 +561,7 @@ def finish(run: Run) -> None:
     with full_parameters(engine):
         if ctx.rank == 0:
             with staged_folder(export_dir) as staging:  # renamed into place, or uploaded
-                getattr(run.method, "export", save_pretrained)(engine.module, staging, setup)
+                run.method.export(engine.module, staging, setup)
                 setup.tokenizer.save(staging / "ray_t2t_tokenizer")
                 exported = {"params": exported_parameters(staging), "key": export_key(staging)}
     if ctx.rank != 0:

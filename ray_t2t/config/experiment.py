@@ -1,0 +1,163 @@
+"""The whole experiment config: its sections and the registered methods' entries, read from YAML
+with ``a.b=value`` overrides.
+
+    from ray_t2t.config.experiment import load_config
+    cfg = load_config("configs/quickstart.yaml", ["training.learning_rate=3e-4", "methods.5.top_k=16"])
+
+Unknown keys are errors that name the section and list its valid keys. YAML is read with
+``yaml.safe_load`` only and no value is ever imported or executed: names in a config (tasks, presets,
+methods, metrics) are looked up in fixed registries. `methods` is validated against the methods
+registered in ray_t2t.methods: their parameter models, told apart by `name`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Union
+
+import yaml
+from pydantic import Field, ValidationError, create_model, model_validator
+
+from ray_t2t.config.overrides import apply_override, format_error, unknown_keys
+from ray_t2t.config.sections import (
+    CostSection,
+    DataSection,
+    DeepSpeedSection,
+    EvalSection,
+    InferenceSection,
+    MethodParams,
+    ModelsSection,
+    ReportSection,
+    RunSection,
+    ScalingSection,
+    Section,
+    SoftTargetsSection,
+    TrainingSection,
+    TuneSection,
+)
+from ray_t2t.errors import ConfigError
+from ray_t2t.methods import METHODS, registry_version
+from ray_t2t.storage import StoragePath, location
+
+
+class ExperimentConfig(Section):
+    """A whole ray_t2t experiment."""
+
+    seed: int = Field(0, description="Base seed of model init and data order.")
+    run: RunSection = Field(description="Name, storage and failure handling.")
+    data: DataSection = Field(default_factory=DataSection, description="The task.")
+    models: ModelsSection = Field(description="Student, teacher(s), base.")
+    methods: list[MethodParams] = Field(default_factory=list, description="Methods to compare: a list of {name: ..., params}.")
+    training: TrainingSection = Field(default_factory=TrainingSection, description="Optimizer and schedule.")
+    eval: EvalSection = Field(default_factory=EvalSection, description="Metric, target, decoding.")
+    soft_targets: SoftTargetsSection = Field(
+        default_factory=SoftTargetsSection, description="Teacher inference for distillation (ray-t2t teacher)."
+    )
+    scaling: ScalingSection = Field(default_factory=ScalingSection, description="Workers (ScalingConfig).")
+    deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection, description="DeepSpeed engine.")
+    tune: TuneSection = Field(default_factory=TuneSection, description="Sweeps (TuneConfig).")
+    cost: CostSection = Field(default_factory=CostSection, description="Price table.")
+    inference: InferenceSection = Field(
+        default_factory=InferenceSection, description="Inference speed of the exported models (ray-t2t inference)."
+    )
+    report: ReportSection = Field(default_factory=ReportSection, description="Comparison report.")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ExperimentConfig":
+        ds = self.deepspeed
+        if ds.offload_params and ds.zero_stage != 3:
+            raise ValueError("deepspeed.offload_params needs deepspeed.zero_stage=3")
+        if ds.offload_optimizer and ds.zero_stage == 0:
+            raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
+        if ds.precision in ("bf16", "fp16") and not self.scaling.use_gpu:
+            raise ValueError(f"deepspeed.precision={ds.precision} needs scaling.use_gpu=true (CPU trains in fp32)")
+        if self.tune.scheduler == "asha" and self.eval.every_n_steps >= self.training.max_steps:
+            raise ValueError(f"tune.scheduler=asha stops weak trials at their evaluations before the last step, but "
+                             f"eval.every_n_steps ({self.eval.every_n_steps}) leaves none before training.max_steps "
+                             f"({self.training.max_steps}): lower eval.every_n_steps")
+        labels = [m.label or m.name for m in self.methods]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"methods: {', '.join(repeated)} listed twice; give each entry a distinct `label`")
+        for method in self.methods:
+            role = getattr(method, "model", None)
+            if role == "base" and self.models.base is None:
+                raise ValueError(f"method {method.name!r} trains models.base, which is not set")
+            if role == "teacher" and not self.models.teachers:
+                raise ValueError(f"method {method.name!r} trains models.teacher, which is not set")
+            spec = METHODS.get(method.name)
+            if spec is not None and spec.uses_teacher(method) and not self.models.teachers:
+                raise ValueError(f"method {method.name!r} needs models.teacher")
+        return self
+
+    @property
+    def experiment_dir(self) -> StoragePath:
+        """<run.storage_path>/<run.name>: a Path, or a storage.Remote for an object-store URI."""
+        return location(self.run.storage_path) / self.run.name
+
+
+def method_entry_type():
+    """The registered methods' parameter models as one union, told apart by `name`."""
+    return Annotated[Union[tuple(spec.params for spec in METHODS.values())], Field(discriminator="name")]
+
+
+_schemas: dict[int, type[ExperimentConfig]] = {}
+
+
+def schema() -> type[ExperimentConfig]:
+    """ExperimentConfig with `methods` validated as the registered methods' entries (rebuilt when a
+    method is registered; configs reach Ray workers as JSON, so the class itself never travels)."""
+    version = registry_version()
+    if version not in _schemas:
+        _schemas[version] = create_model(
+            "ExperimentConfig", __base__=ExperimentConfig, __module__=__name__,
+            methods=(list[method_entry_type()], ExperimentConfig.model_fields["methods"]),
+        )
+    return _schemas[version]
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config, apply ``a.b=value`` overrides, validate.
+
+    Raises ConfigError with a message naming the file, key or field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
+    """Validate a plain dict; raises ConfigError listing every problem, one per line."""
+    model = schema()
+    lines = unknown_keys(raw, model)
+    try:
+        cfg = model.model_validate(raw)
+    except ValidationError as err:
+        # pydantic's own unknown-key errors do not list the valid keys; unknown_keys() reported them.
+        lines += [format_error(e) for e in err.errors() if not (lines and e["type"] == "extra_forbidden")]
+    if lines:
+        raise ConfigError(f"{source}: {len(lines)} problem(s):\n  " + "\n  ".join(lines))
+    return cfg
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """Stable hash of the validated config (defaults included), for run records and reports."""
+    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
