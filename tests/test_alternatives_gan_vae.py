@@ -322,7 +322,7 @@ def test_gan_trains_through_ray(tmp_path):
 
     from ray_t2t.report import build_report
     from ray_t2t.ray_cluster import start_local_ray
-from ray_t2t.train.launcher import train
+    from ray_t2t.train.launcher import train
 
     # a Ray of its own (start_local_ray never joins another one running on this machine)
     start_local_ray({"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}},

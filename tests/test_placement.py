@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ray_t2t.train import placement
+from ray_t2t import placement
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                                 reason="needs CPU affinity and at least 2 cores")
