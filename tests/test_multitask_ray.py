@@ -9,6 +9,8 @@ from conftest import minimal_config
 from ray_t2t.config import validate_config
 from ray_t2t.train.launcher import start_local_ray, train
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture
 def ray_session():

@@ -18,6 +18,8 @@ from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.train.launcher import start_local_ray, summarize, train
 from ray_t2t.train.loop import FAIL_ONCE_ENV
 
+pytestmark = pytest.mark.ray
+
 TARGET = 0.95  # PER: an untrained model scores 1 (it says nothing); the tiny scratch model gets below
 STEPS, EVERY = 600, 200
 SMALL_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
