@@ -1,4 +1,7 @@
-"""Shared fixtures. Everything is built in code or written to tmp_path: no network, no hub."""
+"""Shared fixtures. Everything is built in code or written to tmp_path: no network, no hub.
+
+Tests that start Ray, a cluster or a `ray-t2t` subprocess run are marked `ray` (pyproject.toml):
+`pytest -m "not ray"` runs the rest in a few minutes; plain `pytest` (make test) runs everything."""
 
 import json
 import os
