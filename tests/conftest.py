@@ -1,6 +1,11 @@
-"""Shared fixtures. Everything is built in code or written to tmp_path: no network, no hub."""
+"""Shared fixtures. Everything is built in code or written to tmp_path: no network, no hub.
 
+Tests that start Ray, a cluster or a `ray-t2t` subprocess run are marked `ray` (pyproject.toml):
+`pytest -m "not ray"` runs the rest in a few minutes; plain `pytest` (make test) runs everything."""
+
+import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +20,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_T2T_CORE_LOCKS", tempfile.mkdtemp(prefix="ray_t2t_test_cores-"))
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # benchmarks.suite: train_locally
 
 
 @pytest.fixture(autouse=True)
@@ -35,13 +39,32 @@ def minimal_config(tmp_path: Path, **sections) -> dict:
     return raw
 
 
+LOCAL_WORKER = """
+import json, sys
+from ray_t2t.train.context import LocalContext
+from ray_t2t.train.loop import run_worker
+payload = json.loads(sys.argv[1])
+run_worker(payload, LocalContext(payload["run_dir"]))
+"""
+
+
 def train_locally(cfg, label: str, data_path, run_dir: Path, threads: int = 1, timeout: int = 600,
                   extras: dict | None = None) -> dict:
-    """One run of the training loop in a fresh process without Ray (LocalContext); its run record.
-    `extras`: what the method's driver-side prepare() returned."""
-    from benchmarks.suite import run_locally
-
-    return run_locally(cfg, label, data_path, run_dir, timeout=timeout, threads=threads, extras=extras)
+    """One run of the training loop in a fresh process without Ray (LocalContext, one device); its run
+    record. `extras`: what the method's driver-side prepare() returned. RuntimeError with the end of the
+    process's output when it fails. (benchmarks/suite.py's run_locally does the same for the benchmarks,
+    which must not import from tests/.)"""
+    payload = {"config": cfg.model_dump(mode="json"), "label": label, "data_path": str(data_path),
+               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": threads,
+               "method_extras": extras or {}}
+    try:
+        done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)], cwd=REPO,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"run {label} took more than {timeout} s") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"run {label} exited with {done.returncode}:\n{done.stdout[-1000:]}{done.stderr[-3000:]}")
+    return json.loads((Path(run_dir) / "record.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -316,6 +316,7 @@ def test_vae_run_of_the_shared_loop_improves_and_records_its_kl(prepared):
 # -------------------------------------------------------------------------------- one run on Ray
 
 
+@pytest.mark.ray
 def test_gan_trains_through_ray(tmp_path):
     """The launcher's path: Ray Train + DeepSpeed, a run record with the players' statistics."""
     import ray

@@ -160,6 +160,7 @@ def test_sweep_overhead_charges_each_trial_from_the_moment_its_slot_was_freed():
     assert figures["overhead_s"] == 13 and figures["first_wave_startup_s"] == 11
 
 
+@pytest.mark.ray
 def test_sweep_overhead_runs_a_real_sweep_and_times_its_later_trials(tmp_path):
     """The benchmark end to end: `ray-t2t sweep` in a fresh process (its own local Ray), 3 tiny trials
     2 at a time, so the third waits for a slot and is the one measured; as the quickstart runs its
@@ -178,6 +179,7 @@ def test_sweep_overhead_runs_a_real_sweep_and_times_its_later_trials(tmp_path):
     assert figures["tokens_per_s"] > 0 and "per trial after the first wave (median of 1)" in result.stdout
 
 
+@pytest.mark.ray
 def test_lone_run_times_ray_t2t_train_in_local_mode_without_ray_and_on_a_ray_train_worker(tmp_path):
     """The benchmark end to end: `ray-t2t train` in a fresh process, once in local mode (no Ray
     started) and once on a Ray Train worker (a local Ray, the worker's process), on data prepared once."""

@@ -357,6 +357,7 @@ def stop_cluster(group: int, markers: list[str]) -> None:
     assert not survivors, f"processes of the test cluster survived teardown: {survivors}"
 
 
+@pytest.mark.ray
 def test_the_cluster_runs_on_loopback_with_token_auth(head):
     names = {p.info["cmdline"][0].rsplit("/", 1)[-1] for p in processes_of(head.temp_dir) if p.info["cmdline"]}
     assert any("gcs_server" in n for n in names) and any("raylet" in n for n in names), names
@@ -367,6 +368,7 @@ def test_the_cluster_runs_on_loopback_with_token_auth(head):
     assert ("127.0.0.1", dashboard_port) in listening and ("0.0.0.0", dashboard_port) not in listening
 
 
+@pytest.mark.ray
 def test_submissions_without_the_token_are_refused(head):
     from ray.exceptions import AuthenticationError
 
@@ -382,6 +384,7 @@ def test_submissions_without_the_token_are_refused(head):
     assert not {"rt2t-no-token", "rt2t-wrong-token"} & ids
 
 
+@pytest.mark.ray
 def test_ray_job_submit_cli_runs_the_smoke_data_stage(head):
     """The README's command: `ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- ray-t2t ...`."""
     started = time.time()
@@ -397,6 +400,7 @@ def test_ray_job_submit_cli_runs_the_smoke_data_stage(head):
     print(f"cli data job: {time.time() - started:.1f}s")
 
 
+@pytest.mark.ray
 def test_job_submission_client_trains_the_smoke_student_and_writes_its_record(head):
     import json
 
@@ -420,6 +424,7 @@ def test_job_submission_client_trains_the_smoke_student_and_writes_its_record(he
     print(f"sdk train job: {time.time() - started:.1f}s")
 
 
+@pytest.mark.ray
 def test_a_job_asking_for_a_gpu_the_cluster_lacks_fails_before_any_work(head):
     started = time.time()
     job = head.client().submit_job(

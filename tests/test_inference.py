@@ -119,6 +119,7 @@ def test_the_report_joins_the_measurement_to_every_run_of_its_architecture(exper
     assert all(g["inference_speed"]["architecture_key"] == key for g in report.data["groups"])
 
 
+@pytest.mark.ray
 def test_on_a_cluster_the_measurement_is_a_ray_task_on_cores_of_its_own(experiment, monkeypatch):
     """With RAY_ADDRESS set (a job on a cluster) each model is measured by a Ray task that asks for
     inference.cpus (and a GPU of inference.accelerator_type where one is deployed), pinned there."""

@@ -10,6 +10,8 @@ from ray_t2t.config.experiment import validate_config
 from ray_t2t.ray_cluster import start_local_ray
 from ray_t2t.train.launcher import train
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture
 def ray_session():

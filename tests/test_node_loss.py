@@ -29,6 +29,8 @@ from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import prepare_data
 from ray_t2t.models import build_model
 
+pytestmark = pytest.mark.ray
+
 TINY_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
                                               "num_decoder_layers": 2, "dropout_rate": 0.0}}
 

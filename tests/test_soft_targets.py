@@ -143,6 +143,7 @@ def read_ids(folder) -> list[int]:
     return ids
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("preset", ["t5-tiny", "gpt2-tiny"])
 def test_ray_data_inference_resumes_and_reuses(ray_session, tmp_path, preset):
     cfg, prepared = experiment(tmp_path, preset)
@@ -244,6 +245,7 @@ def test_kd_sequence_trains_on_the_teachers_generations(tmp_path):
         load_generations(folder)  # each shard checked as it is read
 
 
+@pytest.mark.ray
 def test_a_teacher_job_killed_mid_run_resumes_to_exactly_one_row_per_example(tmp_path, ray_t2t_bin):
     """`ray-t2t teacher` in its own process group, SIGKILLed (driver, local Ray and its actors) once
     its first shard is on disk, then rerun: every example once, checksums verified, no temporary files."""

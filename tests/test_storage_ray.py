@@ -9,10 +9,13 @@ import json
 import os
 import subprocess
 
+import pytest
 import yaml
 
 from conftest import minimal_config
 from ray_t2t.storage import location
+
+pytestmark = pytest.mark.ray
 
 TINY_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
                                               "num_decoder_layers": 2, "dropout_rate": 0.0}}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import LOCAL_DATA, TEACHER_T5, minimal_config, train_locally
+from conftest import LOCAL_DATA, REPO, TEACHER_T5, minimal_config, train_locally
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.methods import Setup, collate, get_method
@@ -156,8 +156,6 @@ def test_local_mode_runs_one_after_another_in_one_process_and_resumes_from_its_c
     import subprocess
     import sys
 
-    from benchmarks.suite import ROOT
-
     folder, raw, data = prepared
     cfg = validate_config(dict(raw, run=dict(raw["run"], checkpoint_every_n_steps=10, checkpoints_to_keep=1),
                                scaling={"local_mode": True}))
@@ -170,7 +168,7 @@ def test_local_mode_runs_one_after_another_in_one_process_and_resumes_from_its_c
 
     first = payload("first", fail_once_at_step=f"25:{tmp_path / 'failed_once'}")
     done = subprocess.run([sys.executable, "-c", IN_PROCESS_RUNS, json.dumps(first), json.dumps(payload("second"))],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     seen = json.loads(done.stdout.split("SEEN ", 1)[1])
     assert "injected failure at step 25" in seen["failed"]

@@ -19,6 +19,8 @@ from ray_t2t.ray_cluster import start_local_ray
 from ray_t2t.train.launcher import summarize, train
 from ray_t2t.train.loop import FAIL_ONCE_ENV
 
+pytestmark = pytest.mark.ray
+
 TARGET = 0.95  # PER: an untrained model scores 1 (it says nothing); the tiny scratch model gets below
 STEPS, EVERY = 600, 200
 SMALL_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
