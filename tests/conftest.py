@@ -40,25 +40,30 @@ def minimal_config(tmp_path: Path, **sections) -> dict:
 
 
 LOCAL_WORKER = """
-import json, sys
+import importlib, json, sys
 from ray_t2t.train.context import LocalContext
 from ray_t2t.train.loop import run_worker
 payload = json.loads(sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+for module in sys.argv[3:]:  # e.g. a test's own method, registered as its module is imported
+    importlib.import_module(module)
 run_worker(payload, LocalContext(payload["run_dir"]))
 """
 
 
 def train_locally(cfg, label: str, data_path, run_dir: Path, threads: int = 1, timeout: int = 600,
-                  extras: dict | None = None) -> dict:
+                  extras: dict | None = None, imports: tuple[str, ...] = ()) -> dict:
     """One run of the training loop in a fresh process without Ray (LocalContext, one device); its run
-    record. `extras`: what the method's driver-side prepare() returned. RuntimeError with the end of the
+    record. `extras`: what the method's driver-side prepare() returned; `imports`: modules of tests/ the
+    process imports first (a method of a test's own). RuntimeError with the end of the
     process's output when it fails. (benchmarks/suite.py's run_locally does the same for the benchmarks,
     which must not import from tests/.)"""
     payload = {"config": cfg.model_dump(mode="json"), "label": label, "data_path": str(data_path),
                "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": threads,
                "method_extras": extras or {}}
     try:
-        done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)], cwd=REPO,
+        done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload), str(Path(__file__).parent),
+                               *imports], cwd=REPO,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"run {label} took more than {timeout} s") from None

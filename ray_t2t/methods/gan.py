@@ -274,4 +274,4 @@ def loss(model, batch, setup: Setup):
 export = export_task_model
 
 
-METHOD = Method("gan", GanParams, build, kind="alternative", collate=collate, loss=loss)
+METHOD = Method("gan", GanParams, build, kind="alternative", collate=collate, loss=loss, export=export)

@@ -178,4 +178,4 @@ export = export_task_model
 
 
 METHOD = Method("vae", VaeParams, build, kind="alternative", families=("encoder_decoder",), check=check, loss=loss,
-                extra_flops_per_token=extra_flops_per_token)
+                export=export, extra_flops_per_token=extra_flops_per_token)
