@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from ray_t2t.config.experiment import ExperimentConfig
 
 RECORD_FILE = "record.json"
-RECORD_VERSION = 1
 
 # Peak dense bf16 FLOP/s per device, for MFU. CPUs vary too much to list: MFU is null there.
 PEAK_FLOPS = {

@@ -22,7 +22,14 @@ from ray_t2t.preflight import (
 )
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.report import build_report
-from ray_t2t.sweep import plan_trials, run_sweep, stage_one_labels, summarize_sweep, sweep_labels, waiting_cpus
+from ray_t2t.sweep import (
+    plan_trials,
+    run_sweep,
+    stage_one_labels,
+    summarize_sweep,
+    sweep_labels,
+    waiting_cpus,
+)
 from ray_t2t.train.launcher import needs_no_ray, summarize, train
 
 

@@ -36,10 +36,11 @@ from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import PreparedData, Split, prepare_data
 from ray_t2t.decoding import generate_ids
 from ray_t2t.errors import ConfigError, DataError, UserError
-from ray_t2t.ledger import RECORD_VERSION, Hardware, read_record, short_gpu_name, write_record
+from ray_t2t.ledger import Hardware, read_record, short_gpu_name, write_record
 from ray_t2t.models import build_model, is_encoder_decoder
 from ray_t2t.preflight import check_cluster_fits, check_storage_writable
 from ray_t2t.ray_cluster import ensure_ray
+from ray_t2t.run_record import RECORD_VERSION
 from ray_t2t.storage import (
     StoragePath,
     absolute,

@@ -191,7 +191,7 @@ def test_kd_collate_aligns_teacher_rows_with_labelled_positions(tmp_path, preset
     kd_cfg = validate_config(raw)
     setup = Setup(kd_cfg, kd_cfg.methods[0], replica.tokenizer, seed=0,
                   encoder_decoder=replica.encoder_decoder,
-                  extras={"soft_targets": str(folder), "stored_temperature": 1.0})
+                  extras={"soft_targets": [str(folder)], "stored_temperatures": [1.0]})
     indices = [3, 150, 299]
     batch = kd_collate(setup, [replica.source_ids[i] for i in indices], [replica.target_ids[i] for i in indices],
                        indices=indices)
@@ -226,7 +226,7 @@ def test_kd_sequence_trains_on_the_teachers_generations(tmp_path):
         raw["methods"] = [{"name": "kd_sequence", "gold_mix": gold_mix}]
         seq_cfg = validate_config(raw)
         setup = Setup(seq_cfg, seq_cfg.methods[0], replica.tokenizer, seed=0, encoder_decoder=True,
-                      extras={"soft_targets": str(folder)})
+                      extras={"soft_targets": [str(folder)]})
         labels = seq_collate(setup, sources, golds, indices=indices)["labels"].tolist()
         return [[t for t in row if t != -100] for row in labels]
 

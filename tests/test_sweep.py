@@ -167,15 +167,15 @@ def test_local_mode_trials_reserve_their_worker_and_nothing_besides(tmp_path):
     """scaling.local_mode: a trial trains in its own process, so it reserves the worker's bundle and no
     tune.trial_cpus on top; a local Ray declares no extra logical CPUs for waiting trials."""
     from ray_t2t.preflight import requests
-    from ray_t2t.sweep import _waiting_cpus
+    from ray_t2t.sweep import waiting_cpus
 
     raw = minimal_config(tmp_path, scaling={"num_workers": 1, "resources_per_worker": {"CPU": 1}, "local_mode": True})
     cfg = validate_config(raw)
     assert _concurrency(cfg, 2, 0) == 2 and _concurrency(cfg, 2, 0, trial_cpus=False) == 2
-    assert _waiting_cpus(cfg) == 0
+    assert waiting_cpus(cfg) == 0
     assert [(r.stage, r.bundle, r.count) for r in requests(cfg, ("train", "sweep"))] == [("train", {"CPU": 1.0}, 1)]
     workers = validate_config(dict(raw, scaling={"num_workers": 1, "resources_per_worker": {"CPU": 1}}))
-    assert _concurrency(workers, 2, 0) == 1 and _waiting_cpus(workers) == 1
+    assert _concurrency(workers, 2, 0) == 1 and waiting_cpus(workers) == 1
     assert [r.stage for r in requests(workers, ("train", "sweep"))] == ["train", "sweep"]
 
 

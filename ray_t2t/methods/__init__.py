@@ -33,7 +33,14 @@ from ray_t2t.methods import (
     sft,
     vae,
 )
-from ray_t2t.methods.base import Method, Setup, collate, cross_entropy, model_spec, save_pretrained
+from ray_t2t.methods.base import (
+    Method,
+    Setup,
+    collate,
+    cross_entropy,
+    model_spec,
+    save_pretrained,
+)
 
 __all__ = ["METHODS", "Method", "Setup", "collate", "cross_entropy", "get_method", "model_spec", "register",
            "save_pretrained"]

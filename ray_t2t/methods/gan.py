@@ -65,7 +65,12 @@ from ray_t2t.batching import pad, prompts_decoder_only, prompts_encoder_decoder
 from ray_t2t.config.sections import MethodParams
 from ray_t2t.methods.base import Method, Setup
 from ray_t2t.methods.base import collate as family_collate
-from ray_t2t.methods.wrapper import TaskModelWrapper, export_task_model, masked_mean, unwrap
+from ray_t2t.methods.wrapper import (
+    TaskModelWrapper,
+    export_task_model,
+    masked_mean,
+    unwrap,
+)
 from ray_t2t.models import build_model
 
 

@@ -79,7 +79,10 @@ def eager_probabilities_before_dropout(module, query, key, value, attention_mask
 def register_attention() -> None:
     """Make ATTENTION known to transformers (and give it eager's masks); idempotent, per process."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.masking_utils import (
+        ALL_MASK_ATTENTION_FUNCTIONS,
+        AttentionMaskInterface,
+    )
 
     AttentionInterface.register(ATTENTION, eager_probabilities_before_dropout)
     AttentionMaskInterface.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])

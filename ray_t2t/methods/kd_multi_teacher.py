@@ -24,7 +24,11 @@ from ray_t2t.config.sections import MethodParams
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods.base import Method, Setup
 from ray_t2t.methods.base import collate as task_collate
-from ray_t2t.methods.kd_logits import build, soft_target_rows, teacher_rows  # build: a random init
+from ray_t2t.methods.kd_logits import (  # build: a random init
+    build,
+    soft_target_rows,
+    teacher_rows,
+)
 
 
 class KdMultiTeacherParams(MethodParams):

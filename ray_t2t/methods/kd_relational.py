@@ -32,7 +32,9 @@ from pydantic import Field, model_validator
 from ray_t2t.config.sections import MethodParams
 from ray_t2t.methods import distill
 from ray_t2t.methods.base import Method, Setup
-from ray_t2t.methods.distill import extra_flops_per_token  # the live teacher's forward passes
+from ray_t2t.methods.distill import (
+    extra_flops_per_token,  # the live teacher's forward passes
+)
 from ray_t2t.methods.kd_logits import build  # a randomly initialized student
 
 

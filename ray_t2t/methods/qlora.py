@@ -50,7 +50,12 @@ def check(cfg, params) -> None:
 def build(setup: Setup):
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, BitsAndBytesConfig
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        BitsAndBytesConfig,
+    )
 
     params = setup.params
     spec = model_spec(setup.cfg, params.model)

@@ -48,7 +48,12 @@ from ray_t2t.config.sections import MethodParams
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods.base import Method, Setup, model_spec
 from ray_t2t.methods.distill import key_of
-from ray_t2t.methods.wrapper import TaskModelWrapper, export_task_model, masked_mean, unwrap
+from ray_t2t.methods.wrapper import (
+    TaskModelWrapper,
+    export_task_model,
+    masked_mean,
+    unwrap,
+)
 from ray_t2t.models import build_model, model_config, training_flops_per_token
 
 

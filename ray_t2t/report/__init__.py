@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ray_t2t.errors import UserError
-from ray_t2t.report.figures import TO_TARGET, Charge, GroupFigures, compute_figures, figure_columns, speed_at
+from ray_t2t.report.figures import (
+    TO_TARGET,
+    Charge,
+    GroupFigures,
+    compute_figures,
+    figure_columns,
+    speed_at,
+)
 from ray_t2t.report.plots import fewshot_plot, pareto_front, write_plots
 from ray_t2t.report.records import (
     REPORT_FOLDER,
@@ -45,8 +52,20 @@ from ray_t2t.report.records import (
 )
 from ray_t2t.report.render import Document, _atomic_write, cell, crossing_cell, fmt
 from ray_t2t.report.tasks import _multitask_json, fewshot_by_k, multitask_comparison
-from ray_t2t.report.verdict import ClassVerdict, headline, judge, size_classes, verdict_lines
-from ray_t2t.stats import Stat, break_even_interval, mean_ci, students_to_break_even, t_quantile
+from ray_t2t.report.verdict import (
+    ClassVerdict,
+    headline,
+    judge,
+    size_classes,
+    verdict_lines,
+)
+from ray_t2t.stats import (
+    Stat,
+    break_even_interval,
+    mean_ci,
+    students_to_break_even,
+    t_quantile,
+)
 from ray_t2t.storage import is_remote, location, upload
 
 __all__ = ["Report", "build_report", "Charge", "Stat", "Target", "break_even_interval", "fewshot_by_k",

@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ray_t2t.report.records import Group, Target, is_teacher_run, method_of, teacher_use, time_to_target
+from ray_t2t.report.records import (
+    Group,
+    Target,
+    is_teacher_run,
+    method_of,
+    teacher_use,
+    time_to_target,
+)
 from ray_t2t.stats import Crossings, Stat
 
 

@@ -10,7 +10,6 @@ their own.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,9 @@ from ray_t2t.errors import UserError
 from ray_t2t.inference import INFERENCE_FOLDER  # <experiment>/inference/<key>.json
 from ray_t2t.ledger import crossing, meets
 from ray_t2t.methods import METHODS, Method
+from ray_t2t.run_record import check_record
 from ray_t2t.storage import location
 
-# Fields of a finished training record the report reads (dotted paths), with their types.
-REQUIRED_FIELDS = {"label": str, "method": str, "times.train_s": (int, float), "device_seconds": (int, float),
-                   "cost.total": (int, float, type(None)), "learning_curve": list, "final.test": dict,
-                   "metric.name": str, "model.total_params": int, "data.tokens_seen": (int, float)}
 REPORT_FOLDER = "report"
 
 
@@ -117,29 +113,6 @@ def _read_json(path: Path) -> Any:
         raise UserError(f"{path}: not a readable run record ({err}); remove it or rerun the run that wrote it") from None
 
 
-def _field(record: dict, dotted: str) -> Any:
-    value: Any = record
-    for key in dotted.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise KeyError(dotted)
-        value = value[key]
-    return value
-
-
-def _check_fields(path: Path, record: dict) -> None:
-    for key, kind in REQUIRED_FIELDS.items():
-        try:
-            value = _field(record, key)
-        except KeyError:
-            raise UserError(f"{path}: the run record has no {key}; it was written by another version of "
-                            "ray_t2t or by hand: rerun that run, or move the file away") from None
-        if not isinstance(value, kind) or isinstance(value, bool) or (
-                isinstance(value, float) and not math.isfinite(value)):
-            raise UserError(f"{path}: the run record's {key} is {json.dumps(value)[:80]}, not a "
-                            f"{'number' if kind is not str and kind not in (list, dict) else kind.__name__}; "
-                            "rerun that run, or move the file away")
-
-
 def group_of(record: dict) -> str:
     return record.get("group") or record["label"]
 
@@ -169,7 +142,7 @@ def load_records(run_dir: Path) -> Records:
         if record.get("kind") == "teacher_inference":
             records.inferences.append(dict(record, _path=str(path)))
             continue
-        _check_fields(path, record)
+        check_record(record, str(path))
         replicate = (group_of(record), record.get("seed"))
         if replicate in seen:
             records.left_out.append((str(path), f"seed {record.get('seed')} of {group_of(record)} is already counted "

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ray_t2t.report.records import Target, group_records, is_teacher_run, method_of, time_to_target
+from ray_t2t.report.records import (
+    Target,
+    group_records,
+    is_teacher_run,
+    method_of,
+    time_to_target,
+)
 from ray_t2t.stats import Stat
 
 

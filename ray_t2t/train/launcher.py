@@ -27,7 +27,12 @@ from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.ledger import hardware_of, read_record, write_record
 from ray_t2t.methods import get_method
-from ray_t2t.preflight import check_cluster_fits, check_machine_fits, check_storage_writable, worker_bundle
+from ray_t2t.preflight import (
+    check_cluster_fits,
+    check_machine_fits,
+    check_storage_writable,
+    worker_bundle,
+)
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.soft_targets import produce_soft_targets
 from ray_t2t.storage import location, ray_storage

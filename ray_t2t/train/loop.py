@@ -1,15 +1,17 @@
 """The training loop every method runs: one copy per worker, on a DeepSpeed engine.
 
-Read it top to bottom: build the method's model -> DeepSpeed engine (ZeRO stage, precision, offload,
-accumulation, clipping from the config) -> resume from the latest checkpoint if there is one -> steps
-(micro-batches from BatchOrder, so the data position is the step count) -> every `eval.every_n_steps`
-the task metric on validation -> every `run.checkpoint_every_n_steps` a DeepSpeed checkpoint reported
-to Ray -> at the end: test metrics, the exported model, and the run record (inference speed is
-measured later, one exported model at a time: ray_t2t.inference).
+It reads top to bottom. The spine, run_worker: start_run (the method's model -> a DeepSpeed engine with
+the config's ZeRO stage, precision, offload, accumulation and clipping -> resume from the latest
+checkpoint) -> train_steps (micro-batches from a BatchOrder, so the data position is the step count;
+every `eval.every_n_steps` the task metric on validation; every `run.checkpoint_every_n_steps` a
+DeepSpeed checkpoint reported to Ray) -> finish (test metrics, the exported model, the run record).
+The engine's settings, the process's placement and small helpers follow. Inference speed is measured
+later, one exported model at a time (ray_t2t.inference).
 
-Clocks: `train_s` counts optimizer steps only; evaluation, checkpoints and export have their own
-clocks, so how often a run is measured does not change its cost. All clocks are kept in the
-checkpoint, so a resumed run continues its curve and its totals where the checkpoint left them.
+Clocks, tokens, FLOPs, energy and the learning curve are kept by ray_t2t.train.accounting: `train_s`
+counts optimizer steps only; evaluation, checkpoints and export have clocks of their own, so how often
+a run is measured does not change its cost. They are saved in every checkpoint, so a resumed run
+continues its curve and its totals where the checkpoint left them.
 
 The loop never imports Ray: it talks to a TrainContext (ray_t2t.train.context).
 """
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -32,18 +33,37 @@ from ray_t2t.config.experiment import ExperimentConfig, validate_config
 from ray_t2t.data import PreparedData, Split
 from ray_t2t.decoding import generate
 from ray_t2t.inference import export_key
-from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, crossing, hardware_of, mfu, write_record
+from ray_t2t.ledger import (
+    EnergyMeter,
+    Hardware,
+    crossing,
+    hardware_of,
+    write_record,
+)
 from ray_t2t.methods import Setup, collate, get_method, model_spec
-from ray_t2t.metrics import METRICS, compute_metrics
-from ray_t2t.models import count_parameters, exported_parameters, is_encoder_decoder, training_flops_per_token
+from ray_t2t.metrics import compute_metrics
+from ray_t2t.models import (
+    count_parameters,
+    exported_parameters,
+    is_encoder_decoder,
+    training_flops_per_token,
+)
 from ray_t2t.placement import gpu_placement, own_cores
-from ray_t2t.storage import StoragePath, folder_bytes, location, staged_folder
-from ray_t2t.train.context import InProcessContext, RayTrainContext, single_process_group
+from ray_t2t.run_record import new_record
+from ray_t2t.storage import StoragePath, location, staged_folder
+from ray_t2t.train.accounting import (bank_energy, batch_tokens, curve_point, new_state, peak_memory_bytes,
+                                      record_fields)
+from ray_t2t.train.context import (
+    InProcessContext,
+    RayTrainContext,
+    single_process_group,
+)
 
 CHECKPOINT_TAG = "ray_t2t"
 # Test hook, read by the launcher from the driver's environment: "STEP:MARKER_FILE" makes rank 0 raise
 # once at STEP (creating MARKER_FILE), to prove that a failed worker group resumes from its checkpoint.
 FAIL_ONCE_ENV = "RAY_T2T_FAIL_ONCE_AT_STEP"
+
 
 
 def train_loop_per_worker(payload: dict) -> None:
@@ -64,212 +84,13 @@ def train_loop_per_worker(payload: dict) -> None:
             run_worker(payload, InProcessContext(local["checkpoints"], local["keep"], local["to_tune"]))
 
 
-@contextmanager
-def run_placement(payload: dict):
-    """A CPU worker trains on cores of its own (ray_t2t.placement: its `threads` cores, pinned);
-    a GPU worker on the GPUs Ray gave it. Yields the placement for the run record."""
-
-    if (payload.get("config") or {}).get("scaling", {}).get("use_gpu"):
-        yield gpu_placement()
-        return
-    with own_cores(int(payload.get("threads", 1)), log=lambda message: print(f"[ray-t2t] {message}", flush=True)) \
-            as placement:
-        yield placement
-
-
-def _process_started() -> float | None:
-    try:
-        import psutil  # comes with ray[default]
-    except ImportError:
-        return None
-    return psutil.Process().create_time()
-
-
-def method_entry(cfg: ExperimentConfig, label: str):
-    for entry in cfg.methods:
-        if (entry.label or entry.name) == label:
-            return entry
-    raise KeyError(label)
-
-
-def engine_precision(cfg: ExperimentConfig, method=None) -> str:
-    """deepspeed.precision, with auto = bf16 on GPU and fp32 on CPU, unless the method fixes it."""
-    if cfg.deepspeed.precision != "auto":
-        return cfg.deepspeed.precision
-    return (method and method.engine_precision) or ("bf16" if cfg.scaling.use_gpu else "fp32")
-
-
-def deepspeed_config(cfg: ExperimentConfig, world_size: int, method=None) -> dict[str, Any]:
-    ds = cfg.deepspeed
-    precision = engine_precision(cfg, method)
-    zero: dict[str, Any] = {"stage": ds.zero_stage}
-    if ds.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    if ds.offload_params:
-        zero["offload_param"] = {"device": "cpu"}
-    config = {
-        "train_micro_batch_size_per_gpu": cfg.training.batch_size,
-        "gradient_accumulation_steps": ds.gradient_accumulation_steps,
-        "train_batch_size": cfg.training.batch_size * ds.gradient_accumulation_steps * world_size,
-        "zero_optimization": zero,
-        "bf16": {"enabled": precision == "bf16"},
-        "fp16": {"enabled": precision == "fp16"},
-        # torch's AdamW is given to the engine: no JIT-built optimizer ops, also under ZeRO offload.
-        "zero_allow_untested_optimizer": True,
-        "zero_force_ds_cpu_optimizer": False,
-        "steps_per_print": 10**9,
-    }
-    if ds.gradient_clipping > 0:
-        config["gradient_clipping"] = ds.gradient_clipping
-    return config
-
-
-def lr_factor(step: int, cfg: ExperimentConfig) -> float:
-    """Multiplier of the peak learning rate for optimizer step `step` (0-based): linear warmup, then
-    linear or cosine decay to zero at max_steps, or constant."""
-    training = cfg.training
-    if step < training.warmup_steps:
-        return (step + 1) / training.warmup_steps
-    if training.lr_schedule == "constant":
-        return 1.0
-    progress = (step - training.warmup_steps) / max(1, training.max_steps - training.warmup_steps)
-    progress = min(1.0, progress)
-    if training.lr_schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return 1.0 - progress
-
-
-def method_trains(method, setup: Setup) -> bool:
-    """False for a method that takes no optimizer steps (fewshot in-context): it is charged its inference."""
-    return method.trains(setup)
-
-
-def _prompts(method, setup: Setup, sources: list) -> list:
-    """What the model reads for each source at evaluation (a method's prompt_sources, e.g. demonstrations)."""
-    return method.prompt_sources(setup, sources)
-
-
-def _log(ctx, message: str) -> None:
-    if ctx.rank == 0:
-        print(f"[ray-t2t] {message}", flush=True)
-
-
-@contextmanager
-def full_parameters(engine):
-    """Under ZeRO-3 each rank holds a shard of every weight: gather them for decoding and export.
-    A collective: every rank enters."""
-    if engine.zero_optimization_stage() == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
-            yield
-    else:
-        yield
-
-
-def _all_gather(ctx, value):
-    import torch.distributed as dist
-
-    if ctx.world_size == 1:
-        return [value]
-    gathered = [None] * ctx.world_size
-    dist.all_gather_object(gathered, value)
-    return gathered
-
-
-def evaluate(run: Run, split: Split) -> dict[str, float]:
-    """Teacher-forced task loss and token accuracy and, for task-evaluating methods, the eval metrics
-    on decoded outputs. Each rank takes every world_size-th example; results are gathered, so every
-    rank returns the same numbers (and takes the same stop-at-target decision)."""
-    import torch
-
-
-    cfg, setup, method, engine, ctx, device = run.cfg, run.setup, run.method, run.engine, run.ctx, run.device
-    model = engine.module
-    mine = list(range(ctx.rank, len(split), ctx.world_size))
-    sources = _prompts(method, setup, [split.source_ids[i] for i in mine])
-    targets = [split.target_ids[i] for i in mine]
-    evaluates_task = method.evaluates_task
-    model.eval()
-    loss_sum, loss_tokens, correct, predictions = 0.0, 0, 0, []
-    rows: list[tuple[float, int, int]] = []  # per example (loss sum, tokens, correct): a multitask split's breakdown
-    with torch.no_grad(), full_parameters(engine):
-        step = cfg.eval.batch_size
-        generator = torch.Generator().manual_seed(cfg.seed)
-        for start in range(0, len(mine), step):
-            pair = (sources[start : start + step], targets[start : start + step])
-            if evaluates_task:
-                # The task's own cross-entropy for every method (not a method's training loss, which
-                # may mix in distillation terms), so validation loss compares across methods.
-                batch = collate(setup, *pair)
-            else:  # e.g. pretraining: its own objective on held-out text
-                batch = method.collate(setup, *pair, generator=generator)
-            batch = {key: value.to(device) for key, value in batch.items()}
-            outputs = model(**batch)
-            labels, logits = batch["labels"], outputs.logits
-            if not setup.encoder_decoder:  # a decoder-only model predicts token t+1 at position t
-                labels, logits = labels[:, 1:], logits[:, :-1]
-            scored = labels != -100
-            tokens = int(scored.sum())
-            loss_sum += float(outputs.loss) * tokens
-            loss_tokens += tokens
-            correct += int(((logits.argmax(-1) == labels) & scored).sum())
-            if split.tasks is not None:
-                token_loss = torch.nn.functional.cross_entropy(
-                    logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
-                hits = ((logits.argmax(-1) == labels) & scored).sum(-1)
-                rows += zip(token_loss.sum(-1).tolist(), scored.sum(-1).tolist(), hits.tolist())
-        if evaluates_task and sources:
-            max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
-            predictions = generate(model, setup.tokenizer, sources, max_new_tokens=max_new,
-                                   num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size)
-    model.train()
-    results = _all_gather(ctx, (mine, predictions, loss_sum, loss_tokens, correct, rows))
-    total_tokens = max(1, sum(r[3] for r in results))
-    metrics = {"loss": sum(r[2] for r in results) / total_tokens,
-               "token_accuracy": sum(r[4] for r in results) / total_tokens}
-    names = list(dict.fromkeys([cfg.eval.metric, "per", "exact_match"]))  # ordered, unique
-    by_index = {i: p for r in results for i, p in zip(r[0], r[1])}
-    if evaluates_task:
-        order = sorted(by_index)
-        metrics |= compute_metrics([by_index[i] for i in order], [split.references[i] for i in order], names)
-    if split.tasks is not None:  # the same figures per task, named <figure>_<task> (wer_g2p)
-        row_of = {i: row for r in results for i, row in zip(r[0], r[5])}
-        for task in dict.fromkeys(split.tasks):
-            mine_task = [i for i in sorted(row_of) if split.tasks[i] == task]
-            tokens = max(1, sum(row_of[i][1] for i in mine_task))
-            metrics[f"loss_{task}"] = sum(row_of[i][0] for i in mine_task) / tokens
-            metrics[f"token_accuracy_{task}"] = sum(row_of[i][2] for i in mine_task) / tokens
-            if evaluates_task:
-                scores = compute_metrics([by_index[i] for i in mine_task], [split.references[i] for i in mine_task], names)
-                metrics |= {f"{name}_{task}": value for name, value in scores.items()}
-    return metrics
-
-
-def _reached(metrics: dict, cfg: ExperimentConfig, target: dict | None = None, suffix: str = "") -> bool:
-    """Whether `metrics` meet the target (eval.target, or a per-task target dict read at <metric><suffix>)."""
-    target = target or (cfg.eval.target.model_dump() if cfg.eval.target else None)
-    if target is None or target["metric"] + suffix not in metrics:
-        return False
-    value = metrics[target["metric"] + suffix]
-    return value <= target["value"] if target["op"] == "<=" else value >= target["value"]
-
-
-def _peak_memory_bytes(device) -> int:
-    import torch
-
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
-def initialized_from(setup: Setup) -> str | None:
-    """The trained weights a run starts from (the name or path of its role's model, e.g. a pretrain
-    run's export for a fine-tune), or None for a random start. The report charges a run for the
-    training of a model of the same experiment it starts from, as distillation for its teacher."""
-    role = getattr(setup.params, "model", None) or "student"
-    spec = model_spec(setup.cfg, role)
-    return spec.name_or_path if spec.name_or_path and spec.pretrained else None
+def run_worker(payload: dict, ctx) -> None:
+    """Train one method on this worker. `payload`: config (dict), label, data_path, run_dir,
+    config_hash, run_hash, threads (CPU threads per worker), fail_once_at_step (tests), start_timestamps
+    (when Ray started the process and the function; timestamps of the record)."""
+    run = start_run(payload, ctx)
+    train_steps(run)
+    finish(run)
 
 
 @dataclass
@@ -293,17 +114,6 @@ class Run:
     energy: EnergyMeter
     state: dict  # step, clocks, tokens, curve, target: all saved in checkpoints
     run_dir: StoragePath
-
-
-def skip_shared_memory_comm_build() -> None:
-    """DeepSpeed's communication backend JIT-compiles a shared-memory all-reduce op (deepspeed_shm_comm)
-    when it starts on a CPU, for its inference all-reduce alone, which ray_t2t never calls: ~25 s of C++
-    build the first time in an environment, and a failed run ("Error building extension") where no C++
-    compiler is installed. Marked incompatible (deepspeed.ops keeps that dict so that edits persist),
-    it is skipped; training's all-reduces are torch.distributed's (gloo, NCCL) either way."""
-    import deepspeed.ops
-
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def start_run(payload: dict, ctx) -> Run:
@@ -354,11 +164,7 @@ def start_run(payload: dict, ctx) -> Run:
     hardware = hardware_of(cfg, torch.cuda.get_device_name(device) if use_gpu else None)
     energy = EnergyMeter(device)
 
-    state: dict[str, Any] = {
-        "step": 0, "tokens": 0, "train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "setup_s": 0.0,
-        "curve": [], "time_to_target": None, "stopped_at_target": False, "resumes": 0,
-        "flops": 0.0, "energy_j": 0.0 if energy.available else None,
-    }
+    state = new_state(energy.available)
     with ctx.latest_checkpoint() as folder:
         if folder is not None:
             _, client = engine.load_checkpoint(folder, tag=CHECKPOINT_TAG)
@@ -374,81 +180,6 @@ def start_run(payload: dict, ctx) -> Run:
     return Run(payload, ctx, cfg, setup, method, data, engine, scheduler, device, hardware,
                hardware.price_per_device_hour(cfg), total_params, trainable_params, flops_per_token, energy,
                state, location(payload["run_dir"]))
-
-
-def bank_energy(run: Run) -> None:
-    """Stop the energy meter and add every worker's joules since the last bank to the run's total.
-    A collective (every rank calls it at the same steps)."""
-    run.energy.pause()
-    joules = _all_gather(run.ctx, run.energy.take() if run.energy.available else None)
-    if run.state.get("energy_j") is not None and all(j is not None for j in joules):
-        run.state["energy_j"] += sum(joules)
-
-
-def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
-    """Validate now; append a learning-curve point (and the metrics to report); note the target."""
-    cfg, state = run.cfg, run.state
-    bank_energy(run)
-    eval_start = time.perf_counter()
-    val = evaluate(run, validation)
-    state["eval_s"] += time.perf_counter() - eval_start
-    # a method that does not train is charged its inference (the evaluations so far) instead
-    charged_s = state["train_s"] if method_trains(run.method, run.setup) else state["eval_s"]
-    device_s = charged_s * run.hardware.devices
-    point = {"step": state["step"], "wall_s": charged_s, "device_s": device_s,
-             "cost": device_s / 3600 * run.price, "tokens": state["tokens"], "energy_j": state.get("energy_j"),
-             "train_loss": metrics.get("train_loss"),
-             **{k: v for k, v in metrics.items() if k.startswith("train_") and k != "train_loss"},  # method stats
-             **{f"val_{k}": v for k, v in val.items()}}
-    state["curve"].append(point)
-    metrics |= {f"val_{k}": v for k, v in val.items()}
-    if state["time_to_target"] is None and _reached(val, cfg):
-        target = cfg.eval.target
-        state["time_to_target"] = crossing(state["curve"], f"val_{target.metric}", target.op, target.value)
-        _log(run.ctx, f"target {target.metric} {target.op} {target.value:g} reached by step {state['step']} "
-                      f"(crossed at step {state['time_to_target']['step']:.0f} interpolated, "
-                      f"{state['time_to_target']['wall_s']:.1f}s of training)")
-        # a teacher trains for its quality, which every student inherits: never cut short at the target
-        state["stopped_at_target"] = cfg.eval.stop_at_target and getattr(run.setup.params, "model", None) != "teacher"
-    task_targets = run.setup.extras.get("task_targets")  # a multitask run: {task: target dict or None}
-    if task_targets:
-        by_task = state.setdefault("time_to_target_by_task", {task: None for task in task_targets})
-        for task, target in task_targets.items():
-            if target is not None and by_task.get(task) is None and _reached(val, cfg, target, f"_{task}"):
-                by_task[task] = crossing(state["curve"], f"val_{target['metric']}_{task}", target["op"], target["value"])
-                _log(run.ctx, f"task {task}: target {target['metric']} {target['op']} {target['value']:g} reached at "
-                              f"step {state['step']}, {state['train_s']:.1f}s of training")
-
-
-def save_checkpoint(run: Run, metrics: dict) -> None:
-    """A DeepSpeed checkpoint (every rank writes its shard) reported to Ray with the metrics."""
-    import torch
-
-    bank_energy(run)
-    started = time.perf_counter()
-    folder = tempfile.mkdtemp(prefix="ray_t2t_checkpoint_")
-    run.engine.save_checkpoint(folder, tag=CHECKPOINT_TAG,
-                               client_state={"ray_t2t": run.state, "rng": torch.get_rng_state()})
-    run.ctx.report(metrics, checkpoint_dir=folder)
-    shutil.rmtree(folder, ignore_errors=True)
-    run.state["checkpoint_s"] += time.perf_counter() - started
-
-
-def _maybe_fail(run: Run) -> None:
-    fail_at = run.payload.get("fail_once_at_step")
-    if fail_at and run.ctx.rank == 0:
-        fail_step, marker = fail_at.split(":", 1)
-        if run.state["step"] == int(fail_step) and not Path(marker).exists():
-            Path(marker).touch()
-            raise RuntimeError(f"injected failure at step {fail_step} ({FAIL_ONCE_ENV})")
-
-
-def batch_tokens(batch: dict, encoder_decoder: bool) -> tuple[int, int]:
-    """(source, target) tokens the model reads in a batch, from the batch as trained (a method may
-    replace the targets, e.g. kd_sequence's teacher outputs); padding is not counted."""
-    target = int((batch["labels"] != -100).sum())
-    real = int(batch["attention_mask"].sum())
-    return (real, target) if encoder_decoder else (real - target, target)
 
 
 def train_steps(run: Run) -> None:
@@ -539,13 +270,115 @@ def train_steps(run: Run) -> None:
         state["train_examples"] = order.rows_fed(state["step"] * accumulation) if trains else len(rows)
 
 
-def run_worker(payload: dict, ctx) -> None:
-    """Train one method on this worker. `payload`: config (dict), label, data_path, run_dir,
-    config_hash, run_hash, threads (CPU threads per worker), fail_once_at_step (tests), start_timestamps
-    (when Ray started the process and the function; timestamps of the record)."""
-    run = start_run(payload, ctx)
-    train_steps(run)
-    finish(run)
+def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
+    """Validate now; append a learning-curve point (and the metrics to report); note the target."""
+    cfg, state = run.cfg, run.state
+    bank_energy(run.energy, run.state, lambda value: _all_gather(run.ctx, value))
+    eval_start = time.perf_counter()
+    val = evaluate(run, validation)
+    state["eval_s"] += time.perf_counter() - eval_start
+    state["curve"].append(curve_point(state, method_trains(run.method, run.setup), run.hardware.devices, run.price,
+                                      metrics, val))
+    metrics |= {f"val_{k}": v for k, v in val.items()}
+    if state["time_to_target"] is None and _reached(val, cfg):
+        target = cfg.eval.target
+        state["time_to_target"] = crossing(state["curve"], f"val_{target.metric}", target.op, target.value)
+        _log(run.ctx, f"target {target.metric} {target.op} {target.value:g} reached by step {state['step']} "
+                      f"(crossed at step {state['time_to_target']['step']:.0f} interpolated, "
+                      f"{state['time_to_target']['wall_s']:.1f}s of training)")
+        # a teacher trains for its quality, which every student inherits: never cut short at the target
+        state["stopped_at_target"] = cfg.eval.stop_at_target and getattr(run.setup.params, "model", None) != "teacher"
+    task_targets = run.setup.extras.get("task_targets")  # a multitask run: {task: target dict or None}
+    if task_targets:
+        by_task = state.setdefault("time_to_target_by_task", {task: None for task in task_targets})
+        for task, target in task_targets.items():
+            if target is not None and by_task.get(task) is None and _reached(val, cfg, target, f"_{task}"):
+                by_task[task] = crossing(state["curve"], f"val_{target['metric']}_{task}", target["op"], target["value"])
+                _log(run.ctx, f"task {task}: target {target['metric']} {target['op']} {target['value']:g} reached at "
+                              f"step {state['step']}, {state['train_s']:.1f}s of training")
+
+
+def evaluate(run: Run, split: Split) -> dict[str, float]:
+    """Teacher-forced task loss and token accuracy and, for task-evaluating methods, the eval metrics
+    on decoded outputs. Each rank takes every world_size-th example; results are gathered, so every
+    rank returns the same numbers (and takes the same stop-at-target decision)."""
+    import torch
+
+
+    cfg, setup, method, engine, ctx, device = run.cfg, run.setup, run.method, run.engine, run.ctx, run.device
+    model = engine.module
+    mine = list(range(ctx.rank, len(split), ctx.world_size))
+    sources = _prompts(method, setup, [split.source_ids[i] for i in mine])
+    targets = [split.target_ids[i] for i in mine]
+    evaluates_task = method.evaluates_task
+    model.eval()
+    loss_sum, loss_tokens, correct, predictions = 0.0, 0, 0, []
+    rows: list[tuple[float, int, int]] = []  # per example (loss sum, tokens, correct): a multitask split's breakdown
+    with torch.no_grad(), full_parameters(engine):
+        step = cfg.eval.batch_size
+        generator = torch.Generator().manual_seed(cfg.seed)
+        for start in range(0, len(mine), step):
+            pair = (sources[start : start + step], targets[start : start + step])
+            if evaluates_task:
+                # The task's own cross-entropy for every method (not a method's training loss, which
+                # may mix in distillation terms), so validation loss compares across methods.
+                batch = collate(setup, *pair)
+            else:  # e.g. pretraining: its own objective on held-out text
+                batch = method.collate(setup, *pair, generator=generator)
+            batch = {key: value.to(device) for key, value in batch.items()}
+            outputs = model(**batch)
+            labels, logits = batch["labels"], outputs.logits
+            if not setup.encoder_decoder:  # a decoder-only model predicts token t+1 at position t
+                labels, logits = labels[:, 1:], logits[:, :-1]
+            scored = labels != -100
+            tokens = int(scored.sum())
+            loss_sum += float(outputs.loss) * tokens
+            loss_tokens += tokens
+            correct += int(((logits.argmax(-1) == labels) & scored).sum())
+            if split.tasks is not None:
+                token_loss = torch.nn.functional.cross_entropy(
+                    logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+                hits = ((logits.argmax(-1) == labels) & scored).sum(-1)
+                rows += zip(token_loss.sum(-1).tolist(), scored.sum(-1).tolist(), hits.tolist())
+        if evaluates_task and sources:
+            max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
+            predictions = generate(model, setup.tokenizer, sources, max_new_tokens=max_new,
+                                   num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size)
+    model.train()
+    results = _all_gather(ctx, (mine, predictions, loss_sum, loss_tokens, correct, rows))
+    total_tokens = max(1, sum(r[3] for r in results))
+    metrics = {"loss": sum(r[2] for r in results) / total_tokens,
+               "token_accuracy": sum(r[4] for r in results) / total_tokens}
+    names = list(dict.fromkeys([cfg.eval.metric, "per", "exact_match"]))  # ordered, unique
+    by_index = {i: p for r in results for i, p in zip(r[0], r[1])}
+    if evaluates_task:
+        order = sorted(by_index)
+        metrics |= compute_metrics([by_index[i] for i in order], [split.references[i] for i in order], names)
+    if split.tasks is not None:  # the same figures per task, named <figure>_<task> (wer_g2p)
+        row_of = {i: row for r in results for i, row in zip(r[0], r[5])}
+        for task in dict.fromkeys(split.tasks):
+            mine_task = [i for i in sorted(row_of) if split.tasks[i] == task]
+            tokens = max(1, sum(row_of[i][1] for i in mine_task))
+            metrics[f"loss_{task}"] = sum(row_of[i][0] for i in mine_task) / tokens
+            metrics[f"token_accuracy_{task}"] = sum(row_of[i][2] for i in mine_task) / tokens
+            if evaluates_task:
+                scores = compute_metrics([by_index[i] for i in mine_task], [split.references[i] for i in mine_task], names)
+                metrics |= {f"{name}_{task}": value for name, value in scores.items()}
+    return metrics
+
+
+def save_checkpoint(run: Run, metrics: dict) -> None:
+    """A DeepSpeed checkpoint (every rank writes its shard) reported to Ray with the metrics."""
+    import torch
+
+    bank_energy(run.energy, run.state, lambda value: _all_gather(run.ctx, value))
+    started = time.perf_counter()
+    folder = tempfile.mkdtemp(prefix="ray_t2t_checkpoint_")
+    run.engine.save_checkpoint(folder, tag=CHECKPOINT_TAG,
+                               client_state={"ray_t2t": run.state, "rng": torch.get_rng_state()})
+    run.ctx.report(metrics, checkpoint_dir=folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    run.state["checkpoint_s"] += time.perf_counter() - started
 
 
 def finish(run: Run) -> None:
@@ -555,7 +388,7 @@ def finish(run: Run) -> None:
     finish_start = time.perf_counter()
     test_metrics = evaluate(run, test)
     test_s = time.perf_counter() - finish_start
-    peaks = _all_gather(ctx, _peak_memory_bytes(run.device))
+    peaks = _all_gather(ctx, peak_memory_bytes(run.device))
     export_dir = run.run_dir / "model"
     exported: dict[str, Any] = {}
     with full_parameters(engine):
@@ -566,76 +399,167 @@ def finish(run: Run) -> None:
                 exported = {"params": exported_parameters(staging), "key": export_key(staging)}
     if ctx.rank != 0:
         return
-    hardware, payload = run.hardware, run.payload
-    # params describe what is deployed: the exported model (a merged LoRA, a GAN's generator alone);
-    # what trained beside it (a discriminator, projections, a posterior, unmerged adapters) is listed apart
-    total_params = exported.get("params") or run.total_params
-    trainable_params = run.trainable_params
-    train_s = state["train_s"]
-    trains = method_trains(run.method, setup)
-    # a method that does not train (fewshot in-context) is charged its inference: validation and test
-    device_s = (train_s if trains else state["eval_s"] + test_s) * hardware.devices
-    tokens_per_s = state["tokens"] / train_s if train_s else None
-    flops = state.get("flops", 0.0)
-    final_val = {k.removeprefix("val_"): v for k, v in state["curve"][-1].items() if k.startswith("val_")}
-    finish_s = time.perf_counter() - finish_start
-    record = {
-        "record_version": 1,
-        "experiment": cfg.run.name,
-        "label": payload["label"],
-        "method": setup.params.name,
-        "params": setup.params.model_dump(mode="json"),
-        "seed": cfg.seed,
-        "precision": engine_precision(cfg, run.method),
-        "config_hash": payload["config_hash"],
-        "run_hash": payload["run_hash"],
-        "setting_hash": payload.get("setting_hash"),
-        "status": "finished",
-        "stopped_at_target": state["stopped_at_target"],
-        "resumes": state["resumes"],
-        "steps": {"planned": cfg.training.max_steps if trains else 0, "done": state["step"]},
-        "model": {
-            "family": "encoder_decoder" if setup.encoder_decoder else "decoder_only",
-            "architecture": engine.module.config.model_type,
-            "total_params": total_params,
-            "trainable_params": trainable_params if trains else 0,
-            "training_only_params": max(0, run.total_params - total_params),
-            "architecture_key": exported.get("key"),
-            "size_on_disk_bytes": folder_bytes(export_dir),
-            "export_path": str(export_dir),
-            "initialized_from": initialized_from(setup),
-        },
-        "data": {"task": run.data.summary.get("task", cfg.data.task),
-                 "train_examples": state.get("train_examples", run.data.summary["splits"]["train"]["examples"]),
-                 "tokens_seen": state["tokens"]},
-        "hardware": hardware.as_dict() | {"placement": payload.get("placement")},
-        "times": {"setup_s": state["setup_s"], "train_s": train_s, "eval_s": state["eval_s"],
-                  "checkpoint_s": state["checkpoint_s"], "finish_s": finish_s,
-                  "total_s": state["setup_s"] + train_s + state["eval_s"] + state["checkpoint_s"] + finish_s},
-        "device_seconds": device_s,
-        "cost_basis": "training" if trains else "inference",
-        "cost": {"currency": cfg.cost.currency, "price_per_device_hour": run.price,
-                 "total": cost_of(device_s, hardware, cfg)},
-        "tokens_per_s": tokens_per_s,
-        "flops": flops,
-        "flops_per_token": flops / state["tokens"] if state["tokens"] else None,
-        "mfu": mfu(flops / train_s, hardware) if train_s and flops else None,
-        "peak_memory_bytes": max(peaks),
-        "energy_j": state.get("energy_j"),
-        "learning_curve": state["curve"],
-        "target": cfg.eval.target.model_dump() if cfg.eval.target else None,
-        "time_to_target": state["time_to_target"],
-        "final": {"validation": final_val, "test": test_metrics},
-        "metric": {"name": cfg.eval.metric, "higher_is_better": METRICS[cfg.eval.metric].higher_is_better},
-        # wall-clock moments, for start-up and tear-down overheads (benchmarks/train_overhead.py)
-        "timestamps": {**payload.get("start_timestamps", {}), "first_step": state.get("first_step_unix"),
-                       "last_step": state.get("last_step_unix"), "record_written": time.time()},
-    }
-    if "time_to_target_by_task" in state:  # a multitask run: time to each task's target
-        record["time_to_target_by_task"] = state["time_to_target_by_task"]
-    record |= setup.extras.get("record_fields") or {}  # what the method's prepare() adds (multitask: its tasks)
-    record |= payload.get("record_fields") or {}  # a sweep trial's group, seed and parameters
-    write_record(run.run_dir, record)
+    fields = record_fields(run, exported, test_metrics, test_s, time.perf_counter() - finish_start, max(peaks),
+                           precision=engine_precision(cfg, run.method), initialized_from=initialized_from(setup))
+    write_record(run.run_dir, new_record(**fields))
     shown = cfg.eval.metric if cfg.eval.metric in test_metrics else "loss"  # pretrain scores its own objective
     _log(ctx, f"finished: test {shown} {test_metrics.get(shown, float('nan')):.4g}, "
-              f"{train_s:.1f}s training, record {run.run_dir / 'record.json'}")
+              f"{state['train_s']:.1f}s training, record {run.run_dir / 'record.json'}")
+
+
+# ------------------------------------------------------------------------------ the engine
+
+
+def engine_precision(cfg: ExperimentConfig, method=None) -> str:
+    """deepspeed.precision, with auto = bf16 on GPU and fp32 on CPU, unless the method fixes it."""
+    if cfg.deepspeed.precision != "auto":
+        return cfg.deepspeed.precision
+    return (method and method.engine_precision) or ("bf16" if cfg.scaling.use_gpu else "fp32")
+
+
+def deepspeed_config(cfg: ExperimentConfig, world_size: int, method=None) -> dict[str, Any]:
+    ds = cfg.deepspeed
+    precision = engine_precision(cfg, method)
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if ds.offload_params:
+        zero["offload_param"] = {"device": "cpu"}
+    config = {
+        "train_micro_batch_size_per_gpu": cfg.training.batch_size,
+        "gradient_accumulation_steps": ds.gradient_accumulation_steps,
+        "train_batch_size": cfg.training.batch_size * ds.gradient_accumulation_steps * world_size,
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},
+        # torch's AdamW is given to the engine: no JIT-built optimizer ops, also under ZeRO offload.
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+    }
+    if ds.gradient_clipping > 0:
+        config["gradient_clipping"] = ds.gradient_clipping
+    return config
+
+
+def lr_factor(step: int, cfg: ExperimentConfig) -> float:
+    """Multiplier of the peak learning rate for optimizer step `step` (0-based): linear warmup, then
+    linear or cosine decay to zero at max_steps, or constant."""
+    training = cfg.training
+    if step < training.warmup_steps:
+        return (step + 1) / training.warmup_steps
+    if training.lr_schedule == "constant":
+        return 1.0
+    progress = (step - training.warmup_steps) / max(1, training.max_steps - training.warmup_steps)
+    progress = min(1.0, progress)
+    if training.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def skip_shared_memory_comm_build() -> None:
+    """DeepSpeed's communication backend JIT-compiles a shared-memory all-reduce op (deepspeed_shm_comm)
+    when it starts on a CPU, for its inference all-reduce alone, which ray_t2t never calls: ~25 s of C++
+    build the first time in an environment, and a failed run ("Error building extension") where no C++
+    compiler is installed. Marked incompatible (deepspeed.ops keeps that dict so that edits persist),
+    it is skipped; training's all-reduces are torch.distributed's (gloo, NCCL) either way."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+# ---------------------------------------------------------------------------- the process
+
+
+@contextmanager
+def run_placement(payload: dict):
+    """A CPU worker trains on cores of its own (ray_t2t.placement: its `threads` cores, pinned);
+    a GPU worker on the GPUs Ray gave it. Yields the placement for the run record."""
+
+    if (payload.get("config") or {}).get("scaling", {}).get("use_gpu"):
+        yield gpu_placement()
+        return
+    with own_cores(int(payload.get("threads", 1)), log=lambda message: print(f"[ray-t2t] {message}", flush=True)) \
+            as placement:
+        yield placement
+
+
+def _process_started() -> float | None:
+    try:
+        import psutil  # comes with ray[default]
+    except ImportError:
+        return None
+    return psutil.Process().create_time()
+
+# -------------------------------------------------------------------------------- helpers
+
+
+def method_entry(cfg: ExperimentConfig, label: str):
+    for entry in cfg.methods:
+        if (entry.label or entry.name) == label:
+            return entry
+    raise KeyError(label)
+
+
+def method_trains(method, setup: Setup) -> bool:
+    """False for a method that takes no optimizer steps (fewshot in-context): it is charged its inference."""
+    return method.trains(setup)
+
+
+def _prompts(method, setup: Setup, sources: list) -> list:
+    """What the model reads for each source at evaluation (a method's prompt_sources, e.g. demonstrations)."""
+    return method.prompt_sources(setup, sources)
+
+
+def initialized_from(setup: Setup) -> str | None:
+    """The trained weights a run starts from (the name or path of its role's model, e.g. a pretrain
+    run's export for a fine-tune), or None for a random start. The report charges a run for the
+    training of a model of the same experiment it starts from, as distillation for its teacher."""
+    role = getattr(setup.params, "model", None) or "student"
+    spec = model_spec(setup.cfg, role)
+    return spec.name_or_path if spec.name_or_path and spec.pretrained else None
+
+
+def _reached(metrics: dict, cfg: ExperimentConfig, target: dict | None = None, suffix: str = "") -> bool:
+    """Whether `metrics` meet the target (eval.target, or a per-task target dict read at <metric><suffix>)."""
+    target = target or (cfg.eval.target.model_dump() if cfg.eval.target else None)
+    if target is None or target["metric"] + suffix not in metrics:
+        return False
+    value = metrics[target["metric"] + suffix]
+    return value <= target["value"] if target["op"] == "<=" else value >= target["value"]
+
+
+def _maybe_fail(run: Run) -> None:
+    fail_at = run.payload.get("fail_once_at_step")
+    if fail_at and run.ctx.rank == 0:
+        fail_step, marker = fail_at.split(":", 1)
+        if run.state["step"] == int(fail_step) and not Path(marker).exists():
+            Path(marker).touch()
+            raise RuntimeError(f"injected failure at step {fail_step} ({FAIL_ONCE_ENV})")
+
+
+def _log(ctx, message: str) -> None:
+    if ctx.rank == 0:
+        print(f"[ray-t2t] {message}", flush=True)
+
+
+@contextmanager
+def full_parameters(engine):
+    """Under ZeRO-3 each rank holds a shard of every weight: gather them for decoding and export.
+    A collective: every rank enters."""
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield
+    else:
+        yield
+
+
+def _all_gather(ctx, value):
+    import torch.distributed as dist
+
+    if ctx.world_size == 1:
+        return [value]
+    gathered = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -1,0 +1,157 @@
+"""The training run record: one definition, with its version, that the loop writes and the report reads.
+
+A record is one JSON file next to its run (<storage_path>/<run.name>/runs/<label>/record.json, or
+sweep/<trial>/record.json). The fields the report ranks by are required and strictly typed (a number
+is a finite int or float, never a bool); the rest are optional, so a record from an older ray_t2t still
+reads. Extra keys are kept: a sweep trial's group, seed and parameters, a method's own fields
+(multitask's tasks).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from ray_t2t.errors import UserError
+
+RECORD_VERSION = 1
+
+Number = Annotated[Union[StrictInt, StrictFloat], AllowInfNan(False)]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ModelPart(_Part):
+    total_params: StrictInt = Field(description="Parameters of the exported (deployed) model.")
+    family: Literal["encoder_decoder", "decoder_only"] | None = None
+    architecture: str | None = Field(None, description="The model's model_type (t5, gpt2, ...).")
+    trainable_params: int | None = None
+    training_only_params: int | None = Field(None, description="Trained but not exported: a GAN's discriminator, "
+                                             "kd_hidden's projections, a VAE's posterior, unmerged adapters.")
+    architecture_key: str | None = Field(None, description="Same key = same deployed shape (one size class).")
+    size_on_disk_bytes: int | None = None
+    export_path: str | None = None
+    initialized_from: str | None = Field(None, description="The export_path of the run it started from.")
+
+
+class DataPart(_Part):
+    tokens_seen: Number = Field(description="Target and source tokens the optimizer steps read.")
+    task: str | None = None
+    train_examples: int | None = None
+
+
+class TimesPart(_Part):
+    train_s: Number = Field(description="Seconds of optimizer steps (evaluation and checkpoints apart).")
+    setup_s: float | None = None
+    eval_s: float | None = None
+    checkpoint_s: float | None = None
+    finish_s: float | None = None
+    total_s: float | None = None
+
+
+class CostPart(_Part):
+    total: Number | None = Field(description="device_seconds priced by the config's cost table (null: no price).")
+    currency: str | None = None
+    price_per_device_hour: float | None = None
+
+
+class FinalPart(_Part):
+    test: dict[str, Any] = Field(description="Test metrics of the exported model.")
+    validation: dict[str, Any] | None = None
+
+
+class MetricPart(_Part):
+    name: StrictStr = Field(description="eval.metric.")
+    higher_is_better: bool | None = None
+
+
+class RunRecord(_Part):
+    """A finished training run, as the loop writes it."""
+
+    record_version: int = RECORD_VERSION
+    label: StrictStr = Field(description="The method entry's label (its name unless set).")
+    method: StrictStr = Field(description="The registered method's name.")
+    times: TimesPart
+    device_seconds: Number = Field(description="Seconds x devices charged (training, or a fewshot's inference).")
+    cost: CostPart
+    learning_curve: list = Field(description="One entry per evaluation: step, wall_s, device_s, cost, val_*, ...")
+    final: FinalPart
+    metric: MetricPart
+    model: ModelPart
+    data: DataPart
+    experiment: str | None = None
+    params: dict[str, Any] | None = Field(None, description="The method entry's parameters.")
+    seed: int | None = None
+    precision: str | None = None
+    config_hash: str | None = None
+    run_hash: str | None = None
+    setting_hash: str | None = Field(None, description="What its replicates (other seeds) share.")
+    status: str | None = None
+    stopped_at_target: bool | None = None
+    resumes: int | None = None
+    steps: dict[str, Any] | None = None
+    hardware: dict[str, Any] | None = Field(None, description="Devices, their type and how the run was placed.")
+    cost_basis: Literal["training", "inference"] | None = None
+    tokens_per_s: float | None = None
+    flops: float | None = None
+    flops_per_token: float | None = None
+    mfu: float | None = None
+    peak_memory_bytes: int | None = None
+    energy_j: float | None = None
+    target: dict[str, Any] | None = None
+    time_to_target: dict[str, Any] | None = Field(None, description="The interpolated crossing of eval.target.")
+    time_to_target_by_task: dict[str, Any] | None = None
+    timestamps: dict[str, Any] | None = None
+
+
+def new_record(**fields: Any) -> dict[str, Any]:
+    """A run record as JSON-ready data, checked against RunRecord (the loop's mistakes fail here, not
+    in the report)."""
+    return {"record_version": RECORD_VERSION} | RunRecord.model_validate(fields).model_dump(mode="json",
+                                                                                            exclude_unset=True)
+
+
+def check_record(record: dict, source: str) -> None:
+    """Raise UserError naming `source` and the first field the report needs that `record` lacks or
+    holds with the wrong type."""
+    try:
+        RunRecord.model_validate(record)
+    except ValidationError as err:
+        error = err.errors()[0]
+        where = _field_path(error["loc"])
+        if error["type"] == "missing":
+            raise UserError(f"{source}: the run record has no {where}; it was written by another version of "
+                            "ray_t2t or by hand: rerun that run, or move the file away") from None
+        raise UserError(f"{source}: the run record's {where} is {json.dumps(error.get('input'))[:80]}, not "
+                        f"{_expected(error['type'])}; rerun that run, or move the file away") from None
+
+
+def _field_path(loc: tuple) -> str:
+    # a union's member names (int, float) appear in the location after the field's own path
+    return ".".join(str(part) for part in loc if part not in ("int", "float", "constrained-int",
+                                                                "constrained-float", "function-after[...]"))
+
+
+def _expected(error_type: str) -> str:
+    if error_type.startswith(("int", "float", "finite")):
+        return "a number"
+    if error_type.startswith("string"):
+        return "a str"
+    if error_type.startswith("list"):
+        return "a list"
+    if error_type.startswith(("dict", "model")):
+        return "a dict"
+    return "of the expected type"
