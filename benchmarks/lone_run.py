@@ -49,7 +49,7 @@ def one_run(config: Path, cfg, label: str, local_mode: bool) -> dict:
     """`ray-t2t train CONFIG method=LABEL scaling.local_mode=...` in a fresh process; its timings."""
     from ray_t2t.ledger import read_record
 
-    command = [sys.executable, "-m", "ray_t2t.cli", "train", str(config), f"method={label}",
+    command = [sys.executable, "-m", "ray_t2t.cli", "-v", "train", str(config), f"method={label}",
                f"scaling.local_mode={str(local_mode).lower()}"]
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a local run, as on a laptop
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

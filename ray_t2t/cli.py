@@ -17,11 +17,15 @@ import atexit
 import gc
 import os
 import sys
+import time
+import traceback
 
-from ray_t2t import __version__
+from ray_t2t import __version__, console
 from ray_t2t.errors import UserError
 
 EXIT_USER_ERROR = 2
+VERBOSE_HELP = ("show Ray's, Ray Data's, transformers' and the workers' output here (by default it goes to a log "
+                "file in the run folder, and only ray-t2t's own lines, progress and verdict show)")
 
 # At exit, move every object to gc's permanent generation, so the interpreter's final garbage
 # collections skip them. Registered as this module is imported, before Ray, torch and the rest, so it
@@ -37,6 +41,25 @@ def _add_config_arguments(parser: argparse.ArgumentParser, required: bool = True
     parser.add_argument(
         "overrides", nargs="*", metavar="section.key=value", help="override config values, e.g. training.max_steps=100"
     )
+
+
+def _capture_output(args: argparse.Namespace, cfg) -> None:
+    """Send the libraries' and workers' output to a log file in the run folder (not with -v)."""
+    if args.verbose:
+        return
+    from pathlib import Path
+
+    name = f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    if isinstance(cfg.experiment_dir, Path):
+        path, remote = cfg.experiment_dir / "logs" / name, None
+    else:  # an object store: written locally, copied into the run folder when the command ends
+        import tempfile
+
+        remote = cfg.experiment_dir / "logs" / name
+        path = Path(tempfile.mkdtemp(prefix="ray_t2t_log_")) / name
+    console.capture(path, upload_to=remote)
+    console.say(f"log: {remote or path} (Ray's, Ray Data's, transformers' and the workers' output; -v shows it "
+                "here)")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -112,8 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             overrides.append(item)
     cfg = load_config(args.config, overrides)
-    record = train(cfg, label, log=lambda message: print(message, flush=True))
-    print(summarize(record))
+    _capture_output(args, cfg)
+    record = train(cfg, label, log=console.say)
+    console.say(summarize(record))
     return 0
 
 
@@ -122,12 +146,13 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from ray_t2t.soft_targets import produce_soft_targets
 
     cfg = load_config(args.config, args.overrides)
+    _capture_output(args, cfg)
     for index in range(max(1, len(cfg.models.teachers))):  # every teacher (multi-teacher distillation)
-        manifest = produce_soft_targets(cfg, log=lambda message: print(message, flush=True), teacher_index=index)
+        manifest = produce_soft_targets(cfg, log=console.say, teacher_index=index)
         teacher = manifest["teacher"]
         kind = "pre-existing teacher" if teacher["pre_existing"] else f"trained by run '{teacher['label']}'"
-        print(f"teacher: {teacher['path']} ({kind})")
-        print(f"soft targets: {manifest['rows']:,} examples in {len(manifest['shards'])} shard(s), "
+        console.say(f"teacher: {teacher['path']} ({kind})")
+        console.say(f"soft targets: {manifest['rows']:,} examples in {len(manifest['shards'])} shard(s), "
               f"{manifest['target_tokens']:,} target tokens, {manifest['bytes'] / 1e6:.2f} MB, "
               f"{manifest['bytes_per_target_token']:.1f} bytes per target token (k={manifest['identity']['k']})")
     return 0
@@ -138,10 +163,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from ray_t2t.sweep import run_sweep, summarize_sweep
 
     cfg = load_config(args.config, args.overrides)
-    records = run_sweep(cfg, log=lambda message: print(message, flush=True))
-    print(f"sweep: {sum(r.get('status') == 'finished' for r in records)} of {len(records)} trial(s) finished")
-    print(summarize_sweep(records))
-    print(f"records: {cfg.experiment_dir / 'sweep'}; compare them with `ray-t2t report {cfg.experiment_dir}`")
+    _capture_output(args, cfg)
+    records = run_sweep(cfg, log=console.say)
+    console.say(f"sweep: {sum(r.get('status') == 'finished' for r in records)} of {len(records)} trial(s) finished")
+    console.say(summarize_sweep(records))
+    console.say(f"records: {cfg.experiment_dir / 'sweep'}; compare them with `ray-t2t report {cfg.experiment_dir}`")
     return 0
 
 
@@ -150,8 +176,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ray_t2t.pipeline import run_pipeline
 
     cfg = load_config(args.config, args.overrides)
-    report = run_pipeline(cfg, log=lambda message: print(message, flush=True))
-    print(report.summary)
+    _capture_output(args, cfg)
+    report = run_pipeline(cfg, log=console.say)
+    console.say(report.summary)
     return 0
 
 
@@ -160,8 +187,9 @@ def cmd_inference(args: argparse.Namespace) -> int:
     from ray_t2t.inference import measure_experiment
 
     cfg = load_config(args.config, args.overrides)
-    written = measure_experiment(cfg, log=lambda message: print(message, flush=True))
-    print(f"inference: {len(written)} model(s) measured; `ray-t2t report {cfg.experiment_dir}` shows them")
+    _capture_output(args, cfg)
+    written = measure_experiment(cfg, log=console.say)
+    console.say(f"inference: {len(written)} model(s) measured; `ray-t2t report {cfg.experiment_dir}` shows them")
     return 0
 
 
@@ -180,7 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure what each way of training a text-to-text model costs to reach a quality target, on Ray.",
     )
     parser.add_argument("--version", action="version", version=f"ray-t2t {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # -v after the command too (ray-t2t run -v CONFIG); SUPPRESS keeps a -v given before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
 
     validate = commands.add_parser(
         "validate",
@@ -205,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(run=cmd_data)
 
     train = commands.add_parser(
-        "train",
+        "train", parents=[verbose],
         help="train one method on Ray Train + DeepSpeed and write its run record",
         description="Train one of the config's methods (method=NAME: its label or name) on Ray Train with "
         "DeepSpeed. Starts a local Ray (none for a run in scaling.local_mode, which trains in this process), "
@@ -216,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     teacher = commands.add_parser(
-        "teacher",
+        "teacher", parents=[verbose],
         help="compute the teacher's top-k soft targets on Ray Data (shards + manifest)",
         description="Run the teacher over the training split on Ray Data (an actor pool of replicas) and "
         "store its top-k token ids and log-probabilities per target position as checksummed Parquet "
@@ -226,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.set_defaults(run=cmd_teacher)
 
     sweep = commands.add_parser(
-        "sweep",
+        "sweep", parents=[verbose],
         help="Ray Tune over methods x hyperparameters x seeds, each trial a Ray Train run",
         description="Train every trial of the config's `tune` section (methods, space, seeds; grid or random "
         "search; optional ASHA) on Ray Tune, each trial a TorchTrainer run of the shared loop, and write "
@@ -237,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(run=cmd_sweep)
 
     inference = commands.add_parser(
-        "inference",
+        "inference", parents=[verbose],
         help="measure the inference speed of every exported model of the experiment, one at a time",
         description="Decode a fixed set of test sources to a fixed output length with each exported model of the "
         "experiment's finished runs, one model at a time on cores (or a GPU) of its own: a warm-up, then the median "
@@ -248,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     inference.set_defaults(run=cmd_inference)
 
     run = commands.add_parser(
-        "run",
+        "run", parents=[verbose],
         help="the whole pipeline: data, teacher and pretraining, soft targets, sweep, inference speed, report",
         description="Prepare the data, train the teacher and pretraining runs, compute soft targets, sweep "
         "every other method over its space and seeds, measure the exported models' inference speed, and write "
@@ -284,14 +316,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except UserError as err:
-        print(f"ray-t2t {args.command}: error: {err}", file=sys.stderr)
+        console.error(f"ray-t2t {args.command}: error: {err}" + _see_log())
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        console.error("interrupted" + _see_log())
         return 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception:
+        if console.log_path() is None:
+            raise
+        console.error(traceback.format_exc().rstrip() + _see_log())  # in full, where the user sees it
+        return 1
+    finally:
+        if console.log_path() is not None:
+            _stop_ray()  # Ray prints its workers' last (deduplicated) lines as it stops: into the log, too
+        console.release()
+
+
+def _stop_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def _see_log() -> str:
+    path = console.log_path()
+    return f"\n(everything the run printed: {path})" if path else ""
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import os
 import random
 from typing import Any, Callable
 
+from ray_t2t import console
 from ray_t2t.config.experiment import ExperimentConfig, config_hash, validate_config
 from ray_t2t.config.overrides import set_path
 from ray_t2t.data import prepare_data
@@ -354,9 +355,36 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
                                     # A trial that ASHA stops is still inside its TorchTrainer's fit(): Tune could
                                     # not reset its process for the next trial, and would fail that trial instead.
                                     reuse_actors=cfg.tune.reuse_actors and scheduler is None),
-        run_config=tune.RunConfig(name=path.name, verbose=0, **ray_storage(path.parent)),
+        run_config=tune.RunConfig(name=path.name, verbose=0, callbacks=[_progress_callback(len(space_trials(space)))],
+                                  **ray_storage(path.parent)),
     )
     return tuner.fit()
+
+
+def space_trials(space: dict) -> list:
+    """The trials of a grid param_space ({"trial": tune.grid_search([...])}); [] for a searcher's space."""
+    trial = space.get("trial")
+    return list(trial.get("grid_search", [])) if isinstance(trial, dict) else []
+
+
+def _progress_callback(total: int):
+    """A Tune callback that moves a progress bar (with ETA) over the sweep's trials on the terminal."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def __init__(self) -> None:
+            self.bar = console.progress(total, "sweep", unit="trial") if total else console.progress(0, "")
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.bar.update(1)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self.bar.update(1)
+
+        def on_experiment_end(self, trials, **info) -> None:
+            self.bar.close()
+
+    return Progress()
 
 
 def _record_of(cfg: ExperimentConfig, trial: dict) -> dict:

@@ -76,3 +76,32 @@ def test_help_and_version(argv, capsys):
         main(argv)
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_a_run_shows_its_own_lines_and_logs_the_libraries_output(tmp_path, ray_t2t_bin):
+    """By default the console gets ray-t2t's lines (stages, the run's summary, errors in full); what Ray,
+    DeepSpeed, transformers and the loop print goes to a log file in the run folder. -v shows it all."""
+    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}], scaling={"local_mode": True},
+                         training={"max_steps": 4, "batch_size": 16, "warmup_steps": 1}, eval={"every_n_steps": 2})
+    config = write(tmp_path, raw)
+    done = subprocess.run([ray_t2t_bin, "train", config, "method=scratch"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (log,) = (tmp_path / "runs" / "test" / "logs").glob("train-*.log")
+    assert f"log: {log} " in done.stdout
+    assert "scratch: training in this process" in done.stdout and "4/4 steps" in done.stdout  # stage and summary
+    shown = done.stdout + done.stderr
+    for noise in ("[ray-t2t] step", "Loading weights", "DeepSpeed", "Warning", "Traceback", "ERROR"):
+        assert noise not in shown, f"{noise!r} on the console:\n{shown}"
+    logged = log.read_text()
+    assert "[ray-t2t] step 4/4" in logged and "4/4 steps" in logged  # the loop's lines, and ray-t2t's own
+
+    verbose = subprocess.run([ray_t2t_bin, "train", "-v", config, "method=scratch", "run.name=verbose"],
+                             capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 0, verbose.stdout[-2000:] + verbose.stderr[-2000:]
+    assert "[ray-t2t] step 4/4" in verbose.stdout and not (tmp_path / "runs" / "verbose" / "logs").exists()
+
+    failed = subprocess.run([ray_t2t_bin, "train", config, "method=no_such_entry"], capture_output=True, text=True,
+                            timeout=300)
+    assert failed.returncode == 2 and "ray-t2t train: error: " in failed.stderr and "no_such_entry" in failed.stderr
+    assert "(everything the run printed: " in failed.stderr

@@ -29,7 +29,7 @@ LAYERS = [
     ["methods"],
     ["models", "data", "batching", "decoding", "teachers", "ledger", "tokenizer"],
     ["config.sections", "config.overrides", "config", "storage", "metrics", "stats", "errors", "presets",
-     "placement", "run_record", "__init__"],
+     "placement", "run_record", "console", "__init__"],
 ]
 
 

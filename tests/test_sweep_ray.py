@@ -58,7 +58,8 @@ def test_sweep_survives_its_driver_and_the_report_lists_every_trial(tmp_path, ra
     kept = finished_trials(trials)
     assert len(kept) == 1, f"the kill did not land mid-sweep: {kept}"
 
-    done = subprocess.run([ray_t2t_bin, "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([ray_t2t_bin, "-v", "sweep", str(config)], env=env, capture_output=True, text=True,
+                          timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming the sweep" in done.stdout and "4 of 4 trial(s) finished" in done.stdout
     after = finished_trials(trials)
@@ -115,7 +116,7 @@ def test_run_pipeline_killed_mid_sweep_reuses_every_finished_stage(tmp_path, ray
     assert len(kept) == 1, f"the kill did not land mid-sweep: {kept}"
     teacher_record = (experiment / "runs" / "teacher" / "record.json").stat().st_mtime_ns
 
-    done = subprocess.run([ray_t2t_bin, "run", str(config)], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([ray_t2t_bin, "run", "-v", str(config)], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "teacher: reusing the finished run" in done.stdout
     assert "soft targets: reusing" in done.stdout and "resuming the sweep" in done.stdout
@@ -179,7 +180,8 @@ def test_a_local_mode_sweep_with_asha_stops_the_weak_trial_and_restarts_a_failed
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_T2T_FAIL_ONCE_AT_STEP"] = f"30:{tmp_path / 'failed_once'}"
 
-    done = subprocess.run([ray_t2t_bin, "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([ray_t2t_bin, "-v", "sweep", str(config)], env=env, capture_output=True, text=True,
+                          timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     output = done.stdout + done.stderr
     assert "1 of 2 trial(s) finished" in output and re.search(r"scratch-\S+-seed0 +stopped", output)
@@ -221,7 +223,7 @@ def test_a_local_mode_run_whose_driver_is_killed_resumes_from_its_own_checkpoint
     record = tmp_path / "runs" / "killed" / "runs" / "scratch" / "record.json"
     assert not record.exists()
 
-    done = subprocess.run([ray_t2t_bin, "train", str(config), "method=scratch"], env=env, capture_output=True,
+    done = subprocess.run([ray_t2t_bin, "-v", "train", str(config), "method=scratch"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     step = int(left[-1].split("_")[1])

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray_t2t import console
 from ray_t2t.batching.order import BatchOrder, SubsetOrder, length_keys
 from ray_t2t.config.experiment import ExperimentConfig, validate_config
 from ray_t2t.data import PreparedData, Split
@@ -212,6 +213,8 @@ def train_steps(run: Run) -> None:
     log_every = max(1, max_steps // 20)
     source_flops, target_flops = run.flops_per_token
     state.setdefault("flops", 0.0)
+    # on the terminal of a run that trains in the ray-t2t process (local mode); a no-op elsewhere
+    bar = console.progress(max_steps, run.payload["label"], initial=state["step"])
     while state["step"] < max_steps and not state["stopped_at_target"]:
         _maybe_fail(run)
         run.energy.resume()
@@ -247,6 +250,7 @@ def train_steps(run: Run) -> None:
             torch.cuda.synchronize(run.device)  # GPU work is queued: charge what is pending to training
         state["train_s"] += time.perf_counter() - step_start
         state["last_step_unix"] = time.time()
+        bar.update(1)
 
         metrics: dict[str, Any] = {"step": step}
         if step % log_every == 0 or last or step % cfg.eval.every_n_steps == 0:
@@ -266,6 +270,7 @@ def train_steps(run: Run) -> None:
             save_checkpoint(run, metrics)
         elif "val_loss" in metrics:
             ctx.report(metrics)  # every rank reports at the same steps: Ray's report is a barrier
+    bar.close()
     if rows is not None:  # distinct rows trained on (or, without training, read: in-context demonstrations)
         state["train_examples"] = order.rows_fed(state["step"] * accumulation) if trains else len(rows)
 
