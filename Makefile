@@ -1,7 +1,7 @@
 # The two set-up commands (see README):
 #   make demo   create .venv, install pinned dependencies, run the embedded default (ray-t2t run)
 #   make test   create .venv, install pinned dependencies, run the tests
-# Other targets: make install, make bench (every benchmark against its baseline, < 15 min on 2 cores;
+# Other targets: make lint (ruff check + ruff format --check), make install, make bench (every benchmark against its baseline, < 15 min on 2 cores;
 # writes benchmarks/results.json), make clean.
 #
 # requirements.lock pins every package; torch==2.13.0 is the CPU build where pip finds one (as on
@@ -16,7 +16,7 @@ CONFIG ?= configs/quickstart.yaml
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

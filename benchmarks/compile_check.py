@@ -73,14 +73,17 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="ray_t2t_bench_compile_") as folder:
-        cfg = load_config(ROOT / "configs" / "quickstart.yaml",
-                          [f"run.storage_path={folder}", f"models.student.preset={args.preset}"])
+        cfg = load_config(
+            ROOT / "configs" / "quickstart.yaml", [f"run.storage_path={folder}", f"models.student.preset={args.preset}"]
+        )
         prepared = prepare_data(cfg)
         eager = run("eager", args, cfg, prepared)
         compiled = run("compiled", args, cfg, prepared)
     print(f"{args.preset}, batch {args.batch_size}, {args.threads} thread(s), {args.device}")
     for name, result in (("eager", eager), ("compiled", compiled)):
-        print(f"  {name:<9} first {args.warmup} steps {result['warmup_s']:6.1f} s, then {result['tokens_per_s']:9,.0f} tokens/s")
+        print(
+            f"  {name:<9} first {args.warmup} steps {result['warmup_s']:6.1f} s, then {result['tokens_per_s']:9,.0f} tokens/s"
+        )
     print(f"  ratio compiled / eager, tokens/s after warm-up: {compiled['tokens_per_s'] / eager['tokens_per_s']:.2f}")
     return 0
 

@@ -54,8 +54,12 @@ def write_sentences(path: Path, words: int, examples: int, seed: int = 0) -> Non
     with path.open("w") as out:
         for _ in range(examples):
             chosen = rng.sample(entries, words)
-            out.write(json.dumps({"source": " ".join(w for w, _ in chosen),
-                                  "target": " | ".join(" ".join(p) for _, p in chosen)}) + "\n")
+            out.write(
+                json.dumps(
+                    {"source": " ".join(w for w, _ in chosen), "target": " | ".join(" ".join(p) for _, p in chosen)}
+                )
+                + "\n"
+            )
 
 
 def experiment(folder: Path, data_file: Path, args, method: dict, base: str | None = None) -> dict:
@@ -64,13 +68,21 @@ def experiment(folder: Path, data_file: Path, args, method: dict, base: str | No
     models = {"student": {"preset": args.preset}} | ({"base": {"name_or_path": base}} if base else {})
     return {
         "run": {"name": "gpu-mfu", "storage_path": str(folder), "checkpoint_every_n_steps": args.steps},
-        "data": {"task": "files", "files": {"train": str(data_file)},
-                 "split_sizes": {"train": args.steps * args.batch_size, "validation": 32, "test": 32},
-                 "max_source_length": max_length, "max_target_length": max_length},
+        "data": {
+            "task": "files",
+            "files": {"train": str(data_file)},
+            "split_sizes": {"train": args.steps * args.batch_size, "validation": 32, "test": 32},
+            "max_source_length": max_length,
+            "max_target_length": max_length,
+        },
         "models": models,
         "methods": [method],
-        "training": {"batch_size": args.batch_size, "max_steps": args.steps, "learning_rate": 1e-3,
-                     "warmup_steps": min(10, args.steps)},
+        "training": {
+            "batch_size": args.batch_size,
+            "max_steps": args.steps,
+            "learning_rate": 1e-3,
+            "warmup_steps": min(10, args.steps),
+        },
         "eval": {"every_n_steps": args.steps, "batch_size": 32, "metric": "per", "max_new_tokens": 8},
         "scaling": {"use_gpu": args.device == "cuda", "num_workers": 1},
         "deepspeed": {"zero_stage": args.zero_stage},
@@ -85,13 +97,21 @@ def attention_flops_per_token(model_config, source_lengths: list[int], target_le
     tokens to the whole source + target sequence."""
     kind = model_config.model_type
     if kind == "t5":
-        encoder, decoder, width = model_config.num_layers, model_config.num_decoder_layers, model_config.num_heads * model_config.d_kv
+        encoder, decoder, width = (
+            model_config.num_layers,
+            model_config.num_decoder_layers,
+            model_config.num_heads * model_config.d_kv,
+        )
     elif kind == "bart":
         encoder, decoder, width = model_config.encoder_layers, model_config.decoder_layers, model_config.d_model
     elif kind == "gpt2":
         encoder, decoder, width = 0, model_config.n_layer, model_config.n_embd
     elif kind == "llama":
-        encoder, decoder, width = 0, model_config.num_hidden_layers, model_config.num_attention_heads * model_config.head_dim
+        encoder, decoder, width = (
+            0,
+            model_config.num_hidden_layers,
+            model_config.num_attention_heads * model_config.head_dim,
+        )
     else:
         raise ValueError(f"no attention FLOPs formula for model type {kind!r}")
     flops = tokens = 0
@@ -145,10 +165,15 @@ def measure(args) -> dict:
             if name == "qlora" and not qlora_available(args.device):
                 rows[name] = {"skipped": "needs a CUDA GPU and the bitsandbytes package"}
                 continue
-            method = {"name": "scratch"} if name == "full" else {"name": name, "rank": LORA_RANK, "alpha": 2 * LORA_RANK}
+            method = (
+                {"name": "scratch"} if name == "full" else {"name": name, "rank": LORA_RANK, "alpha": 2 * LORA_RANK}
+            )
             cfg = validate_config(experiment(folder, data_file, args, method, base))
-            print(f"{name}: {args.preset}, {method['name']}, batch {args.batch_size} x ~{args.words} words, "
-                  f"{args.steps} steps ...", flush=True)
+            print(
+                f"{name}: {args.preset}, {method['name']}, batch {args.batch_size} x ~{args.words} words, "
+                f"{args.steps} steps ...",
+                flush=True,
+            )
             try:
                 record = run_locally(cfg, method["name"], prepared.path, folder / name, timeout=args.timeout)
             except RuntimeError as err:
@@ -168,9 +193,18 @@ def measure(args) -> dict:
         rows["full"]["plain_ratio"] = rows["full"]["tokens_per_s"] / rows["plain"]["tokens_per_s"]
     mean_source = sum(source_lengths) / len(source_lengths)
     mean_target = sum(target_lengths) / len(target_lengths)
-    return {"device": args.device, "preset": args.preset, "steps": args.steps, "batch_size": args.batch_size,
-            "words": args.words, "zero_stage": args.zero_stage, "mean_source_tokens": mean_source,
-            "mean_target_tokens": mean_target, "mfu_goal": MFU_GOAL, "runs": rows}
+    return {
+        "device": args.device,
+        "preset": args.preset,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "words": args.words,
+        "zero_stage": args.zero_stage,
+        "mean_source_tokens": mean_source,
+        "mean_target_tokens": mean_target,
+        "mfu_goal": MFU_GOAL,
+        "runs": rows,
+    }
 
 
 def qlora_available(device: str) -> bool:
@@ -209,10 +243,12 @@ def report(figures: dict) -> str:
     def pct(value):
         return f"{value:.1%}" if value is not None else "n/a"
 
-    lines = [f"{figures['preset']}, batch {figures['batch_size']}, {figures['steps']} steps, ZeRO {figures['zero_stage']}, "
-             f"~{figures['mean_source_tokens']:.0f} source + {figures['mean_target_tokens']:.0f} target tokens an example",
-             f"{'run':<7}{'precision':>10}{'params M':>10}{'trained M':>10}{'tokens/s':>12}{'TFLOP/s':>9}{'MFU':>8}"
-             f"{'+attn':>8}{'peak GiB':>9}{'J/1k tok':>9}  device"]
+    lines = [
+        f"{figures['preset']}, batch {figures['batch_size']}, {figures['steps']} steps, ZeRO {figures['zero_stage']}, "
+        f"~{figures['mean_source_tokens']:.0f} source + {figures['mean_target_tokens']:.0f} target tokens an example",
+        f"{'run':<7}{'precision':>10}{'params M':>10}{'trained M':>10}{'tokens/s':>12}{'TFLOP/s':>9}{'MFU':>8}"
+        f"{'+attn':>8}{'peak GiB':>9}{'J/1k tok':>9}  device",
+    ]
     for name, row in figures["runs"].items():
         if name == "plain":
             continue
@@ -220,9 +256,11 @@ def report(figures: dict) -> str:
             lines.append(f"{name:<7}{row.get('skipped') and 'skipped: ' + row['skipped'] or 'failed (see above)'}")
             continue
         energy = f"{row['joules_per_1k_tokens']:.2f}" if row["joules_per_1k_tokens"] is not None else "n/a"
-        lines.append(f"{name:<7}{row['precision']:>10}{row['params_m']:>10.1f}{row['trainable_params_m']:>10.2f}"
-                     f"{row['tokens_per_s']:>12,.0f}{row['model_tflops_per_s']:>9.2f}{pct(row['mfu']):>8}"
-                     f"{pct(row['mfu_with_attention']):>8}{row['peak_memory_gib']:>9.2f}{energy:>9}  {row['device_type']}")
+        lines.append(
+            f"{name:<7}{row['precision']:>10}{row['params_m']:>10.1f}{row['trainable_params_m']:>10.2f}"
+            f"{row['tokens_per_s']:>12,.0f}{row['model_tflops_per_s']:>9.2f}{pct(row['mfu']):>8}"
+            f"{pct(row['mfu_with_attention']):>8}{row['peak_memory_gib']:>9.2f}{energy:>9}  {row['device_type']}"
+        )
     full = figures["runs"].get("full", {})
     if "plain" in figures["runs"]:
         plain = figures["runs"]["plain"]["tokens_per_s"]
@@ -231,8 +269,10 @@ def report(figures: dict) -> str:
         lines.append(f"plain PyTorch loop ({precision}): {plain:,.0f} tokens/s{ratio}")
     if full.get("mfu") is not None:
         verdict = "pass" if full["mfu"] >= figures["mfu_goal"] else "FAIL"  # judged on the record's count
-        lines.append(f"MFU of the full run: {full['mfu']:.1%} ({full['mfu_with_attention']:.1%} with attention); "
-                     f"goal >= {figures['mfu_goal']:.0%}: {verdict}")
+        lines.append(
+            f"MFU of the full run: {full['mfu']:.1%} ({full['mfu_with_attention']:.1%} with attention); "
+            f"goal >= {figures['mfu_goal']:.0%}: {verdict}"
+        )
     return "\n".join(lines)
 
 

@@ -40,8 +40,9 @@ def experiment(folder: Path, args) -> dict:
     """train_overhead's run, with one scratch method label per run (each its own run folder)."""
     raw = single_run(folder, argparse.Namespace(**vars(args), zero_stage=0))
     raw["run"]["name"] = "bench_lone"
-    raw["methods"] = [{"name": "scratch", "label": f"{mode}-{round_}"}
-                      for round_ in range(args.rounds) for mode in MODES]
+    raw["methods"] = [
+        {"name": "scratch", "label": f"{mode}-{round_}"} for round_ in range(args.rounds) for mode in MODES
+    ]
     return raw
 
 
@@ -49,8 +50,16 @@ def one_run(config: Path, cfg, label: str, local_mode: bool) -> dict:
     """`ray-t2t train CONFIG method=LABEL scaling.local_mode=...` in a fresh process; its timings."""
     from ray_t2t.ledger import read_record
 
-    command = [sys.executable, "-m", "ray_t2t.cli", "-v", "train", str(config), f"method={label}",
-               f"scaling.local_mode={str(local_mode).lower()}"]
+    command = [
+        sys.executable,
+        "-m",
+        "ray_t2t.cli",
+        "-v",
+        "train",
+        str(config),
+        f"method={label}",
+        f"scaling.local_mode={str(local_mode).lower()}",
+    ]
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a local run, as on a laptop
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     launched = time.time()
@@ -61,10 +70,15 @@ def one_run(config: Path, cfg, label: str, local_mode: bool) -> dict:
         raise SystemExit(f"ray-t2t train failed (exit {done.returncode}): {' '.join(command)}")
     record = read_record(cfg.experiment_dir / "runs" / label)
     stamps = record["timestamps"]
-    return {"startup_s": stamps["first_step"] - launched, "teardown_s": stamps["record_written"] - stamps["last_step"],
-            "exit_s": exited - stamps["record_written"], "wall_s": exited - launched,
-            "train_s": record["times"]["train_s"], "tokens_per_s": record["tokens_per_s"],
-            "ray_started": "Started a local Ray instance" in done.stdout}
+    return {
+        "startup_s": stamps["first_step"] - launched,
+        "teardown_s": stamps["record_written"] - stamps["last_step"],
+        "exit_s": exited - stamps["record_written"],
+        "wall_s": exited - launched,
+        "train_s": record["times"]["train_s"],
+        "tokens_per_s": record["tokens_per_s"],
+        "ray_started": "Started a local Ray instance" in done.stdout,
+    }
 
 
 def measure(args) -> dict:
@@ -82,14 +96,26 @@ def measure(args) -> dict:
         for round_ in range(args.rounds):
             for mode, local_mode in MODES.items():
                 runs[mode].append(one_run(config, cfg, f"{mode}-{round_}", local_mode))
-    best = {mode: {key: (max if key == "tokens_per_s" else min)(run[key] for run in values)
-                   for key in ("startup_s", "teardown_s", "exit_s", "wall_s", "train_s", "tokens_per_s")}
-            for mode, values in runs.items()}
-    return {"preset": args.preset, "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
-            "rounds": args.rounds, "quickstart_local_mode": quickstart, "runs": runs, "best": best,
-            "startup_ratio": best["local_mode"]["startup_s"] / best["workers"]["startup_s"],
-            "overhead_s": {mode: b["startup_s"] + b["teardown_s"] + b["exit_s"] for mode, b in best.items()},
-            "tokens_per_s_ratio": best["local_mode"]["tokens_per_s"] / best["workers"]["tokens_per_s"]}
+    best = {
+        mode: {
+            key: (max if key == "tokens_per_s" else min)(run[key] for run in values)
+            for key in ("startup_s", "teardown_s", "exit_s", "wall_s", "train_s", "tokens_per_s")
+        }
+        for mode, values in runs.items()
+    }
+    return {
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "quickstart_local_mode": quickstart,
+        "runs": runs,
+        "best": best,
+        "startup_ratio": best["local_mode"]["startup_s"] / best["workers"]["startup_s"],
+        "overhead_s": {mode: b["startup_s"] + b["teardown_s"] + b["exit_s"] for mode, b in best.items()},
+        "tokens_per_s_ratio": best["local_mode"]["tokens_per_s"] / best["workers"]["tokens_per_s"],
+    }
 
 
 def parser() -> argparse.ArgumentParser:
@@ -106,20 +132,26 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     figures = measure(args)
-    print(f"ray-t2t train, a fresh process each: {args.steps} steps ({args.preset}, batch {args.batch_size}, "
-          f"{args.threads} CPU), {args.rounds} round(s), best of each; the quickstart sets scaling.local_mode: "
-          f"{str(figures['quickstart_local_mode']).lower()}")
+    print(
+        f"ray-t2t train, a fresh process each: {args.steps} steps ({args.preset}, batch {args.batch_size}, "
+        f"{args.threads} CPU), {args.rounds} round(s), best of each; the quickstart sets scaling.local_mode: "
+        f"{str(figures['quickstart_local_mode']).lower()}"
+    )
     for mode, values in figures["runs"].items():
         for run in values:
-            print(f"  {mode:10s} launch -> first step {run['startup_s']:5.1f} s, training {run['train_s']:5.1f} s "
-                  f"({run['tokens_per_s']:,.0f} tokens/s), last step -> record {run['teardown_s']:.1f} s, "
-                  f"record -> exit {run['exit_s']:.1f} s, {run['wall_s']:.1f} s in all"
-                  + (", started a Ray" if run["ray_started"] else ", no Ray"))
+            print(
+                f"  {mode:10s} launch -> first step {run['startup_s']:5.1f} s, training {run['train_s']:5.1f} s "
+                f"({run['tokens_per_s']:,.0f} tokens/s), last step -> record {run['teardown_s']:.1f} s, "
+                f"record -> exit {run['exit_s']:.1f} s, {run['wall_s']:.1f} s in all"
+                + (", started a Ray" if run["ray_started"] else ", no Ray")
+            )
     best = figures["best"]
-    print(f"  launch -> first step: local mode {best['local_mode']['startup_s']:.1f} s vs Ray Train worker "
-          f"{best['workers']['startup_s']:.1f} s ({figures['startup_ratio']:.2f}); fixed overhead "
-          f"{figures['overhead_s']['local_mode']:.1f} s vs {figures['overhead_s']['workers']:.1f} s; "
-          f"tokens/s {figures['tokens_per_s_ratio']:.3f}")
+    print(
+        f"  launch -> first step: local mode {best['local_mode']['startup_s']:.1f} s vs Ray Train worker "
+        f"{best['workers']['startup_s']:.1f} s ({figures['startup_ratio']:.2f}); fixed overhead "
+        f"{figures['overhead_s']['local_mode']:.1f} s vs {figures['overhead_s']['workers']:.1f} s; "
+        f"tokens/s {figures['tokens_per_s_ratio']:.3f}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

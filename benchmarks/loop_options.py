@@ -59,7 +59,7 @@ def run(variant: str, args, cfg, prepared) -> dict:
     model.to(device).train()
     batches = step_batches(prepared, cfg.training.batch_size, setup.encoder_decoder, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate, **optimizer_options)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     def sync():
         if device.type == "cuda":
@@ -84,8 +84,12 @@ def run(variant: str, args, cfg, prepared) -> dict:
         tokens += sum(map(len, sources)) + sum(map(len, targets))
     sync()
     seconds = time.perf_counter() - started
-    return {"tokens_per_s": tokens / seconds, "optimizer_ms": 1000 * optimizer_s / args.steps,
-            "step_ms": 1000 * seconds / args.steps, "final_loss": float(loss.detach())}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "optimizer_ms": 1000 * optimizer_s / args.steps,
+        "step_ms": 1000 * seconds / args.steps,
+        "final_loss": float(loss.detach()),
+    }
 
 
 def parser() -> argparse.ArgumentParser:
@@ -116,29 +120,38 @@ def main() -> None:
         sys.exit("loop_options.py: --device cuda, but torch sees no CUDA device")
     torch.set_num_threads(args.threads)
     folder = Path(tempfile.mkdtemp(prefix="ray_t2t_bench_options_"))
-    cfg = validate_config({
-        "run": {"name": "options", "storage_path": str(folder)},
-        "data": {"split_sizes": {"train": 20000, "validation": 64, "test": 64}},
-        "models": {"student": {"preset": args.preset}},
-        "methods": [{"name": "scratch"}],
-        "training": {"batch_size": args.batch_size, "max_steps": args.steps, "learning_rate": 1e-3},
-    })
+    cfg = validate_config(
+        {
+            "run": {"name": "options", "storage_path": str(folder)},
+            "data": {"split_sizes": {"train": 20000, "validation": 64, "test": 64}},
+            "models": {"student": {"preset": args.preset}},
+            "methods": [{"name": "scratch"}],
+            "training": {"batch_size": args.batch_size, "max_steps": args.steps, "learning_rate": 1e-3},
+        }
+    )
     prepared = prepare_data(cfg)
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for round_ in range(args.rounds):
         for variant in variants:
             result = run(variant, args, cfg, prepared)
             runs[variant].append(result)
-            print(f"  round {round_ + 1} {variant:16} {result['tokens_per_s']:10,.0f} tokens/s   "
-                  f"optimizer {result['optimizer_ms']:6.2f} ms of a {result['step_ms']:6.1f} ms step", flush=True)
-    best = {v: {"tokens_per_s": max(r["tokens_per_s"] for r in rs), "optimizer_ms": min(r["optimizer_ms"] for r in rs)}
-            for v, rs in runs.items()}
+            print(
+                f"  round {round_ + 1} {variant:16} {result['tokens_per_s']:10,.0f} tokens/s   "
+                f"optimizer {result['optimizer_ms']:6.2f} ms of a {result['step_ms']:6.1f} ms step",
+                flush=True,
+            )
+    best = {
+        v: {"tokens_per_s": max(r["tokens_per_s"] for r in rs), "optimizer_ms": min(r["optimizer_ms"] for r in rs)}
+        for v, rs in runs.items()
+    }
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {args.threads} thread(s)"
     print(f"model {args.preset}, batch {args.batch_size}, {args.steps} steps, {name}; best of {args.rounds} round(s)")
     for variant in variants:
         b, d = best[variant], best["default"]
-        print(f"  {variant:16} {b['tokens_per_s']:10,.0f} tokens/s  ratio {b['tokens_per_s'] / d['tokens_per_s']:.3f}   "
-              f"optimizer step {b['optimizer_ms']:6.2f} ms  ratio {b['optimizer_ms'] / d['optimizer_ms']:.3f}")
+        print(
+            f"  {variant:16} {b['tokens_per_s']:10,.0f} tokens/s  ratio {b['tokens_per_s'] / d['tokens_per_s']:.3f}   "
+            f"optimizer step {b['optimizer_ms']:6.2f} ms  ratio {b['optimizer_ms'] / d['optimizer_ms']:.3f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "best": best}, indent=1))
 

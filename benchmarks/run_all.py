@@ -78,28 +78,89 @@ def quickstart_trial() -> dict:
     from ray_t2t.config.experiment import load_config
 
     cfg = load_config(QUICKSTART)
-    return {"preset": cfg.models.student.preset, "batch_size": cfg.training.batch_size,
-            "max_steps": cfg.training.max_steps, "threads": int((cfg.scaling.resources_per_worker or {}).get("CPU", 1)),
-            "zero_stage": cfg.deepspeed.zero_stage, "top_k": cfg.soft_targets.top_k,
-            "group_by_length": cfg.training.group_by_length, "local_mode": cfg.scaling.local_mode}
+    return {
+        "preset": cfg.models.student.preset,
+        "batch_size": cfg.training.batch_size,
+        "max_steps": cfg.training.max_steps,
+        "threads": int((cfg.scaling.resources_per_worker or {}).get("CPU", 1)),
+        "zero_stage": cfg.deepspeed.zero_stage,
+        "top_k": cfg.soft_targets.top_k,
+        "group_by_length": cfg.training.group_by_length,
+        "local_mode": cfg.scaling.local_mode,
+    }
 
 
 def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
-    train = ["benchmarks/train_overhead.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
-             "--threads", str(trial["threads"]), "--zero-stage", str(trial["zero_stage"]), "--scaling", "--local-mode",
-             "--steps", "40" if quick else "200", "--rounds", "1" if quick else "2"]
-    teacher = ["benchmarks/teacher_inference.py", "--read", "--top-k", str(trial["top_k"]),
-               "--kd-preset", trial["preset"], "--kd-batch-size", str(trial["batch_size"]), "--cores", "2"]
-    teacher += (["--examples", "6000", "--rows-per-shard", "500", "--kd-steps", "20"] if quick
-                else ["--examples", "100000", "--kd-steps", "150"])
-    options = ["benchmarks/loop_options.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
-               "--threads", str(trial["threads"]), "--variants", "default,fused_adamw,eager_attention",
-               "--steps", "10" if quick else "80", "--rounds", "1" if quick else "2"]
-    lone = ["benchmarks/lone_run.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
-            "--threads", str(trial["threads"])]
+    train = [
+        "benchmarks/train_overhead.py",
+        "--preset",
+        trial["preset"],
+        "--batch-size",
+        str(trial["batch_size"]),
+        "--threads",
+        str(trial["threads"]),
+        "--zero-stage",
+        str(trial["zero_stage"]),
+        "--scaling",
+        "--local-mode",
+        "--steps",
+        "40" if quick else "200",
+        "--rounds",
+        "1" if quick else "2",
+    ]
+    teacher = [
+        "benchmarks/teacher_inference.py",
+        "--read",
+        "--top-k",
+        str(trial["top_k"]),
+        "--kd-preset",
+        trial["preset"],
+        "--kd-batch-size",
+        str(trial["batch_size"]),
+        "--cores",
+        "2",
+    ]
+    teacher += (
+        ["--examples", "6000", "--rows-per-shard", "500", "--kd-steps", "20"]
+        if quick
+        else ["--examples", "100000", "--kd-steps", "150"]
+    )
+    options = [
+        "benchmarks/loop_options.py",
+        "--preset",
+        trial["preset"],
+        "--batch-size",
+        str(trial["batch_size"]),
+        "--threads",
+        str(trial["threads"]),
+        "--variants",
+        "default,fused_adamw,eager_attention",
+        "--steps",
+        "10" if quick else "80",
+        "--rounds",
+        "1" if quick else "2",
+    ]
+    lone = [
+        "benchmarks/lone_run.py",
+        "--preset",
+        trial["preset"],
+        "--batch-size",
+        str(trial["batch_size"]),
+        "--threads",
+        str(trial["threads"]),
+    ]
     lone += ["--steps", "5", "--rounds", "1"] if quick else ["--steps", "100", "--rounds", "2"]
-    sweep = ["benchmarks/sweep_overhead.py", "--preset", trial["preset"], "--batch-size", str(trial["batch_size"]),
-             "--threads", str(trial["threads"]), "--concurrency", "2"]
+    sweep = [
+        "benchmarks/sweep_overhead.py",
+        "--preset",
+        trial["preset"],
+        "--batch-size",
+        str(trial["batch_size"]),
+        "--threads",
+        str(trial["threads"]),
+        "--concurrency",
+        "2",
+    ]
     sweep += ["--trials", "4", "--steps", "10"] if quick else ["--trials", "6", "--steps", "100"]
     found = {"train": train, "lone": lone, "sweep": sweep, "teacher": teacher, "options": options}
     if trial["local_mode"]:  # the quickstart's sweep against the same sweep on Ray Train workers
@@ -142,12 +203,19 @@ def padding(trial: dict, quick: bool = False) -> dict:
     from ray_t2t.data import Split, prepare_data
 
     with tempfile.TemporaryDirectory(prefix="ray_t2t_bench_padding_") as folder:
-        cfg = load_config(QUICKSTART, [f"run.storage_path={folder}", f"training.batch_size={trial['batch_size']}",
-                                       f"models.student.preset={trial['preset']}"])
+        cfg = load_config(
+            QUICKSTART,
+            [
+                f"run.storage_path={folder}",
+                f"training.batch_size={trial['batch_size']}",
+                f"models.student.preset={trial['preset']}",
+            ],
+        )
         prepared = prepare_data(cfg)
         train = Split(prepared, "train")
-        waste = padding_waste([len(s) for s in train.source_ids], [len(t) for t in train.target_ids],
-                              trial["batch_size"], seed=cfg.seed)
+        waste = padding_waste(
+            [len(s) for s in train.source_ids], [len(t) for t in train.target_ids], trial["batch_size"], seed=cfg.seed
+        )
         speed = grouping_speed(cfg, prepared, steps=10 if quick else 100, rounds=1 if quick else 2)
     return {"examples": len(train.source_ids), "batch_size": trial["batch_size"], **waste, "speed": speed}
 
@@ -158,19 +226,38 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
 
     def add(figure, key, value=None, baseline=None, ratio=None, judged=None):
         op, goal = GOALS[key] if key else (None, None)
-        rows.append({"figure": figure, "key": key, "value": value, "baseline": baseline, "ratio": ratio,
-                     "goal": f"{op} {goal:g}" if key else None,
-                     "result": verdict(judged, op, goal) if key else None, "judged": judged})
+        rows.append(
+            {
+                "figure": figure,
+                "key": key,
+                "value": value,
+                "baseline": baseline,
+                "ratio": ratio,
+                "goal": f"{op} {goal:g}" if key else None,
+                "result": verdict(judged, op, goal) if key else None,
+                "judged": judged,
+            }
+        )
 
     train = results.get("train")
     if train:
-        add("training tokens/s: ray_t2t loop vs plain PyTorch", "train_ratio",
-            f"{train['ray_t2t_tokens_per_s']:,.0f}", f"{train['pytorch_best_tokens_per_s']:,.0f}",
-            f"{train['ratio']:.3f}", train["ratio"])
+        add(
+            "training tokens/s: ray_t2t loop vs plain PyTorch",
+            "train_ratio",
+            f"{train['ray_t2t_tokens_per_s']:,.0f}",
+            f"{train['pytorch_best_tokens_per_s']:,.0f}",
+            f"{train['ratio']:.3f}",
+            train["ratio"],
+        )
         if "local_mode_ratio" in train:
-            add("training tokens/s: ray_t2t loop in local mode (the quickstart's) vs plain PyTorch", "local_mode_ratio",
-                f"{train['local_mode_tokens_per_s']:,.0f}", f"{train['pytorch_best_tokens_per_s']:,.0f}",
-                f"{train['local_mode_ratio']:.3f}", train["local_mode_ratio"])
+            add(
+                "training tokens/s: ray_t2t loop in local mode (the quickstart's) vs plain PyTorch",
+                "local_mode_ratio",
+                f"{train['local_mode_tokens_per_s']:,.0f}",
+                f"{train['pytorch_best_tokens_per_s']:,.0f}",
+                f"{train['local_mode_ratio']:.3f}",
+                train["local_mode_ratio"],
+            )
         qs_train_s = trial["max_steps"] * train["tokens_per_step"] / train["ray_t2t_tokens_per_s"]
         overhead = train["startup_s"] + train["teardown_s"]
         train["quickstart_train_s_estimate"] = qs_train_s
@@ -182,99 +269,206 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
             add("  of which the worker's Ray: process -> training function", None, f"{parts['ray_worker_s']:.1f} s")
             add("  of which ray_t2t: training function -> first step", None, f"{parts['ray_t2t_s']:.1f} s")
         add("fixed overhead of a single run: last step -> record written", None, f"{train['teardown_s']:.1f} s")
-        add("(a single run: fixed overhead / a quickstart trial's training time alone)", None, f"{overhead:.1f} s",
-            f"{qs_train_s:.0f} s", f"{train['overhead_share']:.3f}")
+        add(
+            "(a single run: fixed overhead / a quickstart trial's training time alone)",
+            None,
+            f"{overhead:.1f} s",
+            f"{qs_train_s:.0f} s",
+            f"{train['overhead_share']:.3f}",
+        )
         if "scaling_efficiency" in train:
-            add("scaling: tokens/s, 2 workers vs 2 x 1 worker (1 CPU each)", "scaling_efficiency",
-                f"{train['two_workers_tokens_per_s']:,.0f}", f"{2 * train['ray_t2t_tokens_per_s']:,.0f}",
-                f"{train['scaling_efficiency']:.3f}", train["scaling_efficiency"])
-            add("scaling: ray_t2t 2 workers vs a plain 2-process DDP loop", "ddp_ratio",
-                f"{train['two_workers_tokens_per_s']:,.0f}", f"{train['ddp_tokens_per_s']:,.0f}",
-                f"{train['ddp_ratio']:.3f}", train["ddp_ratio"])
-            add("(what the machine allows: plain DDP vs 2 x plain loop)", None,
-                f"{train['ddp_tokens_per_s']:,.0f}", f"{2 * train['pytorch_best_tokens_per_s']:,.0f}",
-                f"{train['ddp_efficiency']:.3f}")
+            add(
+                "scaling: tokens/s, 2 workers vs 2 x 1 worker (1 CPU each)",
+                "scaling_efficiency",
+                f"{train['two_workers_tokens_per_s']:,.0f}",
+                f"{2 * train['ray_t2t_tokens_per_s']:,.0f}",
+                f"{train['scaling_efficiency']:.3f}",
+                train["scaling_efficiency"],
+            )
+            add(
+                "scaling: ray_t2t 2 workers vs a plain 2-process DDP loop",
+                "ddp_ratio",
+                f"{train['two_workers_tokens_per_s']:,.0f}",
+                f"{train['ddp_tokens_per_s']:,.0f}",
+                f"{train['ddp_ratio']:.3f}",
+                train["ddp_ratio"],
+            )
+            add(
+                "(what the machine allows: plain DDP vs 2 x plain loop)",
+                None,
+                f"{train['ddp_tokens_per_s']:,.0f}",
+                f"{2 * train['pytorch_best_tokens_per_s']:,.0f}",
+                f"{train['ddp_efficiency']:.3f}",
+            )
     lone = results.get("lone")
     if lone:
         local, workers = lone["best"]["local_mode"], lone["best"]["workers"]
         mode = "local mode, no Ray, as the quickstart" if lone["quickstart_local_mode"] else "local mode, no Ray"
-        add(f"a lone `ray-t2t train` ({mode}) vs on a Ray Train worker: launch -> first step", None,
-            f"{local['startup_s']:.1f} s", f"{workers['startup_s']:.1f} s", f"{lone['startup_ratio']:.3f}")
+        add(
+            f"a lone `ray-t2t train` ({mode}) vs on a Ray Train worker: launch -> first step",
+            None,
+            f"{local['startup_s']:.1f} s",
+            f"{workers['startup_s']:.1f} s",
+            f"{lone['startup_ratio']:.3f}",
+        )
         ends = {name: best["teardown_s"] + best["exit_s"] for name, best in lone["best"].items()}
-        add("(the same: last step -> the command exits)", None, f"{ends['local_mode']:.1f} s",
-            f"{ends['workers']:.1f} s", f"{ends['local_mode'] / ends['workers']:.3f}")
-        add("(the same: training tokens/s)", None, f"{local['tokens_per_s']:,.0f}", f"{workers['tokens_per_s']:,.0f}",
-            f"{lone['tokens_per_s_ratio']:.3f}")
+        add(
+            "(the same: last step -> the command exits)",
+            None,
+            f"{ends['local_mode']:.1f} s",
+            f"{ends['workers']:.1f} s",
+            f"{ends['local_mode'] / ends['workers']:.3f}",
+        )
+        add(
+            "(the same: training tokens/s)",
+            None,
+            f"{local['tokens_per_s']:,.0f}",
+            f"{workers['tokens_per_s']:,.0f}",
+            f"{lone['tokens_per_s_ratio']:.3f}",
+        )
     sweep = results.get("sweep")
     if sweep:
         # the quickstart's trials train 2 at a time, as these did: their tokens/s, not a lone run's
         qs_train_s = trial["max_steps"] * sweep["tokens_per_step"] / sweep["tokens_per_s"]
         sweep["quickstart_train_s_estimate"] = qs_train_s
         sweep["overhead_share"] = sweep["overhead_s"] / qs_train_s
-        add("fixed overhead per sweep trial, 2 at a time: slot freed -> first step", None,
-            f"{sweep['startup_s']:.1f} s")
+        add(
+            "fixed overhead per sweep trial, 2 at a time: slot freed -> first step", None, f"{sweep['startup_s']:.1f} s"
+        )
         parts = sweep.get("startup_parts_s")
         if parts:
-            add("  of which Tune, Ray Train: slot freed -> worker process started", None,
-                f"{parts['until_worker_process_s']:.1f} s")
-            add("  of which the worker's Ray: process -> training function", None,
-                f"{parts['worker_process_to_function_s']:.1f} s")
-            add("  of which ray_t2t: training function -> first step", None, f"{parts['function_to_first_step_s']:.1f} s")
+            add(
+                "  of which Tune, Ray Train: slot freed -> worker process started",
+                None,
+                f"{parts['until_worker_process_s']:.1f} s",
+            )
+            add(
+                "  of which the worker's Ray: process -> training function",
+                None,
+                f"{parts['worker_process_to_function_s']:.1f} s",
+            )
+            add(
+                "  of which ray_t2t: training function -> first step",
+                None,
+                f"{parts['function_to_first_step_s']:.1f} s",
+            )
         add("fixed overhead per sweep trial: last step -> record written", None, f"{sweep['teardown_s']:.1f} s")
-        add("fixed overhead / quickstart trial's training time (2 at a time)", "overhead_share",
-            f"{sweep['overhead_s']:.1f} s", f"{qs_train_s:.0f} s", f"{sweep['overhead_share']:.3f}",
-            sweep["overhead_share"])
+        add(
+            "fixed overhead / quickstart trial's training time (2 at a time)",
+            "overhead_share",
+            f"{sweep['overhead_s']:.1f} s",
+            f"{qs_train_s:.0f} s",
+            f"{sweep['overhead_share']:.3f}",
+            sweep["overhead_share"],
+        )
     workers = results.get("sweep_workers")
     if workers:
-        add("(the same sweep on Ray Train workers: fixed overhead per trial)", None,
-            f"{workers['overhead_s']:.1f} s", f"{workers['startup_s']:.1f} + {workers['teardown_s']:.1f} s")
+        add(
+            "(the same sweep on Ray Train workers: fixed overhead per trial)",
+            None,
+            f"{workers['overhead_s']:.1f} s",
+            f"{workers['startup_s']:.1f} + {workers['teardown_s']:.1f} s",
+        )
         if sweep:
-            add("(fixed overhead per sweep trial: as the quickstart runs it vs on Ray Train workers)", None,
-                f"{sweep['overhead_s']:.1f} s", f"{workers['overhead_s']:.1f} s",
-                f"{sweep['overhead_s'] / workers['overhead_s']:.3f}")
-            add("(whole sweep wall time: as the quickstart runs it vs on Ray Train workers)", None,
-                f"{sweep['sweep_wall_s']:.0f} s", f"{workers['sweep_wall_s']:.0f} s",
-                f"{sweep['sweep_wall_s'] / workers['sweep_wall_s']:.3f}")
+            add(
+                "(fixed overhead per sweep trial: as the quickstart runs it vs on Ray Train workers)",
+                None,
+                f"{sweep['overhead_s']:.1f} s",
+                f"{workers['overhead_s']:.1f} s",
+                f"{sweep['overhead_s'] / workers['overhead_s']:.3f}",
+            )
+            add(
+                "(whole sweep wall time: as the quickstart runs it vs on Ray Train workers)",
+                None,
+                f"{sweep['sweep_wall_s']:.0f} s",
+                f"{workers['sweep_wall_s']:.0f} s",
+                f"{sweep['sweep_wall_s'] / workers['sweep_wall_s']:.3f}",
+            )
     teacher = results.get("teacher")
     if teacher:
-        add("teacher inference tokens/s: Ray Data vs plain loop, end to end", "teacher_ratio",
-            f"{teacher['ray_data_tokens_per_s']:,.0f}", f"{teacher['plain_process_tokens_per_s']:,.0f}",
-            f"{teacher['ratio']:.3f}", teacher["ratio"])
-        add("teacher inference tokens/s: Ray Data vs plain loop, once started", "teacher_steady_ratio",
-            f"{teacher['ray_data_steady_tokens_per_s']:,.0f}", f"{teacher['plain_tokens_per_s']:,.0f}",
-            f"{teacher['steady_ratio']:.3f}", teacher["steady_ratio"])
-        add(f"soft-target shard bytes per target token (k = {teacher['top_k']})", "bytes_per_target_token",
-            f"{teacher['bytes_per_target_token']:.1f}", judged=teacher["bytes_per_target_token"])
+        add(
+            "teacher inference tokens/s: Ray Data vs plain loop, end to end",
+            "teacher_ratio",
+            f"{teacher['ray_data_tokens_per_s']:,.0f}",
+            f"{teacher['plain_process_tokens_per_s']:,.0f}",
+            f"{teacher['ratio']:.3f}",
+            teacher["ratio"],
+        )
+        add(
+            "teacher inference tokens/s: Ray Data vs plain loop, once started",
+            "teacher_steady_ratio",
+            f"{teacher['ray_data_steady_tokens_per_s']:,.0f}",
+            f"{teacher['plain_tokens_per_s']:,.0f}",
+            f"{teacher['steady_ratio']:.3f}",
+            teacher["steady_ratio"],
+        )
+        add(
+            f"soft-target shard bytes per target token (k = {teacher['top_k']})",
+            "bytes_per_target_token",
+            f"{teacher['bytes_per_target_token']:.1f}",
+            judged=teacher["bytes_per_target_token"],
+        )
         if "read" in teacher:
-            add("shard read + decode tokens/s vs kd_logits training tokens/s", "read_ratio",
-                f"{teacher['read']['tokens_per_s']:,.0f}", f"{teacher['kd_logits_tokens_per_s']:,.0f}",
-                f"{teacher['read_ratio']:.1f}x", teacher["read_ratio"])
+            add(
+                "shard read + decode tokens/s vs kd_logits training tokens/s",
+                "read_ratio",
+                f"{teacher['read']['tokens_per_s']:,.0f}",
+                f"{teacher['kd_logits_tokens_per_s']:,.0f}",
+                f"{teacher['read_ratio']:.1f}x",
+                teacher["read_ratio"],
+            )
     pad = results.get("padding")
     if pad:
         grouped, ungrouped = pad["grouped"]["pad_share"], pad["ungrouped"]["pad_share"]
-        add("padding share of batch tokens: length-grouped vs not", "padding_grouped", f"{grouped:.1%}",
-            f"{ungrouped:.1%}", f"{grouped / ungrouped:.3f}" if ungrouped else None, grouped)
+        add(
+            "padding share of batch tokens: length-grouped vs not",
+            "padding_grouped",
+            f"{grouped:.1%}",
+            f"{ungrouped:.1%}",
+            f"{grouped / ungrouped:.3f}" if ungrouped else None,
+            grouped,
+        )
         if "speed" in pad:
             speed = pad["speed"]
-            add("real tokens/s, plain loop: grouped by (source, target) vs by source + target", "grouping_speedup",
-                f"{speed['keys_tokens_per_s']:,.0f}", f"{speed['sum_tokens_per_s']:,.0f}", f"{speed['speedup']:.3f}",
-                speed["speedup"])
+            add(
+                "real tokens/s, plain loop: grouped by (source, target) vs by source + target",
+                "grouping_speedup",
+                f"{speed['keys_tokens_per_s']:,.0f}",
+                f"{speed['sum_tokens_per_s']:,.0f}",
+                f"{speed['speedup']:.3f}",
+                speed["speedup"],
+            )
     options = results.get("options")
     if options:
         best = options["best"]
         default, fused = best["default"], best.get("fused_adamw")
         if fused:
             ratio = fused["optimizer_ms"] / default["optimizer_ms"]
-            add("optimizer step ms: fused AdamW (the loop's) vs torch's default AdamW", "fused_adamw_step",
-                f"{fused['optimizer_ms']:.2f} ms", f"{default['optimizer_ms']:.2f} ms", f"{ratio:.3f}", ratio)
+            add(
+                "optimizer step ms: fused AdamW (the loop's) vs torch's default AdamW",
+                "fused_adamw_step",
+                f"{fused['optimizer_ms']:.2f} ms",
+                f"{default['optimizer_ms']:.2f} ms",
+                f"{ratio:.3f}",
+                ratio,
+            )
             speed = fused["tokens_per_s"] / default["tokens_per_s"]
-            add("(plain loop tokens/s with fused AdamW vs default)", None, f"{fused['tokens_per_s']:,.0f}",
-                f"{default['tokens_per_s']:,.0f}", f"{speed:.3f}")
+            add(
+                "(plain loop tokens/s with fused AdamW vs default)",
+                None,
+                f"{fused['tokens_per_s']:,.0f}",
+                f"{default['tokens_per_s']:,.0f}",
+                f"{speed:.3f}",
+            )
         eager = best.get("eager_attention")
         if eager:
-            add("(plain loop tokens/s: eager attention vs SDPA, transformers' default)", None,
-                f"{eager['tokens_per_s']:,.0f}", f"{default['tokens_per_s']:,.0f}",
-                f"{eager['tokens_per_s'] / default['tokens_per_s']:.3f}")
+            add(
+                "(plain loop tokens/s: eager attention vs SDPA, transformers' default)",
+                None,
+                f"{eager['tokens_per_s']:,.0f}",
+                f"{default['tokens_per_s']:,.0f}",
+                f"{eager['tokens_per_s'] / default['tokens_per_s']:.3f}",
+            )
     return rows
 
 
@@ -315,9 +509,16 @@ def main() -> None:
     wall_s = time.perf_counter() - started
     rows = rows_of(results, trial)
     summary = {
-        "started_unix": started_unix, "wall_s": wall_s, "quick": args.quick,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": loadavg()},
+        "started_unix": started_unix,
+        "wall_s": wall_s,
+        "quick": args.quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+        },
         "commands": {name: " ".join(argv) for name, argv in argvs.items() if name in only},
         "quickstart_trial": trial,
         "figures": rows,
@@ -328,9 +529,11 @@ def main() -> None:
     out.write_text(json.dumps(summary, indent=1))
     print()
     print(format_table(rows))
-    print(f"\n{len(rows)} figures, {sum(r['result'] == 'FAIL' for r in rows)} below goal"
-          + (f", benchmark(s) failed: {', '.join(summary['failed'])}" if summary["failed"] else "")
-          + f"; {wall_s / 60:.1f} min; load average {load_before} before, {summary['machine']['loadavg_after']} after")
+    print(
+        f"\n{len(rows)} figures, {sum(r['result'] == 'FAIL' for r in rows)} below goal"
+        + (f", benchmark(s) failed: {', '.join(summary['failed'])}" if summary["failed"] else "")
+        + f"; {wall_s / 60:.1f} min; load average {load_before} before, {summary['machine']['loadavg_after']} after"
+    )
     print(f"results {out}, log {log_path}")
     if summary["failed"]:
         sys.exit(1)

@@ -18,8 +18,8 @@ import operator
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_WORKER = """
@@ -31,8 +31,12 @@ run_worker(payload, LocalContext(payload["run_dir"]))
 """
 
 
-def padding_share(batches: Sequence[Sequence[int]], source_lengths: Sequence[int], target_lengths: Sequence[int],
-                  encoder_decoder: bool = True) -> dict:
+def padding_share(
+    batches: Sequence[Sequence[int]],
+    source_lengths: Sequence[int],
+    target_lengths: Sequence[int],
+    encoder_decoder: bool = True,
+) -> dict:
     """Pad tokens / all tokens of the padded batches. `source_lengths` and `target_lengths` are the
     tokenized lengths (end-of-sequence included) by example index; `batches` are lists of indices.
     A decoder-only row is source + target long (the source's end-of-sequence becomes the separator)."""
@@ -52,9 +56,15 @@ def padding_share(batches: Sequence[Sequence[int]], source_lengths: Sequence[int
     return {"real_tokens": real, "padded_tokens": padded, "pad_share": (padded - real) / padded if padded else 0.0}
 
 
-def padding_waste(source_lengths: Sequence[int], target_lengths: Sequence[int], batch_size: int,
-                  steps: int | None = None, world_size: int = 1, seed: int = 0,
-                  encoder_decoder: bool = True) -> dict:
+def padding_waste(
+    source_lengths: Sequence[int],
+    target_lengths: Sequence[int],
+    batch_size: int,
+    steps: int | None = None,
+    world_size: int = 1,
+    seed: int = 0,
+    encoder_decoder: bool = True,
+) -> dict:
     """Pad share of the micro-batches the training loop would see over `steps` steps (default: one
     epoch), with and without length-grouped batching (ray_t2t.batching.order.BatchOrder, with
     the keys the loop groups by: length_keys)."""
@@ -67,18 +77,26 @@ def padding_waste(source_lengths: Sequence[int], target_lengths: Sequence[int], 
         for rank in range(world_size):
             order = BatchOrder(lengths, batch_size, world_size, rank, seed, group_by_length=grouped)
             batches += [order.indices(step) for step in range(steps or order.batches_per_epoch)]
-        result["grouped" if grouped else "ungrouped"] = padding_share(batches, source_lengths, target_lengths,
-                                                                      encoder_decoder)
+        result["grouped" if grouped else "ungrouped"] = padding_share(
+            batches, source_lengths, target_lengths, encoder_decoder
+        )
     return result
 
 
-def step_batches(prepared, batch_size: int, encoder_decoder: bool, seed: int, world_size: int = 1, rank: int = 0,
-                 by_sum: bool = False):
+def step_batches(
+    prepared,
+    batch_size: int,
+    encoder_decoder: bool,
+    seed: int,
+    world_size: int = 1,
+    rank: int = 0,
+    by_sum: bool = False,
+):
     """(sources, targets) token-id lists of each step's batch of the training split, step 0 on, in the
     order the ray_t2t loop trains on them (BatchOrder over length_keys; `by_sum`: grouped by source +
     target length instead, the grouping before length_keys). The plain baselines' batches."""
-    from ray_t2t.data import Split
     from ray_t2t.batching.order import BatchOrder, length_keys
+    from ray_t2t.data import Split
 
     train = Split(prepared, "train")
     sources, targets = list(map(len, train.source_ids)), list(map(len, train.target_ids))
@@ -93,17 +111,30 @@ def step_batches(prepared, batch_size: int, encoder_decoder: bool, seed: int, wo
     return batches()
 
 
-def run_locally(cfg, label: str, data_path, run_dir: Path, timeout: int = 900, threads: int = 1,
-                extras: dict | None = None) -> dict:
+def run_locally(
+    cfg, label: str, data_path, run_dir: Path, timeout: int = 900, threads: int = 1, extras: dict | None = None
+) -> dict:
     """One run of the training loop in a fresh process without Ray (LocalContext, one device); its run
     record. `extras`: what the method's driver-side prepare() returned. RuntimeError with the end of the
     process's output when it fails."""
-    payload = {"config": cfg.model_dump(mode="json"), "label": label, "data_path": str(data_path),
-               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": threads,
-               "method_extras": extras or {}}
+    payload = {
+        "config": cfg.model_dump(mode="json"),
+        "label": label,
+        "data_path": str(data_path),
+        "run_dir": str(run_dir),
+        "config_hash": "-",
+        "run_hash": "-",
+        "threads": threads,
+        "method_extras": extras or {},
+    }
     try:
-        done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"run {label} took more than {timeout} s") from None
     if done.returncode != 0:
@@ -130,8 +161,9 @@ def grouping_speed(cfg, prepared, steps: int = 100, rounds: int = 2) -> dict:
             for name in ("sum", "keys"):
                 model, _ = build_model(cfg.models.student, setup.tokenizer, seed=cfg.seed)
                 setup.encoder_decoder = is_encoder_decoder(model)
-                batches = step_batches(prepared, cfg.training.batch_size, setup.encoder_decoder, cfg.seed,
-                                       by_sum=name == "sum")
+                batches = step_batches(
+                    prepared, cfg.training.batch_size, setup.encoder_decoder, cfg.seed, by_sum=name == "sum"
+                )
                 model.train()
                 optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate)
                 tokens, started = 0, time.perf_counter()
@@ -143,19 +175,32 @@ def grouping_speed(cfg, prepared, steps: int = 100, rounds: int = 2) -> dict:
                 best[name] = max(best.get(name, 0.0), tokens / (time.perf_counter() - started))
     finally:
         torch.set_num_threads(threads)
-    return {"steps": steps, "rounds": rounds, "sum_tokens_per_s": best["sum"], "keys_tokens_per_s": best["keys"],
-            "speedup": best["keys"] / best["sum"]}
+    return {
+        "steps": steps,
+        "rounds": rounds,
+        "sum_tokens_per_s": best["sum"],
+        "keys_tokens_per_s": best["keys"],
+        "speedup": best["keys"] / best["sum"],
+    }
 
 
-def read_soft_targets(folder, source_ids, target_ids, batch_size: int, top_k: int, stored_temperature: float,
-                      temperature: float, seed: int = 0) -> dict:
+def read_soft_targets(
+    folder,
+    source_ids,
+    target_ids,
+    batch_size: int,
+    top_k: int,
+    stored_temperature: float,
+    temperature: float,
+    seed: int = 0,
+) -> dict:
     """How fast the stored soft targets become what kd_logits trains on: load_soft_targets (checksums,
     Parquet read, decode into per-example arrays: once per worker) then, for every batch of one epoch
     in BatchOrder, the teacher tensors kd_logits' collate builds (kd_logits.teacher_rows). Tokens are
     source + target tokens of the batches' examples, the unit the training loop counts."""
+    from ray_t2t.batching.order import BatchOrder, length_keys
     from ray_t2t.methods.kd_logits import teacher_rows
     from ray_t2t.teachers import load_soft_targets
-    from ray_t2t.batching.order import BatchOrder, length_keys
 
     started = time.perf_counter()
     rows = load_soft_targets(folder)
@@ -169,8 +214,14 @@ def read_soft_targets(folder, source_ids, target_ids, batch_size: int, top_k: in
         assert ids.shape == logprobs.shape and ids.shape[1] == top_k
         tokens += sum(len(source_ids[i]) + len(target_ids[i]) for i in indices)
     batches_s = time.perf_counter() - started
-    return {"examples": len(rows), "epoch_tokens": tokens, "load_s": load_s, "batches_s": batches_s,
-            "tokens_per_s": tokens / (load_s + batches_s), "batches_tokens_per_s": tokens / batches_s}
+    return {
+        "examples": len(rows),
+        "epoch_tokens": tokens,
+        "load_s": load_s,
+        "batches_s": batches_s,
+        "tokens_per_s": tokens / (load_s + batches_s),
+        "batches_tokens_per_s": tokens / batches_s,
+    }
 
 
 # ------------------------------------------------------------------------------------ verdicts
@@ -191,7 +242,6 @@ def format_table(rows: list[dict]) -> str:
     columns = ("figure", "value", "baseline", "ratio", "goal", "result")
     cells = [[str(row.get(c) if row.get(c) is not None else "—") for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)

@@ -67,13 +67,19 @@ def trial_overheads(records: list[dict], submitted: float, concurrency: int) -> 
     trials = []
     for k, t in enumerate(stamps):
         slot_free = submitted if k < concurrency else freed[k - concurrency]
-        trial = {"wave": 1 + k // concurrency, "first_wave": k < concurrency,
-                 "startup_s": t["first_step"] - slot_free, "teardown_s": t["record_written"] - t["last_step"],
-                 "train_s": t["last_step"] - t["first_step"]}
+        trial = {
+            "wave": 1 + k // concurrency,
+            "first_wave": k < concurrency,
+            "startup_s": t["first_step"] - slot_free,
+            "teardown_s": t["record_written"] - t["last_step"],
+            "train_s": t["last_step"] - t["first_step"],
+        }
         if t.get("process_start") is not None and t.get("function_start") is not None:
-            trial["parts_s"] = {"until_worker_process_s": t["process_start"] - slot_free,
-                                "worker_process_to_function_s": t["function_start"] - t["process_start"],
-                                "function_to_first_step_s": t["first_step"] - t["function_start"]}
+            trial["parts_s"] = {
+                "until_worker_process_s": t["process_start"] - slot_free,
+                "worker_process_to_function_s": t["function_start"] - t["process_start"],
+                "function_to_first_step_s": t["first_step"] - t["function_start"],
+            }
         trials.append(trial)
     return trials
 
@@ -83,7 +89,8 @@ def summarize(trials: list[dict], records: list[dict]) -> dict:
     later = [t for t in trials if not t["first_wave"]] or trials
     median = statistics.median
     figures = {
-        "trials": len(trials), "measured_trials": len(later),
+        "trials": len(trials),
+        "measured_trials": len(later),
         "startup_s": median(t["startup_s"] for t in later),
         "teardown_s": median(t["teardown_s"] for t in later),
         "overhead_s": median(t["startup_s"] + t["teardown_s"] for t in later),
@@ -123,8 +130,17 @@ def measure(args) -> dict:
         if len(records) != args.trials:
             raise SystemExit(f"expected {args.trials} finished trial records in {sweep}, found {len(records)}")
         trials = trial_overheads(records, submitted, cfg.tune.max_concurrent_trials)
-    return {"preset": args.preset, "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
-            "concurrency": args.concurrency, "set": args.set, "local_mode": cfg.scaling.local_mode, "sweep_wall_s": wall_s, **summarize(trials, records)}
+    return {
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "threads": args.threads,
+        "concurrency": args.concurrency,
+        "set": args.set,
+        "local_mode": cfg.scaling.local_mode,
+        "sweep_wall_s": wall_s,
+        **summarize(trials, records),
+    }
 
 
 def parser() -> argparse.ArgumentParser:
@@ -144,17 +160,29 @@ def main() -> None:
     args = parser().parse_args()
     figures = measure(args)
     where = "in their Tune trials' processes (local mode)" if figures["local_mode"] else "on Ray Train workers"
-    print(f"ray-t2t sweep: {figures['trials']} trials of {args.steps} steps ({args.preset}, batch {args.batch_size}), "
-          f"{args.concurrency} at a time, {args.threads} CPU each, {where}: {figures['sweep_wall_s']:.0f} s in all")
+    print(
+        f"ray-t2t sweep: {figures['trials']} trials of {args.steps} steps ({args.preset}, batch {args.batch_size}), "
+        f"{args.concurrency} at a time, {args.threads} CPU each, {where}: {figures['sweep_wall_s']:.0f} s in all"
+    )
     for trial in figures["per_trial"]:
         parts = trial.get("parts_s")
-        detail = (f"  (until the worker's process {parts['until_worker_process_s']:.1f} s, then the function "
-                  f"{parts['worker_process_to_function_s']:.1f} s, then the first step "
-                  f"{parts['function_to_first_step_s']:.1f} s)") if parts else ""
-        print(f"  wave {trial['wave']}: start-up {trial['startup_s']:5.1f} s{detail}, training {trial['train_s']:.1f} s, "
-              f"tear-down {trial['teardown_s']:.1f} s")
-    print(f"  per trial after the first wave (median of {figures['measured_trials']}): "
-          f"{figures['overhead_s']:.1f} s of fixed overhead, {figures['train_s']:.1f} s of training")
+        detail = (
+            (
+                f"  (until the worker's process {parts['until_worker_process_s']:.1f} s, then the function "
+                f"{parts['worker_process_to_function_s']:.1f} s, then the first step "
+                f"{parts['function_to_first_step_s']:.1f} s)"
+            )
+            if parts
+            else ""
+        )
+        print(
+            f"  wave {trial['wave']}: start-up {trial['startup_s']:5.1f} s{detail}, training {trial['train_s']:.1f} s, "
+            f"tear-down {trial['teardown_s']:.1f} s"
+        )
+    print(
+        f"  per trial after the first wave (median of {figures['measured_trials']}): "
+        f"{figures['overhead_s']:.1f} s of fixed overhead, {figures['train_s']:.1f} s of training"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

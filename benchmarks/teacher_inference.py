@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ray_t2t.config.experiment import validate_config
+from ray_t2t.config.experiment import validate_config  # noqa: E402
 from ray_t2t.config.sections import ModelSpec  # noqa: E402
 from ray_t2t.data import prepare_data  # noqa: E402
 
@@ -52,8 +52,14 @@ def experiment(folder: Path, args, teacher: Path | None) -> dict:
         "run": {"name": "bench", "storage_path": str(folder)},
         "data": {"split_sizes": {"train": args.examples, "validation": 64, "test": 64}},
         "models": {"student": {"preset": "t5-tiny"}},
-        "soft_targets": {"top_k": args.top_k, "rows_per_shard": args.rows_per_shard, "batch_size": args.batch_size,
-                         "replicas": args.cores, "cpus_per_replica": 1, "generations": args.generations},
+        "soft_targets": {
+            "top_k": args.top_k,
+            "rows_per_shard": args.rows_per_shard,
+            "batch_size": args.batch_size,
+            "replicas": args.cores,
+            "cpus_per_replica": 1,
+            "generations": args.generations,
+        },
     }
     if teacher is not None:
         raw["models"]["teacher"] = {"name_or_path": str(teacher)}
@@ -70,8 +76,14 @@ def plain_loop(cfg, data_path: Path, teacher: Path, folder: Path, threads: int) 
     torch.set_num_threads(threads)
     folder.mkdir(parents=True)
     started = time.perf_counter()
-    replica = TeacherReplica({"config": cfg.model_dump(mode="json"), "data_path": str(data_path),
-                              "teacher_path": str(teacher), "folder": str(folder)})
+    replica = TeacherReplica(
+        {
+            "config": cfg.model_dump(mode="json"),
+            "data_path": str(data_path),
+            "teacher_path": str(teacher),
+            "folder": str(folder),
+        }
+    )
     torch.set_num_threads(threads)  # the replica sets its own (cpus_per_replica); the plain loop uses all cores
     shards = -(-len(replica.source_ids) // cfg.soft_targets.rows_per_shard)
     for index in range(shards):
@@ -85,8 +97,15 @@ def plain_loop(cfg, data_path: Path, teacher: Path, folder: Path, threads: int) 
 def plain_process(cfg, data_path: Path, teacher: Path, folder: Path, threads: int) -> dict:
     """plain_loop in a fresh Python process, as a user's script: seconds from its launch to its exit,
     the loop's own seconds, tokens."""
-    job = json.dumps({"config": cfg.model_dump(mode="json"), "data_path": str(data_path), "teacher": str(teacher),
-                      "folder": str(folder), "threads": threads})
+    job = json.dumps(
+        {
+            "config": cfg.model_dump(mode="json"),
+            "data_path": str(data_path),
+            "teacher": str(teacher),
+            "folder": str(folder),
+            "threads": threads,
+        }
+    )
     started = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--plain-job", job], capture_output=True, text=True)
     process_s = time.perf_counter() - started
@@ -100,8 +119,13 @@ def run_plain_job(job: str) -> None:
     """The child of plain_process (`job`: its JSON): the loop, then its seconds and tokens as JSON on the
     last line."""
     spec = json.loads(job)
-    seconds, tokens = plain_loop(validate_config(spec["config"]), Path(spec["data_path"]), Path(spec["teacher"]),
-                                 Path(spec["folder"]), spec["threads"])
+    seconds, tokens = plain_loop(
+        validate_config(spec["config"]),
+        Path(spec["data_path"]),
+        Path(spec["teacher"]),
+        Path(spec["folder"]),
+        spec["threads"],
+    )
     print(json.dumps([seconds, tokens]))
 
 
@@ -114,8 +138,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--top-k", type=int, default=32)
     parser.add_argument("--generations", default="none", choices=["none", "greedy", "beam"])
-    parser.add_argument("--read", action="store_true",
-                        help="also measure reading the shards vs the kd_logits training loop's consumption")
+    parser.add_argument(
+        "--read",
+        action="store_true",
+        help="also measure reading the shards vs the kd_logits training loop's consumption",
+    )
     parser.add_argument("--kd-steps", type=int, default=150)
     parser.add_argument("--kd-preset", default="t5-0.5m")
     parser.add_argument("--kd-batch-size", type=int, default=128)
@@ -141,8 +168,8 @@ def measure(args) -> dict:
     import ray
 
     from ray_t2t.models import build_model
-    from ray_t2t.soft_targets import produce_soft_targets
     from ray_t2t.ray_cluster import job_env_vars, start_local_ray
+    from ray_t2t.soft_targets import produce_soft_targets
 
     folder = Path(tempfile.mkdtemp(prefix="ray_t2t_teacher_bench_"))
     prepared = prepare_data(validate_config(experiment(folder, args, None)), log=lambda m: None)
@@ -167,34 +194,56 @@ def measure(args) -> dict:
     shard_s = [s["seconds"] for s in manifest["shards"]]
 
     figures = {
-        "preset": args.preset, "parameters": params, "examples": args.examples, "cores": args.cores,
-        "top_k": args.top_k, "generations": args.generations, "tokens": tokens,
+        "preset": args.preset,
+        "parameters": params,
+        "examples": args.examples,
+        "cores": args.cores,
+        "top_k": args.top_k,
+        "generations": args.generations,
+        "tokens": tokens,
         # end to end: the plain process from launch to exit; Ray Data from submit to the manifest (Ray's
         # own start is apart, paid once per session)
-        "plain_process_tokens_per_s": tokens / plain["process_s"], "ray_data_tokens_per_s": tokens / ray_s,
-        "plain_process_s": plain["process_s"], "ray_data_s": ray_s,
-        "ratio": plain["process_s"] / ray_s, "ray_start_s": ray_start_s,
+        "plain_process_tokens_per_s": tokens / plain["process_s"],
+        "ray_data_tokens_per_s": tokens / ray_s,
+        "plain_process_s": plain["process_s"],
+        "ray_data_s": ray_s,
+        "ratio": plain["process_s"] / ray_s,
+        "ray_start_s": ray_start_s,
         # once started: the plain loop's shards
-        "plain_tokens_per_s": tokens / plain_s, "plain_s": plain_s,
+        "plain_tokens_per_s": tokens / plain_s,
+        "plain_s": plain_s,
         # once started: the replicas compute shards side by side, each at tokens / its busy seconds
-        "ray_data_steady_tokens_per_s": tokens * args.cores / sum(shard_s), "first_shard_s": first_shard - submitted,
-        "shard_seconds_mean": sum(shard_s) / len(shard_s), "shards": len(shard_s),
+        "ray_data_steady_tokens_per_s": tokens * args.cores / sum(shard_s),
+        "first_shard_s": first_shard - submitted,
+        "shard_seconds_mean": sum(shard_s) / len(shard_s),
+        "shards": len(shard_s),
         "bytes_per_target_token": manifest["bytes_per_target_token"],
     }
     figures["steady_ratio"] = figures["ray_data_steady_tokens_per_s"] / figures["plain_tokens_per_s"]
     if args.read:
+        from benchmarks.suite import read_soft_targets
         from ray_t2t.data import Split
         from ray_t2t.train.launcher import train
 
-        from benchmarks.suite import read_soft_targets
-
         train_split = Split(prepared, "train")
-        read = read_soft_targets(out, train_split.source_ids, train_split.target_ids, args.kd_batch_size,
-                                 args.top_k, manifest["identity"]["temperature"], 2.0, seed=cfg.seed)
+        read = read_soft_targets(
+            out,
+            train_split.source_ids,
+            train_split.target_ids,
+            args.kd_batch_size,
+            args.top_k,
+            manifest["identity"]["temperature"],
+            2.0,
+            seed=cfg.seed,
+        )
         record = train(validate_config(kd_experiment(cfg, args)), "kd_logits", log=lambda m: None)
-        figures |= {"read": read, "kd_logits_tokens_per_s": record["tokens_per_s"],
-                    "kd_logits_steps": record["steps"]["done"], "kd_logits_batch_size": args.kd_batch_size,
-                    "read_ratio": read["tokens_per_s"] / record["tokens_per_s"]}
+        figures |= {
+            "read": read,
+            "kd_logits_tokens_per_s": record["tokens_per_s"],
+            "kd_logits_steps": record["steps"]["done"],
+            "kd_logits_batch_size": args.kd_batch_size,
+            "read_ratio": read["tokens_per_s"] / record["tokens_per_s"],
+        }
     ray.shutdown()
     shutil.rmtree(folder, ignore_errors=True)
     return figures
@@ -207,26 +256,40 @@ def main() -> None:
         return
     figures = measure(args)
     params, tokens = figures["parameters"], figures["tokens"]
-    print(f"teacher {args.preset} ({params / 1e6:.2f}M parameters), {args.examples:,} examples, {tokens:,} tokens, "
-          f"{args.cores} cores, k={args.top_k}, generations {args.generations}")
-    print(f"  plain loop ({args.cores} threads)       {figures['plain_process_tokens_per_s']:10,.0f} tokens/s  "
-          f"({figures['plain_process_s']:.1f} s from its process's launch to exit)")
-    print(f"  Ray Data ({args.cores} replicas x 1 CPU)  {figures['ray_data_tokens_per_s']:10,.0f} tokens/s  "
-          f"({figures['ray_data_s']:.1f} s from submit)")
+    print(
+        f"teacher {args.preset} ({params / 1e6:.2f}M parameters), {args.examples:,} examples, {tokens:,} tokens, "
+        f"{args.cores} cores, k={args.top_k}, generations {args.generations}"
+    )
+    print(
+        f"  plain loop ({args.cores} threads)       {figures['plain_process_tokens_per_s']:10,.0f} tokens/s  "
+        f"({figures['plain_process_s']:.1f} s from its process's launch to exit)"
+    )
+    print(
+        f"  Ray Data ({args.cores} replicas x 1 CPU)  {figures['ray_data_tokens_per_s']:10,.0f} tokens/s  "
+        f"({figures['ray_data_s']:.1f} s from submit)"
+    )
     print(f"  ratio, end to end              {figures['ratio']:10.3f}   (goal >= 0.9)")
-    print(f"  plain loop once started        {figures['plain_tokens_per_s']:10,.0f} tokens/s  "
-          f"({figures['plain_s']:.1f} s; start-up {figures['plain_process_s'] - figures['plain_s']:.1f} s)")
+    print(
+        f"  plain loop once started        {figures['plain_tokens_per_s']:10,.0f} tokens/s  "
+        f"({figures['plain_s']:.1f} s; start-up {figures['plain_process_s'] - figures['plain_s']:.1f} s)"
+    )
     print(f"  Ray Data once started          {figures['ray_data_steady_tokens_per_s']:10,.0f} tokens/s")
     print(f"  ratio, once started            {figures['steady_ratio']:10.3f}   (goal >= 0.9)")
     print(f"  Ray start (once per session)   {figures['ray_start_s']:10.1f} s")
-    print(f"  submit -> first shard          {figures['first_shard_s']:10.1f} s   "
-          f"(a shard takes {figures['shard_seconds_mean']:.1f} s; {figures['shards']} shards)")
-    print(f"  shards                         {figures['bytes_per_target_token']:10.1f} bytes per target token "
-          f"(goal <= 100 at k = 32)")
+    print(
+        f"  submit -> first shard          {figures['first_shard_s']:10.1f} s   "
+        f"(a shard takes {figures['shard_seconds_mean']:.1f} s; {figures['shards']} shards)"
+    )
+    print(
+        f"  shards                         {figures['bytes_per_target_token']:10.1f} bytes per target token "
+        f"(goal <= 100 at k = 32)"
+    )
     if args.read:
         read = figures["read"]
-        print(f"  shard read + decode            {read['tokens_per_s']:10,.0f} tokens/s   (load {read['load_s']:.1f} s, "
-              f"batches {read['batches_s']:.1f} s: {read['batches_tokens_per_s']:,.0f} tokens/s)")
+        print(
+            f"  shard read + decode            {read['tokens_per_s']:10,.0f} tokens/s   (load {read['load_s']:.1f} s, "
+            f"batches {read['batches_s']:.1f} s: {read['batches_tokens_per_s']:,.0f} tokens/s)"
+        )
         print(f"  kd_logits training consumes   {figures['kd_logits_tokens_per_s']:10,.0f} tokens/s")
         print(f"  ratio, read / consumed         {figures['read_ratio']:10.1f}x  (goal >= 5x)")
     if args.json:

@@ -41,8 +41,11 @@ from ray_t2t.data import prepare_data  # noqa: E402
 def experiment(folder: Path, args) -> dict:
     return {
         "run": {"name": "bench", "storage_path": str(folder), "checkpoint_every_n_steps": args.steps},
-        "data": {"split_sizes": {"train": 20000, "validation": 64, "test": 64}, "max_source_length": 32,
-                 "max_target_length": 32},
+        "data": {
+            "split_sizes": {"train": 20000, "validation": 64, "test": 64},
+            "max_source_length": 32,
+            "max_target_length": 32,
+        },
         "models": {"student": {"preset": args.preset}},
         "methods": [{"name": "scratch"}],
         "training": {"batch_size": args.batch_size, "max_steps": args.steps, "learning_rate": 1e-3, "warmup_steps": 20},
@@ -52,8 +55,9 @@ def experiment(folder: Path, args) -> dict:
     }
 
 
-def plain_loop(cfg, prepared, threads: int, world_size: int = 1, rank: int = 0,
-               device: str = "cpu") -> tuple[int, float]:
+def plain_loop(
+    cfg, prepared, threads: int, world_size: int = 1, rank: int = 0, device: str = "cpu"
+) -> tuple[int, float]:
     """(tokens, seconds) of a minimal loop: fused AdamW, same schedule, clipping, batches and model. With
     world_size > 1 (a gloo process group already up) the model is wrapped in DistributedDataParallel
     and this rank trains on its share of the batches, as a ray_t2t worker does. On a GPU (device
@@ -129,8 +133,10 @@ def plain_ddp(cfg, prepared, threads: int, world_size: int = 2) -> float:
         port = probe.getsockname()[1]
     context = mp.get_context("spawn")
     results = context.Queue()
-    processes = [context.Process(target=_ddp_rank, args=(rank, world_size, port, cfg, prepared, threads, results))
-                 for rank in range(world_size)]
+    processes = [
+        context.Process(target=_ddp_rank, args=(rank, world_size, port, cfg, prepared, threads, results))
+        for rank in range(world_size)
+    ]
     for process in processes:
         process.start()
     for process in processes:
@@ -147,11 +153,17 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of both loops (Ray: CPUs per worker)")
     parser.add_argument("--zero-stage", type=int, default=0)
-    parser.add_argument("--scaling", action="store_true",
-                        help="also run the ray_t2t loop with 2 workers and a plain 2-process DDP loop")
-    parser.add_argument("--local-mode", action="store_true",
-                        help="also run the ray_t2t loop in Ray Train's local mode (scaling.local_mode: in this process)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of the loops; each figure is its best round")
+    parser.add_argument(
+        "--scaling", action="store_true", help="also run the ray_t2t loop with 2 workers and a plain 2-process DDP loop"
+    )
+    parser.add_argument(
+        "--local-mode",
+        action="store_true",
+        help="also run the ray_t2t loop in Ray Train's local mode (scaling.local_mode: in this process)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternations of the loops; each figure is its best round"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     return parser
 
@@ -197,8 +209,12 @@ def measure(args) -> dict:
     record, submitted, returned = first
     stamps = record["timestamps"]
     figures = {
-        "preset": args.preset, "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
-        "zero_stage": args.zero_stage, "rounds": args.rounds,
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "threads": args.threads,
+        "zero_stage": args.zero_stage,
+        "rounds": args.rounds,
         "pytorch_tokens_per_s": runs["pytorch"],
         "ray_t2t_runs_tokens_per_s": runs["ray_t2t"],
         "pytorch_best_tokens_per_s": best["pytorch"],
@@ -212,14 +228,21 @@ def measure(args) -> dict:
         "tokens_per_step": record["data"]["tokens_seen"] / record["steps"]["done"],
     }
     if args.local_mode:
-        figures |= {"local_mode_runs_tokens_per_s": runs["ray_t2t_local"], "local_mode_tokens_per_s": best["ray_t2t_local"],
-                    "local_mode_ratio": best["ray_t2t_local"] / best["pytorch"]}
+        figures |= {
+            "local_mode_runs_tokens_per_s": runs["ray_t2t_local"],
+            "local_mode_tokens_per_s": best["ray_t2t_local"],
+            "local_mode_ratio": best["ray_t2t_local"] / best["pytorch"],
+        }
     if args.scaling:
-        figures |= {"two_workers_runs_tokens_per_s": runs["ray_t2t_2"], "ddp_runs_tokens_per_s": runs["ddp"],
-                    "two_workers_tokens_per_s": best["ray_t2t_2"], "ddp_tokens_per_s": best["ddp"],
-                    "scaling_efficiency": best["ray_t2t_2"] / (2 * best["ray_t2t"]),
-                    "ddp_ratio": best["ray_t2t_2"] / best["ddp"],
-                    "ddp_efficiency": best["ddp"] / (2 * best["pytorch"])}
+        figures |= {
+            "two_workers_runs_tokens_per_s": runs["ray_t2t_2"],
+            "ddp_runs_tokens_per_s": runs["ddp"],
+            "two_workers_tokens_per_s": best["ray_t2t_2"],
+            "ddp_tokens_per_s": best["ddp"],
+            "scaling_efficiency": best["ray_t2t_2"] / (2 * best["ray_t2t"]),
+            "ddp_ratio": best["ray_t2t_2"] / best["ddp"],
+            "ddp_efficiency": best["ddp"] / (2 * best["pytorch"]),
+        }
     return figures
 
 
@@ -229,9 +252,11 @@ def startup_parts(stamps: dict, submitted: float) -> dict | None:
     group, torch.distributed), and ray_t2t's part (its imports, model, engine, step-0 validation)."""
     if stamps.get("process_start") is None or stamps.get("function_start") is None:
         return None
-    return {"ray_train_s": stamps["process_start"] - submitted,
-            "ray_worker_s": stamps["function_start"] - stamps["process_start"],
-            "ray_t2t_s": stamps["first_step"] - stamps["function_start"]}
+    return {
+        "ray_train_s": stamps["process_start"] - submitted,
+        "ray_worker_s": stamps["function_start"] - stamps["process_start"],
+        "ray_t2t_s": stamps["first_step"] - stamps["function_start"],
+    }
 
 
 def main() -> None:
@@ -241,28 +266,50 @@ def main() -> None:
     def runs(values):
         return "  ".join(f"{v:,.0f}" for v in values)
 
-    print(f"model {args.preset}, batch {args.batch_size}, {args.steps} steps, {args.threads} thread(s), ZeRO {args.zero_stage}, "
-          f"{args.rounds} round(s), best of each")
-    print(f"  plain PyTorch loop   {figures['pytorch_best_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['pytorch_tokens_per_s'])})")
-    print(f"  ray_t2t loop         {figures['ray_t2t_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['ray_t2t_runs_tokens_per_s'])})")
+    print(
+        f"model {args.preset}, batch {args.batch_size}, {args.steps} steps, {args.threads} thread(s), ZeRO {args.zero_stage}, "
+        f"{args.rounds} round(s), best of each"
+    )
+    print(
+        f"  plain PyTorch loop   {figures['pytorch_best_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['pytorch_tokens_per_s'])})"
+    )
+    print(
+        f"  ray_t2t loop         {figures['ray_t2t_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['ray_t2t_runs_tokens_per_s'])})"
+    )
     print(f"  ratio                {figures['ratio']:10.3f}   (goal >= 0.95)")
     if "local_mode_ratio" in figures:
-        print(f"  ray_t2t, local mode  {figures['local_mode_tokens_per_s']:10,.0f} tokens/s   (rounds: "
-              f"{runs(figures['local_mode_runs_tokens_per_s'])}); ratio {figures['local_mode_ratio']:.3f} (goal >= 0.95)")
-    print(f"  start-up             {figures['startup_s']:10.1f} s   submit -> first step (Ray, workers, model, engine, first eval)")
+        print(
+            f"  ray_t2t, local mode  {figures['local_mode_tokens_per_s']:10,.0f} tokens/s   (rounds: "
+            f"{runs(figures['local_mode_runs_tokens_per_s'])}); ratio {figures['local_mode_ratio']:.3f} (goal >= 0.95)"
+        )
+    print(
+        f"  start-up             {figures['startup_s']:10.1f} s   submit -> first step (Ray, workers, model, engine, first eval)"
+    )
     if figures["startup_parts_s"]:
         parts = figures["startup_parts_s"]
-        print(f"    of which Ray Train {parts['ray_train_s']:8.1f} s   submit -> the worker's process starts (controller, its actors)")
-        print(f"    the worker's Ray   {parts['ray_worker_s']:8.1f} s   process start -> training function (Ray, worker group, torch.distributed)")
-        print(f"    ray_t2t            {parts['ray_t2t_s']:8.1f} s   training function -> first step (imports, model, engine, step-0 validation)")
-    print(f"  tear-down            {figures['teardown_s']:10.1f} s   last step -> record written (checkpoint, test, export)")
+        print(
+            f"    of which Ray Train {parts['ray_train_s']:8.1f} s   submit -> the worker's process starts (controller, its actors)"
+        )
+        print(
+            f"    the worker's Ray   {parts['ray_worker_s']:8.1f} s   process start -> training function (Ray, worker group, torch.distributed)"
+        )
+        print(
+            f"    ray_t2t            {parts['ray_t2t_s']:8.1f} s   training function -> first step (imports, model, engine, step-0 validation)"
+        )
+    print(
+        f"  tear-down            {figures['teardown_s']:10.1f} s   last step -> record written (checkpoint, test, export)"
+    )
     print(f"  driver return        {figures['driver_return_s']:10.1f} s   record written -> train() returns")
     print(f"  training             {figures['train_s']:10.1f} s   the steps themselves")
     if "scaling_efficiency" in figures:
-        print(f"  plain DDP, 2 procs   {figures['ddp_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['ddp_runs_tokens_per_s'])}); "
-              f"efficiency {figures['ddp_efficiency']:.3f} = tokens/s(DDP) / (2 x tokens/s(plain))")
-        print(f"  ray_t2t, 2 workers   {figures['two_workers_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['two_workers_runs_tokens_per_s'])}); "
-              f"efficiency {figures['scaling_efficiency']:.3f} = tokens/s(2) / (2 x tokens/s(1))")
+        print(
+            f"  plain DDP, 2 procs   {figures['ddp_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['ddp_runs_tokens_per_s'])}); "
+            f"efficiency {figures['ddp_efficiency']:.3f} = tokens/s(DDP) / (2 x tokens/s(plain))"
+        )
+        print(
+            f"  ray_t2t, 2 workers   {figures['two_workers_tokens_per_s']:10,.0f} tokens/s   (rounds: {runs(figures['two_workers_runs_tokens_per_s'])}); "
+            f"efficiency {figures['scaling_efficiency']:.3f} = tokens/s(2) / (2 x tokens/s(1))"
+        )
         print(f"  ray_t2t 2 workers / plain DDP {figures['ddp_ratio']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))

@@ -24,8 +24,10 @@ from ray_t2t import __version__, console
 from ray_t2t.errors import UserError
 
 EXIT_USER_ERROR = 2
-VERBOSE_HELP = ("show Ray's, Ray Data's, transformers' and the workers' output here (by default it goes to a log "
-                "file in the run folder, and only ray-t2t's own lines, progress and verdict show)")
+VERBOSE_HELP = (
+    "show Ray's, Ray Data's, transformers' and the workers' output here (by default it goes to a log "
+    "file in the run folder, and only ray-t2t's own lines, progress and verdict show)"
+)
 
 # At exit, move every object to gc's permanent generation, so the interpreter's final garbage
 # collections skip them. Registered as this module is imported, before Ray, torch and the rest, so it
@@ -58,8 +60,7 @@ def _capture_output(args: argparse.Namespace, cfg) -> None:
         remote = cfg.experiment_dir / "logs" / name
         path = Path(tempfile.mkdtemp(prefix="ray_t2t_log_")) / name
     console.capture(path, upload_to=remote)
-    console.say(f"log: {remote or path} (Ray's, Ray Data's, transformers' and the workers' output; -v shows it "
-                "here)")
+    console.say(f"log: {remote or path} (Ray's, Ray Data's, transformers' and the workers' output; -v shows it here)")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -84,7 +85,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"  task        {cfg.data.task}")
     print(f"  student     {models.student.preset or models.student.name_or_path}; teacher: {teachers}")
     print(f"  methods     {methods}")
-    print(f"  eval        {cfg.eval.metric}" + (f", target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g}" if cfg.eval.target else ""))
+    print(
+        f"  eval        {cfg.eval.metric}"
+        + (
+            f", target {cfg.eval.target.metric} {cfg.eval.target.op} {cfg.eval.target.value:g}"
+            if cfg.eval.target
+            else ""
+        )
+    )
     return 0
 
 
@@ -105,7 +113,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         tok_text = f"pretrained {tok['name_or_path']}"
     print(f"task: {summary['task']}")
     print(f"tokenizer: {tok_text}, vocabulary {tok['vocab_size']:,}")
-    print(f"{'split':<12}{'examples':>10}{'source tokens':>15}{'target tokens':>15}{'max source':>12}{'max target':>12}")
+    print(
+        f"{'split':<12}{'examples':>10}{'source tokens':>15}{'target tokens':>15}{'max source':>12}{'max target':>12}"
+    )
     for name, split in splits.items():
         print(
             f"{name:<12}{split['examples']:>10,}{split['source_tokens']:>15,}{split['target_tokens']:>15,}"
@@ -152,9 +162,11 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         teacher = manifest["teacher"]
         kind = "pre-existing teacher" if teacher["pre_existing"] else f"trained by run '{teacher['label']}'"
         console.say(f"teacher: {teacher['path']} ({kind})")
-        console.say(f"soft targets: {manifest['rows']:,} examples in {len(manifest['shards'])} shard(s), "
-              f"{manifest['target_tokens']:,} target tokens, {manifest['bytes'] / 1e6:.2f} MB, "
-              f"{manifest['bytes_per_target_token']:.1f} bytes per target token (k={manifest['identity']['k']})")
+        console.say(
+            f"soft targets: {manifest['rows']:,} examples in {len(manifest['shards'])} shard(s), "
+            f"{manifest['target_tokens']:,} target tokens, {manifest['bytes'] / 1e6:.2f} MB, "
+            f"{manifest['bytes_per_target_token']:.1f} bytes per target token (k={manifest['identity']['k']})"
+        )
     return 0
 
 
@@ -196,8 +208,13 @@ def cmd_inference(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from ray_t2t.report import build_report
 
-    report = build_report(args.run_dir, target=args.target, target_relative=args.target_relative,
-                          confidence=args.confidence, plots=not args.no_plots)
+    report = build_report(
+        args.run_dir,
+        target=args.target,
+        target_relative=args.target_relative,
+        confidence=args.confidence,
+        plots=not args.no_plots,
+    )
     print(report.summary)
     return 0
 
@@ -237,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(run=cmd_data)
 
     train = commands.add_parser(
-        "train", parents=[verbose],
+        "train",
+        parents=[verbose],
         help="train one method on Ray Train + DeepSpeed and write its run record",
         description="Train one of the config's methods (method=NAME: its label or name) on Ray Train with "
         "DeepSpeed. Starts a local Ray (none for a run in scaling.local_mode, which trains in this process), "
@@ -248,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     teacher = commands.add_parser(
-        "teacher", parents=[verbose],
+        "teacher",
+        parents=[verbose],
         help="compute the teacher's top-k soft targets on Ray Data (shards + manifest)",
         description="Run the teacher over the training split on Ray Data (an actor pool of replicas) and "
         "store its top-k token ids and log-probabilities per target position as checksummed Parquet "
@@ -258,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.set_defaults(run=cmd_teacher)
 
     sweep = commands.add_parser(
-        "sweep", parents=[verbose],
+        "sweep",
+        parents=[verbose],
         help="Ray Tune over methods x hyperparameters x seeds, each trial a Ray Train run",
         description="Train every trial of the config's `tune` section (methods, space, seeds; grid or random "
         "search; optional ASHA) on Ray Tune, each trial a TorchTrainer run of the shared loop, and write "
@@ -269,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(run=cmd_sweep)
 
     inference = commands.add_parser(
-        "inference", parents=[verbose],
+        "inference",
+        parents=[verbose],
         help="measure the inference speed of every exported model of the experiment, one at a time",
         description="Decode a fixed set of test sources to a fixed output length with each exported model of the "
         "experiment's finished runs, one model at a time on cores (or a GPU) of its own: a warm-up, then the median "
@@ -280,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     inference.set_defaults(run=cmd_inference)
 
     run = commands.add_parser(
-        "run", parents=[verbose],
+        "run",
+        parents=[verbose],
         help="the whole pipeline: data, teacher and pretraining, soft targets, sweep, inference speed, report",
         description="Prepare the data, train the teacher and pretraining runs, compute soft targets, sweep "
         "every other method over its space and seeds, measure the exported models' inference speed, and write "
@@ -299,13 +321,29 @@ def build_parser() -> argparse.ArgumentParser:
         "per size class of exported model; groups of runs (seeds) are shown as mean ± confidence interval, "
         "winners are named only where Welch's t-test supports them, and distillation is charged for its teacher.",
     )
-    report.add_argument("run_dir", metavar="RUN_DIR", help="the experiment folder, <storage_path>/<run.name> (a path or an s3:// / gs:// URI)")
-    report.add_argument("--target", metavar="'METRIC OP VALUE'",
-                        help="quality target for time to target, e.g. 'wer <= 0.5' (default: the runs' eval.target)")
-    report.add_argument("--target-relative", type=float, metavar="F",
-                        help="target = F of the teacher's final test quality (lower-is-better: value <= teacher / F)")
-    report.add_argument("--confidence", type=float, default=0.95, metavar="LEVEL",
-                        help="confidence level of the intervals over a group's runs (default 0.95)")
+    report.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="the experiment folder, <storage_path>/<run.name> (a path or an s3:// / gs:// URI)",
+    )
+    report.add_argument(
+        "--target",
+        metavar="'METRIC OP VALUE'",
+        help="quality target for time to target, e.g. 'wer <= 0.5' (default: the runs' eval.target)",
+    )
+    report.add_argument(
+        "--target-relative",
+        type=float,
+        metavar="F",
+        help="target = F of the teacher's final test quality (lower-is-better: value <= teacher / F)",
+    )
+    report.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        metavar="LEVEL",
+        help="confidence level of the intervals over a group's runs (default 0.95)",
+    )
     report.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     report.set_defaults(run=cmd_report)
     return parser

@@ -112,5 +112,6 @@ def progress(total: int, desc: str, unit: str = "step", initial: int = 0) -> Any
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=stream, leave=False, dynamic_ncols=True,
-                disable=False)
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit=unit, file=stream, leave=False, dynamic_ncols=True, disable=False
+    )

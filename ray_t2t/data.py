@@ -39,9 +39,10 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ray_t2t.config.sections import DataSection
 from ray_t2t.errors import ConfigError, DataError
@@ -134,8 +135,9 @@ def load_num2words(data: DataSection) -> Splits:
         for example in chosen:
             for lang in options.languages:
                 words = num2words(int(example.source), lang=lang)
-                splits[split].append(Example(f"{lang}: {example.source}", words, (words,),
-                                             f"num2words {lang} {example.source}"))
+                splits[split].append(
+                    Example(f"{lang}: {example.source}", words, (words,), f"num2words {lang} {example.source}")
+                )
     return splits
 
 
@@ -249,7 +251,9 @@ def load_huggingface(data: DataSection) -> Splits:
                 kwargs["trust_remote_code"] = True
             loaded = datasets.load_dataset(hf.path, **kwargs)
     except Exception as err:  # network, missing dataset, bad files: all surface as one clear message
-        raise DataError(f"data.huggingface.path={hf.path!r}: cannot load the dataset: {type(err).__name__}: {err}") from None
+        raise DataError(
+            f"data.huggingface.path={hf.path!r}: cannot load the dataset: {type(err).__name__}: {err}"
+        ) from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({hf.train_split: loaded})
     wanted = {"train": hf.train_split, "validation": hf.validation_split, "test": hf.test_split}
@@ -334,7 +338,9 @@ def build_tokenizer(data: DataSection, train: list[Example]) -> PairTokenizer:
         try:
             return PairTokenizer.from_pretrained(tok.pretrained)
         except Exception as err:  # hub unreachable, missing folder, bad files
-            raise DataError(f"data.tokenizer.pretrained={tok.pretrained!r}: cannot load: {type(err).__name__}: {err}") from None
+            raise DataError(
+                f"data.tokenizer.pretrained={tok.pretrained!r}: cannot load: {type(err).__name__}: {err}"
+            ) from None
     return PairTokenizer.build(
         [e.source for e in train], [e.target for e in train], tok.source_level, tok.target_level, tok.min_frequency
     )
@@ -366,7 +372,8 @@ def tokenize_split(name: str, examples: list[Example], tokenizer: PairTokenizer,
             first = examples[over[0]]
             raise DataError(
                 f"{name} split: {len(over)} {side} sequence(s) longer than data.{limit_key}={limit}; first: "
-                f"{first.origin}, {len(sequences[over[0]])} tokens. Raise data.{limit_key} or set data.overlength=truncate"
+                f"{first.origin}, {len(sequences[over[0]])} tokens. Raise data.{limit_key} or set "
+                "data.overlength=truncate"
             )
         for i in over:
             sequences[i] = sequences[i][: limit - 1] + [tokenizer.eos_id]
@@ -415,7 +422,7 @@ class PreparedData:
     _files: Path | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, path) -> "PreparedData":
+    def open(cls, path) -> PreparedData:
         """A finished cache folder, e.g. in a training worker. Raises DataError if it is incomplete."""
         path = location(path)
         marker = path / COMPLETE_MARKER
@@ -505,8 +512,9 @@ def prepare_data(
     return _write_prepared(final, tokenized, tokenizer, summary)
 
 
-def _write_prepared(final, tokenized: dict[str, TokenizedSplit], tokenizer: PairTokenizer,
-                    summary: dict) -> PreparedData:
+def _write_prepared(
+    final, tokenized: dict[str, TokenizedSplit], tokenizer: PairTokenizer, summary: dict
+) -> PreparedData:
     """Write the splits, tokenizer and summary to a staging folder that then replaces `final`
     (renamed into place, or uploaded with summary.json last)."""
     with staged_folder(final, last=COMPLETE_MARKER) as staging:
@@ -545,7 +553,6 @@ def multitask_task_data(cfg: ExperimentConfig, entry) -> dict[str, DataSection]:
     entry's key for a task its section cannot describe, or a shared tokenizer that cannot spell it."""
     from pydantic import ValidationError
 
-
     where = f"methods.{cfg.methods.index(entry)}" if entry in cfg.methods else f"method {entry.label or entry.name}"
     base = cfg.data.model_dump(mode="json")
     sections = {}
@@ -572,23 +579,32 @@ def multitask_task_data(cfg: ExperimentConfig, entry) -> dict[str, DataSection]:
                     raise ConfigError(
                         f"{where}.tasks.{i} ({task.task}): data.tokenizer.{key} is word, but the task's "
                         f"{('sources', 'targets')[side]} are {natural[side]}-level text (an unseen word would be "
-                        f"unknown); a multitask run shares one tokenizer: set data.tokenizer.{key}: char")
+                        f"unknown); a multitask run shares one tokenizer: set data.tokenizer.{key}: char"
+                    )
     return sections
 
 
 def multitask_key(cfg: ExperimentConfig, entry, sections: dict[str, DataSection]) -> str:
     identity = {
         "format": FORMAT_VERSION,
-        "tasks": [{"name": t.name, "prefix": t.prefix, "data": sections[t.name].model_dump(mode="json"),
-                   "inputs": _source_fingerprint(sections[t.name])} for t in entry.tasks],
+        "tasks": [
+            {
+                "name": t.name,
+                "prefix": t.prefix,
+                "data": sections[t.name].model_dump(mode="json"),
+                "inputs": _source_fingerprint(sections[t.name]),
+            }
+            for t in entry.tasks
+        ],
         "tokenizer": cfg.data.tokenizer.model_dump(mode="json"),
         "lengths": [cfg.data.max_source_length, cfg.data.max_target_length, cfg.data.overlength],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def prepare_multitask(cfg: ExperimentConfig, entry, rebuild: bool = False,
-                      log: Callable[[str], None] = lambda message: None) -> PreparedData:
+def prepare_multitask(
+    cfg: ExperimentConfig, entry, rebuild: bool = False, log: Callable[[str], None] = lambda message: None
+) -> PreparedData:
     """One prepared dataset for a multitask method entry, under <experiment>/data/multitask-<key>/:
     every task loaded and split as its own data section would be, each source behind the task's
     prefix, the splits pooled with a `task` column, one tokenizer built over all tasks' training
@@ -607,8 +623,11 @@ def prepare_multitask(cfg: ExperimentConfig, entry, rebuild: bool = False,
             if not examples:
                 raise DataError(f"task {task.name!r}: the {split} split is empty; check its split_sizes and input")
             pooled[split] += [replace(e, source=task.prefix + e.source, task=task.name) for e in examples]
-        per_task[task.name] = {"task": task.task, "prefix": task.prefix,
-                               "examples": {split: len(examples) for split, examples in splits.items()}}
+        per_task[task.name] = {
+            "task": task.task,
+            "prefix": task.prefix,
+            "examples": {split: len(examples) for split, examples in splits.items()},
+        }
     log(f"building the shared tokenizer and tokenizing {sum(map(len, pooled.values())):,} examples ...")
     tokenizer = build_tokenizer(cfg.data, pooled["train"])
     tokenized = {name: tokenize_split(name, examples, tokenizer, cfg.data) for name, examples in pooled.items()}

@@ -19,7 +19,8 @@ that a batch decodes exactly as each example alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ray_t2t.batching import prompts_decoder_only, prompts_encoder_decoder
 from ray_t2t.models import is_encoder_decoder

@@ -31,8 +31,9 @@ import os
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.decoding import generate_ids
@@ -65,10 +66,16 @@ def export_key(folder) -> str | None:
 
 def settings_of(cfg: ExperimentConfig) -> dict:
     inference = cfg.inference
-    return {"examples": inference.examples, "single_examples": min(SINGLE_EXAMPLES, inference.examples),
-            "output_tokens": inference.output_tokens or cfg.data.max_target_length,
-            "batch_sizes": list(inference.batch_sizes or [1, cfg.eval.batch_size]), "repeats": inference.repeats,
-            "device": inference.device, "cpus": inference.cpus, "accelerator_type": inference.accelerator_type}
+    return {
+        "examples": inference.examples,
+        "single_examples": min(SINGLE_EXAMPLES, inference.examples),
+        "output_tokens": inference.output_tokens or cfg.data.max_target_length,
+        "batch_sizes": list(inference.batch_sizes or [1, cfg.eval.batch_size]),
+        "repeats": inference.repeats,
+        "device": inference.device,
+        "cpus": inference.cpus,
+        "accelerator_type": inference.accelerator_type,
+    }
 
 
 def _settings_hash(settings: dict) -> str:
@@ -103,7 +110,6 @@ def measure(export, sources: list[list[int]], settings: dict, log: Callable[[str
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-
     export = Path(local_model_path(str(export)))
     config = AutoConfig.from_pretrained(export)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
@@ -118,7 +124,7 @@ def measure(export, sources: list[list[int]], settings: dict, log: Callable[[str
     for batch_size in settings["batch_sizes"]:
         inputs = sources[: settings["single_examples"] if batch_size == 1 else settings["examples"]]
 
-        def decode():
+        def decode(inputs=inputs, batch_size=batch_size):
             generate_ids(model, tokenizer, inputs, max_new_tokens=length, batch_size=batch_size, exact_length=True)
             if gpu:
                 torch.cuda.synchronize(device)
@@ -130,14 +136,19 @@ def measure(export, sources: list[list[int]], settings: dict, log: Callable[[str
             decode()
             seconds.append(time.perf_counter() - started)
         tokens = sum(len(source) + prompt_extra for source in inputs) + length * len(inputs)
-        results.append({"batch_size": batch_size, "examples": len(inputs), "input_tokens": tokens - length * len(inputs),
-                        "output_tokens": length * len(inputs), "seconds": _spread(seconds),
-                        "examples_per_s": _spread([len(inputs) / s for s in seconds]),
-                        "tokens_per_s": _spread([tokens / s for s in seconds]),
-                        "latency_s": _spread([s / len(inputs) * batch_size for s in seconds]) if batch_size == 1
-                        else None})
-    described = (torch.cuda.get_device_name(device) if gpu else
-                 f"{torch.get_num_threads()} CPU thread(s)")
+        results.append(
+            {
+                "batch_size": batch_size,
+                "examples": len(inputs),
+                "input_tokens": tokens - length * len(inputs),
+                "output_tokens": length * len(inputs),
+                "seconds": _spread(seconds),
+                "examples_per_s": _spread([len(inputs) / s for s in seconds]),
+                "tokens_per_s": _spread([tokens / s for s in seconds]),
+                "latency_s": _spread([s / len(inputs) * batch_size for s in seconds]) if batch_size == 1 else None,
+            }
+        )
+    described = torch.cuda.get_device_name(device) if gpu else f"{torch.get_num_threads()} CPU thread(s)"
     return {"results": results, "device_name": described, "pid": os.getpid()}
 
 
@@ -145,7 +156,6 @@ def _measure_pinned(export: str, sources: list[list[int]], settings: dict) -> di
     """measure() on cores of its own (CPU), the way a training run gets them."""
 
     if settings["device"] == "gpu":
-
         return measure(export, sources, settings) | {"placement": gpu_placement()}
     with own_cores(settings["cpus"]) as placement:
         return measure(export, sources, settings) | {"placement": placement}
@@ -175,8 +185,10 @@ def measure_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print
     for record in _finished_runs(cfg):
         key = (record.get("model") or {}).get("architecture_key")
         if key is None:
-            log(f"inference: {record.get('label')}: no architecture key in its record (exported by an older "
-                "ray_t2t, or an adapter alone): not measured")
+            log(
+                f"inference: {record.get('label')}: no architecture key in its record (exported by an older "
+                "ray_t2t, or an adapter alone): not measured"
+            )
             continue
         by_key.setdefault(key, []).append(record)
     todo = {}
@@ -200,23 +212,42 @@ def measure_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print
         runs = sorted(records, key=lambda r: (str(r.get("group") or r.get("label")), r.get("seed") or 0))
         export = runs[0]["model"]["export_path"]
         names = ", ".join(dict.fromkeys(str(r.get("group") or r.get("label")) for r in runs))
-        log(f"inference: {names}: {runs[0]['model']['total_params'] / 1e6:.2f}M parameters, batch sizes "
-            f"{settings['batch_sizes']}, {settings['output_tokens']} new tokens each, {settings['repeats']} repeats")
+        log(
+            f"inference: {names}: {runs[0]['model']['total_params'] / 1e6:.2f}M parameters, batch sizes "
+            f"{settings['batch_sizes']}, {settings['output_tokens']} new tokens each, {settings['repeats']} repeats"
+        )
         measured = remote(export, sources, settings) if remote else _measure_pinned(export, sources, settings)
         record = {
-            "record_version": RECORD_VERSION, "kind": "inference_speed", "status": "finished",
-            "architecture_key": key, "export_path": export, "stands_for": names,
-            "params": runs[0]["model"]["total_params"], "settings": settings, "settings_hash": wanted,
-            "device": {"type": settings["device"], "name": measured["device_name"],
-                       "placement": measured["placement"],
-                       "description": f"{measured['device_name']}" + (
-                           f" on cores {','.join(map(str, measured['placement'].get('cpus') or []))}"
-                           if measured["placement"].get("pinned") and settings["device"] == "cpu" else "")},
-            "results": measured["results"], "measured_unix": time.time(), "measured_by_pid": measured["pid"],
+            "record_version": RECORD_VERSION,
+            "kind": "inference_speed",
+            "status": "finished",
+            "architecture_key": key,
+            "export_path": export,
+            "stands_for": names,
+            "params": runs[0]["model"]["total_params"],
+            "settings": settings,
+            "settings_hash": wanted,
+            "device": {
+                "type": settings["device"],
+                "name": measured["device_name"],
+                "placement": measured["placement"],
+                "description": f"{measured['device_name']}"
+                + (
+                    f" on cores {','.join(map(str, measured['placement'].get('cpus') or []))}"
+                    if measured["placement"].get("pinned") and settings["device"] == "cpu"
+                    else ""
+                ),
+            },
+            "results": measured["results"],
+            "measured_unix": time.time(),
+            "measured_by_pid": measured["pid"],
         }
         write_atomic(folder / f"{key}.json", json.dumps(record, indent=1, sort_keys=True))
-        shown = "; ".join(f"batch {r['batch_size']}: {r['examples_per_s']['median']:,.1f} examples/s, "
-                          f"{r['tokens_per_s']['median']:,.0f} tokens/s" for r in record["results"])
+        shown = "; ".join(
+            f"batch {r['batch_size']}: {r['examples_per_s']['median']:,.1f} examples/s, "
+            f"{r['tokens_per_s']['median']:,.0f} tokens/s"
+            for r in record["results"]
+        )
         log(f"inference: {names}: {shown}")
         written.append(record)
     return written
@@ -228,7 +259,6 @@ def _remote_runner(cfg: ExperimentConfig):
     if not os.environ.get("RAY_ADDRESS"):
         return None
     import ray
-
 
     ensure_ray(cfg.inference.device == "gpu")
     inference = cfg.inference

@@ -17,8 +17,8 @@ Tokens are whitespace-separated (a CMUdict phoneme, or a word of a sentence).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 References = Sequence[Sequence[str]]
 
@@ -46,9 +46,7 @@ def _check(predictions: Sequence[str], references: References) -> None:
 
 def exact_match(predictions: Sequence[str], references: References) -> float:
     _check(predictions, references)
-    hits = sum(
-        any(pred.split() == ref.split() for ref in refs) for pred, refs in zip(predictions, references)
-    )
+    hits = sum(any(pred.split() == ref.split() for ref in refs) for pred, refs in zip(predictions, references))
     return hits / len(predictions)
 
 
@@ -62,9 +60,7 @@ def per(predictions: Sequence[str], references: References) -> float:
     for pred, refs in zip(predictions, references):
         pred_tokens = pred.split()
         # The closest reference; on a tie the longer one, the usual convention for multi-reference PER.
-        distance, ref_len = min(
-            ((edit_distance(pred_tokens, ref.split()), -len(ref.split())) for ref in refs)
-        )
+        distance, ref_len = min((edit_distance(pred_tokens, ref.split()), -len(ref.split())) for ref in refs)
         errors += distance
         length += -ref_len
     return errors / length if length else float(errors > 0)
@@ -95,9 +91,7 @@ def rouge_l(predictions: Sequence[str], references: References) -> float:
 
     _check(predictions, references)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    total = sum(
-        scorer.score_multi(list(refs), pred)["rougeL"].fmeasure for pred, refs in zip(predictions, references)
-    )
+    total = sum(scorer.score_multi(list(refs), pred)["rougeL"].fmeasure for pred, refs in zip(predictions, references))
     return total / len(predictions)
 
 

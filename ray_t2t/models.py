@@ -266,9 +266,7 @@ def _checked_overrides(config: PretrainedConfig, overrides: dict[str, Any], wher
     checked = {}
     for key, value in overrides.items():
         if key in TOKEN_ID_KEYS:
-            raise ModelConfigError(
-                f"{where}: override {key!r} is not allowed; token ids are set from the tokenizer"
-            )
+            raise ModelConfigError(f"{where}: override {key!r} is not allowed; token ids are set from the tokenizer")
         if not hasattr(config, key):
             known = [k for k in config.to_dict() if not k.startswith("_")]
             close = difflib.get_close_matches(key, known, n=3)

@@ -7,7 +7,7 @@ report, each stage reused when complete.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ray_t2t.config.experiment import ExperimentConfig, validate_config
 from ray_t2t.data import prepare_data
@@ -58,8 +58,10 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
     stage reused when complete. Returns the report (ray_t2t.report.Report)."""
     first = stage_one_labels(cfg)
     swept = [label for label in sweep_labels(cfg) if label not in first]
-    log(f"run: {cfg.run.name}: data -> {', '.join(first) or 'no teacher or pretraining'} -> sweep of "
-        f"{', '.join(swept) or 'nothing'} -> {'inference speed -> ' if cfg.inference.enabled else ''}report")
+    log(
+        f"run: {cfg.run.name}: data -> {', '.join(first) or 'no teacher or pretraining'} -> sweep of "
+        f"{', '.join(swept) or 'nothing'} -> {'inference speed -> ' if cfg.inference.enabled else ''}report"
+    )
     plan_trials(cfg)  # config mistakes in the sweep fail now, before hours of training
     check_storage_writable(cfg)
     if first:  # what every stage asks is checked now, before any training
@@ -84,5 +86,6 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
         log("run: sweep results\n" + summarize_sweep(records))
     if cfg.inference.enabled:  # after every run, so that nothing else runs beside a measurement
         measure_experiment(cfg, log=log)
-    return build_report(cfg.experiment_dir, confidence=cfg.report.confidence, plots=cfg.report.plots,
-                        formats=tuple(cfg.report.formats))
+    return build_report(
+        cfg.experiment_dir, confidence=cfg.report.confidence, plots=cfg.report.plots, formats=tuple(cfg.report.formats)
+    )

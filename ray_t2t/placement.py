@@ -25,9 +25,9 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 _held: dict | None = None  # this process's claim: {"cores": [...], "fds": [...], "users": n, "placement": {...}}
 
@@ -99,8 +99,12 @@ def claim(count: int, wait_s: float = 120.0, log: Callable[[str], None] | None =
     if not hasattr(os, "sched_setaffinity") or not allowed:
         return {"pinned": False, "cpus": [], "threads": count, "why": "this OS has no CPU affinity"}
     if count > len(allowed):
-        return {"pinned": False, "cpus": allowed, "threads": count,
-                "why": f"{count} cores asked for, this process may use {len(allowed)}"}
+        return {
+            "pinned": False,
+            "cpus": allowed,
+            "threads": count,
+            "why": f"{count} cores asked for, this process may use {len(allowed)}",
+        }
     deadline = time.monotonic() + wait_s
     announced = False
     while True:

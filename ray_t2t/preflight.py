@@ -37,9 +37,10 @@ import os
 import re
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ray_t2t.config.sections import storage_uri_problem
 from ray_t2t.errors import ConfigError
@@ -85,10 +86,13 @@ def check_storage_writable(cfg: ExperimentConfig) -> StoragePath:
     except OSError as err:
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         reason = ((err.strerror or str(err)).strip().splitlines() or [repr(err)])[0]
-        advice = ("Check the bucket exists and that this machine's credentials (AWS_* / GOOGLE_APPLICATION_CREDENTIALS "
-                  "environment variables, or the node's instance role) may write to it" if remote else
-                  "Set run.storage_path to a folder this user can write to (on a cluster: one every node mounts at "
-                  "the same path)")
+        advice = (
+            "Check the bucket exists and that this machine's credentials (AWS_* / GOOGLE_APPLICATION_CREDENTIALS "
+            "environment variables, or the node's instance role) may write to it"
+            if remote
+            else "Set run.storage_path to a folder this user can write to (on a cluster: one every node mounts at "
+            "the same path)"
+        )
         raise ConfigError(
             f"run.storage_path={value!r} is not writable: cannot create files in {folder}: {reason}{where}. "
             f"{advice}; see cluster/README.md, Storage"
@@ -141,19 +145,45 @@ def requests(cfg: ExperimentConfig, stages: Iterable[str]) -> list[Request]:
             raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
         if stage in ("train", "sweep"):
             bundle, keys = worker_bundle(cfg)
-            out.append(Request("train", "training worker", bundle, cfg.scaling.num_workers,
-                               cfg.scaling.placement_strategy, keys, "scaling.num_workers"))
+            out.append(
+                Request(
+                    "train",
+                    "training worker",
+                    bundle,
+                    cfg.scaling.num_workers,
+                    cfg.scaling.placement_strategy,
+                    keys,
+                    "scaling.num_workers",
+                )
+            )
         if stage == "sweep" and not cfg.scaling.local_mode:  # in local mode a trial is its training worker
-            out.append(Request("sweep", "sweep trial", {"CPU": float(cfg.tune.trial_cpus)}, 1, "PACK",
-                               {"CPU": "tune.trial_cpus"}, "tune.max_concurrent_trials"))
+            out.append(
+                Request(
+                    "sweep",
+                    "sweep trial",
+                    {"CPU": float(cfg.tune.trial_cpus)},
+                    1,
+                    "PACK",
+                    {"CPU": "tune.trial_cpus"},
+                    "tune.max_concurrent_trials",
+                )
+            )
         if stage == "teacher":
             st = cfg.soft_targets
             bundle = {"CPU": float(st.cpus_per_replica)}
             if st.gpus_per_replica:
                 bundle["GPU"] = float(st.gpus_per_replica)
-            out.append(Request("teacher", "teacher replica", bundle, st.replicas, "PACK",
-                               {"CPU": "soft_targets.cpus_per_replica", "GPU": "soft_targets.gpus_per_replica"},
-                               "soft_targets.replicas"))
+            out.append(
+                Request(
+                    "teacher",
+                    "teacher replica",
+                    bundle,
+                    st.replicas,
+                    "PACK",
+                    {"CPU": "soft_targets.cpus_per_replica", "GPU": "soft_targets.gpus_per_replica"},
+                    "soft_targets.replicas",
+                )
+            )
     # the same request twice (train and sweep both ask for the workers) is checked once
     unique = []
     for request in out:
@@ -237,8 +267,9 @@ def _fix(request: Request, resource: str, nodes: list[dict[str, float]]) -> str:
     """What to change in the config so that `resource` of the request fits a node."""
     key = request.keys.get(resource, request.keys.get("CPU", "the config"))
     if resource.startswith(ACCELERATOR_PREFIX):
-        present = sorted({k.removeprefix(ACCELERATOR_PREFIX) for node in nodes for k in node
-                          if k.startswith(ACCELERATOR_PREFIX)})
+        present = sorted(
+            {k.removeprefix(ACCELERATOR_PREFIX) for node in nodes for k in node if k.startswith(ACCELERATOR_PREFIX)}
+        )
         return f"set {key} to " + (f"one the nodes have ({', '.join(present)}) or " if present else "") + "null (any)"
     most = max((node.get(resource, 0.0) for node in nodes), default=0.0)
     if key == "scaling.use_gpu":
@@ -248,9 +279,14 @@ def _fix(request: Request, resource: str, nodes: list[dict[str, float]]) -> str:
     return f"lower {key} to at most {_fmt(most)}"
 
 
-def check_fits(cfg: ExperimentConfig, stages: Iterable[str], nodes: list[dict[str, float]],
-               node_types: list[dict[str, float]] | None = None, autoscaling: bool = False,
-               place: str | None = None) -> list[str]:
+def check_fits(
+    cfg: ExperimentConfig,
+    stages: Iterable[str],
+    nodes: list[dict[str, float]],
+    node_types: list[dict[str, float]] | None = None,
+    autoscaling: bool = False,
+    place: str | None = None,
+) -> list[str]:
     """Refuse (ConfigError) what can never be scheduled. `nodes`: total resources of the alive nodes;
     `node_types`: resources of the node types an autoscaler can add (None = unknown); `autoscaling`:
     whether the cluster can add nodes; `place`: the one node's name in messages (default: a Ray cluster's).
@@ -258,15 +294,25 @@ def check_fits(cfg: ExperimentConfig, stages: Iterable[str], nodes: list[dict[st
     notes = []
     every = requests(cfg, stages)
     if autoscaling and node_types is None:
-        return [f"the cluster autoscales and Ray does not know its node types: what {', '.join(sorted({r.what for r in every}))}s "
-                "ask for is not checked against them (`ray status` lists requests no node type can satisfy)"]
+        return [
+            "the cluster autoscales and Ray does not know its node types: what "
+            f"{', '.join(sorted({r.what for r in every}))}s "
+            "ask for is not checked against them (`ray status` lists requests no node type can satisfy)"
+        ]
     candidates = list(nodes) + list(node_types or [])
-    where = (f"{place} does not have" if place else
-             f"no {'node type of this autoscaling Ray cluster, nor any node,' if autoscaling else 'node of this Ray cluster'} has")
+    where = (
+        f"{place} does not have"
+        if place
+        else "no node type of this autoscaling Ray cluster, nor any node, has"
+        if autoscaling
+        else "no node of this Ray cluster has"
+    )
     for request in every:
         if any(holds(node, request.bundle) >= 1 for node in candidates):
             continue
-        missing = [k for k in request.bundle if not any(node.get(k, 0.0) + _EPS >= request.bundle[k] for node in candidates)]
+        missing = [
+            k for k in request.bundle if not any(node.get(k, 0.0) + _EPS >= request.bundle[k] for node in candidates)
+        ]
         if not missing:  # every resource exists somewhere, never together on one node
             missing = list(request.bundle)
         fixes = "; ".join(dict.fromkeys(_fix(request, k, candidates) for k in missing))
@@ -288,22 +334,27 @@ def check_fits(cfg: ExperimentConfig, stages: Iterable[str], nodes: list[dict[st
                 raise ConfigError(
                     f"a sweep trial needs {_describe(request.bundle)} (tune.trial_cpus) next to its "
                     f"{train.count} training worker(s) of {_describe(train.bundle)}, but this Ray cluster holds "
-                    f"only {placed} of those {1 + train.count} bundles at once (nodes: {_offers(nodes, train.bundle | request.bundle)}). "
+                    f"only {placed} of those {1 + train.count} bundles at once "
+                    f"(nodes: {_offers(nodes, train.bundle | request.bundle)}). "
                     "Lower tune.trial_cpus, scaling.num_workers or scaling.resources_per_worker"
                 )
             continue
         placed = _place(bundles, nodes, request.strategy)
         if placed >= request.count:
             continue
-        how = {"STRICT_PACK": " on one node (scaling.placement_strategy=STRICT_PACK)",
-               "STRICT_SPREAD": " on distinct nodes (scaling.placement_strategy=STRICT_SPREAD)"}.get(
-            request.strategy if request.stage == "train" else "", "")
+        how = {
+            "STRICT_PACK": " on one node (scaling.placement_strategy=STRICT_PACK)",
+            "STRICT_SPREAD": " on distinct nodes (scaling.placement_strategy=STRICT_SPREAD)",
+        }.get(request.strategy if request.stage == "train" else "", "")
         if request.stage == "teacher":
-            notes.append(f"{request.count_key}={request.count}: this Ray cluster holds {placed} teacher replica(s) of "
-                         f"{_describe(request.bundle)} at once; the others wait for room")
+            notes.append(
+                f"{request.count_key}={request.count}: this Ray cluster holds {placed} teacher replica(s) of "
+                f"{_describe(request.bundle)} at once; the others wait for room"
+            )
             continue
         raise ConfigError(
-            f"{request.count_key}={request.count} {request.what}s of {_describe(request.bundle)} must run at once{how}, "
+            f"{request.count_key}={request.count} {request.what}s of {_describe(request.bundle)} must run at "
+            f"once{how}, "
             f"but this Ray cluster (no autoscaler) holds only {placed} (nodes: {_offers(nodes, request.bundle)}). "
             f"Lower {request.count_key} to {placed or 1}"
             + (" or the per-worker resources" if request.stage == "train" else "")
@@ -356,15 +407,23 @@ def _autoscaler() -> tuple[list[dict[str, float]] | None, bool]:
         launched = yaml.safe_load(bootstrap.read_text()) or {}
         head = launched.get("head_node_type")
         types = {name: t for name, t in (launched.get("available_node_types") or {}).items() if name != head}
-        scalable = any(t.get("max_workers", launched.get("max_workers", 0)) > t.get("min_workers", 0) for t in types.values())
+        scalable = any(
+            t.get("max_workers", launched.get("max_workers", 0)) > t.get("min_workers", 0) for t in types.values()
+        )
         return [{k: float(v) for k, v in (t.get("resources") or {}).items()} for t in types.values()], scalable
-    v2 = _internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY, namespace=ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE)
+    v2 = _internal_kv_get(
+        ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY, namespace=ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE
+    )
     if v2 == b"1":
         return None, True
     status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
     report = (json.loads(status) if status else {}).get("autoscaler_report") or {}
-    named = set(report.get("active_nodes") or {}) | set(report.get("idle_nodes") or {}) | set(
-        report.get("pending_launches") or {}) | set((report.get("node_type_mapping") or {}).values())
+    named = (
+        set(report.get("active_nodes") or {})
+        | set(report.get("idle_nodes") or {})
+        | set(report.get("pending_launches") or {})
+        | set((report.get("node_type_mapping") or {}).values())
+    )
     if named:
         return None, any(not READONLY_NODE_TYPE.match(name) for name in named)
     return None, "RAY_USAGE_STATS_KUBERAY_IN_USE" in os.environ

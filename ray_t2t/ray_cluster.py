@@ -65,5 +65,11 @@ def start_local_ray(runtime_env: dict | None = None, **kwargs) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     # The dashboard hosts the state API that Ray Train's placement-group cleaner polls; without it
     # the driver prints a warning every few seconds.
-    ray.init(address="local", runtime_env=runtime_env, include_dashboard=True, dashboard_host="127.0.0.1",
-             _node_ip_address="127.0.0.1", **kwargs)
+    ray.init(
+        address="local",
+        runtime_env=runtime_env,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        **kwargs,
+    )

@@ -10,7 +10,7 @@ reads. Extra keys are kept: a sweep trial's group, seed and parameters, a method
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AllowInfNan,
@@ -27,7 +27,7 @@ from ray_t2t.errors import UserError
 
 RECORD_VERSION = 1
 
-Number = Annotated[Union[StrictInt, StrictFloat], AllowInfNan(False)]
+Number = Annotated[StrictInt | StrictFloat, AllowInfNan(False)]
 
 
 class _Part(BaseModel):
@@ -39,8 +39,11 @@ class ModelPart(_Part):
     family: Literal["encoder_decoder", "decoder_only"] | None = None
     architecture: str | None = Field(None, description="The model's model_type (t5, gpt2, ...).")
     trainable_params: int | None = None
-    training_only_params: int | None = Field(None, description="Trained but not exported: a GAN's discriminator, "
-                                             "kd_hidden's projections, a VAE's posterior, unmerged adapters.")
+    training_only_params: int | None = Field(
+        None,
+        description="Trained but not exported: a GAN's discriminator, "
+        "kd_hidden's projections, a VAE's posterior, unmerged adapters.",
+    )
     architecture_key: str | None = Field(None, description="Same key = same deployed shape (one size class).")
     size_on_disk_bytes: int | None = None
     export_path: str | None = None
@@ -120,8 +123,9 @@ class RunRecord(_Part):
 def new_record(**fields: Any) -> dict[str, Any]:
     """A run record as JSON-ready data, checked against RunRecord (the loop's mistakes fail here, not
     in the report)."""
-    return {"record_version": RECORD_VERSION} | RunRecord.model_validate(fields).model_dump(mode="json",
-                                                                                            exclude_unset=True)
+    return {"record_version": RECORD_VERSION} | RunRecord.model_validate(fields).model_dump(
+        mode="json", exclude_unset=True
+    )
 
 
 def check_record(record: dict, source: str) -> None:
@@ -133,16 +137,23 @@ def check_record(record: dict, source: str) -> None:
         error = err.errors()[0]
         where = _field_path(error["loc"])
         if error["type"] == "missing":
-            raise UserError(f"{source}: the run record has no {where}; it was written by another version of "
-                            "ray_t2t or by hand: rerun that run, or move the file away") from None
-        raise UserError(f"{source}: the run record's {where} is {json.dumps(error.get('input'))[:80]}, not "
-                        f"{_expected(error['type'])}; rerun that run, or move the file away") from None
+            raise UserError(
+                f"{source}: the run record has no {where}; it was written by another version of "
+                "ray_t2t or by hand: rerun that run, or move the file away"
+            ) from None
+        raise UserError(
+            f"{source}: the run record's {where} is {json.dumps(error.get('input'))[:80]}, not "
+            f"{_expected(error['type'])}; rerun that run, or move the file away"
+        ) from None
 
 
 def _field_path(loc: tuple) -> str:
     # a union's member names (int, float) appear in the location after the field's own path
-    return ".".join(str(part) for part in loc if part not in ("int", "float", "constrained-int",
-                                                                "constrained-float", "function-after[...]"))
+    return ".".join(
+        str(part)
+        for part in loc
+        if part not in ("int", "float", "constrained-int", "constrained-float", "function-after[...]")
+    )
 
 
 def _expected(error_type: str) -> str:

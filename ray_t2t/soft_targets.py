@@ -28,7 +28,8 @@ import hashlib
 import json
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ray_t2t.batching import family_collate
 from ray_t2t.config.experiment import ExperimentConfig, validate_config
@@ -99,8 +100,10 @@ def _check_request(folder: StoragePath, wanted: dict) -> None:
     differ = [key for key in wanted if stored.get(key) != wanted[key]]
     if differ:
         details = ", ".join(
-            f"{key} ({stored.get(key)} -> {wanted[key]})" if key in ("k", "temperature", "generations", "num_beams", "rows_per_shard")
-            else key for key in differ
+            f"{key} ({stored.get(key)} -> {wanted[key]})"
+            if key in ("k", "temperature", "generations", "num_beams", "rows_per_shard")
+            else key
+            for key in differ
         )
         raise UserError(
             f"{folder} holds soft targets made with a different {details}. Use another run.name, or remove "
@@ -163,7 +166,6 @@ class TeacherReplica:
         import numpy as np
         import pyarrow as pa
 
-
         started = time.perf_counter()
         settings = self.cfg.soft_targets
         first = index * settings.rows_per_shard
@@ -174,7 +176,15 @@ class TeacherReplica:
             stop = min(start + settings.batch_size, last)
             sources, targets = self.source_ids[start:stop], self.target_ids[start:stop]
             for offset, (count, ids, logprobs) in enumerate(
-                topk_rows(self.model, self.tokenizer, self.encoder_decoder, sources, targets, settings.top_k, settings.temperature)
+                topk_rows(
+                    self.model,
+                    self.tokenizer,
+                    self.encoder_decoder,
+                    sources,
+                    targets,
+                    settings.top_k,
+                    settings.temperature,
+                )
             ):
                 example_ids.append(start + offset)
                 positions.append(count)
@@ -182,9 +192,14 @@ class TeacherReplica:
                 topk_logprobs.append(logprobs.reshape(-1).astype(np.float16))
             if settings.generations != "none":
                 beams = settings.num_beams if settings.generations == "beam" else 1
-                generations += generate_ids(self.model, self.tokenizer, sources,
-                                            max_new_tokens=self.cfg.data.max_target_length, num_beams=beams,
-                                            batch_size=settings.batch_size)
+                generations += generate_ids(
+                    self.model,
+                    self.tokenizer,
+                    sources,
+                    max_new_tokens=self.cfg.data.max_target_length,
+                    num_beams=beams,
+                    batch_size=settings.batch_size,
+                )
         columns = {
             "example_id": pa.array(example_ids, pa.int64()),
             "positions": pa.array(positions, pa.int32()),
@@ -196,7 +211,11 @@ class TeacherReplica:
         seconds = time.perf_counter() - started
         device = torch_device_name(self.device)
         # what the ledger needs survives in the shard itself, also across a killed job's rerun
-        ledger = {"seconds": seconds, "device": device, "source_tokens": int(sum(map(len, self.source_ids[first:last])))}
+        ledger = {
+            "seconds": seconds,
+            "device": device,
+            "source_tokens": int(sum(map(len, self.source_ids[first:last]))),
+        }
         table = pa.table(columns).replace_schema_metadata({"ray_t2t": json.dumps(ledger)})
         write_parquet(table, self.folder / shard_name(index), compression="zstd")  # a reader sees all or none
         return {"shard": index, "rows": len(example_ids), "target_tokens": int(sum(positions)), "seconds": seconds}
@@ -222,10 +241,18 @@ def _shard_stats(path: StoragePath) -> dict:
     metadata = parquet.schema_arrow.metadata or {}
     ids = table.column("example_id").to_pylist()
     ledger = json.loads(metadata.get(b"ray_t2t", b"{}"))
-    return {"name": path.name, "rows": len(ids), "first_id": min(ids), "last_id": max(ids),
-            "target_tokens": int(sum(table.column("positions").to_pylist())),
-            "source_tokens": ledger.get("source_tokens"), "seconds": ledger.get("seconds"),
-            "device": ledger.get("device"), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        "name": path.name,
+        "rows": len(ids),
+        "first_id": min(ids),
+        "last_id": max(ids),
+        "target_tokens": int(sum(table.column("positions").to_pylist())),
+        "source_tokens": ledger.get("source_tokens"),
+        "seconds": ledger.get("seconds"),
+        "device": ledger.get("device"),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 _reuse_announced: set[str] = set()
@@ -260,8 +287,10 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     for stale in folder.glob(".shard-*.tmp"):  # half-written by a job that was killed
         stale.unlink()
     if missing:
-        log(f"soft targets: {len(missing)} of {count} shards to compute with {settings.replicas} teacher replica(s) "
-            f"({teacher.path})")
+        log(
+            f"soft targets: {len(missing)} of {count} shards to compute with {settings.replicas} teacher replica(s) "
+            f"({teacher.path})"
+        )
         _run_replicas(cfg, teacher, prepared, folder, missing, log)
         for stale in folder.glob(".shard-*.tmp"):  # left by a replica lost with its node; its shard was redone
             stale.unlink()
@@ -274,8 +303,7 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     size = sum(s["bytes"] for s in shards)
     manifest = {
         "identity": wanted,
-        "teacher": {"label": teacher.label, "path": teacher.path,
-                    "pre_existing": teacher.record is None},
+        "teacher": {"label": teacher.label, "path": teacher.path, "pre_existing": teacher.record is None},
         "rows": rows,
         "target_tokens": tokens,
         "bytes": size,
@@ -286,17 +314,22 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     record = inference_record(cfg, teacher, manifest, wall_s=seconds if len(missing) == count else None, log=log)
     write_record(folder, record)
     write_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))  # last: every shard is complete
-    log(f"soft targets: {rows:,} examples, {tokens:,} target tokens, {size / 1e6:.2f} MB "
-        f"({manifest['bytes_per_target_token']:.1f} B/token at k={settings.top_k}) in {folder}")
+    log(
+        f"soft targets: {rows:,} examples, {tokens:,} target tokens, {size / 1e6:.2f} MB "
+        f"({manifest['bytes_per_target_token']:.1f} B/token at k={settings.top_k}) in {folder}"
+    )
     cost = record["cost"]["total"]
-    log(f"soft targets: {record['device_seconds']:.1f} device-seconds of teacher inference"
+    log(
+        f"soft targets: {record['device_seconds']:.1f} device-seconds of teacher inference"
         + (f", {cost:.4f} {cfg.cost.currency}" if cost is not None else "")
-        + f", {record['tokens_per_s_per_replica']:,.0f} tokens/s per replica")
+        + f", {record['tokens_per_s_per_replica']:,.0f} tokens/s per replica"
+    )
     return manifest
 
 
-def inference_record(cfg: ExperimentConfig, teacher: Teacher, manifest: dict, wall_s: float | None,
-                     log: Callable[[str], None] = print) -> dict:
+def inference_record(
+    cfg: ExperimentConfig, teacher: Teacher, manifest: dict, wall_s: float | None, log: Callable[[str], None] = print
+) -> dict:
     """The ledger's record of a teacher inference, in the format of training run records.
 
     Device-seconds count the seconds replicas spent computing shards (kept in each shard, so a job
@@ -306,8 +339,11 @@ def inference_record(cfg: ExperimentConfig, teacher: Teacher, manifest: dict, wa
     settings = cfg.soft_targets
     shards = manifest["shards"]
     devices = {s["device"] for s in shards if s.get("device")}
-    device_type = "cpu" if settings.gpus_per_replica == 0 else (
-        cfg.scaling.accelerator_type or short_gpu_name(sorted(devices)[0] if devices else None) or "gpu")
+    device_type = (
+        "cpu"
+        if settings.gpus_per_replica == 0
+        else (cfg.scaling.accelerator_type or short_gpu_name(sorted(devices)[0] if devices else None) or "gpu")
+    )
     per_replica = settings.gpus_per_replica or settings.cpus_per_replica
     hardware = Hardware(settings.replicas, device_type, float(per_replica))
     busy_s = sum(s.get("seconds") or 0.0 for s in shards)
@@ -328,39 +364,63 @@ def inference_record(cfg: ExperimentConfig, teacher: Teacher, manifest: dict, wa
         "method": "teacher_inference",
         "status": "finished",
         "teacher": {
-            "label": teacher.label, "path": teacher.path, "pre_existing": teacher.record is None,
+            "label": teacher.label,
+            "path": teacher.path,
+            "pre_existing": teacher.record is None,
             # what training the teacher cost (zero for a pre-existing teacher), charged to its students
             "training_device_seconds": teacher_record.get("device_seconds", 0.0),
             "training_cost": (teacher_record.get("cost") or {}).get("total", 0.0),
         },
-        "settings": {"top_k": settings.top_k, "temperature": settings.temperature,
-                     "generations": settings.generations, "batch_size": settings.batch_size},
+        "settings": {
+            "top_k": settings.top_k,
+            "temperature": settings.temperature,
+            "generations": settings.generations,
+            "batch_size": settings.batch_size,
+        },
         "hardware": hardware.as_dict(),
         "times": {"busy_s": busy_s, "wall_s": wall_s},
         "device_seconds": device_s,
-        "cost": {"currency": cfg.cost.currency, "price_per_device_hour": price,
-                 "total": device_s / 3600 * price if price is not None else None,
-                 "storage_per_month": manifest["bytes"] / 1e9 * cfg.cost.storage_gb_month},
-        "data": {"examples": manifest["rows"], "source_tokens": source_tokens,
-                 "target_tokens": manifest["target_tokens"], "tokens": tokens},
+        "cost": {
+            "currency": cfg.cost.currency,
+            "price_per_device_hour": price,
+            "total": device_s / 3600 * price if price is not None else None,
+            "storage_per_month": manifest["bytes"] / 1e9 * cfg.cost.storage_gb_month,
+        },
+        "data": {
+            "examples": manifest["rows"],
+            "source_tokens": source_tokens,
+            "target_tokens": manifest["target_tokens"],
+            "tokens": tokens,
+        },
         "tokens_per_s": tokens / wall_s if wall_s else None,
         "tokens_per_s_per_replica": tokens / busy_s if busy_s else None,
-        "storage": {"bytes": manifest["bytes"], "bytes_per_target_token": manifest["bytes_per_target_token"],
-                    "shards": len(shards)},
+        "storage": {
+            "bytes": manifest["bytes"],
+            "bytes_per_target_token": manifest["bytes_per_target_token"],
+            "shards": len(shards),
+        },
     }
 
 
-def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData, folder: StoragePath,
-                  missing: list[int], log: Callable[[str], None] = print) -> None:
+def _run_replicas(
+    cfg: ExperimentConfig,
+    teacher: Teacher,
+    prepared: PreparedData,
+    folder: StoragePath,
+    missing: list[int],
+    log: Callable[[str], None] = print,
+) -> None:
     import ray
-
 
     settings = cfg.soft_targets
     ensure_ray(settings.gpus_per_replica > 0)
     check_cluster_fits(cfg, ("teacher",), log)
-    job = {"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path.resolve()),
-           "teacher_path": absolute(teacher.path),
-           "folder": str(folder)}
+    job = {
+        "config": cfg.model_dump(mode="json"),
+        "data_path": str(prepared.path.resolve()),
+        "teacher_path": absolute(teacher.path),
+        "folder": str(folder),
+    }
     dataset = ray.data.from_items([{"shard": index} for index in missing])
     results = dataset.map_batches(
         TeacherReplica,
@@ -372,5 +432,3 @@ def _run_replicas(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedDat
     ).take_all()
     if len(results) != len(missing):
         raise UserError(f"teacher inference returned {len(results)} of {len(missing)} shards; rerun to resume")
-
-

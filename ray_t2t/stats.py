@@ -26,8 +26,8 @@ The rules, in the words the report prints them:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -65,7 +65,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Iterable, level: float) -> "Stat":
+    def of(cls, values: Iterable, level: float) -> Stat:
         known = _finite(values)
         mean, half = mean_ci(known, level)
         return cls(mean, half, len(known))
@@ -78,7 +78,7 @@ class Stat:
     def high(self) -> float | None:
         return None if self.mean is None or self.half is None else self.mean + self.half
 
-    def plus(self, constant: float | None) -> "Stat":
+    def plus(self, constant: float | None) -> Stat:
         """The same figure shifted by a constant (a one-off charge every run pays)."""
         if self.mean is None or constant is None:
             return Stat(None, None, self.n) if constant is None else self
@@ -170,10 +170,12 @@ class Crossings:
 
     def __post_init__(self) -> None:
         known = [v for v in self.values if v is not None]
-        object.__setattr__(self, "stat", Stat.of(known, self.level) if self.all_reached else Stat(None, None, len(known)))
+        object.__setattr__(
+            self, "stat", Stat.of(known, self.level) if self.all_reached else Stat(None, None, len(known))
+        )
 
     @classmethod
-    def of(cls, values: Iterable[float | None], budgets: Iterable[float | None], level: float = 0.95) -> "Crossings":
+    def of(cls, values: Iterable[float | None], budgets: Iterable[float | None], level: float = 0.95) -> Crossings:
         values = tuple(None if v is None or not math.isfinite(v) else float(v) for v in values)
         budgets = tuple(float(b) if isinstance(b, (int, float)) and math.isfinite(b) else math.inf for b in budgets)
         if len(values) != len(budgets):
@@ -228,9 +230,17 @@ class Crossings:
 
     def as_dict(self) -> dict:
         low, high, coverage = self.median_interval()
-        return {"reached": self.reached, "runs": self.runs, "values": list(self.values), "budgets": list(self.budgets),
-                "mean": self.stat.as_dict(), "median": self.median, "median_low": low, "median_high": high,
-                "median_coverage": coverage if self.majority else None}
+        return {
+            "reached": self.reached,
+            "runs": self.runs,
+            "values": list(self.values),
+            "budgets": list(self.budgets),
+            "mean": self.stat.as_dict(),
+            "median": self.median,
+            "median_low": low,
+            "median_high": high,
+            "median_coverage": coverage if self.majority else None,
+        }
 
 
 # ------------------------------------------------------------------------------------ the winner
@@ -248,12 +258,17 @@ class Verdict:
     reason: str = ""
 
     def as_dict(self) -> dict:
-        return {"leader": self.leader, "winner": self.winner, "reason": self.reason,
-                "tests": {name: test.as_dict() for name, test in self.tests.items()}}
+        return {
+            "leader": self.leader,
+            "winner": self.winner,
+            "reason": self.reason,
+            "tests": {name: test.as_dict() for name, test in self.tests.items()},
+        }
 
 
-def best_of(samples: dict[str, list[float]], lower_is_better: bool, level: float = 0.95,
-            eligible: Iterable[str] | None = None) -> Verdict:
+def best_of(
+    samples: dict[str, list[float]], lower_is_better: bool, level: float = 0.95, eligible: Iterable[str] | None = None
+) -> Verdict:
     """The significant best of `samples` ({name: per-run values}). Only `eligible` names may lead (by
     default all); every name is tested against the leader (Welch, two-sided, alpha = 1 - level)."""
     alpha = 1.0 - level
@@ -304,12 +319,18 @@ class BreakEven:
     outcome: str
 
     def as_dict(self) -> dict:
-        return {"point": self.point, "low": self.low, "high": self.high, "outcome": self.outcome,
-                "saving": self.saving.as_dict()}
+        return {
+            "point": self.point,
+            "low": self.low,
+            "high": self.high,
+            "outcome": self.outcome,
+            "saving": self.saving.as_dict(),
+        }
 
 
-def break_even_interval(teacher: float, once: float, student: list[float], baseline: list[float],
-                        level: float = 0.95) -> BreakEven:
+def break_even_interval(
+    teacher: float, once: float, student: list[float], baseline: list[float], level: float = 0.95
+) -> BreakEven:
     """Break-even N of distilling (a one-off `teacher`, then `student` per student: one value per
     run) against a normal method (a one-off `once`, then `baseline` per student), with the interval
     from Welch's interval of the per-student saving baseline - student."""

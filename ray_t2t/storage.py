@@ -30,9 +30,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
 
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs")
 CACHE_ENV = "RAY_T2T_CACHE_DIR"  # where local_copy keeps downloads (default ~/.cache/ray_t2t/storage)
@@ -55,8 +55,10 @@ def uri_problem(text: str) -> str | None:
         return None
     if scheme == "file":
         return f"{text!r}: give a file:// location as a plain path (e.g. {text[7:] or '/'})"
-    return (f"{text!r}: unknown storage scheme {scheme}://. Give a folder path, or an object store URI "
-            f"({', '.join(s + '://' for s in SCHEMES)})")
+    return (
+        f"{text!r}: unknown storage scheme {scheme}://. Give a folder path, or an object store URI "
+        f"({', '.join(s + '://' for s in SCHEMES)})"
+    )
 
 
 class Remote:
@@ -69,7 +71,7 @@ class Remote:
         self.scheme, self.path, self.query = scheme, path.strip("/"), query
 
     @classmethod
-    def parse(cls, text: str) -> "Remote":
+    def parse(cls, text: str) -> Remote:
         scheme = scheme_of(text)
         if scheme is None or scheme not in SCHEMES:
             raise ValueError(uri_problem(text) or f"{text!r} is not a storage URI")
@@ -80,7 +82,7 @@ class Remote:
         return cls(scheme, path, query)
 
     # --- pathlib-like
-    def __truediv__(self, part: str | os.PathLike) -> "Remote":
+    def __truediv__(self, part: str | os.PathLike) -> Remote:
         part = str(part).strip("/")
         return Remote(self.scheme, f"{self.path}/{part}" if part else self.path, self.query)
 
@@ -96,7 +98,7 @@ class Remote:
     def __hash__(self) -> int:
         return hash(str(self))
 
-    def __lt__(self, other: "Remote") -> bool:
+    def __lt__(self, other: Remote) -> bool:
         return str(self) < str(other)
 
     @property
@@ -104,20 +106,20 @@ class Remote:
         return self.path.rsplit("/", 1)[-1]
 
     @property
-    def parent(self) -> "Remote":
+    def parent(self) -> Remote:
         head = self.path.rsplit("/", 1)[0] if "/" in self.path else self.path
         return Remote(self.scheme, head, self.query)
 
-    def with_name(self, name: str) -> "Remote":
+    def with_name(self, name: str) -> Remote:
         return self.parent / name
 
-    def resolve(self) -> "Remote":
+    def resolve(self) -> Remote:
         return self
 
-    def relative_to(self, other: "Remote") -> str:
+    def relative_to(self, other: Remote) -> str:
         if not (self.path + "/").startswith(other.path + "/"):
             raise ValueError(f"{self} is not under {other}")
-        return self.path[len(other.path):].strip("/")
+        return self.path[len(other.path) :].strip("/")
 
     @property
     def fs(self):
@@ -125,8 +127,9 @@ class Remote:
         if key not in _filesystems:
             import pyarrow.fs
 
-            _filesystems[key] = pyarrow.fs.FileSystem.from_uri(f"{self.scheme}://{key[1]}"
-                                                               + (f"?{self.query}" if self.query else ""))[0]
+            _filesystems[key] = pyarrow.fs.FileSystem.from_uri(
+                f"{self.scheme}://{key[1]}" + (f"?{self.query}" if self.query else "")
+            )[0]
         return _filesystems[key]
 
     def _info(self):
@@ -172,13 +175,13 @@ class Remote:
             return
         self.fs.delete_file(self.path)
 
-    def iterdir(self) -> list["Remote"]:
+    def iterdir(self) -> list[Remote]:
         import pyarrow.fs
 
         found = self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, allow_not_found=True))
         return [Remote(self.scheme, info.path, self.query) for info in found]
 
-    def glob(self, pattern: str) -> list["Remote"]:
+    def glob(self, pattern: str) -> list[Remote]:
         """Matches of a relative pattern whose parts may hold * ? [] (no **), like Path.glob."""
         matches = [self]
         for part in pattern.strip("/").split("/"):
@@ -189,21 +192,29 @@ class Remote:
                 matches = [m for m in matches if m.exists()]
         return sorted(matches, key=str)
 
-    def files(self) -> list[tuple[str, "Remote", int]]:
+    def files(self) -> list[tuple[str, Remote, int]]:
         """(relative name, path, size) of every file under this folder, sorted by name."""
         return [(name, path, size) for name, path, size, _ in self._listing()]
 
-    def _listing(self) -> list[tuple[str, "Remote", int, int | None]]:
+    def _listing(self) -> list[tuple[str, Remote, int, int | None]]:
         """(relative name, path, size, modification time in ns) of every file under this folder."""
         import pyarrow.fs
 
         found = self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, recursive=True, allow_not_found=True))
-        out = [(info.path[len(self.path):].strip("/"), Remote(self.scheme, info.path, self.query), int(info.size or 0),
-                info.mtime_ns) for info in found if info.type == pyarrow.fs.FileType.File]
+        out = [
+            (
+                info.path[len(self.path) :].strip("/"),
+                Remote(self.scheme, info.path, self.query),
+                int(info.size or 0),
+                info.mtime_ns,
+            )
+            for info in found
+            if info.type == pyarrow.fs.FileType.File
+        ]
         return sorted(out, key=lambda item: item[0])
 
 
-StoragePath = Union[Path, Remote]
+StoragePath = Path | Remote
 
 
 def location(text: str | os.PathLike | Remote) -> StoragePath:

@@ -26,7 +26,8 @@ import json
 import math
 import os
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ray_t2t import console
 from ray_t2t.config.experiment import ExperimentConfig, config_hash, validate_config
@@ -55,8 +56,9 @@ def sweep_labels(cfg: ExperimentConfig) -> list[str]:
         return [label for label in labels if label not in first]
     unknown = [label for label in chosen if label not in labels]
     if unknown:
-        raise ConfigError(f"tune.methods: {', '.join(unknown)} is not a method label of this config "
-                          f"(labels: {', '.join(labels)})")
+        raise ConfigError(
+            f"tune.methods: {', '.join(unknown)} is not a method label of this config (labels: {', '.join(labels)})"
+        )
     return list(chosen)
 
 
@@ -72,8 +74,10 @@ def _check_space(cfg: ExperimentConfig, labels: list[str]) -> None:
         for key, spec in space.items():
             where = f"tune.space.{label}.{key}"
             if "." not in key and key not in type(entry).model_fields:
-                raise ConfigError(f"{where}: '{key}' is not a parameter of method {entry.name!r} "
-                                  f"(parameters: {', '.join(type(entry).model_fields)}); a config path has a dot")
+                raise ConfigError(
+                    f"{where}: '{key}' is not a parameter of method {entry.name!r} "
+                    f"(parameters: {', '.join(type(entry).model_fields)}); a config path has a dot"
+                )
             if key in ("name", "label", "model"):
                 raise ConfigError(f"{where}: '{key}' cannot be swept")
             if isinstance(spec, list):
@@ -82,8 +86,10 @@ def _check_space(cfg: ExperimentConfig, labels: list[str]) -> None:
             elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SAMPLERS:
                 kind, args = next(iter(spec.items()))
                 if cfg.tune.search == "grid":
-                    raise ConfigError(f"{where}: {{{kind}: ...}} is sampled; grid search takes lists (or set "
-                                      "tune.search: random or optuna)")
+                    raise ConfigError(
+                        f"{where}: {{{kind}: ...}} is sampled; grid search takes lists (or set "
+                        "tune.search: random or optuna)"
+                    )
                 if kind != "choice" and (not isinstance(args, list) or len(args) != 2 or args[0] > args[1]):
                     raise ConfigError(f"{where}: {kind} takes [low, high]")
                 if kind == "loguniform" and args[0] <= 0:
@@ -139,8 +145,9 @@ def plan_trials(cfg: ExperimentConfig) -> list[dict]:
     _check_space(cfg, labels)
     if cfg.tune.search == "optuna":
         return [make_trial(label, _first_point(cfg.tune.space.get(label, {})), cfg.tune.seeds[0]) for label in labels]
-    return [make_trial(label, params, seed) for label in labels for params in _points(cfg, label)
-            for seed in cfg.tune.seeds]
+    return [
+        make_trial(label, params, seed) for label in labels for params in _points(cfg, label) for seed in cfg.tune.seeds
+    ]
 
 
 def _first_point(space: dict) -> dict:
@@ -189,27 +196,43 @@ def _trial(config: dict) -> None:
     """The Tune trainable: one trial = one training run (a TorchTrainer) of the shared loop."""
     from ray import tune
 
-
     trial = config.get("trial") or make_trial(config["label"], config["params"], config["seed"])  # optuna
     cfg = trial_config(validate_config(config["experiment"]), trial)
-    fields = {"group": trial["group"], "seed": trial["seed"], "trial": {"name": trial["name"], "params": trial["params"]}}
+    fields = {
+        "group": trial["group"],
+        "seed": trial["seed"],
+        "trial": {"name": trial["name"], "params": trial["params"]},
+    }
     log = lambda message: print(message, flush=True)
     with _trial_cores(cfg, log):
-        record = train(cfg, trial["label"], log=log, run_name=trial["name"], folder=SWEEP_FOLDER, record_fields=fields,
-                       report_to_tune=True)
+        record = train(
+            cfg,
+            trial["label"],
+            log=log,
+            run_name=trial["name"],
+            folder=SWEEP_FOLDER,
+            record_fields=fields,
+            report_to_tune=True,
+        )
     metric = record["metric"]["name"]
     ttt = record["time_to_target"] or {}
-    tune.report({"done": True, f"val_{metric}": (record["final"]["validation"] or {}).get(metric),
-                 f"test_{metric}": record["final"]["test"].get(metric),
-                 "train_s": record["times"]["train_s"], "cost": record["cost"]["total"],
-                 "time_to_target_s": ttt.get("wall_s"), "cost_to_target": ttt.get("cost")})
+    tune.report(
+        {
+            "done": True,
+            f"val_{metric}": (record["final"]["validation"] or {}).get(metric),
+            f"test_{metric}": record["final"]["test"].get(metric),
+            "train_s": record["times"]["train_s"],
+            "cost": record["cost"]["total"],
+            "time_to_target_s": ttt.get("wall_s"),
+            "cost_to_target": ttt.get("cost"),
+        }
+    )
 
 
 def _trial_cores(cfg: ExperimentConfig, log: Callable[[str], None]):
     """A trial that trains in its own process (local mode, CPU) claims its cores before its imports and
     model building, so that its start-up never lands on a neighbour's core; the loop reuses the claim."""
     from contextlib import nullcontext
-
 
     if not cfg.scaling.local_mode or cfg.scaling.use_gpu:
         return nullcontext()
@@ -250,7 +273,6 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
     import ray
     from ray import tune
 
-
     trials = plan_trials(cfg)
     for trial in trials:  # every trial's config and method checks fail now, before any work
         trial_cfg = trial_config(cfg, trial)
@@ -269,8 +291,10 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
     identity = _sweep_identity(cfg, trials)
     identity_file = tune_dir / "sweep.identity"
     if identity_file.is_file() and identity_file.read_text().strip() != identity:
-        raise UserError(f"{tune_dir} holds a sweep of other settings (methods, space, seeds or config). Use "
-                        "another run.name, or remove that folder to start the sweep over")
+        raise UserError(
+            f"{tune_dir} holds a sweep of other settings (methods, space, seeds or config). Use "
+            "another run.name, or remove that folder to start the sweep over"
+        )
     tune_dir.mkdir(parents=True, exist_ok=True)
     identity_file.write_text(identity)
 
@@ -280,19 +304,28 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
         resources = ray.cluster_resources()
         concurrency = _concurrency(cfg, resources.get("CPU", 1), resources.get("GPU", 0))
     if cfg.tune.search != "optuna":
-        log(f"sweep: {len(trials)} trial(s) ({len({t['group'] for t in trials})} group(s) x "
-            f"{len(cfg.tune.seeds)} seed(s)), {concurrency} at a time")
+        log(
+            f"sweep: {len(trials)} trial(s) ({len({t['group'] for t in trials})} group(s) x "
+            f"{len(cfg.tune.seeds)} seed(s)), {concurrency} at a time"
+        )
         _fit(cfg, tune_dir / "sweep", {"trial": tune.grid_search(trials)}, concurrency, log)
         return [_record_of(cfg, trial) for trial in trials]
     records = []
     for trial in trials:  # Optuna: per method, a search with the first seed, then its best point's other seeds
         label, space = trial["label"], cfg.tune.space.get(trial["label"], {})
         if space:
-            log(f"sweep: {label}: {cfg.tune.num_samples} Optuna trial(s) with seed {trial['seed']}, "
-                f"{concurrency} at a time")
-            results = _fit(cfg, tune_dir / f"optuna-{label}",
-                           {"label": label, "seed": trial["seed"], "params": {k: _tune_domain(v) for k, v in space.items()}},
-                           concurrency, log, searcher=True)
+            log(
+                f"sweep: {label}: {cfg.tune.num_samples} Optuna trial(s) with seed {trial['seed']}, "
+                f"{concurrency} at a time"
+            )
+            results = _fit(
+                cfg,
+                tune_dir / f"optuna-{label}",
+                {"label": label, "seed": trial["seed"], "params": {k: _tune_domain(v) for k, v in space.items()}},
+                concurrency,
+                log,
+                searcher=True,
+            )
             searched = [_record_of(cfg, make_trial(label, r.config["params"], r.config["seed"])) for r in results]
         else:
             _fit(cfg, tune_dir / f"optuna-{label}", {"trial": tune.grid_search([trial])}, concurrency, log)
@@ -301,18 +334,20 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
         best = best_params(cfg, searched)
         if best is not None and len(cfg.tune.seeds) > 1:
             seeded = [make_trial(label, best, seed) for seed in cfg.tune.seeds[1:]]
-            log(f"sweep: {label}: best point {_describe(best) or '(no parameters)'}, trained with seeds "
-                f"{', '.join(str(s) for s in cfg.tune.seeds[1:])}")
+            log(
+                f"sweep: {label}: best point {_describe(best) or '(no parameters)'}, trained with seeds "
+                f"{', '.join(str(s) for s in cfg.tune.seeds[1:])}"
+            )
             _fit(cfg, tune_dir / f"seeds-{label}", {"trial": tune.grid_search(seeded)}, concurrency, log)
             records += [_record_of(cfg, t) for t in seeded]
     return records
 
 
-def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callable[[str], None],
-         searcher: bool = False):
+def _fit(
+    cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callable[[str], None], searcher: bool = False
+):
     """Run (or restore and finish) one Tuner at `path` over trials of `_trial`; returns its ResultGrid."""
     from ray import tune
-
 
     # A run also reports at checkpoints between evaluations, without the validation metric: Tune must not
     # take that for a trial that forgot its metric (ASHA and the Optuna searcher skip such reports).
@@ -321,13 +356,18 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
     # the config, storage_path first, would point somewhere else). Tune passes this on to its trials.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     # In local mode a trial trains in its own process: it reserves the training worker's resources.
-    trainable = tune.with_resources(_trial, worker_bundle(cfg)[0] if cfg.scaling.local_mode
-                                    else {"CPU": cfg.tune.trial_cpus})
+    trainable = tune.with_resources(
+        _trial, worker_bundle(cfg)[0] if cfg.scaling.local_mode else {"CPU": cfg.tune.trial_cpus}
+    )
     where = ray_storage(path)  # {storage_path, storage_filesystem (object stores)} of the Tuner's folder
     if tune.Tuner.can_restore(where["storage_path"], where.get("storage_filesystem")):
         log(f"sweep: resuming the sweep in {path} (finished trials are kept)")
-        return tune.Tuner.restore(where["storage_path"], trainable=trainable, resume_errored=True,
-                                  storage_filesystem=where.get("storage_filesystem")).fit()
+        return tune.Tuner.restore(
+            where["storage_path"],
+            trainable=trainable,
+            resume_errored=True,
+            storage_filesystem=where.get("storage_filesystem"),
+        ).fit()
     metric, mode = f"val_{cfg.eval.metric}", "max" if METRICS[cfg.eval.metric].higher_is_better else "min"
     scheduler = search_alg = None
     if cfg.tune.scheduler == "asha":
@@ -335,10 +375,13 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
 
         # Rungs at evaluations before the last step only: a trial stopped at its last report (ASHA's max_t, or
         # a rung there) would be killed after all its training, before its test metrics and record.
-        scheduler = ASHAScheduler(time_attr="step", max_t=cfg.training.max_steps - 1, grace_period=cfg.eval.every_n_steps,
-                                  stop_last_trials=False)
+        scheduler = ASHAScheduler(
+            time_attr="step",
+            max_t=cfg.training.max_steps - 1,
+            grace_period=cfg.eval.every_n_steps,
+            stop_last_trials=False,
+        )
     if searcher:
-
         search_alg = optuna_searcher(metric, mode, cfg.seed)
 
     def name(t) -> str:
@@ -348,15 +391,25 @@ def _fit(cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callab
     tuner = tune.Tuner(
         trainable,
         param_space={"experiment": cfg.model_dump(mode="json"), **space},
-        tune_config=tune.TuneConfig(metric=metric, mode=mode, max_concurrent_trials=concurrency,
-                                    scheduler=scheduler, search_alg=search_alg,
-                                    num_samples=cfg.tune.num_samples if searcher else 1,
-                                    trial_dirname_creator=name, trial_name_creator=name,
-                                    # A trial that ASHA stops is still inside its TorchTrainer's fit(): Tune could
-                                    # not reset its process for the next trial, and would fail that trial instead.
-                                    reuse_actors=cfg.tune.reuse_actors and scheduler is None),
-        run_config=tune.RunConfig(name=path.name, verbose=0, callbacks=[_progress_callback(len(space_trials(space)))],
-                                  **ray_storage(path.parent)),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            max_concurrent_trials=concurrency,
+            scheduler=scheduler,
+            search_alg=search_alg,
+            num_samples=cfg.tune.num_samples if searcher else 1,
+            trial_dirname_creator=name,
+            trial_name_creator=name,
+            # A trial that ASHA stops is still inside its TorchTrainer's fit(): Tune could
+            # not reset its process for the next trial, and would fail that trial instead.
+            reuse_actors=cfg.tune.reuse_actors and scheduler is None,
+        ),
+        run_config=tune.RunConfig(
+            name=path.name,
+            verbose=0,
+            callbacks=[_progress_callback(len(space_trials(space)))],
+            **ray_storage(path.parent),
+        ),
     )
     return tuner.fit()
 
@@ -390,16 +443,24 @@ def _progress_callback(total: int):
 def _record_of(cfg: ExperimentConfig, trial: dict) -> dict:
 
     record = read_record(cfg.experiment_dir / SWEEP_FOLDER / trial["name"])
-    return record or {"label": trial["label"], "group": trial["group"], "seed": trial["seed"], "status": "stopped",
-                      "trial": {"name": trial["name"], "params": trial["params"]}}
+    return record or {
+        "label": trial["label"],
+        "group": trial["group"],
+        "seed": trial["seed"],
+        "status": "stopped",
+        "trial": {"name": trial["name"], "params": trial["params"]},
+    }
 
 
 def best_params(cfg: ExperimentConfig, records: list[dict]) -> dict | None:
     """The parameters of the finished record with the best final validation metric (None: none finished)."""
 
     sign = -1 if METRICS[cfg.eval.metric].higher_is_better else 1
-    scored = [(sign * r["final"]["validation"][cfg.eval.metric], i, r) for i, r in enumerate(records)
-              if r.get("status") == "finished" and (r["final"].get("validation") or {}).get(cfg.eval.metric) is not None]
+    scored = [
+        (sign * r["final"]["validation"][cfg.eval.metric], i, r)
+        for i, r in enumerate(records)
+        if r.get("status") == "finished" and (r["final"].get("validation") or {}).get(cfg.eval.metric) is not None
+    ]
     return min(scored)[2]["trial"]["params"] if scored else None
 
 
@@ -412,13 +473,18 @@ def summarize_sweep(records: list[dict]) -> str:
             continue
         metric = record["metric"]["name"]
         ttt = record["time_to_target"]
-        lines.append(f"  {name:<40} test {metric} {record['final']['test'].get(metric, float('nan')):.4g}, "
-                     f"{record['times']['train_s']:.0f}s, {record['cost']['total']:.4f} {record['cost']['currency']}, "
-                     + (f"target at {ttt['wall_s']:.0f}s" if ttt else "target not reached"))
+        lines.append(
+            f"  {name:<40} test {metric} {record['final']['test'].get(metric, float('nan')):.4g}, "
+            f"{record['times']['train_s']:.0f}s, {record['cost']['total']:.4f} {record['cost']['currency']}, "
+            + (f"target at {ttt['wall_s']:.0f}s" if ttt else "target not reached")
+        )
     return "\n".join(lines)
 
 
 def stage_one_labels(cfg: ExperimentConfig) -> list[str]:
     """Method entries other runs start from: the teacher's training and pretraining."""
-    return [m.label or m.name for m in cfg.methods
-            if getattr(m, "model", None) == "teacher" or get_method(m.name).makes_base]
+    return [
+        m.label or m.name
+        for m in cfg.methods
+        if getattr(m, "model", None) == "teacher" or get_method(m.name).makes_base
+    ]

@@ -36,8 +36,6 @@ def id_type_for(vocab_size: int):
     return pa.uint64()
 
 
-
-
 @dataclass
 class Teacher:
     label: str  # folder name under soft_targets/
@@ -72,8 +70,10 @@ def resolve_teacher(cfg: ExperimentConfig, index: int = 0) -> Teacher:
             record, label = None, spec.name_or_path.replace("/", "--")
         return Teacher(label, spec.name_or_path, record)
     if index > 0:
-        raise ConfigError(f"models.teacher[{index}] has no weights: only the first teacher can be trained by a "
-                          "method entry; give the others a name_or_path")
+        raise ConfigError(
+            f"models.teacher[{index}] has no weights: only the first teacher can be trained by a "
+            "method entry; give the others a name_or_path"
+        )
     raise ConfigError(
         "models.teacher has no trained weights (a preset). Add a method entry that trains it, e.g. "
         "{name: scratch, label: teacher, model: teacher}, or set models.teacher.name_or_path"
@@ -110,7 +110,9 @@ def verify_manifest(folder, checksums: bool = True) -> dict:
         if checksums and sha256_of(file) != shard["sha256"]:
             raise DataError(f"{file}: checksum does not match the manifest (changed or corrupt)")
         if shard["first_id"] != expected_first or shard["last_id"] - shard["first_id"] + 1 != shard["rows"]:
-            raise DataError(f"{file}: holds example ids {shard['first_id']}..{shard['last_id']}, expected from {expected_first}")
+            raise DataError(
+                f"{file}: holds example ids {shard['first_id']}..{shard['last_id']}, expected from {expected_first}"
+            )
         expected_first += shard["rows"]
     if expected_first != manifest["rows"]:
         raise DataError(f"{folder}: shards hold {expected_first} rows, the manifest says {manifest['rows']}")
@@ -151,7 +153,10 @@ def load_soft_targets(folder: str | Path) -> dict[int, tuple]:
         offsets = ids.offsets.to_numpy()
         for j, example in enumerate(examples):
             span = slice(offsets[j], offsets[j + 1])
-            rows[int(example)] = (flat_ids[span].reshape(positions[j], -1), flat_logprobs[span].reshape(positions[j], -1))
+            rows[int(example)] = (
+                flat_ids[span].reshape(positions[j], -1),
+                flat_logprobs[span].reshape(positions[j], -1),
+            )
     if len(rows) != manifest["rows"]:
         raise DataError(f"{folder}: {len(rows)} distinct examples, the manifest says {manifest['rows']}")
     return rows

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -85,7 +85,7 @@ class PairTokenizer:
         source_level: str = "char",
         target_level: str = "word",
         min_frequency: int = 1,
-    ) -> "PairTokenizer":
+    ) -> PairTokenizer:
         """Vocabulary from the given (training) texts: specials first, then symbols in sorted order,
         so the same texts always give the same ids."""
         symbols = _symbols(source_level, sources, min_frequency) | _symbols(target_level, targets, min_frequency)
@@ -96,7 +96,7 @@ class PairTokenizer:
         return cls._from_vocab(vocab, meta)
 
     @classmethod
-    def _from_vocab(cls, vocab: dict[str, int], meta: dict) -> "PairTokenizer":
+    def _from_vocab(cls, vocab: dict[str, int], meta: dict) -> PairTokenizer:
         return cls(
             _side(meta["source_level"], vocab),
             _side(meta["target_level"], vocab),
@@ -108,7 +108,7 @@ class PairTokenizer:
         )
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, trust_remote_code: bool = False) -> "PairTokenizer":
+    def from_pretrained(cls, name_or_path: str, trust_remote_code: bool = False) -> PairTokenizer:
         """A Hugging Face tokenizer (hub name or local folder) used for both sides."""
         from transformers import AutoTokenizer
 
@@ -157,7 +157,7 @@ class PairTokenizer:
         (folder / META_FILE).write_text(json.dumps(self.meta, indent=1, sort_keys=True))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "PairTokenizer":
+    def load(cls, folder: str | Path) -> PairTokenizer:
         folder = Path(folder)
         meta = json.loads((folder / META_FILE).read_text())
         if meta["kind"] == "pretrained":

@@ -20,6 +20,5 @@ def optuna_searcher(metric: str, mode: str, seed: int) -> ValidationOptunaSearch
     try:
         import optuna
     except ImportError:
-
         raise UserError("tune.search: optuna needs the optuna package: pip install optuna") from None
     return ValidationOptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed))

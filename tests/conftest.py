@@ -51,20 +51,39 @@ run_worker(payload, LocalContext(payload["run_dir"]))
 """
 
 
-def train_locally(cfg, label: str, data_path, run_dir: Path, threads: int = 1, timeout: int = 600,
-                  extras: dict | None = None, imports: tuple[str, ...] = ()) -> dict:
+def train_locally(
+    cfg,
+    label: str,
+    data_path,
+    run_dir: Path,
+    threads: int = 1,
+    timeout: int = 600,
+    extras: dict | None = None,
+    imports: tuple[str, ...] = (),
+) -> dict:
     """One run of the training loop in a fresh process without Ray (LocalContext, one device); its run
     record. `extras`: what the method's driver-side prepare() returned; `imports`: modules of tests/ the
     process imports first (a method of a test's own). RuntimeError with the end of the
     process's output when it fails. (benchmarks/suite.py's run_locally does the same for the benchmarks,
     which must not import from tests/.)"""
-    payload = {"config": cfg.model_dump(mode="json"), "label": label, "data_path": str(data_path),
-               "run_dir": str(run_dir), "config_hash": "-", "run_hash": "-", "threads": threads,
-               "method_extras": extras or {}}
+    payload = {
+        "config": cfg.model_dump(mode="json"),
+        "label": label,
+        "data_path": str(data_path),
+        "run_dir": str(run_dir),
+        "config_hash": "-",
+        "run_hash": "-",
+        "threads": threads,
+        "method_extras": extras or {},
+    }
     try:
-        done = subprocess.run([sys.executable, "-c", LOCAL_WORKER, json.dumps(payload), str(Path(__file__).parent),
-                               *imports], cwd=REPO,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-c", LOCAL_WORKER, json.dumps(payload), str(Path(__file__).parent), *imports],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"run {label} took more than {timeout} s") from None
     if done.returncode != 0:
@@ -122,8 +141,10 @@ def save_like_an_export(model, tokenizer, folder: Path) -> Path:
 
 
 LOCAL_DATA = {"split_sizes": {"train": 2000, "validation": 64, "test": 64}}  # the Ray-free training tests' data
-TEACHER_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
-                                                 "num_decoder_layers": 2}}
+TEACHER_T5 = {
+    "preset": "t5-tiny",
+    "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2, "num_decoder_layers": 2},
+}
 
 
 @pytest.fixture(scope="session")
@@ -184,9 +205,13 @@ def s3_bucket(s3_server, monkeypatch, request):
 
     from ray_t2t import storage
 
-    for key, value in (("AWS_ENDPOINT_URL", s3_server), ("AWS_ACCESS_KEY_ID", "testing"),
-                       ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1"),
-                       ("AWS_EC2_METADATA_DISABLED", "true")):
+    for key, value in (
+        ("AWS_ENDPOINT_URL", s3_server),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ):
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(storage, "_filesystems", {})  # built for this endpoint
     monkeypatch.setenv(storage.CACHE_ENV, str(Path(request.getfixturevalue("tmp_path")) / "node_cache"))

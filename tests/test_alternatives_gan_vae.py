@@ -7,12 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import LOCAL_DATA, minimal_config, train_locally
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import Setup, get_method
 from ray_t2t.models import is_encoder_decoder
 from ray_t2t.tokenizer import PairTokenizer
+
+from conftest import LOCAL_DATA, minimal_config, train_locally
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -27,7 +28,9 @@ def tok():
 
 def built(tmp_path, tok, method: dict, student: dict | None = None):
     """(setup, method module, wrapper) for one method entry, as the loop builds it."""
-    cfg = validate_config(minimal_config(tmp_path, methods=[method], models={"student": student or {"preset": "t5-tiny"}}))
+    cfg = validate_config(
+        minimal_config(tmp_path, methods=[method], models={"student": student or {"preset": "t5-tiny"}})
+    )
     setup = Setup(cfg, cfg.methods[0], tok, seed=0)
     module = get_method(method["name"])
     if hasattr(module, "check"):
@@ -92,8 +95,7 @@ def test_gan_follows_the_step_ratio_and_trains_only_the_phase_part(tmp_path, tok
         assert all(torch.equal(a, b) for a, b in zip(idle_before, idle.parameters()))
         if phase == "generator":
             assert set(stats) == {"gen_reward", "gen_mle"} and 0 < float(stats["gen_reward"]) < 1
-    assert seen == ["mle", "discriminator", "discriminator", "generator", "discriminator", "discriminator",
-                    "generator"]
+    assert seen == ["mle", "discriminator", "discriminator", "generator", "discriminator", "discriminator", "generator"]
     assert model.phase_counts.tolist() == [1, 4, 2]
     assert int(model.loss_calls) == 7
 
@@ -102,8 +104,14 @@ def test_gan_phases_follow_optimizer_steps_under_accumulation(tmp_path, tok):
     from ray_t2t.methods.gan import phase_of
 
     params = validate_config(minimal_config(tmp_path, methods=[{"name": "gan", "d_steps": 1, "g_steps": 3}])).methods[0]
-    assert [phase_of(s, params) for s in range(6)] == ["discriminator", "generator", "generator", "generator",
-                                                       "discriminator", "generator"]
+    assert [phase_of(s, params) for s in range(6)] == [
+        "discriminator",
+        "generator",
+        "generator",
+        "generator",
+        "discriminator",
+        "generator",
+    ]
     raw = minimal_config(tmp_path, methods=[{"name": "gan"}], deepspeed={"gradient_accumulation_steps": 2})
     cfg = validate_config(raw)
     setup = Setup(cfg, cfg.methods[0], tok, seed=0)
@@ -113,8 +121,9 @@ def test_gan_phases_follow_optimizer_steps_under_accumulation(tmp_path, tok):
 
 def test_gan_reward_baseline_is_a_moving_average(tmp_path, tok):
     torch.manual_seed(1)
-    setup, gan, model = built(tmp_path, tok, {"name": "gan", "d_steps": 1, "g_steps": 1, "baseline_decay": 0.5,
-                                              "mle_weight": 0.0})
+    setup, gan, model = built(
+        tmp_path, tok, {"name": "gan", "d_steps": 1, "g_steps": 1, "baseline_decay": 0.5, "mle_weight": 0.0}
+    )
     batch = batch_for(setup, gan)
     rewards = []
     for _ in range(4):  # D, G, D, G
@@ -127,12 +136,14 @@ def test_gan_reward_baseline_is_a_moving_average(tmp_path, tok):
 
 
 def test_gan_config_refuses_bad_parameters(tmp_path):
-    for entry, key in [({"name": "gan", "mle_weight": 1.0}, "methods.0.gan.mle_weight"),
-                       ({"name": "gan", "d_steps": 0}, "methods.0.gan.d_steps"),
-                       ({"name": "gan", "disc_dim": 30}, "methods.0.gan.disc_dim"),
-                       ({"name": "gan", "model": "teacher"}, "methods.0.gan.model"),
-                       ({"name": "vae", "free_bits": -1}, "methods.0.vae.free_bits"),
-                       ({"name": "vae", "latent_dim": 0}, "methods.0.vae.latent_dim")]:
+    for entry, key in [
+        ({"name": "gan", "mle_weight": 1.0}, "methods.0.gan.mle_weight"),
+        ({"name": "gan", "d_steps": 0}, "methods.0.gan.d_steps"),
+        ({"name": "gan", "disc_dim": 30}, "methods.0.gan.disc_dim"),
+        ({"name": "gan", "model": "teacher"}, "methods.0.gan.model"),
+        ({"name": "vae", "free_bits": -1}, "methods.0.vae.free_bits"),
+        ({"name": "vae", "latent_dim": 0}, "methods.0.vae.latent_dim"),
+    ]:
         with pytest.raises(ConfigError, match=key):
             validate_config(minimal_config(tmp_path, methods=[entry]))
 
@@ -153,24 +164,34 @@ def test_gan_export_is_the_generator_alone(tmp_path, tok):
 
 
 def test_vae_refuses_decoder_only_models(tmp_path, tok):
-    cfg = validate_config(minimal_config(tmp_path, methods=[{"name": "vae"}], models={"student": {"preset": "gpt2-tiny"}}))
-    with pytest.raises(ConfigError, match=r"methods.0.model: method 'vae' needs an encoder-decoder model .* "
-                                          r"models.student is decoder-only \(gpt2\)"):
+    cfg = validate_config(
+        minimal_config(tmp_path, methods=[{"name": "vae"}], models={"student": {"preset": "gpt2-tiny"}})
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"methods.0.model: method 'vae' needs an encoder-decoder model .* "
+        r"models.student is decoder-only \(gpt2\)",
+    ):
         get_method("vae").check(cfg, cfg.methods[0])
 
 
 @pytest.mark.parametrize("posterior", ["source_target", "target"])
 def test_vae_loss_reaches_every_part(tmp_path, tok, posterior):
     torch.manual_seed(0)
-    setup, vae, model = built(tmp_path, tok, {"name": "vae", "latent_dim": 4, "posterior": posterior,
-                                              "kl_anneal_steps": 0, "free_bits": 0.0})
+    setup, vae, model = built(
+        tmp_path, tok, {"name": "vae", "latent_dim": 4, "posterior": posterior, "kl_anneal_steps": 0, "free_bits": 0.0}
+    )
     loss, stats = vae.loss(model, batch_for(setup, vae), setup)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert float(stats["kl"]) > 0 and stats["kl_weight"] == 1.0
     assert float(loss.detach()) == pytest.approx(float(stats["recon"]) + float(stats["kl"]), rel=1e-5)
     loss.backward()
-    for part in (model.posterior_net, model.latent_to_states, model.task_model.get_encoder(),
-                 model.task_model.get_decoder()):
+    for part in (
+        model.posterior_net,
+        model.latent_to_states,
+        model.task_model.get_encoder(),
+        model.task_model.get_decoder(),
+    ):
         assert has_gradient(part), part
     assert model.posterior_net.weight.shape[1] == (64 if posterior == "source_target" else 32)  # t5-tiny d 32
 
@@ -218,8 +239,9 @@ def test_vae_free_bits_keep_the_kl_term_positive(tmp_path, tok):
 def test_vae_kl_weight_anneals_linearly(tmp_path, tok):
     from ray_t2t.methods.vae import kl_weight
 
-    params = validate_config(minimal_config(tmp_path, methods=[{"name": "vae", "kl_anneal_steps": 10,
-                                                                "kl_weight": 0.5}])).methods[0]
+    params = validate_config(
+        minimal_config(tmp_path, methods=[{"name": "vae", "kl_anneal_steps": 10, "kl_weight": 0.5}])
+    ).methods[0]
     assert [kl_weight(s, params) for s in (0, 5, 10, 50)] == [0.0, 0.25, 0.5, 0.5]
     setup, vae, model = built(tmp_path, tok, {"name": "vae", "kl_anneal_steps": 4})
     batch = batch_for(setup, vae)
@@ -240,7 +262,9 @@ def test_vae_decodes_at_the_prior_mean_like_its_plain_export(tmp_path, tok):
     model.eval()
     batch = batch_for(setup, vae)
     with torch.no_grad():
-        states = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        states = model.get_encoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
         at_prior_mean = model.decode(states, batch["attention_mask"], batch["labels"], torch.zeros(len(WORDS), 4))
         elsewhere = model.decode(states, batch["attention_mask"], batch["labels"], torch.ones(len(WORDS), 4))
     vae.export(model, tmp_path / "export", setup)
@@ -281,10 +305,18 @@ def assert_improves_its_task_metrics(record):
     curve = record["learning_curve"]
     first, last = curve[0], curve[-1]
     assert record["status"] == "finished" and last["step"] == record["steps"]["done"] == 40
-    print(f"{record['method']}: " + "; ".join(
-        f"step {p['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in p.items()
-                                          if k.startswith(("val_loss", "val_token", "val_per", "train_")) and v is not None)
-        for p in curve))
+    print(
+        f"{record['method']}: "
+        + "; ".join(
+            f"step {p['step']}: "
+            + ", ".join(
+                f"{k} {v:.4g}"
+                for k, v in p.items()
+                if k.startswith(("val_loss", "val_token", "val_per", "train_")) and v is not None
+            )
+            for p in curve
+        )
+    )
     # 40 steps of t5-tiny: the loss and token accuracy move (PER needs hundreds of steps to leave 1.0)
     assert last["val_loss"] < 0.8 * first["val_loss"], curve
     assert last["val_token_accuracy"] > first["val_token_accuracy"] + 0.05, curve
@@ -321,13 +353,14 @@ def test_gan_trains_through_ray(tmp_path):
     """The launcher's path: Ray Train + DeepSpeed, a run record with the players' statistics."""
     import ray
 
-    from ray_t2t.report import build_report
     from ray_t2t.ray_cluster import start_local_ray
+    from ray_t2t.report import build_report
     from ray_t2t.train.launcher import train
 
     # a Ray of its own (start_local_ray never joins another one running on this machine)
-    start_local_ray({"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}},
-                    num_cpus=2)
+    start_local_ray(
+        {"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}}, num_cpus=2
+    )
     try:
         raw = minimal_config(tmp_path, methods=[{"name": "gan", "mle_weight": 0.4}])
         raw["data"] = {"split_sizes": {"train": 1000, "validation": 32, "test": 32}}
@@ -339,7 +372,9 @@ def test_gan_trains_through_ray(tmp_path):
     finally:
         ray.shutdown()
     build_report(cfg.experiment_dir, plots=False, formats=("md",))  # a row like every method's
-    assert any(line.startswith("| gan |") for line in (cfg.experiment_dir / "report" / "report.md").read_text().splitlines())
+    assert any(
+        line.startswith("| gan |") for line in (cfg.experiment_dir / "report" / "report.md").read_text().splitlines()
+    )
     assert record["method"] == "gan" and record["status"] == "finished" and record["steps"]["done"] == 40
     assert record["params"]["mle_weight"] == 0.4
     curve = record["learning_curve"]

@@ -62,28 +62,64 @@ def test_run_all_rows_judge_each_figure():
     from benchmarks.run_all import rows_of
 
     results = {
-        "train": {"pytorch_tokens_per_s": [100.0, 104.0], "pytorch_best_tokens_per_s": 104.0,
-                  "ray_t2t_tokens_per_s": 100.0, "ratio": 100 / 104,
-                  "local_mode_tokens_per_s": 97.0, "local_mode_ratio": 97 / 104,
-                  "startup_s": 12.0, "teardown_s": 1.0, "tokens_per_step": 10.0,
-                  "startup_parts_s": {"ray_train_s": 6.0, "ray_worker_s": 2.5, "ray_t2t_s": 3.5},
-                  "two_workers_tokens_per_s": 150.0, "scaling_efficiency": 0.75,
-                  "ddp_tokens_per_s": 160.0, "ddp_ratio": 150 / 160, "ddp_efficiency": 160 / 208},
-        "sweep": {"startup_s": 18.0, "teardown_s": 1.0, "overhead_s": 19.0, "tokens_per_step": 10.0,
-                  "tokens_per_s": 80.0, "sweep_wall_s": 100.0,
-                  "startup_parts_s": {"until_worker_process_s": 7.0, "worker_process_to_function_s": 7.0,
-                                      "function_to_first_step_s": 4.0}},
+        "train": {
+            "pytorch_tokens_per_s": [100.0, 104.0],
+            "pytorch_best_tokens_per_s": 104.0,
+            "ray_t2t_tokens_per_s": 100.0,
+            "ratio": 100 / 104,
+            "local_mode_tokens_per_s": 97.0,
+            "local_mode_ratio": 97 / 104,
+            "startup_s": 12.0,
+            "teardown_s": 1.0,
+            "tokens_per_step": 10.0,
+            "startup_parts_s": {"ray_train_s": 6.0, "ray_worker_s": 2.5, "ray_t2t_s": 3.5},
+            "two_workers_tokens_per_s": 150.0,
+            "scaling_efficiency": 0.75,
+            "ddp_tokens_per_s": 160.0,
+            "ddp_ratio": 150 / 160,
+            "ddp_efficiency": 160 / 208,
+        },
+        "sweep": {
+            "startup_s": 18.0,
+            "teardown_s": 1.0,
+            "overhead_s": 19.0,
+            "tokens_per_step": 10.0,
+            "tokens_per_s": 80.0,
+            "sweep_wall_s": 100.0,
+            "startup_parts_s": {
+                "until_worker_process_s": 7.0,
+                "worker_process_to_function_s": 7.0,
+                "function_to_first_step_s": 4.0,
+            },
+        },
         "sweep_workers": {"startup_s": 37.0, "teardown_s": 1.0, "overhead_s": 38.0, "sweep_wall_s": 160.0},
-        "lone": {"quickstart_local_mode": True, "startup_ratio": 0.25, "tokens_per_s_ratio": 1.05,
-                 "best": {"local_mode": {"startup_s": 4.0, "teardown_s": 0.5, "exit_s": 0.5, "tokens_per_s": 105.0},
-                          "workers": {"startup_s": 16.0, "teardown_s": 0.5, "exit_s": 3.5, "tokens_per_s": 100.0}}},
+        "lone": {
+            "quickstart_local_mode": True,
+            "startup_ratio": 0.25,
+            "tokens_per_s_ratio": 1.05,
+            "best": {
+                "local_mode": {"startup_s": 4.0, "teardown_s": 0.5, "exit_s": 0.5, "tokens_per_s": 105.0},
+                "workers": {"startup_s": 16.0, "teardown_s": 0.5, "exit_s": 3.5, "tokens_per_s": 100.0},
+            },
+        },
         "padding": {"grouped": {"pad_share": 0.05}, "ungrouped": {"pad_share": 0.4}},
-        "teacher": {"ray_data_tokens_per_s": 90.0, "plain_process_tokens_per_s": 100.0, "ratio": 0.9,
-                    "ray_data_steady_tokens_per_s": 120.0, "plain_tokens_per_s": 110.0, "steady_ratio": 120 / 110,
-                    "bytes_per_target_token": 80.0, "top_k": 32},
-        "options": {"best": {"default": {"tokens_per_s": 100.0, "optimizer_ms": 4.0},
-                             "fused_adamw": {"tokens_per_s": 103.0, "optimizer_ms": 1.6},
-                             "eager_attention": {"tokens_per_s": 104.0, "optimizer_ms": 4.0}}},
+        "teacher": {
+            "ray_data_tokens_per_s": 90.0,
+            "plain_process_tokens_per_s": 100.0,
+            "ratio": 0.9,
+            "ray_data_steady_tokens_per_s": 120.0,
+            "plain_tokens_per_s": 110.0,
+            "steady_ratio": 120 / 110,
+            "bytes_per_target_token": 80.0,
+            "top_k": 32,
+        },
+        "options": {
+            "best": {
+                "default": {"tokens_per_s": 100.0, "optimizer_ms": 4.0},
+                "fused_adamw": {"tokens_per_s": 103.0, "optimizer_ms": 1.6},
+                "eager_attention": {"tokens_per_s": 104.0, "optimizer_ms": 4.0},
+            }
+        },
     }
     rows = {row["key"]: row for row in rows_of(results, {"max_steps": 600}) if row["key"]}
     assert rows["train_ratio"]["result"] == "pass"
@@ -105,14 +141,23 @@ def test_run_all_rows_judge_each_figure():
     parts = [row for row in rows_of(results, {"max_steps": 600}) if row["figure"].startswith("  of which")]
     assert [row["value"] for row in parts] == ["6.0 s", "2.5 s", "3.5 s", "7.0 s", "7.0 s", "4.0 s"]
     # the same sweep on Ray Train workers, shown beside the quickstart's (local mode): not judged
-    beside = [(row["ratio"], row["key"]) for row in rows_of(results, {"max_steps": 600})
-              if "vs on Ray Train workers" in row["figure"]]
+    beside = [
+        (row["ratio"], row["key"])
+        for row in rows_of(results, {"max_steps": 600})
+        if "vs on Ray Train workers" in row["figure"]
+    ]
     assert beside == [("0.500", None), ("0.625", None)]
     # a lone `ray-t2t train` in local mode against the same command on a Ray Train worker: shown
-    lone = [(row["value"], row["baseline"], row["ratio"], row["key"]) for row in rows_of(results, {"max_steps": 600})
-            if "a lone `ray-t2t train`" in row["figure"] or row["figure"].startswith("(the same:")]
-    assert lone == [("4.0 s", "16.0 s", "0.250", None), ("1.0 s", "4.0 s", "0.250", None),
-                    ("105", "100", "1.050", None)]
+    lone = [
+        (row["value"], row["baseline"], row["ratio"], row["key"])
+        for row in rows_of(results, {"max_steps": 600})
+        if "a lone `ray-t2t train`" in row["figure"] or row["figure"].startswith("(the same:")
+    ]
+    assert lone == [
+        ("4.0 s", "16.0 s", "0.250", None),
+        ("1.0 s", "4.0 s", "0.250", None),
+        ("105", "100", "1.050", None),
+    ]
 
 
 def test_teacher_baseline_runs_in_a_fresh_process_and_counts_its_start_up(tmp_path):
@@ -141,20 +186,36 @@ def test_sweep_overhead_charges_each_trial_from_the_moment_its_slot_was_freed():
     from benchmarks.sweep_overhead import summarize, trial_overheads
 
     def record(process, function, first, last, written):
-        return {"timestamps": {"process_start": process, "function_start": function, "first_step": first,
-                               "last_step": last, "record_written": written},
-                "times": {"train_s": last - first}, "tokens_per_s": 100.0,
-                "data": {"tokens_seen": 1000}, "steps": {"done": 10}}
+        return {
+            "timestamps": {
+                "process_start": process,
+                "function_start": function,
+                "first_step": first,
+                "last_step": last,
+                "record_written": written,
+            },
+            "times": {"train_s": last - first},
+            "tokens_per_s": 100.0,
+            "data": {"tokens_seen": 1000},
+            "steps": {"done": 10},
+        }
 
     # 2 slots from t=0: a and b start together; c takes the slot a freed (t=40), d the one b freed (t=42)
-    records = [record(43, 46, 50, 70, 71), record(5, 8, 10, 39, 40), record(6, 9, 12, 41, 42),
-               record(45, 49, 56, 75, 76)]
+    records = [
+        record(43, 46, 50, 70, 71),
+        record(5, 8, 10, 39, 40),
+        record(6, 9, 12, 41, 42),
+        record(45, 49, 56, 75, 76),
+    ]
     trials = trial_overheads(records, submitted=0.0, concurrency=2)
     assert [t["first_wave"] for t in trials] == [True, True, False, False]
     assert [t["startup_s"] for t in trials] == [10, 12, 50 - 40, 56 - 42]
     assert [t["teardown_s"] for t in trials] == [1, 1, 1, 1]
-    assert trials[2]["parts_s"] == {"until_worker_process_s": 3, "worker_process_to_function_s": 3,
-                                    "function_to_first_step_s": 4}
+    assert trials[2]["parts_s"] == {
+        "until_worker_process_s": 3,
+        "worker_process_to_function_s": 3,
+        "function_to_first_step_s": 4,
+    }
     figures = summarize(trials, records)
     assert figures["measured_trials"] == 2 and figures["startup_s"] == 12  # median of 10 and 14
     assert figures["overhead_s"] == 13 and figures["first_wave_startup_s"] == 11
@@ -166,10 +227,28 @@ def test_sweep_overhead_runs_a_real_sweep_and_times_its_later_trials(tmp_path):
     2 at a time, so the third waits for a slot and is the one measured; as the quickstart runs its
     trials, in their Tune trials' processes (local mode), so there is no worker process to time."""
     out = tmp_path / "sweep.json"
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sweep_overhead.py"), "--trials", "3",
-                             "--concurrency", "2", "--steps", "5", "--preset", "t5-tiny", "--batch-size", "16",
-                             "--json", str(out)], capture_output=True, text=True, timeout=600,
-                            env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "sweep_overhead.py"),
+            "--trials",
+            "3",
+            "--concurrency",
+            "2",
+            "--steps",
+            "5",
+            "--preset",
+            "t5-tiny",
+            "--batch-size",
+            "16",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert [t["wave"] for t in figures["per_trial"]] == [1, 1, 2] and figures["measured_trials"] == 1
@@ -184,10 +263,26 @@ def test_lone_run_times_ray_t2t_train_in_local_mode_without_ray_and_on_a_ray_tra
     """The benchmark end to end: `ray-t2t train` in a fresh process, once in local mode (no Ray
     started) and once on a Ray Train worker (a local Ray, the worker's process), on data prepared once."""
     out = tmp_path / "lone.json"
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "lone_run.py"), "--rounds", "1",
-                             "--steps", "5", "--preset", "t5-tiny", "--batch-size", "16", "--json", str(out)],
-                            capture_output=True, text=True, timeout=600,
-                            env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "lone_run.py"),
+            "--rounds",
+            "1",
+            "--steps",
+            "5",
+            "--preset",
+            "t5-tiny",
+            "--batch-size",
+            "16",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     (local,), (workers,) = figures["runs"]["local_mode"], figures["runs"]["workers"]
@@ -211,9 +306,27 @@ def test_startup_parts_split_submit_to_first_step():
 def test_loop_options_trains_each_variant_and_writes_its_figures(tmp_path):
     out = tmp_path / "options.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "loop_options.py"), "--preset", "t5-tiny", "--batch-size", "8",
-         "--steps", "3", "--rounds", "1", "--variants", "fused_adamw,eager_attention", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "loop_options.py"),
+            "--preset",
+            "t5-tiny",
+            "--batch-size",
+            "8",
+            "--steps",
+            "3",
+            "--rounds",
+            "1",
+            "--variants",
+            "fused_adamw,eager_attention",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(out.read_text())
     assert set(figures["best"]) == {"default", "fused_adamw", "eager_attention"}
@@ -222,13 +335,21 @@ def test_loop_options_trains_each_variant_and_writes_its_figures(tmp_path):
     assert "fused_adamw" in result.stdout and "ratio" in result.stdout
 
 
-@pytest.mark.parametrize("script, args, message", [
-    ("loop_options.py", ["--variants", "turbo"], "unknown variant(s) turbo"),
-    ("gpu_mfu.py", ["--runs", "full,turbo"], "unknown run(s) turbo"),
-])
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("loop_options.py", ["--variants", "turbo"], "unknown variant(s) turbo"),
+        ("gpu_mfu.py", ["--runs", "full,turbo"], "unknown run(s) turbo"),
+    ],
+)
 def test_benchmark_refuses_an_unknown_choice(script, args, message):
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args],
-                            capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -264,9 +385,27 @@ def test_gpu_mfu_smoke_run_on_cpu(tmp_path):
     the loop, QLoRA reported as skipped, the plain loop's ratio, the table."""
     out = tmp_path / "gpu_mfu.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_mfu.py"), "--device", "cpu", "--preset", "t5-tiny",
-         "--steps", "3", "--batch-size", "4", "--words", "3", "--json", str(out)],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "gpu_mfu.py"),
+            "--device",
+            "cpu",
+            "--preset",
+            "t5-tiny",
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--words",
+            "3",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads(out.read_text())
     runs = figures["runs"]

@@ -5,8 +5,9 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import REPO, minimal_config
 from ray_t2t.cli import main
+
+from conftest import REPO, minimal_config
 
 
 def write(tmp_path, raw):
@@ -51,7 +52,9 @@ def test_data_prints_identical_summaries_on_two_runs(tmp_path, capsys):
     assert main(["data", config, "--show", "2"]) == 0
     second = capsys.readouterr().out
     assert "train" in first and "300" in first and "(built)" in first and "(reused)" in second
-    summary = lambda out: [line for line in out.splitlines() if line.startswith(("task", "tokenizer", "train", "validation", "test", "  "))]
+    summary = lambda out: [
+        line for line in out.splitlines() if line.startswith(("task", "tokenizer", "train", "validation", "test", "  "))
+    ]
     assert summary(first) == summary(second) and len(summary(first)) >= 11
 
 
@@ -63,8 +66,12 @@ def test_data_bad_input_exits_nonzero_without_traceback(tmp_path, capsys):
 
 
 def test_console_script_is_installed(ray_t2t_bin, tmp_path):
-    done = subprocess.run([ray_t2t_bin, "validate", str(REPO / "configs/quickstart.yaml"), "data.no_such_key=1"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [ray_t2t_bin, "validate", str(REPO / "configs/quickstart.yaml"), "data.no_such_key=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Valid keys" in done.stderr and "Traceback" not in done.stderr
     done = subprocess.run([ray_t2t_bin, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "validate" in done.stdout and "data" in done.stdout
@@ -81,11 +88,15 @@ def test_help_and_version(argv, capsys):
 def test_a_run_shows_its_own_lines_and_logs_the_libraries_output(tmp_path, ray_t2t_bin):
     """By default the console gets ray-t2t's lines (stages, the run's summary, errors in full); what Ray,
     DeepSpeed, transformers and the loop print goes to a log file in the run folder. -v shows it all."""
-    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}], scaling={"local_mode": True},
-                         training={"max_steps": 4, "batch_size": 16, "warmup_steps": 1}, eval={"every_n_steps": 2})
+    raw = minimal_config(
+        tmp_path,
+        methods=[{"name": "scratch"}],
+        scaling={"local_mode": True},
+        training={"max_steps": 4, "batch_size": 16, "warmup_steps": 1},
+        eval={"every_n_steps": 2},
+    )
     config = write(tmp_path, raw)
-    done = subprocess.run([ray_t2t_bin, "train", config, "method=scratch"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([ray_t2t_bin, "train", config, "method=scratch"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (log,) = (tmp_path / "runs" / "test" / "logs").glob("train-*.log")
     assert f"log: {log} " in done.stdout
@@ -96,12 +107,17 @@ def test_a_run_shows_its_own_lines_and_logs_the_libraries_output(tmp_path, ray_t
     logged = log.read_text()
     assert "[ray-t2t] step 4/4" in logged and "4/4 steps" in logged  # the loop's lines, and ray-t2t's own
 
-    verbose = subprocess.run([ray_t2t_bin, "train", "-v", config, "method=scratch", "run.name=verbose"],
-                             capture_output=True, text=True, timeout=300)
+    verbose = subprocess.run(
+        [ray_t2t_bin, "train", "-v", config, "method=scratch", "run.name=verbose"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert verbose.returncode == 0, verbose.stdout[-2000:] + verbose.stderr[-2000:]
     assert "[ray-t2t] step 4/4" in verbose.stdout and not (tmp_path / "runs" / "verbose" / "logs").exists()
 
-    failed = subprocess.run([ray_t2t_bin, "train", config, "method=no_such_entry"], capture_output=True, text=True,
-                            timeout=300)
+    failed = subprocess.run(
+        [ray_t2t_bin, "train", config, "method=no_such_entry"], capture_output=True, text=True, timeout=300
+    )
     assert failed.returncode == 2 and "ray-t2t train: error: " in failed.stderr and "no_such_entry" in failed.stderr
     assert "(everything the run printed: " in failed.stderr

@@ -47,8 +47,16 @@ RAY_T2T_ENV_VARS = {"DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "RAY_TRAIN_ENABL
 
 def test_cluster_folder_holds_what_the_readme_promises():
     names = {p.relative_to(CLUSTER).as_posix() for p in CLUSTER.rglob("*") if p.is_file()}
-    assert {"aws.yaml", "gcp.yaml", "runtime_env.yaml", "README.md", "Dockerfile", "kuberay/raycluster.yaml",
-            "kuberay/raycluster-job.yaml", "kuberay/storage.yaml"} <= names
+    assert {
+        "aws.yaml",
+        "gcp.yaml",
+        "runtime_env.yaml",
+        "README.md",
+        "Dockerfile",
+        "kuberay/raycluster.yaml",
+        "kuberay/raycluster-job.yaml",
+        "kuberay/storage.yaml",
+    } <= names
     assert {p.name for p in AUTOSCALER_YAMLS} == {"aws.yaml", "gcp.yaml"}
 
 
@@ -84,8 +92,11 @@ def test_autoscaler_config_shape(path):
     def is_spot(t):
         config = t["node_config"]
         scheduling = config.get("scheduling") or {}
-        return (config.get("InstanceMarketOptions", {}).get("MarketType") == "spot"
-                or scheduling.get("preemptible") is True or scheduling.get("provisioningModel") == "SPOT")
+        return (
+            config.get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+            or scheduling.get("preemptible") is True
+            or scheduling.get("provisioningModel") == "SPOT"
+        )
 
     assert any(is_spot(t) for t in gpu.values()), "a spot / preemptible GPU group"
     # shared storage at the path the README tells runs to use
@@ -170,12 +181,14 @@ def test_kuberay_manifests_parse_and_have_the_fields_kuberay_requires():
     for where, doc in kinds["RayCluster"]:
         assert doc["apiVersion"] == "ray.io/v1", where
         check_ray_cluster_spec(where, doc["spec"])
-        assert any("spot" in str(g["template"]["spec"].get("nodeSelector", {})) for g in doc["spec"]["workerGroupSpecs"])
+        assert any(
+            "spot" in str(g["template"]["spec"].get("nodeSelector", {})) for g in doc["spec"]["workerGroupSpecs"]
+        )
     for where, doc in kinds["RayJob"]:
         assert doc["apiVersion"] == "ray.io/v1", where
         assert doc["spec"]["entrypoint"].startswith("ray-t2t "), where
         check_ray_cluster_spec(where, doc["spec"]["rayClusterSpec"])
-    (where, claim), = kinds["PersistentVolumeClaim"]
+    ((where, claim),) = kinds["PersistentVolumeClaim"]
     assert claim["metadata"]["name"] == "ray-t2t-shared" and claim["spec"]["accessModes"] == ["ReadWriteMany"], where
 
 
@@ -183,7 +196,7 @@ def test_the_rayjob_entrypoint_is_a_valid_ray_t2t_command():
     """The RayJob's command line, read as the job's shell reads it, is a config ray_t2t accepts."""
     from ray_t2t.config.experiment import load_config
 
-    (_, job), = [(w, d) for w, d in kuberay_documents() if d["kind"] == "RayJob"]
+    ((_, job),) = [(w, d) for w, d in kuberay_documents() if d["kind"] == "RayJob"]
     words = shlex.split(job["spec"]["entrypoint"])
     assert words[:2] == ["ray-t2t", "run"]
     config = REPO / Path(words[2]).relative_to("/home/ray/ray_t2t")  # where cluster/Dockerfile puts the repo
@@ -292,18 +305,39 @@ def head(tmp_path_factory):
     token = secrets.token_hex(24)
     env = base_env()
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)  # never the user's ~/.ray/auth_token
-    command = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-               "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-               f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={agent}",
-               f"--dashboard-agent-grpc-port={agent_grpc}",
-               f"--runtime-env-agent-port={runtime_env_agent}", f"--metrics-export-port={metrics}",
-               f"--min-worker-port={worker_ports}", f"--max-worker-port={worker_ports + 199}",
-               "--num-cpus=2", "--num-gpus=0", "--object-store-memory=300000000", f"--temp-dir={temp_dir}",
-               "--disable-usage-stats"]
+    command = [
+        RAY,
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        "--include-dashboard=true",
+        f"--ray-client-server-port={client_port}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env_agent}",
+        f"--metrics-export-port={metrics}",
+        f"--min-worker-port={worker_ports}",
+        f"--max-worker-port={worker_ports + 199}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--object-store-memory=300000000",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
     log = root / "ray_start.log"  # a file, not a pipe: the daemons it starts could hold a pipe open
     with open(log, "w") as out:
-        started = subprocess.Popen(command, env=env, cwd=root, start_new_session=True, stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        started = subprocess.Popen(
+            command,
+            env=env,
+            cwd=root,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         started.wait(timeout=180)
         assert started.returncode == 0, f"ray start failed:\n{log.read_text()[-4000:]}"
@@ -372,14 +406,32 @@ def test_the_cluster_runs_on_loopback_with_token_auth(head):
 def test_submissions_without_the_token_are_refused(head):
     from ray.exceptions import AuthenticationError
 
-    refused = subprocess.run([RAY, "job", "submit", "--address", head.address, "--no-wait",
-                              "--submission-id", "rt2t-no-token", "--", "echo", "should-not-run"],
-                             env=head.client_env(token=None), cwd=REPO, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            head.address,
+            "--no-wait",
+            "--submission-id",
+            "rt2t-no-token",
+            "--",
+            "echo",
+            "should-not-run",
+        ],
+        env=head.client_env(token=None),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = refused.stdout + refused.stderr
     assert refused.returncode != 0 and "Authentication required" in output, output[-3000:]
     with pytest.raises(AuthenticationError, match="Authentication failed"):
-        head.client(token="not-" + head.token).submit_job(entrypoint="echo should-not-run",
-                                                          submission_id="rt2t-wrong-token")
+        head.client(token="not-" + head.token).submit_job(
+            entrypoint="echo should-not-run", submission_id="rt2t-wrong-token"
+        )
     ids = {job.submission_id for job in head.client().list_jobs()}
     assert not {"rt2t-no-token", "rt2t-wrong-token"} & ids
 
@@ -388,10 +440,31 @@ def test_submissions_without_the_token_are_refused(head):
 def test_ray_job_submit_cli_runs_the_smoke_data_stage(head):
     """The README's command: `ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- ray-t2t ...`."""
     started = time.time()
-    done = subprocess.run([RAY, "job", "submit", "--address", head.address, "--submission-id", "rt2t-cli-data",
-                           "--working-dir", str(REPO), "--runtime-env", str(CLUSTER / "runtime_env.yaml"), "--",
-                           "ray-t2t", "data", "configs/quickstart_smoke.yaml", f"run.storage_path={head.storage}"],
-                          env=head.client_env(head.token), cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            head.address,
+            "--submission-id",
+            "rt2t-cli-data",
+            "--working-dir",
+            str(REPO),
+            "--runtime-env",
+            str(CLUSTER / "runtime_env.yaml"),
+            "--",
+            "ray-t2t",
+            "data",
+            "configs/quickstart_smoke.yaml",
+            f"run.storage_path={head.storage}",
+        ],
+        env=head.client_env(head.token),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0 and "succeeded" in output, output[-4000:]
     assert "data: " in output and "(built)" in output, output[-4000:]
@@ -406,10 +479,12 @@ def test_job_submission_client_trains_the_smoke_student_and_writes_its_record(he
 
     runtime_env = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
     runtime_env["working_dir"] = str(REPO)
-    entrypoint = ("python -c 'import ray_t2t; print(\"ray_t2t from\", ray_t2t.__file__)' && "
-                  "ray-t2t train configs/quickstart_smoke.yaml method=scratch "
-                  f"run.storage_path={head.storage} training.max_steps=10 eval.every_n_steps=10 "
-                  "run.checkpoint_every_n_steps=10")
+    entrypoint = (
+        "python -c 'import ray_t2t; print(\"ray_t2t from\", ray_t2t.__file__)' && "
+        "ray-t2t train configs/quickstart_smoke.yaml method=scratch "
+        f"run.storage_path={head.storage} training.max_steps=10 eval.every_n_steps=10 "
+        "run.checkpoint_every_n_steps=10"
+    )
     started = time.time()
     job = head.client().submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id="rt2t-sdk-train")
     status, logs = head.wait(job, timeout=600)
@@ -429,8 +504,10 @@ def test_a_job_asking_for_a_gpu_the_cluster_lacks_fails_before_any_work(head):
     started = time.time()
     job = head.client().submit_job(
         entrypoint=f"ray-t2t train configs/quickstart_smoke.yaml method=scratch run.name=gpu_refused "
-                   f"run.storage_path={head.storage} scaling.use_gpu=true",
-        runtime_env={"working_dir": str(REPO), "excludes": [".git"]}, submission_id="rt2t-sdk-gpu")
+        f"run.storage_path={head.storage} scaling.use_gpu=true",
+        runtime_env={"working_dir": str(REPO), "excludes": [".git"]},
+        submission_id="rt2t-sdk-gpu",
+    )
     status, logs = head.wait(job, timeout=300)
     assert status == "FAILED", logs[-4000:]
     assert "no node of this Ray cluster has GPU: 1" in logs and "set scaling.use_gpu=false" in logs, logs[-4000:]

@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, minimal_config
 from ray_t2t.config.experiment import ExperimentConfig, config_hash, load_config, validate_config
 from ray_t2t.config.explain import describe_fields, explain
 from ray_t2t.config.overrides import apply_override
 from ray_t2t.config.sections import DataSection
 from ray_t2t.errors import ConfigError
+
+from conftest import REPO, minimal_config
 
 SHIPPED = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "examples").glob("*.yaml"))
 
@@ -131,7 +132,11 @@ def test_method_names_and_their_parameters_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="does not match any of the expected tags: 'scratch'"):
         validate_config(raw)
     raw = minimal_config(tmp_path, methods=[{"name": "lora", "model": "student", "rnak": 4}])
-    with pytest.raises(ConfigError, match=r"unknown key 'rnak'. Valid keys: label, max_steps, learning_rate, resources_per_worker, name, model, rank"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'rnak'. Valid keys: label, max_steps, learning_rate, resources_per_worker, name, model, "
+        r"rank",
+    ):
         validate_config(raw)
 
 
@@ -156,7 +161,9 @@ def test_cross_field_checks(tmp_path, sections, message):
 
 
 def test_teacher_may_be_one_or_several(tmp_path):
-    one = validate_config(minimal_config(tmp_path, models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-2m"}}))
+    one = validate_config(
+        minimal_config(tmp_path, models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-2m"}})
+    )
     assert [t.preset for t in one.models.teachers] == ["t5-2m"]
     many = {"student": {"preset": "t5-tiny"}, "teacher": [{"preset": "t5-2m"}, {"preset": "gpt2-2m"}]}
     assert len(validate_config(minimal_config(tmp_path, models=many)).models.teachers) == 2

@@ -6,11 +6,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import minimal_config
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.config.sections import DataSection
 from ray_t2t.data import TASKS, load_g2p_cmudict, make_splits, prepare_data
 from ray_t2t.errors import DataError
+
+from conftest import minimal_config
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +70,22 @@ def test_prepare_is_deterministic_and_reuses_the_cache(tmp_path):
     reused = prepare_data(cfg)
     assert reused.reused and reused.path == built.path and reused.summary == built.summary
     train = built.read_split("train")
-    assert train.num_rows == 300 and train.column_names[:5] == ["source", "target", "references", "source_ids", "target_ids"]
+    assert train.num_rows == 300 and train.column_names[:5] == [
+        "source",
+        "target",
+        "references",
+        "source_ids",
+        "target_ids",
+    ]
     rebuilt = prepare_data(cfg, rebuild=True)
     assert not rebuilt.reused and rebuilt.read_split("train").equals(train)
     tok = built.tokenizer()
     row = train.slice(0, 1).to_pylist()[0]
     assert tok.decode_targets([row["target_ids"]]) == [row["target"]]
     assert [p.name for p in (tmp_path / "runs/test/data").iterdir()] == [built.path.name]  # no staging left
-    changed = prepare_data(validate_config(minimal_config(tmp_path, data={"split_sizes": {"train": 100, "validation": 20, "test": 20}})))
+    changed = prepare_data(
+        validate_config(minimal_config(tmp_path, data={"split_sizes": {"train": 100, "validation": 20, "test": 20}}))
+    )
     assert changed.path != built.path
 
 
@@ -110,7 +119,9 @@ def test_local_files_with_carved_and_given_splits(tmp_path, fmt):
     train = write_rows(tmp_path / f"train.{fmt}", NUMBERS, fmt)
     carved = prepare_data(files_config(tmp_path, train))
     assert {s: carved.summary["splits"][s]["examples"] for s in ("train", "validation", "test")} == {
-        "train": 50, "validation": 5, "test": 5,
+        "train": 50,
+        "validation": 5,
+        "test": 5,
     }
     test = write_rows(tmp_path / f"test.{fmt}", NUMBERS[:3], fmt)
     given = prepare_data(files_config(tmp_path, train, test=test))
@@ -147,7 +158,12 @@ def test_huggingface_dataset_saved_to_disk_with_renamed_splits(tmp_path):
     dd.save_to_disk(str(tmp_path / "saved"))
     data = {
         "task": "huggingface",
-        "huggingface": {"path": str(tmp_path / "saved"), "train_split": "training", "validation_split": "dev", "test_split": None},
+        "huggingface": {
+            "path": str(tmp_path / "saved"),
+            "train_split": "training",
+            "validation_split": "dev",
+            "test_split": None,
+        },
         "source_column": "number",
         "target_column": "words",
         "split_sizes": {"test": 10},
@@ -179,7 +195,10 @@ def _bad_input_cases(tmp_path):
             write_rows(tmp_path / "cols.csv", [{"number": "1", "text": "one"}] * 20, "csv"),
             r"cols.csv: no column 'words' \(data.target_column\). Columns found: number, text",
         ),
-        "empty file": (write_rows(tmp_path / "empty.jsonl", [], "jsonl"), r"data.files.train: .*empty.jsonl has no rows"),
+        "empty file": (
+            write_rows(tmp_path / "empty.jsonl", [], "jsonl"),
+            r"data.files.train: .*empty.jsonl has no rows",
+        ),
         "number value": (
             write_rows(tmp_path / "num.jsonl", ok[:6] + [{"number": 7, "words": "seven"}] + ok, "jsonl"),
             r"num.jsonl line 7: column 'number' is a int \(7\), expected text",
@@ -200,8 +219,18 @@ def _bad_input_cases(tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing file", "missing column", "missing csv column", "empty file", "number value", "null value",
-     "blank value", "bad json", "unknown extension", "not parquet"],
+    [
+        "missing file",
+        "missing column",
+        "missing csv column",
+        "empty file",
+        "number value",
+        "null value",
+        "blank value",
+        "bad json",
+        "unknown extension",
+        "not parquet",
+    ],
 )
 def test_bad_input_names_file_column_or_row_and_writes_nothing(tmp_path, case):
     (tmp_path / "bad.jsonl").write_text(json.dumps(NUMBERS[0]) + "\n{not json\n")
@@ -218,7 +247,9 @@ def test_overlength_is_refused_with_the_row_or_truncated_and_counted(tmp_path):
     cfg = files_config(tmp_path, train)
     cfg.data.max_source_length = 16
     cfg.data.split_sizes.test = 1  # the long row may land in any split; keep the others small
-    with pytest.raises(DataError, match=r"longer than data.max_source_length=16; first: .*train.jsonl line 31, 41 tokens"):
+    with pytest.raises(
+        DataError, match=r"longer than data.max_source_length=16; first: .*train.jsonl line 31, 41 tokens"
+    ):
         prepare_data(cfg)
     assert not (tmp_path / "runs").exists()
     cfg.data.overlength = "truncate"

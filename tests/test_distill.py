@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import minimal_config, save_like_an_export, train_briefly
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.config.sections import ModelSpec
 from ray_t2t.errors import ConfigError
@@ -16,13 +15,17 @@ from ray_t2t.methods.distill import auto_layer_map
 from ray_t2t.models import build_model, is_encoder_decoder
 from ray_t2t.tokenizer import PairTokenizer
 
+from conftest import minimal_config, save_like_an_export, train_briefly
+
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 WORDS = ["hello", "world", "cat", "distillation", "a"]
 PHONES = ["HH AH L OW", "W ER L D", "K AE T", "D IH S T AH L EY SH AH N", "AH"]
 # Teachers are wider than the students (d 48 vs 32) with more heads (4 vs 2) and blocks (4 vs 1-2).
-TEACHERS = {"t5": ("t5-tiny", {"num_layers": 3, "num_decoder_layers": 4, "d_model": 48, "d_kv": 12, "num_heads": 4}),
-            "gpt2": ("gpt2-tiny", {"n_layer": 4, "n_embd": 48, "n_head": 4})}
+TEACHERS = {
+    "t5": ("t5-tiny", {"num_layers": 3, "num_decoder_layers": 4, "d_model": 48, "d_kv": 12, "num_heads": 4}),
+    "gpt2": ("gpt2-tiny", {"n_layer": 4, "n_embd": 48, "n_head": 4}),
+}
 STUDENTS = {"t5": "t5-tiny", "gpt2": "gpt2-tiny"}
 
 
@@ -80,15 +83,25 @@ def test_auto_layer_map_spreads_student_blocks_over_the_teacher():
     assert auto_layer_map(3, 4) == {0: 1, 1: 2, 2: 3}
 
 
-@pytest.mark.parametrize("method, message", [
-    ({"name": "kd_hidden", "layer_map": {0: 4}},
-     r"methods.0.layer_map: teacher block 4 is out of range: the teacher's decoder has 4 blocks \(0-3\)"),
-    ({"name": "kd_hidden", "stack": "encoder", "layer_map": {0: 3}},
-     r"methods.0.layer_map: teacher block 3 is out of range: the teacher's encoder has 3 blocks \(0-2\)"),
-    ({"name": "kd_attention", "layer_map": {1: 0}},
-     r"methods.0.layer_map: student block 1 is out of range: the student's decoder has 1 blocks \(0-0\)"),
-    ({"name": "kd_attention", "layer_map": {}}, r"methods.0.layer_map: empty"),
-], ids=["teacher_decoder", "teacher_encoder", "student", "empty"])
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        (
+            {"name": "kd_hidden", "layer_map": {0: 4}},
+            r"methods.0.layer_map: teacher block 4 is out of range: the teacher's decoder has 4 blocks \(0-3\)",
+        ),
+        (
+            {"name": "kd_hidden", "stack": "encoder", "layer_map": {0: 3}},
+            r"methods.0.layer_map: teacher block 3 is out of range: the teacher's encoder has 3 blocks \(0-2\)",
+        ),
+        (
+            {"name": "kd_attention", "layer_map": {1: 0}},
+            r"methods.0.layer_map: student block 1 is out of range: the student's decoder has 1 blocks \(0-0\)",
+        ),
+        ({"name": "kd_attention", "layer_map": {}}, r"methods.0.layer_map: empty"),
+    ],
+    ids=["teacher_decoder", "teacher_encoder", "student", "empty"],
+)
 def test_layer_map_out_of_range_names_the_key(tmp_path, tok, teachers, method, message):
     setup = setup_for(tmp_path, tok, teachers, method)
     with pytest.raises(ConfigError, match=message):
@@ -155,7 +168,10 @@ def test_online_kd_logits_is_accepted_and_ignores_top_k(tmp_path, tok, teachers)
     setup = setup_for(tmp_path, tok, teachers, {"name": "kd_logits", "teacher_source": "online", "top_k": 500})
     get_method("kd_logits").check(setup.cfg, setup.params)  # no refusal, top_k beyond the stored k is moot
     assert get_method("kd_logits").collate(setup, [[5, 1]], [[6, 1]], indices=[0]).keys() == {
-        "input_ids", "attention_mask", "labels"}
+        "input_ids",
+        "attention_mask",
+        "labels",
+    }
 
 
 @pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
@@ -177,8 +193,9 @@ def test_full_logit_kd_is_top_k_kd_with_k_the_vocabulary_in_both_layouts(kind):
         assert float(full) == pytest.approx(float(top_k), rel=1e-5)
         # a checkpoint's output rows beyond the tokenizer's ids (padding) are left out
         cut = full_kd_loss(student, teacher, labels, encoder_decoder, Params, vocab_size=6)
-        assert float(cut) == pytest.approx(float(full_kd_loss(student[..., :6], teacher[..., :6], labels,
-                                                               encoder_decoder, Params)))
+        assert float(cut) == pytest.approx(
+            float(full_kd_loss(student[..., :6], teacher[..., :6], labels, encoder_decoder, Params))
+        )
 
 
 @pytest.mark.parametrize("family", ["t5", "gpt2"])
@@ -222,9 +239,14 @@ def test_kd_hidden_trains_its_projection_and_exports_without_it(tmp_path, tok, t
 def test_kd_hidden_is_zero_on_the_teacher_itself(tmp_path, tok, teachers, family, stack):
     from ray_t2t.methods.kd_hidden import PROJECTIONS
 
-    setup = setup_for(tmp_path, tok, teachers, {"name": "kd_hidden", "alpha": 1.0, "stack": stack,
-                                                "layer_map": {0: 0, 2: 2}},
-                      family, student=as_teacher(teachers, family))
+    setup = setup_for(
+        tmp_path,
+        tok,
+        teachers,
+        {"name": "kd_hidden", "alpha": 1.0, "stack": stack, "layer_map": {0: 0, 2: 2}},
+        family,
+        student=as_teacher(teachers, family),
+    )
     method, model = built(setup)
     with torch.no_grad():
         for projection in getattr(model, PROJECTIONS).values():  # identity: equal sizes
@@ -250,8 +272,9 @@ def test_head_average_makes_different_head_counts_comparable():
     assert float(attention_loss([mean.expand(3, 2, 5, 7)], [teacher], mask, {0: 0})) == pytest.approx(0, abs=1e-6)
 
 
-@pytest.mark.parametrize("family, attention", [("t5", "decoder_self"), ("t5", "cross"), ("t5", "encoder_self"),
-                                               ("gpt2", "decoder_self")])
+@pytest.mark.parametrize(
+    "family, attention", [("t5", "decoder_self"), ("t5", "cross"), ("t5", "encoder_self"), ("gpt2", "decoder_self")]
+)
 def test_kd_attention_is_zero_on_the_teacher_itself_and_trains_the_student(tmp_path, tok, teachers, family, attention):
     method = {"name": "kd_attention", "alpha": 1.0, "attention": attention}
     same = setup_for(tmp_path, tok, teachers, method, family, student=as_teacher(teachers, family))
@@ -359,8 +382,14 @@ def test_stored_top_k_and_online_full_logit_kd_losses_agree_as_k_nears_the_vocab
     # verifies them and writes the manifest.
     folder = cfg.experiment_dir / "soft_targets" / resolve_teacher(cfg).label
     folder.mkdir(parents=True)
-    replica = TeacherReplica({"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path),
-                              "teacher_path": str(teacher), "folder": str(folder)})
+    replica = TeacherReplica(
+        {
+            "config": cfg.model_dump(mode="json"),
+            "data_path": str(prepared.path),
+            "teacher_path": str(teacher),
+            "folder": str(folder),
+        }
+    )
     for shard in range(2):
         replica.write_shard(shard)
     from ray_t2t.train.launcher import prepare_method
@@ -394,10 +423,13 @@ def test_stored_top_k_and_online_full_logit_kd_losses_agree_as_k_nears_the_vocab
             params = entry.model_copy(update={"divergence": divergence})
             online = kd_term(student, params.model_copy(update={"teacher_source": "online"}), online_extras)
             chosen = ks if divergence == "forward_kl" else [vocab]
-            gaps = {k: kd_term(student, params.model_copy(update={"top_k": k}), offline_extras) / online - 1
-                    for k in chosen}
-            print(f"student after {steps} steps, {divergence}: online {online:.4f}, offline/online - 1 by k: "
-                  + ", ".join(f"{k}: {gap:+.2%}" for k, gap in gaps.items()))
+            gaps = {
+                k: kd_term(student, params.model_copy(update={"top_k": k}), offline_extras) / online - 1 for k in chosen
+            }
+            print(
+                f"student after {steps} steps, {divergence}: online {online:.4f}, offline/online - 1 by k: "
+                + ", ".join(f"{k}: {gap:+.2%}" for k, gap in gaps.items())
+            )
             assert abs(gaps[vocab]) < 1e-3
             if divergence == "forward_kl":
                 assert abs(gaps[vocab - 7]) < 0.15

@@ -9,17 +9,17 @@ import math
 
 import pytest
 
-from conftest import LOCAL_DATA, minimal_config, train_locally
 from ray_t2t.batching import collate_decoder_only, prompts_decoder_only
+from ray_t2t.batching.order import SubsetOrder
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import write_record
-from ray_t2t.methods import Setup, get_method
-from ray_t2t.methods import fewshot
+from ray_t2t.methods import Setup, fewshot, get_method
 from ray_t2t.report import build_report, fewshot_by_k, fewshot_plot
 from ray_t2t.tokenizer import PairTokenizer
-from ray_t2t.batching.order import SubsetOrder
+
+from conftest import LOCAL_DATA, minimal_config, train_locally
 
 GPT2_TINY = {"preset": "gpt2-tiny"}
 
@@ -98,16 +98,23 @@ def test_the_in_context_prompt_holds_exactly_k_demonstrations(tmp_path):
         # each demonstration exactly as a decoder-only model reads a training example
         trained = collate_decoder_only(sources[:k], targets[:k], tok.pad_id, tok.sep_id)["input_ids"]
         assert prefix == [i for row in trained.tolist() for i in row if i != tok.pad_id]
-        cfg = validate_config(minimal_config(tmp_path, models={"student": GPT2_TINY}, methods=[
-            {"name": "fewshot", "k": k, "mode": "in_context", "model": "student"}]))
-        setup = Setup(cfg, cfg.methods[0], tok, seed=0, extras={"demonstrations": {"rows": list(range(k)), "prefix": prefix}})
+        cfg = validate_config(
+            minimal_config(
+                tmp_path,
+                models={"student": GPT2_TINY},
+                methods=[{"name": "fewshot", "k": k, "mode": "in_context", "model": "student"}],
+            )
+        )
+        setup = Setup(
+            cfg, cfg.methods[0], tok, seed=0, extras={"demonstrations": {"rows": list(range(k)), "prefix": prefix}}
+        )
         queries = fewshot.prompt_sources(setup, [sources[4], sources[3]])
         input_ids, mask = prompts_decoder_only(queries, tok.pad_id, tok.sep_id)
         for row, query, source in zip(input_ids.tolist(), mask.tolist(), (sources[4], sources[3])):
             prompt = [i for i, m in zip(row, query) if m]
             assert prompt.count(tok.sep_id) == k + 1 and prompt.count(tok.eos_id) == k  # k demos, then the query
             assert prompt == prefix + source[:-1] + [tok.sep_id]
-            assert tok.decode_targets([prompt[prompt.index(tok.sep_id) + 1:]]) == [tok.decode_targets([targets[0]])[0]]
+            assert tok.decode_targets([prompt[prompt.index(tok.sep_id) + 1 :]]) == [tok.decode_targets([targets[0]])[0]]
         train_setup = Setup(cfg, cfg.methods[0].model_copy(update={"mode": "train"}), tok, seed=0)
         assert fewshot.prompt_sources(train_setup, sources) is sources  # fine-tuning: the sources as they are
 
@@ -152,10 +159,15 @@ def test_fine_tuning_on_k_examples_learns(local):
     """t5-tiny from a fresh init, 60 steps on k = 64 examples (batch 32): the validation loss falls from
     the starting point, and the record counts the 64 rows trained on."""
     folder, raw, prepared = local
-    record = run_locally(folder, raw, prepared, "train",
-                         methods=[{"name": "fewshot", "k": 64, "model": "student"}],
-                         training={"batch_size": 32, "max_steps": 60, "learning_rate": 5e-3, "warmup_steps": 5},
-                         eval={"every_n_steps": 30, "max_new_tokens": 20})
+    record = run_locally(
+        folder,
+        raw,
+        prepared,
+        "train",
+        methods=[{"name": "fewshot", "k": 64, "model": "student"}],
+        training={"batch_size": 32, "max_steps": 60, "learning_rate": 5e-3, "warmup_steps": 5},
+        eval={"every_n_steps": 30, "max_new_tokens": 20},
+    )
     losses = [p["val_loss"] for p in record["learning_curve"]]
     assert record["status"] == "finished" and record["steps"] == {"planned": 60, "done": 60}
     assert losses[-1] < 0.8 * losses[0], losses
@@ -166,10 +178,15 @@ def test_fine_tuning_on_k_examples_learns(local):
 def test_in_context_run_has_no_training_and_is_charged_its_inference(local):
     folder, raw, prepared = local
     k = 4
-    record = run_locally(folder, raw, prepared, "in_context",
-                         models={"student": GPT2_TINY},
-                         methods=[{"name": "fewshot", "k": k, "mode": "in_context", "model": "student"}],
-                         eval={"max_new_tokens": 20})
+    record = run_locally(
+        folder,
+        raw,
+        prepared,
+        "in_context",
+        models={"student": GPT2_TINY},
+        methods=[{"name": "fewshot", "k": k, "mode": "in_context", "model": "student"}],
+        eval={"max_new_tokens": 20},
+    )
     assert record["steps"] == {"planned": 0, "done": 0} and record["times"]["train_s"] == 0
     assert record["data"] == {"task": "g2p_cmudict", "train_examples": k, "tokens_seen": 0}
     assert record["cost_basis"] == "inference" and record["model"]["trainable_params"] == 0
@@ -177,7 +194,9 @@ def test_in_context_run_has_no_training_and_is_charged_its_inference(local):
     assert len(curve) == 1 and curve[0]["step"] == 0
     assert 0 < curve[0]["wall_s"] == pytest.approx(record["times"]["eval_s"])  # the validation inference
     assert record["device_seconds"] > record["times"]["eval_s"]  # validation + test inference
-    assert record["cost"]["total"] == pytest.approx(record["device_seconds"] / 3600 * record["cost"]["price_per_device_hour"])
+    assert record["cost"]["total"] == pytest.approx(
+        record["device_seconds"] / 3600 * record["cost"]["price_per_device_hour"]
+    )
     assert math.isfinite(record["final"]["test"]["wer"]) and math.isfinite(record["final"]["test"]["loss"])
     saved = json.loads((folder / "in_context" / "model" / fewshot.DEMONSTRATIONS_FILE).read_text())
     assert saved["k"] == k and sorted(saved["rows"]) == fewshot.select_rows(len(Split(prepared, "train")), k, 0)
@@ -186,8 +205,13 @@ def test_in_context_run_has_no_training_and_is_charged_its_inference(local):
 
 def test_in_context_prompts_longer_than_the_model_are_refused(local):
     folder, raw, _ = local
-    cfg = validate_config({**raw, "models": {"student": {"preset": "gpt2-tiny", "overrides": {"n_positions": 64}}},
-                           "methods": [{"name": "fewshot", "k": 8, "mode": "in_context", "model": "student"}]})
+    cfg = validate_config(
+        {
+            **raw,
+            "models": {"student": {"preset": "gpt2-tiny", "overrides": {"n_positions": 64}}},
+            "methods": [{"name": "fewshot", "k": 8, "mode": "in_context", "model": "student"}],
+        }
+    )
     with pytest.raises(ConfigError, match=r"methods\.0\.k: 8 demonstrations take \d+ tokens.* has 64; lower k"):
         fewshot.prepare(cfg, cfg.methods[0], lambda message: None)
 
@@ -202,8 +226,17 @@ def test_report_lists_quality_against_each_k(tmp_path):
     wer = {8: 0.9, 64: 0.7, 512: 0.5}
     for k, value in wer.items():
         for seed in (0, 1):
-            record = training_record("fewshot", "fewshot", seed, 100.0 + k, 600, value + 0.01 * seed,
-                                     model="base", group=f"fewshot (k={k})", params={"k": k, "mode": "train"})
+            record = training_record(
+                "fewshot",
+                "fewshot",
+                seed,
+                100.0 + k,
+                600,
+                value + 0.01 * seed,
+                model="base",
+                group=f"fewshot (k={k})",
+                params={"k": k, "mode": "train"},
+            )
             record["data"]["train_examples"] = k
             write_record(run_dir / "sweep" / f"fewshot-k{k}-seed{seed}", record)
     write_record(run_dir / "runs" / "scratch", training_record("scratch", "scratch", 0, 1000.0, 600, 0.45))
@@ -216,13 +249,19 @@ def test_report_lists_quality_against_each_k(tmp_path):
     assert [r[4].strip() for r in rows] == ["8", "64", "512"]
     by_k = report.data["fewshot_by_k"]
     assert [row["k"] for row in by_k] == [8, 64, 512] and all(row["runs"] == 2 for row in by_k)
-    [(png, _)] = fewshot_plot(run_dir / "report", fewshot_by_k(
-        [json.loads(p.read_text()) for p in run_dir.glob("sweep/*/record.json")], "wer", "USD", 0.95), "wer", False)
+    [(png, _)] = fewshot_plot(
+        run_dir / "report",
+        fewshot_by_k([json.loads(p.read_text()) for p in run_dir.glob("sweep/*/record.json")], "wer", "USD", 0.95),
+        "wer",
+        False,
+    )
     assert png.name == "fewshot_quality_vs_k.png" and png.read_bytes()[:4] == b"\x89PNG"
     # one k only: no table
     single = tmp_path / "single"
-    write_record(single / "runs" / "fewshot", training_record("fewshot", "fewshot", 0, 100.0, 600, 0.8,
-                                                              model="base", params={"k": 8, "mode": "train"}))
+    write_record(
+        single / "runs" / "fewshot",
+        training_record("fewshot", "fewshot", 0, 100.0, 600, 0.8, model="base", params={"k": 8, "mode": "train"}),
+    )
     build_report(single, plots=False, formats=("md",))
     assert "Few-shot" not in (single / "report" / "report.md").read_text()
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import minimal_config, train_locally
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import prepare_data
+
+from conftest import minimal_config, train_locally
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -52,8 +53,16 @@ def test_bf16_training_on_gpu_learns_and_records_mfu_and_energy(bf16_run):
     assert 20 < record["energy_j"] / record["times"]["train_s"] < 1500
     from ray_t2t.inference import measure
 
-    settings = {"examples": 64, "single_examples": 4, "output_tokens": 8, "batch_sizes": [1, 64], "repeats": 2,
-                "device": "gpu", "cpus": 1, "accelerator_type": None}
+    settings = {
+        "examples": 64,
+        "single_examples": 4,
+        "output_tokens": 8,
+        "batch_sizes": [1, 64],
+        "repeats": 2,
+        "device": "gpu",
+        "cpus": 1,
+        "accelerator_type": None,
+    }
     speed = measure(record["model"]["export_path"], [[5, 6, 7, 1]] * 64, settings)
     assert all(result["examples_per_s"]["median"] > 0 for result in speed["results"]), speed
 
@@ -74,8 +83,12 @@ def test_qlora_trains_only_adapters_and_exports_a_plain_model(bf16_run, tmp_path
 
     folder, data, base_record = bf16_run
     base = base_record["model"]["export_path"]
-    raw = gpu_config(folder, [{"name": "qlora", "rank": 8, "alpha": 16}], steps=100,
-                     models={"student": {"preset": "t5-0.5m"}, "base": {"name_or_path": base}})
+    raw = gpu_config(
+        folder,
+        [{"name": "qlora", "rank": 8, "alpha": 16}],
+        steps=100,
+        models={"student": {"preset": "t5-0.5m"}, "base": {"name_or_path": base}},
+    )
     raw["training"]["learning_rate"] = 1e-2
     record = train_locally(validate_config(raw), "qlora", data.path, tmp_path / "qlora")
     curve = record["learning_curve"]
@@ -92,4 +105,3 @@ def test_qlora_trains_only_adapters_and_exports_a_plain_model(bf16_run, tmp_path
     ids = tok.encode_sources(["cat"])[0]
     out = exported.generate(torch.tensor([ids]), max_new_tokens=8)
     assert out.shape[1] > 1
-

@@ -5,13 +5,14 @@ import json
 
 import pytest
 
-from conftest import minimal_config, save_like_an_export
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.config.sections import ModelSpec
 from ray_t2t.decoding import generate_ids
 from ray_t2t.inference import export_key, measure, measure_experiment
 from ray_t2t.ledger import write_record
 from ray_t2t.models import build_model, exported_parameters
+
+from conftest import minimal_config, save_like_an_export
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +26,28 @@ def experiment(tmp_path_factory, torch_one_thread):
     cfg = validate_config(raw)
     tokenizer = prepare_data(cfg, log=lambda message: None).tokenizer()
     exports = {}
-    for label, seed, spec in (("scratch", 0, {"preset": "t5-tiny"}), ("finetune", 1, {"preset": "t5-tiny"}),
-                              ("teacher", 0, {"preset": "t5-tiny", "overrides": {"num_layers": 2}})):
+    for label, seed, spec in (
+        ("scratch", 0, {"preset": "t5-tiny"}),
+        ("finetune", 1, {"preset": "t5-tiny"}),
+        ("teacher", 0, {"preset": "t5-tiny", "overrides": {"num_layers": 2}}),
+    ):
         model, _ = build_model(ModelSpec(**spec), tokenizer, seed=seed)
         exports[label] = save_like_an_export(model, tokenizer, cfg.experiment_dir / "runs" / label / "model")
     return cfg, tokenizer, exports
 
 
 def record_of(label, export):
-    return {"status": "finished", "label": label, "seed": 0, "method": "scratch",
-            "model": {"export_path": str(export), "total_params": exported_parameters(export),
-                      "architecture_key": export_key(export)}}
+    return {
+        "status": "finished",
+        "label": label,
+        "seed": 0,
+        "method": "scratch",
+        "model": {
+            "export_path": str(export),
+            "total_params": exported_parameters(export),
+            "architecture_key": export_key(export),
+        },
+    }
 
 
 def test_exact_length_decodes_every_source_to_the_same_length(experiment):
@@ -60,8 +72,16 @@ def test_one_architecture_one_key_whatever_the_weights(experiment):
 def test_measure_times_a_fixed_amount_of_work(experiment):
     cfg, tokenizer, exports = experiment
     sources = tokenizer.encode_sources(["cat", "dog", "house", "a", "tree", "stone", "bird", "river"])
-    settings = {"examples": 8, "single_examples": 2, "output_tokens": 5, "batch_sizes": [1, 4], "repeats": 3,
-                "device": "cpu", "cpus": 1, "accelerator_type": None}
+    settings = {
+        "examples": 8,
+        "single_examples": 2,
+        "output_tokens": 5,
+        "batch_sizes": [1, 4],
+        "repeats": 3,
+        "device": "cpu",
+        "cpus": 1,
+        "accelerator_type": None,
+    }
     result = measure(exports["scratch"], sources, settings)
     one, batched = result["results"]
     assert (one["batch_size"], one["examples"], batched["examples"]) == (1, 2, 8)
@@ -70,7 +90,8 @@ def test_measure_times_a_fixed_amount_of_work(experiment):
         assert r["seconds"]["min"] <= r["seconds"]["median"] <= r["seconds"]["max"]
         assert r["examples_per_s"]["median"] == pytest.approx(r["examples"] / r["seconds"]["median"])
         assert r["tokens_per_s"]["median"] == pytest.approx(
-            (r["input_tokens"] + r["output_tokens"]) / r["seconds"]["median"])
+            (r["input_tokens"] + r["output_tokens"]) / r["seconds"]["median"]
+        )
     assert one["latency_s"]["median"] == pytest.approx(one["seconds"]["median"] / 2)
 
 
@@ -88,27 +109,38 @@ def test_each_architecture_is_measured_once_and_reused(experiment):
     files = sorted((cfg.experiment_dir / "inference").glob("*.json"))
     assert len(files) == 2 and json.loads(files[0].read_text())["kind"] == "inference_speed"
     assert measure_experiment(cfg, log=lines.append) == []  # reused
-    changed = validate_config(cfg.model_dump(mode="json") | {"inference": {"examples": 8, "repeats": 1,
-                                                                          "batch_sizes": [1, 8]}})
+    changed = validate_config(
+        cfg.model_dump(mode="json") | {"inference": {"examples": 8, "repeats": 1, "batch_sizes": [1, 8]}}
+    )
     assert len(measure_experiment(changed, log=lines.append)) == 2  # other settings: measured again
 
 
 def test_the_report_joins_the_measurement_to_every_run_of_its_architecture(experiment, tmp_path):
+    from test_report import training_record
+
     from ray_t2t.inference import settings_of
     from ray_t2t.report import build_report
-    from test_report import training_record
 
     cfg, _, exports = experiment
     run_dir = tmp_path / "x"
     key = export_key(exports["scratch"])
     for label in ("scratch", "finetune"):
         for seed in range(2):
-            write_record(run_dir / "sweep" / f"{label}-{seed}",
-                         training_record(label, label, seed, 100.0 + seed, 300, 0.4, group=label, architecture_key=key))
-    speed = {"kind": "inference_speed", "status": "finished", "architecture_key": key, "settings": settings_of(cfg),
-             "device": {"description": "1 CPU thread(s) on cores 0"},
-             "results": [{"batch_size": 1, "examples_per_s": {"median": 50.0}, "tokens_per_s": {"median": 900.0}},
-                         {"batch_size": 8, "examples_per_s": {"median": 300.0}, "tokens_per_s": {"median": 5400.0}}]}
+            write_record(
+                run_dir / "sweep" / f"{label}-{seed}",
+                training_record(label, label, seed, 100.0 + seed, 300, 0.4, group=label, architecture_key=key),
+            )
+    speed = {
+        "kind": "inference_speed",
+        "status": "finished",
+        "architecture_key": key,
+        "settings": settings_of(cfg),
+        "device": {"description": "1 CPU thread(s) on cores 0"},
+        "results": [
+            {"batch_size": 1, "examples_per_s": {"median": 50.0}, "tokens_per_s": {"median": 900.0}},
+            {"batch_size": 8, "examples_per_s": {"median": 300.0}, "tokens_per_s": {"median": 5400.0}},
+        ],
+    }
     (run_dir / "inference").mkdir()
     (run_dir / "inference" / f"{key}.json").write_text(json.dumps(speed))
     report = build_report(run_dir, plots=False, formats=("md",))
@@ -132,8 +164,10 @@ def test_on_a_cluster_the_measurement_is_a_ray_task_on_cores_of_its_own(experime
     cfg, _, exports = experiment
     for label, export in exports.items():
         write_record(export.parent, record_of(label, export))
-    moved = validate_config(cfg.model_dump(mode="json") | {"inference": {"examples": 8, "repeats": 1,
-                                                                        "batch_sizes": [1, 4], "output_tokens": 3}})
+    moved = validate_config(
+        cfg.model_dump(mode="json")
+        | {"inference": {"examples": 8, "repeats": 1, "batch_sizes": [1, 4], "output_tokens": 3}}
+    )
     start_local_ray({"env_vars": {"RAY_T2T_CORE_LOCKS": os.environ["RAY_T2T_CORE_LOCKS"]}}, num_cpus=2)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # as under `ray job submit`; Ray is already joined
     try:

@@ -28,8 +28,20 @@ LAYERS = [
     ["config.experiment", "config.explain"],
     ["methods"],
     ["models", "data", "batching", "decoding", "teachers", "ledger", "tokenizer"],
-    ["config.sections", "config.overrides", "config", "storage", "metrics", "stats", "errors", "presets",
-     "placement", "run_record", "console", "__init__"],
+    [
+        "config.sections",
+        "config.overrides",
+        "config",
+        "storage",
+        "metrics",
+        "stats",
+        "errors",
+        "presets",
+        "placement",
+        "run_record",
+        "console",
+        "__init__",
+    ],
 ]
 
 
@@ -72,7 +84,9 @@ def runtime_imports(path: Path) -> list[tuple[int, str]]:
                     sub = PACKAGE / base.replace(".", "/") / f"{alias.name}.py"
                     found.append((node.lineno, f"{base}.{alias.name}" if sub.exists() else base))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name.removeprefix("ray_t2t.")) for a in node.names if a.name.startswith("ray_t2t.")]
+            found += [
+                (node.lineno, a.name.removeprefix("ray_t2t.")) for a in node.names if a.name.startswith("ray_t2t.")
+            ]
     return found
 
 
@@ -113,7 +127,7 @@ def test_the_import_graph_has_no_cycle():
             if target.startswith(node + ".") or target == node:
                 continue
             if state.get(target) == 1:
-                cycle = stack[stack.index(target):] + [target]
+                cycle = stack[stack.index(target) :] + [target]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if state.get(target) is None:
                 visit(target)
@@ -131,8 +145,7 @@ def test_lower_layers_import_without_the_upper_ones(module):
     import subprocess
     import sys
 
-    code = (f"import sys, {module}; "
-            "print(' '.join(m for m in sys.modules if m.startswith('ray_t2t.')))")
+    code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('ray_t2t.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     mine = layer_of(module.removeprefix("ray_t2t."))
     above = [m for m in loaded if layer_of(m.removeprefix("ray_t2t.")) < mine]

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOCAL_DATA, minimal_config, train_locally
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.config.explain import explain
 from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import METHODS, Method, get_method, register
 from ray_t2t.methods.base import FAMILIES
+
+from conftest import LOCAL_DATA, minimal_config, train_locally
 
 
 def test_every_registered_method_declares_its_parameters_and_traits():
@@ -66,9 +67,13 @@ def test_a_toy_method_from_its_own_module_validates_and_explains(tmp_path):
 def test_a_toy_method_trains_and_the_run_record_says_so(tmp_path):
     import toy_method  # noqa: F401  (registers toy_smooth here, for validation; the worker imports it too)
 
-    raw = minimal_config(tmp_path, data=LOCAL_DATA, methods=[{"name": "toy_smooth", "smoothing": 0.1}],
-                         training={"max_steps": 30, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 3},
-                         eval={"every_n_steps": 15})
+    raw = minimal_config(
+        tmp_path,
+        data=LOCAL_DATA,
+        methods=[{"name": "toy_smooth", "smoothing": 0.1}],
+        training={"max_steps": 30, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 3},
+        eval={"every_n_steps": 15},
+    )
     cfg = validate_config(raw)
     prepared = prepare_data(cfg)
     record = train_locally(cfg, "toy_smooth", prepared.path, tmp_path / "run", imports=("toy_method",))

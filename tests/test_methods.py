@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import minimal_config
 from ray_t2t.batching import IGNORE_INDEX
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
@@ -14,6 +13,8 @@ from ray_t2t.methods.pretrain import collate as pretrain_collate
 from ray_t2t.methods.pretrain import corrupt_spans
 from ray_t2t.models import build_model, count_parameters
 from ray_t2t.tokenizer import PairTokenizer
+
+from conftest import minimal_config
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -47,8 +48,12 @@ def setup_for(tmp_path, tok, method: dict, models: dict) -> Setup:
 def test_sft_copies_alternate_teacher_blocks(tmp_path, tok, saved_teacher):
     from transformers import AutoModelForSeq2SeqLM
 
-    setup = setup_for(tmp_path, tok, {"name": "sft"}, {"student": {"preset": "t5-tiny"},
-                                                        "teacher": {"name_or_path": str(saved_teacher / "t5")}})
+    setup = setup_for(
+        tmp_path,
+        tok,
+        {"name": "sft"},
+        {"student": {"preset": "t5-tiny"}, "teacher": {"name_or_path": str(saved_teacher / "t5")}},
+    )
     student = get_method("sft").build(setup)
     teacher = AutoModelForSeq2SeqLM.from_pretrained(saved_teacher / "t5")
     assert (student.config.num_layers, student.config.num_decoder_layers) == (2, 2)
@@ -63,28 +68,44 @@ def test_sft_copies_alternate_teacher_blocks(tmp_path, tok, saved_teacher):
 def test_sft_chosen_layers_on_decoder_only(tmp_path, tok, saved_teacher):
     from transformers import AutoModelForCausalLM
 
-    setup = setup_for(tmp_path, tok, {"name": "sft", "decoder_layers": [3, 1]},
-                      {"student": {"preset": "gpt2-tiny"}, "teacher": {"name_or_path": str(saved_teacher / "gpt2")}})
+    setup = setup_for(
+        tmp_path,
+        tok,
+        {"name": "sft", "decoder_layers": [3, 1]},
+        {"student": {"preset": "gpt2-tiny"}, "teacher": {"name_or_path": str(saved_teacher / "gpt2")}},
+    )
     student = get_method("sft").build(setup)
     teacher = AutoModelForCausalLM.from_pretrained(saved_teacher / "gpt2")
     assert student.config.n_layer == 2
-    assert torch.equal(student.state_dict()["transformer.h.0.attn.c_attn.weight"],
-                       teacher.state_dict()["transformer.h.3.attn.c_attn.weight"])
-    bad = setup_for(tmp_path, tok, {"name": "sft", "decoder_layers": [7]},
-                    {"student": {"preset": "gpt2-tiny"}, "teacher": {"name_or_path": str(saved_teacher / "gpt2")}})
+    assert torch.equal(
+        student.state_dict()["transformer.h.0.attn.c_attn.weight"],
+        teacher.state_dict()["transformer.h.3.attn.c_attn.weight"],
+    )
+    bad = setup_for(
+        tmp_path,
+        tok,
+        {"name": "sft", "decoder_layers": [7]},
+        {"student": {"preset": "gpt2-tiny"}, "teacher": {"name_or_path": str(saved_teacher / "gpt2")}},
+    )
     with pytest.raises(ConfigError, match=r"decoder_layers \[7\]: the teacher has 4 decoder blocks"):
         get_method("sft").build(bad)
 
 
 def test_sft_needs_a_trained_teacher(tmp_path, tok):
-    setup = setup_for(tmp_path, tok, {"name": "sft"}, {"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-2m"}})
+    setup = setup_for(
+        tmp_path, tok, {"name": "sft"}, {"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-2m"}}
+    )
     with pytest.raises(ConfigError, match="copies layers of a trained teacher"):
         get_method("sft").check(setup.cfg, setup.params)
 
 
 def test_partial_freezes_all_but_the_top_block(tmp_path, tok, saved_teacher):
-    setup = setup_for(tmp_path, tok, {"name": "partial", "top_n_layers": 1},
-                      {"student": {"preset": "t5-tiny"}, "base": {"name_or_path": str(saved_teacher / "t5")}})
+    setup = setup_for(
+        tmp_path,
+        tok,
+        {"name": "partial", "top_n_layers": 1},
+        {"student": {"preset": "t5-tiny"}, "base": {"name_or_path": str(saved_teacher / "t5")}},
+    )
     model = get_method("partial").build(setup)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("decoder.block.3.") for n in trainable)
@@ -122,8 +143,12 @@ def test_pretrain_batches_are_unpaired_text(tmp_path, tok, preset, objective):
 
 
 def test_partial_adapters_train_only_ia3_vectors(tmp_path, tok, saved_teacher):
-    setup = setup_for(tmp_path, tok, {"name": "partial", "trainable": "adapters"},
-                      {"student": {"preset": "t5-tiny"}, "base": {"name_or_path": str(saved_teacher / "t5")}})
+    setup = setup_for(
+        tmp_path,
+        tok,
+        {"name": "partial", "trainable": "adapters"},
+        {"student": {"preset": "t5-tiny"}, "base": {"name_or_path": str(saved_teacher / "t5")}},
+    )
     model = get_method("partial").build(setup)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("ia3_l" in n for n in trainable)
@@ -162,30 +187,53 @@ def test_kd_loss_with_the_whole_vocabulary_is_the_full_kl():
     labels = torch.tensor([[1, 2, 3, 4]])
     temperature = 1.5
     t_logprobs, t_ids = torch.log_softmax(teacher[0] / temperature, -1).topk(9, -1)  # k = vocabulary
-    full = torch.nn.functional.kl_div(torch.log_softmax(student[0] / temperature, -1),
-                                      torch.log_softmax(teacher[0] / temperature, -1),
-                                      log_target=True, reduction="none").sum(-1).mean() * temperature**2
+    full = (
+        torch.nn.functional.kl_div(
+            torch.log_softmax(student[0] / temperature, -1),
+            torch.log_softmax(teacher[0] / temperature, -1),
+            log_target=True,
+            reduction="none",
+        )
+        .sum(-1)
+        .mean()
+        * temperature**2
+    )
     ours = kd_loss(student, labels, t_ids, t_logprobs, True, KdParams(temperature=temperature))
     assert ours == pytest.approx(float(full), rel=1e-5)
     # decoder-only: logits at t predict the label at t+1
     shifted = torch.cat([student, torch.zeros(1, 1, 9)], dim=1)
     shifted_labels = torch.cat([torch.tensor([[-100]]), labels], dim=1)
-    assert kd_loss(shifted, shifted_labels, t_ids, t_logprobs, False, KdParams(temperature=temperature)) == pytest.approx(float(full), rel=1e-5)
+    assert kd_loss(
+        shifted, shifted_labels, t_ids, t_logprobs, False, KdParams(temperature=temperature)
+    ) == pytest.approx(float(full), rel=1e-5)
 
 
 def test_kd_logits_refuses_what_it_cannot_do(tmp_path):
     from ray_t2t.methods.kd_logits import check
 
-    cfg = validate_config(minimal_config(tmp_path, methods=[{"name": "kd_logits", "top_k": 64}],
-                                         models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}))
+    cfg = validate_config(
+        minimal_config(
+            tmp_path,
+            methods=[{"name": "kd_logits", "top_k": 64}],
+            models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}},
+        )
+    )
     with pytest.raises(ConfigError, match="top_k=64 exceeds soft_targets.top_k=32"):
         check(cfg, cfg.methods[0])
     # online: a live teacher's full logits, top_k ignored; it must be of the student's family
     online = {"name": "kd_logits", "teacher_source": "online", "top_k": 64}
-    cfg = validate_config(minimal_config(tmp_path, methods=[online],
-                                         models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}))
+    cfg = validate_config(
+        minimal_config(
+            tmp_path, methods=[online], models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}
+        )
+    )
     check(cfg, cfg.methods[0])
-    cfg = validate_config(minimal_config(tmp_path, methods=[online],
-                                         models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "gpt2-tiny"}}))
-    with pytest.raises(ConfigError, match=r"student \(encoder-decoder\) and teacher \(decoder-only\) must be of one family"):
+    cfg = validate_config(
+        minimal_config(
+            tmp_path, methods=[online], models={"student": {"preset": "t5-tiny"}, "teacher": {"preset": "gpt2-tiny"}}
+        )
+    )
+    with pytest.raises(
+        ConfigError, match=r"student \(encoder-decoder\) and teacher \(decoder-only\) must be of one family"
+    ):
         check(cfg, cfg.methods[0])

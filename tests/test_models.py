@@ -16,9 +16,9 @@ from ray_t2t.models import (
     ModelInfo,
     build_model,
     count_parameters,
+    forward_flops_per_token,
     is_encoder_decoder,
     model_info,
-    forward_flops_per_token,
     training_flops_per_token,
 )
 from ray_t2t.tokenizer import PairTokenizer

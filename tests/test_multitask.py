@@ -9,14 +9,23 @@ from collections import Counter
 
 import pytest
 
-from conftest import minimal_config, train_locally
+from ray_t2t.batching.order import MixtureOrder, mixture_probabilities
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.config.sections import DataSection
-from ray_t2t.data import (Split, load_g2p_cmudict, load_num2words, load_p2g_cmudict, load_splits, make_splits,
-                          prepare_data, prepare_multitask)
+from ray_t2t.data import (
+    Split,
+    load_g2p_cmudict,
+    load_num2words,
+    load_p2g_cmudict,
+    load_splits,
+    make_splits,
+    prepare_data,
+    prepare_multitask,
+)
 from ray_t2t.errors import ConfigError, DataError
 from ray_t2t.methods import get_method
-from ray_t2t.batching.order import MixtureOrder, mixture_probabilities
+
+from conftest import minimal_config, train_locally
 
 CHAR = {"source_level": "char", "target_level": "char"}
 
@@ -66,8 +75,11 @@ def test_p2g_lists_every_spelling_of_a_pronunciation():
 
 
 def test_num2words_splits_by_number_in_every_language():
-    data = section(task="num2words", num2words={"languages": ["en", "de", "fr"], "max_number": 9999},
-                   split_sizes={"train": 500, "validation": 20, "test": 30})
+    data = section(
+        task="num2words",
+        num2words={"languages": ["en", "de", "fr"], "max_number": 9999},
+        split_sizes={"train": 500, "validation": 20, "test": 30},
+    )
     splits = load_splits(data)
     assert [len(splits[s]) for s in ("train", "validation", "test")] == [1500, 60, 90]
     number = {s: {e.source.split(": ")[1] for e in examples} for s, examples in splits.items()}
@@ -85,8 +97,11 @@ def test_num2words_splits_by_number_in_every_language():
 
 
 def test_new_tasks_get_their_tokenizer_levels_and_prepare(tmp_path):
-    p2g = validate_config(minimal_config(tmp_path, data={"task": "p2g_cmudict",
-                                                          "split_sizes": {"train": 300, "validation": 20, "test": 20}}))
+    p2g = validate_config(
+        minimal_config(
+            tmp_path, data={"task": "p2g_cmudict", "split_sizes": {"train": 300, "validation": 20, "test": 20}}
+        )
+    )
     assert (p2g.data.tokenizer.source_level, p2g.data.tokenizer.target_level) == ("word", "char")
     n2w = validate_config(minimal_config(tmp_path, data={"task": "num2words", "tokenizer": {"target_level": "byte"}}))
     assert (n2w.data.tokenizer.source_level, n2w.data.tokenizer.target_level) == ("char", "byte")
@@ -109,18 +124,31 @@ def multitask_raw(tmp_path, tasks, **entry):
     return raw
 
 
-@pytest.mark.parametrize("tasks, entry, message", [
-    (["g2p_cmudict", "p2g_cmudit"], {}, r"methods.0.multitask.tasks.1.task: Input should be 'g2p_cmudict'"),
-    (["g2p_cmudict", "p2g_cmudict"], {"mixing": "fixed"}, r"tasks.0.weight: mixing: fixed needs a weight"),
-    ([{"task": "g2p_cmudict", "weight": -1}, {"task": "p2g_cmudict", "weight": 1}], {"mixing": "fixed"},
-     r"methods.0.multitask.tasks.0.weight: Input should be greater than or equal to 0"),
-    ([{"task": "g2p_cmudict", "weight": 0}, {"task": "p2g_cmudict", "weight": 0}], {"mixing": "fixed"},
-     r"weights sum to 0"),
-    ([{"task": "g2p_cmudict", "weight": 2}, "p2g_cmudict"], {}, r"tasks.0.weight: weights are used with mixing: fixed"),
-    (["g2p_cmudict", "g2p_cmudict"], {}, r"the name\(s\) g2p are used twice"),
-    ([{"task": "g2p_cmudict", "wieght": 1}], {}, r"section 'methods.0.tasks.0': unknown key 'wieght'"),
-    (["g2p_cmudict"], {"temperature": 0}, r"methods.0.multitask.temperature: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "tasks, entry, message",
+    [
+        (["g2p_cmudict", "p2g_cmudit"], {}, r"methods.0.multitask.tasks.1.task: Input should be 'g2p_cmudict'"),
+        (["g2p_cmudict", "p2g_cmudict"], {"mixing": "fixed"}, r"tasks.0.weight: mixing: fixed needs a weight"),
+        (
+            [{"task": "g2p_cmudict", "weight": -1}, {"task": "p2g_cmudict", "weight": 1}],
+            {"mixing": "fixed"},
+            r"methods.0.multitask.tasks.0.weight: Input should be greater than or equal to 0",
+        ),
+        (
+            [{"task": "g2p_cmudict", "weight": 0}, {"task": "p2g_cmudict", "weight": 0}],
+            {"mixing": "fixed"},
+            r"weights sum to 0",
+        ),
+        (
+            [{"task": "g2p_cmudict", "weight": 2}, "p2g_cmudict"],
+            {},
+            r"tasks.0.weight: weights are used with mixing: fixed",
+        ),
+        (["g2p_cmudict", "g2p_cmudict"], {}, r"the name\(s\) g2p are used twice"),
+        ([{"task": "g2p_cmudict", "wieght": 1}], {}, r"section 'methods.0.tasks.0': unknown key 'wieght'"),
+        (["g2p_cmudict"], {"temperature": 0}, r"methods.0.multitask.temperature: Input should be greater than 0"),
+    ],
+)
 def test_bad_multitask_entries_name_the_key(tmp_path, tasks, entry, message):
     with pytest.raises(ConfigError, match=message):
         validate_config(multitask_raw(tmp_path, tasks, **entry))
@@ -146,12 +174,15 @@ def test_multitask_check_refuses_what_the_tasks_cannot_use(tmp_path):
 
 def test_mixture_probabilities():
     sizes = {"a": 8000, "b": 2000, "c": 500}
-    assert mixture_probabilities(sizes, "proportional") == pytest.approx({"a": 8 / 10.5, "b": 2 / 10.5, "c": 0.5 / 10.5})
+    assert mixture_probabilities(sizes, "proportional") == pytest.approx(
+        {"a": 8 / 10.5, "b": 2 / 10.5, "c": 0.5 / 10.5}
+    )
     tempered = mixture_probabilities(sizes, "temperature", temperature=2)
-    root = {k: v ** 0.5 for k, v in sizes.items()}
+    root = {k: v**0.5 for k, v in sizes.items()}
     assert tempered == pytest.approx({k: v / sum(root.values()) for k, v in root.items()})
     assert mixture_probabilities(sizes, "temperature", temperature=1) == pytest.approx(
-        mixture_probabilities(sizes, "proportional"))
+        mixture_probabilities(sizes, "proportional")
+    )
     assert mixture_probabilities(sizes, "fixed", weights={"a": 1, "b": 1, "c": 2}) == {"a": 0.25, "b": 0.25, "c": 0.5}
 
 
@@ -159,10 +190,15 @@ def test_mixture_probabilities():
 def pooled(tmp_path_factory):
     """A prepared multitask dataset of three tasks of very different sizes."""
     folder = tmp_path_factory.mktemp("multitask_data")
-    tasks = [{"task": "g2p_cmudict", "split_sizes": {"train": 3000, "validation": 40, "test": 40}},
-             {"task": "p2g_cmudict", "split_sizes": {"train": 1000, "validation": 40, "test": 40}},
-             {"task": "num2words", "split_sizes": {"train": 100, "validation": 20, "test": 20},
-              "num2words": {"languages": ["en", "de"], "max_number": 999}}]
+    tasks = [
+        {"task": "g2p_cmudict", "split_sizes": {"train": 3000, "validation": 40, "test": 40}},
+        {"task": "p2g_cmudict", "split_sizes": {"train": 1000, "validation": 40, "test": 40}},
+        {
+            "task": "num2words",
+            "split_sizes": {"train": 100, "validation": 20, "test": 20},
+            "num2words": {"languages": ["en", "de"], "max_number": 999},
+        },
+    ]
     cfg = validate_config(multitask_raw(folder, tasks))
     return cfg, prepare_multitask(cfg, cfg.methods[0])
 
@@ -171,7 +207,10 @@ def test_multitask_dataset_is_pooled_prefixed_cached_and_keeps_the_word_split(po
     cfg, data = pooled
     assert data.path.name.startswith("multitask-") and data.summary["task"] == "multitask"
     assert {k: v["examples"]["train"] for k, v in data.summary["tasks"].items()} == {
-        "g2p": 3000, "p2g": data.summary["tasks"]["p2g"]["examples"]["train"], "n2w": 200}
+        "g2p": 3000,
+        "p2g": data.summary["tasks"]["p2g"]["examples"]["train"],
+        "n2w": 200,
+    }
     again = prepare_multitask(cfg, cfg.methods[0])
     assert again.reused and again.path == data.path
     test = data.read_split("test").to_pylist()
@@ -190,17 +229,23 @@ def test_multitask_dataset_is_pooled_prefixed_cached_and_keeps_the_word_split(po
 
 
 @pytest.mark.parametrize("group_by_length", [True, False])
-@pytest.mark.parametrize("mixing, entry", [
-    ("proportional", {}), ("temperature", {"temperature": 3.0}), ("fixed", {"weights": [1, 1, 2]}),
-])
+@pytest.mark.parametrize(
+    "mixing, entry",
+    [
+        ("proportional", {}),
+        ("temperature", {"temperature": 3.0}),
+        ("fixed", {"weights": [1, 1, 2]}),
+    ],
+)
 def test_training_order_follows_the_mixture(pooled, mixing, entry, group_by_length):
     """The method's batch_order over the real pooled dataset: the task shares of 256 steps of 64
     examples (16,384 draws, four whole pools of length-grouped batches) match the mixture within
     0.015 (~3.5 standard deviations), and any step is the same when asked first (a resumed run)."""
     cfg, data = pooled
     tasks = [t.model_copy(update={"weight": w}) for t, w in zip(cfg.methods[0].tasks, entry.get("weights", [None] * 3))]
-    params = cfg.methods[0].model_copy(update={"mixing": mixing, "tasks": tasks,
-                                               "temperature": entry.get("temperature", 2.0)})
+    params = cfg.methods[0].model_copy(
+        update={"mixing": mixing, "tasks": tasks, "temperature": entry.get("temperature", 2.0)}
+    )
     method = get_method("multitask")
     setup = type("S", (), {"params": params})
     train = Split(data, "train")
@@ -242,11 +287,16 @@ def test_mixture_order_splits_global_batches_across_ranks_and_depends_on_the_see
 def test_a_short_multitask_run_learns_every_task_and_records_them(tmp_path):
     """40 steps of a small T5 on g2p + p2g through the shared loop (no Ray): per-task validation
     figures in every curve point, each task's loss falls, per-task test metrics and time to target."""
-    tasks = [{"task": "g2p_cmudict", "target": "per <= 100"},  # met at once: time to target at step 0
-             {"task": "p2g_cmudict", "target": "wer <= 0.0"}]   # never met in 40 steps
+    tasks = [
+        {"task": "g2p_cmudict", "target": "per <= 100"},  # met at once: time to target at step 0
+        {"task": "p2g_cmudict", "target": "wer <= 0.0"},
+    ]  # never met in 40 steps
     raw = multitask_raw(tmp_path, tasks, mixing="temperature")
-    raw["data"] |= {"split_sizes": {"train": 2000, "validation": 32, "test": 32}, "max_source_length": 80,
-                    "max_target_length": 80}
+    raw["data"] |= {
+        "split_sizes": {"train": 2000, "validation": 32, "test": 32},
+        "max_source_length": 80,
+        "max_target_length": 80,
+    }
     raw["models"] = {"student": {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32}}}
     raw["training"] = {"batch_size": 32, "max_steps": 40, "warmup_steps": 4, "learning_rate": 5e-3}
     raw["eval"] = {"every_n_steps": 20, "max_new_tokens": 24, "batch_size": 64, "target": "per <= 100"}
@@ -258,8 +308,16 @@ def test_a_short_multitask_run_learns_every_task_and_records_them(tmp_path):
     curve = record["learning_curve"]
     assert [p["step"] for p in curve] == [0, 20, 40]
     for point in curve:
-        for key in ("val_wer", "val_wer_g2p", "val_wer_p2g", "val_per_g2p", "val_loss_g2p", "val_loss_p2g",
-                    "val_token_accuracy_p2g", "val_exact_match_p2g"):
+        for key in (
+            "val_wer",
+            "val_wer_g2p",
+            "val_wer_p2g",
+            "val_per_g2p",
+            "val_loss_g2p",
+            "val_loss_p2g",
+            "val_token_accuracy_p2g",
+            "val_exact_match_p2g",
+        ):
             assert isinstance(point[key], float), (key, point)
     for task in ("g2p", "p2g"):
         assert curve[-1][f"val_loss_{task}"] < 0.8 * curve[0][f"val_loss_{task}"], curve
@@ -296,13 +354,21 @@ def test_report_compares_each_task_with_its_single_task_runs(tmp_path):
         point["val_wer_p2g"] = 1.0 - 0.5 * point["step"] / 700
     multi["final"]["test"] |= {"wer_g2p": 0.3, "wer_p2g": 0.5}
     target = {"metric": "wer", "op": "<=", "value": 0.5}
-    multi["multitask"] = {"mixing": "proportional", "temperature": 2.0, "tasks": {
-        "g2p": {"task": "g2p_cmudict", "prefix": "g2p: ", "probability": 0.6, "target": target},
-        "p2g": {"task": "p2g_cmudict", "prefix": "p2g: ", "probability": 0.4, "target": target}}}
+    multi["multitask"] = {
+        "mixing": "proportional",
+        "temperature": 2.0,
+        "tasks": {
+            "g2p": {"task": "g2p_cmudict", "prefix": "g2p: ", "probability": 0.6, "target": target},
+            "p2g": {"task": "p2g_cmudict", "prefix": "p2g: ", "probability": 0.4, "target": target},
+        },
+    }
     alone = training_record("p2g_alone", "multitask", 0, 1000.0, 2000, 0.5)  # a one-task multitask entry
     alone["data"]["task"] = "multitask"
-    alone["multitask"] = {"mixing": "proportional", "temperature": 2.0, "tasks": {
-        "p2g": {"task": "p2g_cmudict", "prefix": "p2g: ", "probability": 1.0, "target": target}}}
+    alone["multitask"] = {
+        "mixing": "proportional",
+        "temperature": 2.0,
+        "tasks": {"p2g": {"task": "p2g_cmudict", "prefix": "p2g: ", "probability": 1.0, "target": target}},
+    }
     for point in alone["learning_curve"]:  # reaches wer 0.5 at step 350, between the evaluations at 300 and 400 (350 s)
         point["val_wer_p2g"] = 1.0 - 0.5 * point["step"] / 350
     alone["final"]["test"]["wer_p2g"] = 0.44
@@ -325,9 +391,13 @@ def test_report_compares_each_task_with_its_single_task_runs(tmp_path):
     assert everything["s"]["mean"] == pytest.approx(1050) and everything["single_sum"]["s"] == pytest.approx(750)
     markdown = (folder / "report" / "report.md").read_text()
     assert "## Multi-task against single-task runs" in markdown
-    assert "| multitask | p2g (p2g_cmudict) | 0.4 | wer <= 0.5 | 1/1 | 1050 | 1.05 | 0.5 | p2g_alone (of 2) |" in markdown
+    assert (
+        "| multitask | p2g (p2g_cmudict) | 0.4 | wer <= 0.5 | 1/1 | 1050 | 1.05 | 0.5 | p2g_alone (of 2) |" in markdown
+    )
     assert "every task's target after 1050 s, single-task runs 750 s one after another" in report.summary
     # --target replaces every task's own: the multitask g2p curve crosses wer 0.75 at step 150 (225 s)
-    relaxed = {(r["group"], r["task"]): r for r in build_report(folder, target="wer <= 0.75", plots=False).data["multitask"]}
+    relaxed = {
+        (r["group"], r["task"]): r for r in build_report(folder, target="wer <= 0.75", plots=False).data["multitask"]
+    }
     assert relaxed[("multitask", "g2p")]["target"] == "wer <= 0.75"
     assert relaxed[("multitask", "g2p")]["multitask"]["s"]["mean"] == pytest.approx(225)

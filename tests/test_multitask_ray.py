@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import minimal_config
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.ray_cluster import start_local_ray
 from ray_t2t.train.launcher import train
+
+from conftest import minimal_config
 
 pytestmark = pytest.mark.ray
 
@@ -17,22 +18,32 @@ pytestmark = pytest.mark.ray
 def ray_session():
     import ray
 
-    start_local_ray({"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}},
-                    num_cpus=2)
+    start_local_ray(
+        {"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}}, num_cpus=2
+    )
     yield
     ray.shutdown()
 
 
 @pytest.mark.usefixtures("ray_session")
 def test_multitask_trains_through_ray_train(tmp_path):
-    tasks = [{"task": "g2p_cmudict", "split_sizes": {"train": 500, "validation": 16, "test": 16}},
-             {"task": "num2words", "split_sizes": {"train": 200, "validation": 8, "test": 8},
-              "num2words": {"languages": ["en", "fr"], "max_number": 999}, "target": "per <= 100"}]
+    tasks = [
+        {"task": "g2p_cmudict", "split_sizes": {"train": 500, "validation": 16, "test": 16}},
+        {
+            "task": "num2words",
+            "split_sizes": {"train": 200, "validation": 8, "test": 8},
+            "num2words": {"languages": ["en", "fr"], "max_number": 999},
+            "target": "per <= 100",
+        },
+    ]
     raw = minimal_config(tmp_path, methods=[{"name": "multitask", "tasks": tasks, "mixing": "fixed"}])
     raw["methods"][0]["tasks"][0]["weight"] = 1
     raw["methods"][0]["tasks"][1]["weight"] = 3
-    raw["data"] |= {"tokenizer": {"source_level": "char", "target_level": "char"}, "max_source_length": 80,
-                    "max_target_length": 80}
+    raw["data"] |= {
+        "tokenizer": {"source_level": "char", "target_level": "char"},
+        "max_source_length": 80,
+        "max_target_length": 80,
+    }
     raw["training"] = {"batch_size": 16, "max_steps": 20, "warmup_steps": 2}
     raw["eval"] = {"every_n_steps": 10, "max_new_tokens": 16}
     record = train(validate_config(raw), "multitask", log=lambda message: None)

@@ -14,7 +14,6 @@ to a raylet) and removes that node, killing every process on it. The job must fi
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -23,16 +22,26 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import minimal_config
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import prepare_data
 from ray_t2t.models import build_model
 
+from conftest import minimal_config
+
 pytestmark = pytest.mark.ray
 
-TINY_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
-                                              "num_decoder_layers": 2, "dropout_rate": 0.0}}
+TINY_T5 = {
+    "preset": "t5-tiny",
+    "overrides": {
+        "d_model": 64,
+        "d_ff": 128,
+        "d_kv": 32,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "dropout_rate": 0.0,
+    },
+}
 
 
 @pytest.fixture
@@ -113,8 +122,14 @@ def test_teacher_inference_survives_losing_a_worker_node(cluster, tmp_path):
     teacher, _ = build_model(ModelSpec(**TINY_T5), prepared.tokenizer(), seed=0)
     teacher.save_pretrained(tmp_path / "teacher")
     raw["models"]["teacher"] = {"name_or_path": str(tmp_path / "teacher")}
-    raw["soft_targets"] = {"rows_per_shard": 100, "batch_size": 50, "top_k": 8, "generations": "greedy",
-                           "replicas": 2, "cpus_per_replica": 1}
+    raw["soft_targets"] = {
+        "rows_per_shard": 100,
+        "batch_size": 50,
+        "top_k": 8,
+        "generations": "greedy",
+        "replicas": 2,
+        "cpus_per_replica": 1,
+    }
     cfg = validate_config(raw)
     folder = cfg.experiment_dir / "soft_targets" / "teacher"
 
@@ -137,8 +152,12 @@ def test_training_resumes_from_its_checkpoint_after_losing_its_node(cluster, tmp
     from ray_t2t.train.launcher import train
 
     raw = minimal_config(tmp_path, methods=[{"name": "scratch"}])
-    raw["run"] = {"name": "nodeloss", "storage_path": str(tmp_path / "runs"), "checkpoint_every_n_steps": 100,
-                  "max_failures": 1}
+    raw["run"] = {
+        "name": "nodeloss",
+        "storage_path": str(tmp_path / "runs"),
+        "checkpoint_every_n_steps": 100,
+        "max_failures": 1,
+    }
     raw["data"] = {"split_sizes": {"train": 2000, "validation": 64, "test": 64}}
     raw["models"] = {"student": TINY_T5}
     raw["training"] = {"batch_size": 32, "max_steps": 400, "learning_rate": 3e-3, "warmup_steps": 10}
@@ -161,4 +180,6 @@ def test_training_resumes_from_its_checkpoint_after_losing_its_node(cluster, tmp
     assert [p["step"] for p in curve] == [0, 100, 200, 300, 400]  # each point once: resumed, not restarted
     assert curve[-1]["val_loss"] < curve[0]["val_loss"]
     # everything the run wrote is under storage_path, which any node reads
-    assert (cfg.experiment_dir / "runs" / "scratch" / "record.json").is_file() and list(checkpoints.glob("checkpoint_*"))
+    assert (cfg.experiment_dir / "runs" / "scratch" / "record.json").is_file() and list(
+        checkpoints.glob("checkpoint_*")
+    )

@@ -12,8 +12,10 @@ import pytest
 
 from ray_t2t import placement
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
-                                reason="needs CPU affinity and at least 2 cores")
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and at least 2 cores",
+)
 
 HOLDER = """
 import os, sys, time
@@ -36,8 +38,9 @@ def locks(tmp_path, monkeypatch):
 
 def holder(count: int):
     """A process that claims `count` cores and keeps them; (process, the cores it got)."""
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(count)], stdout=subprocess.PIPE, text=True,
-                               env=dict(os.environ))
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(count)], stdout=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
     return process, process.stdout.readline().strip()
 
 

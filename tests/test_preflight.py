@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import minimal_config
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.preflight import check_fits, check_storage_writable, needs_soft_targets, worker_bundle
+
+from conftest import minimal_config
 
 HEAD = {"CPU": 0.0, "memory": 8e9, "node:__internal_head__": 1.0}  # schedules no training work
 A10G = {"CPU": 8.0, "GPU": 1.0, "memory": 30e9, "accelerator_type:A10G": 1.0}
@@ -25,9 +26,14 @@ def config(tmp_path, **sections):
 # ------------------------------------------------------------------------------------------ storage
 
 
-@pytest.mark.parametrize("uri,why", [("ftp://host/runs", "unknown storage scheme ftp://"),
-                                     ("file:///tmp/runs", "as a plain path (e.g. /tmp/runs)"),
-                                     ("s3://", "no bucket")])
+@pytest.mark.parametrize(
+    "uri,why",
+    [
+        ("ftp://host/runs", "unknown storage scheme ftp://"),
+        ("file:///tmp/runs", "as a plain path (e.g. /tmp/runs)"),
+        ("s3://", "no bucket"),
+    ],
+)
 def test_a_storage_uri_ray_t2t_cannot_use_is_refused_at_validation(tmp_path, uri, why):
     raw = minimal_config(tmp_path)
     raw["run"]["storage_path"] = uri
@@ -37,8 +43,13 @@ def test_a_storage_uri_ray_t2t_cannot_use_is_refused_at_validation(tmp_path, uri
     assert "run.storage_path" in message and uri in message and why in message
 
 
-@pytest.mark.parametrize("uri,folder", [("s3://bucket/ray_t2t_runs", "s3://bucket/ray_t2t_runs/test"),
-                                        ("gs://bucket/runs/?project_id=p", "gs://bucket/runs/test?project_id=p")])
+@pytest.mark.parametrize(
+    "uri,folder",
+    [
+        ("s3://bucket/ray_t2t_runs", "s3://bucket/ray_t2t_runs/test"),
+        ("gs://bucket/runs/?project_id=p", "gs://bucket/runs/test?project_id=p"),
+    ],
+)
 def test_an_object_store_uri_is_a_valid_storage_path(tmp_path, uri, folder):
     raw = minimal_config(tmp_path)
     raw["run"]["storage_path"] = uri
@@ -91,8 +102,11 @@ def test_a_gpu_run_on_cpu_nodes_says_to_train_on_cpu(tmp_path):
 
 def test_an_accelerator_type_no_node_has_is_refused(tmp_path):
     cfg = config(tmp_path, scaling={"use_gpu": True, "accelerator_type": "H100"})
-    with pytest.raises(ConfigError, match=r"an accelerator of type H100.*accelerator: A10G.*scaling.accelerator_type to "
-                                          r"one the nodes have \(A10G\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"an accelerator of type H100.*accelerator: A10G.*scaling.accelerator_type to "
+        r"one the nodes have \(A10G\)",
+    ):
         check_fits(cfg, ["train"], [HEAD, A10G])
     cfg = config(tmp_path, scaling={"use_gpu": True, "accelerator_type": "A10G"})
     assert check_fits(cfg, ["train"], [HEAD, A10G]) == []
@@ -100,16 +114,22 @@ def test_an_accelerator_type_no_node_has_is_refused(tmp_path):
 
 def test_teacher_replicas_with_gpus_on_a_cpu_cluster_are_refused(tmp_path):
     cfg = config(tmp_path, soft_targets={"gpus_per_replica": 1})
-    with pytest.raises(ConfigError, match=r"each teacher replica asks for \{CPU: 1, GPU: 1\}.*"
-                                          r"set soft_targets.gpus_per_replica to 0 \(CPU inference\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"each teacher replica asks for \{CPU: 1, GPU: 1\}.*"
+        r"set soft_targets.gpus_per_replica to 0 \(CPU inference\)",
+    ):
         check_fits(cfg, ["teacher"], [CPU2])
     assert check_fits(cfg, ["train"], [CPU2]) == []  # each stage checks only what it runs
 
 
 def test_more_workers_than_a_fixed_cluster_holds_at_once_are_refused(tmp_path):
     cfg = config(tmp_path, scaling={"num_workers": 4, "resources_per_worker": {"CPU": 4}})
-    with pytest.raises(ConfigError, match=r"scaling.num_workers=4 training workers of \{CPU: 4\} must run at once, "
-                                          r"but this Ray cluster \(no autoscaler\) holds only 2.*Lower scaling.num_workers to 2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"scaling.num_workers=4 training workers of \{CPU: 4\} must run at once, "
+        r"but this Ray cluster \(no autoscaler\) holds only 2.*Lower scaling.num_workers to 2",
+    ):
         check_fits(cfg, ["train"], [HEAD, A10G])
     spread = config(tmp_path, scaling={"num_workers": 2, "placement_strategy": "STRICT_SPREAD"})
     with pytest.raises(ConfigError, match="on distinct nodes"):
@@ -119,7 +139,9 @@ def test_more_workers_than_a_fixed_cluster_holds_at_once_are_refused(tmp_path):
 
 def test_a_sweep_trial_must_fit_next_to_its_workers(tmp_path):
     cfg = config(tmp_path, scaling={"num_workers": 2}, tune={"trial_cpus": 0.5})
-    with pytest.raises(ConfigError, match=r"a sweep trial needs \{CPU: 0.5\} \(tune.trial_cpus\).*holds only 2 of those 3"):
+    with pytest.raises(
+        ConfigError, match=r"a sweep trial needs \{CPU: 0.5\} \(tune.trial_cpus\).*holds only 2 of those 3"
+    ):
         check_fits(cfg, ["sweep"], [CPU2])
     assert check_fits(cfg, ["sweep"], [{"CPU": 3.0}]) == []  # a local sweep declares extra logical CPUs
 
@@ -154,13 +176,21 @@ def test_an_autoscaling_cluster_with_known_node_types_checks_the_types_not_the_c
 def test_worker_bundle_mirrors_ray_train_scaling_config(tmp_path):
     from ray.train import ScalingConfig
 
-    for scaling in ({}, {"use_gpu": True}, {"resources_per_worker": {"CPU": 2}},
-                    {"use_gpu": True, "resources_per_worker": {"CPU": 4}},
-                    {"use_gpu": True, "accelerator_type": "A10G", "resources_per_worker": {"CPU": 4, "GPU": 2}}):
+    for scaling in (
+        {},
+        {"use_gpu": True},
+        {"resources_per_worker": {"CPU": 2}},
+        {"use_gpu": True, "resources_per_worker": {"CPU": 4}},
+        {"use_gpu": True, "accelerator_type": "A10G", "resources_per_worker": {"CPU": 4, "GPU": 2}},
+    ):
         cfg = config(tmp_path, scaling=scaling)
         s = cfg.scaling
-        ray_side = ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=s.resources_per_worker,
-                                 accelerator_type=s.accelerator_type)._resources_per_worker_not_none
+        ray_side = ScalingConfig(
+            num_workers=s.num_workers,
+            use_gpu=s.use_gpu,
+            resources_per_worker=s.resources_per_worker,
+            accelerator_type=s.accelerator_type,
+        )._resources_per_worker_not_none
         assert worker_bundle(cfg)[0] == ray_side, scaling
 
 
@@ -168,7 +198,9 @@ def test_needs_soft_targets(tmp_path):
     teacher = {"student": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-tiny"}}
     assert not needs_soft_targets(config(tmp_path, methods=[{"name": "scratch"}]))
     assert needs_soft_targets(config(tmp_path, models=teacher, methods=[{"name": "kd_logits"}]))
-    assert not needs_soft_targets(config(tmp_path, models=teacher, methods=[{"name": "kd_logits", "teacher_source": "online"}]))
+    assert not needs_soft_targets(
+        config(tmp_path, models=teacher, methods=[{"name": "kd_logits", "teacher_source": "online"}])
+    )
 
 
 # ------------------------------------------------------------------ entry points refuse before any work
@@ -221,13 +253,19 @@ def test_a_lone_local_mode_run_is_checked_against_this_machine_without_starting_
     monkeypatch.setattr(launcher, "ensure_ray", no_ray)
     monkeypatch.setattr(launcher, "prepare_data", prepare)
     monkeypatch.setattr(preflight, "machine_resources", lambda: dict(CPU2))
-    big = config(tmp_path, methods=[{"name": "scratch"}], scaling={"local_mode": True, "resources_per_worker": {"CPU": 4}})
+    big = config(
+        tmp_path, methods=[{"name": "scratch"}], scaling={"local_mode": True, "resources_per_worker": {"CPU": 4}}
+    )
     with pytest.raises(ConfigError) as err:
         launcher.train(big, "scratch", log=lambda message: None)
-    assert ("each training worker asks for {CPU: 4}, but this machine does not have CPU: 4 (this machine: "
-            "1 x {CPU: 2}). To fix: lower scaling.resources_per_worker.CPU to at most 2") in str(err.value)
+    assert (
+        "each training worker asks for {CPU: 4}, but this machine does not have CPU: 4 (this machine: "
+        "1 x {CPU: 2}). To fix: lower scaling.resources_per_worker.CPU to at most 2"
+    ) in str(err.value)
     assert not (big.experiment_dir / "data").exists() and not (big.experiment_dir / "runs").exists()
-    fits = config(tmp_path, methods=[{"name": "scratch"}], scaling={"local_mode": True, "resources_per_worker": {"CPU": 2}})
+    fits = config(
+        tmp_path, methods=[{"name": "scratch"}], scaling={"local_mode": True, "resources_per_worker": {"CPU": 2}}
+    )
     with pytest.raises(Prepared):  # checked, no Ray, on to the data
         launcher.train(fits, "scratch", log=lambda message: None)
 
@@ -266,8 +304,11 @@ def gcs(monkeypatch, tmp_path):
 
     kv: dict[bytes, bytes] = {}
     monkeypatch.setattr(ray._private.state.state, "get_cluster_config", lambda: None)
-    monkeypatch.setattr(ray.experimental.internal_kv, "_internal_kv_get",
-                        lambda key, namespace=None: kv.get(key.encode() if isinstance(key, str) else key))
+    monkeypatch.setattr(
+        ray.experimental.internal_kv,
+        "_internal_kv_get",
+        lambda key, namespace=None: kv.get(key.encode() if isinstance(key, str) else key),
+    )
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RAY_USAGE_STATS_KUBERAY_IN_USE", raising=False)
     (tmp_path / "home").mkdir()
@@ -277,12 +318,21 @@ def gcs(monkeypatch, tmp_path):
 def monitor_status(*node_types: str) -> bytes:
     import json
 
-    return json.dumps({"autoscaler_report": {"active_nodes": {t: 1 for t in node_types}, "idle_nodes": None,
-                                             "pending_launches": {}, "node_type_mapping": {}}}).encode()
+    return json.dumps(
+        {
+            "autoscaler_report": {
+                "active_nodes": {t: 1 for t in node_types},
+                "idle_nodes": None,
+                "pending_launches": {},
+                "node_type_mapping": {},
+            }
+        }
+    ).encode()
 
 
 def test_a_local_or_hand_started_ray_is_a_fixed_cluster(gcs):
     from ray._private import ray_constants
+
     from ray_t2t.preflight import _autoscaler
 
     assert _autoscaler() == (None, False)  # nothing reported yet
@@ -293,6 +343,7 @@ def test_a_local_or_hand_started_ray_is_a_fixed_cluster(gcs):
 def test_an_autoscaler_is_recognised_by_its_node_types(gcs, monkeypatch):
     import ray
     from ray._private import ray_constants
+
     from ray_t2t.preflight import _autoscaler
 
     gcs[ray_constants.DEBUG_AUTOSCALING_STATUS.encode()] = monitor_status("node_18ce8f86", "gpu-l4")  # KubeRay group
@@ -310,14 +361,22 @@ def test_on_a_ray_up_head_the_shipped_node_types_decide(gcs, tmp_path, shipped, 
     """The driver of a job runs on the head, where `ray up` left its config: node types are known."""
     import shutil
 
-    from conftest import REPO
     from ray_t2t.preflight import _autoscaler
+
+    from conftest import REPO
 
     shutil.copy(REPO / "cluster" / shipped, tmp_path / "home" / "ray_bootstrap_config.yaml")
     types, scalable = _autoscaler()
     assert scalable and {"CPU": 8.0, "GPU": 1.0, "accelerator_type:L4": 1.0} in types
-    one_l4 = config(tmp_path, scaling={"num_workers": 4, "use_gpu": True, "accelerator_type": "L4",
-                                       "resources_per_worker": {"CPU": 4, "GPU": 1}})
+    one_l4 = config(
+        tmp_path,
+        scaling={
+            "num_workers": 4,
+            "use_gpu": True,
+            "accelerator_type": "L4",
+            "resources_per_worker": {"CPU": 4, "GPU": 1},
+        },
+    )
     assert check_fits(one_l4, ["train"], [HEAD], types, scalable) == []  # no GPU node yet: the autoscaler adds them
     eight = config(tmp_path, scaling={"use_gpu": True, "resources_per_worker": {"GPU": 8}})
     with pytest.raises(ConfigError, match=f"lower scaling.resources_per_worker.GPU to at most {most_gpus}"):

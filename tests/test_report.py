@@ -10,8 +10,15 @@ import pytest
 from ray_t2t.cli import main
 from ray_t2t.errors import UserError
 from ray_t2t.ledger import write_record
-from ray_t2t.report import (build_report, mean_ci, pareto_front, relative_target, students_to_break_even,
-                            t_quantile, time_to_target)
+from ray_t2t.report import (
+    build_report,
+    mean_ci,
+    pareto_front,
+    relative_target,
+    students_to_break_even,
+    t_quantile,
+    time_to_target,
+)
 
 PRICE = 3.6  # per device-hour, one device: cost = train_s / 1000
 
@@ -24,16 +31,43 @@ def curve(train_s: float, reach_step: int, max_steps: int = 1000, every: int = 1
         wall = train_s * step / max_steps
         device_s = wall * devices
         wer = 1.0 - 0.5 * step / reach_step
-        points.append({"step": step, "wall_s": wall, "device_s": device_s, "cost": device_s / 3600 * PRICE,
-                       "tokens": step * 1000, "energy_j": None, "train_loss": 2.0 - step / max_steps,
-                       "val_loss": 1.5, "val_token_accuracy": 0.5, "val_wer": wer, "val_per": wer / 3,
-                       "val_exact_match": 1 - wer})
+        points.append(
+            {
+                "step": step,
+                "wall_s": wall,
+                "device_s": device_s,
+                "cost": device_s / 3600 * PRICE,
+                "tokens": step * 1000,
+                "energy_j": None,
+                "train_loss": 2.0 - step / max_steps,
+                "val_loss": 1.5,
+                "val_token_accuracy": 0.5,
+                "val_wer": wer,
+                "val_per": wer / 3,
+                "val_exact_match": 1 - wer,
+            }
+        )
     return points
 
 
-def training_record(label, method, seed, train_s, reach_step, test_wer, *, model="student", group=None,
-                    params=None, target="wer <= 0.5", total_params=520_000, trainable=520_000,
-                    size=2_100_000, architecture_key="student-arch", training_only=0):
+def training_record(
+    label,
+    method,
+    seed,
+    train_s,
+    reach_step,
+    test_wer,
+    *,
+    model="student",
+    group=None,
+    params=None,
+    target="wer <= 0.5",
+    total_params=520_000,
+    trainable=520_000,
+    size=2_100_000,
+    architecture_key="student-arch",
+    training_only=0,
+):
     """A finished run record with the fields and structure of ray_t2t.train.loop.finish()."""
     devices = 1.0
     points = curve(train_s, reach_step)
@@ -56,15 +90,34 @@ def training_record(label, method, seed, train_s, reach_step, test_wer, *, model
         "stopped_at_target": False,
         "resumes": 0,
         "steps": {"planned": 1000, "done": 1000},
-        "model": {"family": "encoder_decoder", "architecture": "t5", "total_params": total_params,
-                  "trainable_params": trainable, "training_only_params": training_only, "size_on_disk_bytes": size,
-                  "export_path": f"/x/runs/{label}/model", "architecture_key": architecture_key},
+        "model": {
+            "family": "encoder_decoder",
+            "architecture": "t5",
+            "total_params": total_params,
+            "trainable_params": trainable,
+            "training_only_params": training_only,
+            "size_on_disk_bytes": size,
+            "export_path": f"/x/runs/{label}/model",
+            "architecture_key": architecture_key,
+        },
         "data": {"task": "g2p_cmudict", "train_examples": 20_000, "tokens_seen": tokens},
-        "hardware": {"workers": 1, "device_type": "cpu", "devices_per_worker": devices, "devices": devices,
-                     "host_cpu": "x86_64", "host_cpu_count": 2,
-                     "placement": {"pinned": True, "cpus": [seed % 2], "threads": 1}},
-        "times": {"setup_s": 3.0, "train_s": train_s, "eval_s": 10.0, "checkpoint_s": 1.0, "finish_s": 2.0,
-                  "total_s": train_s + 16.0},
+        "hardware": {
+            "workers": 1,
+            "device_type": "cpu",
+            "devices_per_worker": devices,
+            "devices": devices,
+            "host_cpu": "x86_64",
+            "host_cpu_count": 2,
+            "placement": {"pinned": True, "cpus": [seed % 2], "threads": 1},
+        },
+        "times": {
+            "setup_s": 3.0,
+            "train_s": train_s,
+            "eval_s": 10.0,
+            "checkpoint_s": 1.0,
+            "finish_s": 2.0,
+            "total_s": train_s + 16.0,
+        },
         "device_seconds": device_s,
         "cost": {"currency": "USD", "price_per_device_hour": PRICE, "total": device_s / 3600 * PRICE},
         "tokens_per_s": tokens / train_s,
@@ -75,11 +128,19 @@ def training_record(label, method, seed, train_s, reach_step, test_wer, *, model
         "energy_j": None,
         "learning_curve": points,
         "target": parsed,
-        "time_to_target": None if reached is None else {k: reached[k] for k in ("step", "wall_s", "device_s", "cost",
-                                                                                  "tokens", "energy_j")},
-        "final": {"validation": {k.removeprefix("val_"): v for k, v in points[-1].items() if k.startswith("val_")},
-                  "test": {"loss": 1.4, "token_accuracy": 0.8, "wer": test_wer, "per": test_wer / 3,
-                           "exact_match": 1 - test_wer}},
+        "time_to_target": None
+        if reached is None
+        else {k: reached[k] for k in ("step", "wall_s", "device_s", "cost", "tokens", "energy_j")},
+        "final": {
+            "validation": {k.removeprefix("val_"): v for k, v in points[-1].items() if k.startswith("val_")},
+            "test": {
+                "loss": 1.4,
+                "token_accuracy": 0.8,
+                "wer": test_wer,
+                "per": test_wer / 3,
+                "exact_match": 1 - test_wer,
+            },
+        },
         "metric": {"name": "wer", "higher_is_better": False},
         "timestamps": {"first_step": 1.0, "last_step": 2.0, "record_written": 3.0},
     }
@@ -91,19 +152,39 @@ def training_record(label, method, seed, train_s, reach_step, test_wer, *, model
 def inference_record(cost=0.5, storage_per_month=0.01, teacher_cost=3.0):
     """A teacher-inference record with the fields of ray_t2t.soft_targets.inference_record()."""
     return {
-        "record_version": 1, "kind": "teacher_inference", "experiment": "synthetic", "label": "soft_targets:teacher",
-        "method": "teacher_inference", "status": "finished",
-        "teacher": {"label": "teacher", "path": "/x/runs/teacher/model", "pre_existing": False,
-                    "training_device_seconds": teacher_cost * 1000, "training_cost": teacher_cost},
+        "record_version": 1,
+        "kind": "teacher_inference",
+        "experiment": "synthetic",
+        "label": "soft_targets:teacher",
+        "method": "teacher_inference",
+        "status": "finished",
+        "teacher": {
+            "label": "teacher",
+            "path": "/x/runs/teacher/model",
+            "pre_existing": False,
+            "training_device_seconds": teacher_cost * 1000,
+            "training_cost": teacher_cost,
+        },
         "settings": {"top_k": 32, "temperature": 1.0, "generations": "none", "batch_size": 256},
-        "hardware": {"workers": 1, "device_type": "cpu", "devices_per_worker": 1.0, "devices": 1.0,
-                     "host_cpu": "x86_64", "host_cpu_count": 2},
+        "hardware": {
+            "workers": 1,
+            "device_type": "cpu",
+            "devices_per_worker": 1.0,
+            "devices": 1.0,
+            "host_cpu": "x86_64",
+            "host_cpu_count": 2,
+        },
         "times": {"busy_s": cost * 1000, "wall_s": cost * 1000},
         "device_seconds": cost * 1000,
-        "cost": {"currency": "USD", "price_per_device_hour": PRICE, "total": cost,
-                 "storage_per_month": storage_per_month},
+        "cost": {
+            "currency": "USD",
+            "price_per_device_hour": PRICE,
+            "total": cost,
+            "storage_per_month": storage_per_month,
+        },
         "data": {"examples": 20_000, "source_tokens": 170_000, "target_tokens": 147_000, "tokens": 317_000},
-        "tokens_per_s": 317_000 / (cost * 1000), "tokens_per_s_per_replica": 317_000 / (cost * 1000),
+        "tokens_per_s": 317_000 / (cost * 1000),
+        "tokens_per_s_per_replica": 317_000 / (cost * 1000),
         "storage": {"bytes": 11_700_000, "bytes_per_target_token": 79.5, "shards": 5},
     }
 
@@ -124,11 +205,16 @@ def experiment(tmp_path):
     run_dir = tmp_path / "synthetic"
     for label, method, seed, train_s, reach, wer in STUDENTS:
         params = {"teacher_source": "offline", "alpha": 0.5} if method == "kd_logits" else None
-        write_record(run_dir / "sweep" / f"{label}_seed{seed}",
-                     training_record(label, method, seed, train_s, reach, wer, group=label, params=params))
-    write_record(run_dir / "runs" / "teacher",
-                 training_record("teacher", "scratch", 0, 3000.0, 300, 0.30, model="teacher",
-                                 total_params=2_160_000, trainable=2_160_000))
+        write_record(
+            run_dir / "sweep" / f"{label}_seed{seed}",
+            training_record(label, method, seed, train_s, reach, wer, group=label, params=params),
+        )
+    write_record(
+        run_dir / "runs" / "teacher",
+        training_record(
+            "teacher", "scratch", 0, 3000.0, 300, 0.30, model="teacher", total_params=2_160_000, trainable=2_160_000
+        ),
+    )
     write_record(run_dir / "soft_targets" / "teacher", inference_record())
     return run_dir
 
@@ -155,9 +241,17 @@ def half_width(text: str) -> float:
 # ------------------------------------------------------------------------------------ statistics
 
 
-@pytest.mark.parametrize("p, df, expected", [(0.975, 1, 12.7062047362), (0.975, 2, 4.3026527299),
-                                             (0.975, 10, 2.2281388520), (0.995, 4, 4.6040948714),
-                                             (0.95, 3, 2.3533634348), (0.025, 2, -4.3026527299)])
+@pytest.mark.parametrize(
+    "p, df, expected",
+    [
+        (0.975, 1, 12.7062047362),
+        (0.975, 2, 4.3026527299),
+        (0.975, 10, 2.2281388520),
+        (0.995, 4, 4.6040948714),
+        (0.95, 3, 2.3533634348),
+        (0.025, 2, -4.3026527299),
+    ],
+)
 def test_t_quantile_matches_tables(p, df, expected):
     assert t_quantile(p, df) == pytest.approx(expected, abs=1e-8)
 
@@ -178,8 +272,14 @@ def test_mean_ci_equals_hand_computed_values():
 def test_time_to_target_is_interpolated_between_evaluations():
     points = curve(1000.0, reach_step=600)
     hit = time_to_target(points, "wer", "<=", 0.5)
-    assert hit == {"step": 600, "wall_s": 600.0, "device_s": 600.0, "cost": pytest.approx(0.6), "tokens": 600_000,
-                   "energy_j": None}
+    assert hit == {
+        "step": 600,
+        "wall_s": 600.0,
+        "device_s": 600.0,
+        "cost": pytest.approx(0.6),
+        "tokens": 600_000,
+        "energy_j": None,
+    }
     # wer 0.55 lies 40% of the way from step 500 (0.583) to step 600 (0.5): not rounded up to 600
     assert time_to_target(points, "wer", "<=", 0.55)["step"] == pytest.approx(540)
     assert time_to_target(points, "wer", "<=", 0.55)["wall_s"] == pytest.approx(540.0)
@@ -200,7 +300,8 @@ def test_relative_target_both_directions():
     assert (higher.op, higher.value) == (">=", pytest.approx(28.5))
     # on a curve falling linearly to 0.5 at step 600: wer <= 0.421 at step 2 (1 - 0.421) 600 = 694.7
     assert time_to_target(curve(1000.0, 600), lower.metric, lower.op, lower.value)["step"] == pytest.approx(
-        2 * (1 - 0.40 / 0.95) * 600)
+        2 * (1 - 0.40 / 0.95) * 600
+    )
     with pytest.raises(UserError, match="above 0"):
         relative_target(0.4, 0, "wer", False)
 
@@ -305,8 +406,9 @@ def test_a_fine_tune_is_charged_the_pretraining_it_starts_from(tmp_path):
     finetune["model"]["initialized_from"] = pretrain["model"]["export_path"]
     write_record(run_dir / "runs" / "finetune", finetune)
     write_record(run_dir / "runs" / "scratch", training_record("scratch", "scratch", 0, 900.0, 600, 0.4))
-    write_record(run_dir / "runs" / "teacher", training_record("teacher", "scratch", 0, 2000.0, 300, 0.3,
-                                                               model="teacher"))
+    write_record(
+        run_dir / "runs" / "teacher", training_record("teacher", "scratch", 0, 2000.0, 300, 0.3, model="teacher")
+    )
     write_record(run_dir / "runs" / "kd_logits", training_record("kd_logits", "kd_logits", 0, 100.0, 300, 0.4))
     report = build_report(run_dir, plots=False)
     rows = read_table((run_dir / "report" / "report.md").read_text(), "Time to target")
@@ -330,14 +432,16 @@ def test_without_a_target_the_amortization_compares_normal_methods_at_least_as_g
     cheaper but worse one is not the same quality. None as good: said so, no break-even."""
     run_dir = tmp_path / "x"
     write_record(run_dir / "runs" / "scratch", training_record("scratch", "scratch", 0, 100.0, 300, 0.5, target=None))
-    write_record(run_dir / "runs" / "kd_logits", training_record("kd_logits", "kd_logits", 0, 300.0, 300, 0.3,
-                                                                 target=None))
+    write_record(
+        run_dir / "runs" / "kd_logits", training_record("kd_logits", "kd_logits", 0, 300.0, 300, 0.3, target=None)
+    )
     (row,) = build_report(run_dir, plots=False).data["amortization"]
     assert row["baseline"] is None and row["basis"] == "whole run; no normal method as good"
     summary = build_report(run_dir, plots=False).summary
     assert "kd_logits: no normal method of this size here ended at test wer 0.3 or lower: no cheaper way" in summary
-    write_record(run_dir / "runs" / "finetune", training_record("finetune", "finetune", 0, 600.0, 300, 0.25,
-                                                                target=None))
+    write_record(
+        run_dir / "runs" / "finetune", training_record("finetune", "finetune", 0, 600.0, 300, 0.25, target=None)
+    )
     (row,) = build_report(run_dir, plots=False).data["amortization"]
     assert row["baseline"] == "finetune" and row["basis"] == "whole run"  # not scratch: cheaper, but wer 0.5
 
@@ -384,11 +488,12 @@ def test_target_override_and_bad_targets(experiment):
         build_report(experiment, target="wer <= 0.2", target_relative=0.9, plots=False)
 
 
-
 def test_never_and_partly_reached_groups_come_last(experiment):
     for seed, reach in ((0, 900), (1, 5000)):  # lora: one seed reaches wer <= 0.5 at step 900, one never
-        write_record(experiment / "sweep" / f"lora_seed{seed}",
-                     training_record("lora", "lora", seed, 100.0, reach, 0.6, group="lora"))
+        write_record(
+            experiment / "sweep" / f"lora_seed{seed}",
+            training_record("lora", "lora", seed, 100.0, reach, 0.6, group="lora"),
+        )
     write_record(experiment / "runs" / "partial", training_record("partial", "partial", 0, 50.0, 5000, 0.7))
     report = build_report(experiment, plots=False)
     rows = read_table((experiment / "report" / "report.md").read_text(), "Time to target")
@@ -405,12 +510,13 @@ def test_never_and_partly_reached_groups_come_last(experiment):
     assert cheapest["tests"]["lora"]["difference"] > 0 and cheapest["tests"]["partial"]["p"] is None
     assert report.data["winners"]["cost_to_target"] is None
     kd = report.data["amortization"][0]
-    assert kd["baseline"] == "scratch" and kd["break_even_students"] == 12  # not lora, which one seed never brought there
+    assert (
+        kd["baseline"] == "scratch" and kd["break_even_students"] == 12
+    )  # not lora, which one seed never brought there
 
 
 def test_records_that_disagree_on_the_target_need_one(experiment):
-    write_record(experiment / "runs" / "lora", training_record("lora", "lora", 0, 100.0, 300, 0.6,
-                                                               target="wer <= 0.3"))
+    write_record(experiment / "runs" / "lora", training_record("lora", "lora", 0, 100.0, 300, 0.6, target="wer <= 0.3"))
     with pytest.raises(UserError, match="disagree on the target.*--target"):
         build_report(experiment, plots=False)
     assert build_report(experiment, target="wer <= 0.3", plots=False).data["target"]["value"] == 0.3
@@ -444,8 +550,10 @@ def test_empty_folder_says_what_to_run(tmp_path):
 
 
 def test_failed_runs_are_left_out_and_listed(experiment):
-    write_record(experiment / "runs" / "lora", {"label": "lora", "method": "lora", "run_hash": "h",
-                                                "status": "failed", "reason": "RuntimeError: boom"})
+    write_record(
+        experiment / "runs" / "lora",
+        {"label": "lora", "method": "lora", "run_hash": "h", "status": "failed", "reason": "RuntimeError: boom"},
+    )
     build_report(experiment, plots=False)
     markdown = (experiment / "report" / "report.md").read_text()
     assert "lora" not in read_table(markdown, "Comparison")
@@ -486,8 +594,10 @@ def test_cli_report(experiment, tmp_path, capsys):
 def three_seeds(run_dir, label, method, train_s, reaches, wers, **kwargs):
     """Sweep trials of one group, a seed each: train_s, reach step and test wer per seed."""
     for seed, (seconds, reach, wer) in enumerate(zip(train_s, reaches, wers)):
-        write_record(run_dir / "sweep" / f"{label}-seed{seed}",
-                     training_record(label, method, seed, seconds, reach, wer, group=label, **kwargs))
+        write_record(
+            run_dir / "sweep" / f"{label}-seed{seed}",
+            training_record(label, method, seed, seconds, reach, wer, group=label, **kwargs),
+        )
 
 
 def test_a_student_of_another_size_is_shown_apart_and_never_ranked(tmp_path):
@@ -496,8 +606,16 @@ def test_a_student_of_another_size_is_shown_apart_and_never_ranked(tmp_path):
     run_dir = tmp_path / "x"
     three_seeds(run_dir, "scratch", "scratch", [1000.0, 1010.0, 990.0], [600, 620, 580], [0.45, 0.46, 0.44])
     three_seeds(run_dir, "finetune", "finetune", [1000.0, 1000.0, 1000.0], [800, 820, 790], [0.47, 0.48, 0.47])
-    three_seeds(run_dir, "sft", "sft", [1000.0, 1000.0, 1000.0], [100, 110, 90], [0.30, 0.31, 0.29],
-                total_params=1_446_976, architecture_key="wide")
+    three_seeds(
+        run_dir,
+        "sft",
+        "sft",
+        [1000.0, 1000.0, 1000.0],
+        [100, 110, 90],
+        [0.30, 0.31, 0.29],
+        total_params=1_446_976,
+        architecture_key="wide",
+    )
     report = build_report(run_dir, plots=False, formats=("md",))
     students = report.data["verdicts"][0]
     assert sorted(students["groups"]) == ["finetune", "scratch"] and "0.52M parameters" in students["size_class"]
@@ -517,8 +635,10 @@ def test_same_seed_runs_count_once_and_are_listed(tmp_path):
     """A `ray-t2t train` of scratch beside the sweep's scratch trial with the same seed is a rerun, not a
     second replicate."""
     run_dir = tmp_path / "x"
-    write_record(run_dir / "sweep" / "scratch-seed0", training_record("scratch", "scratch", 0, 1000.0, 600, 0.45,
-                                                                        group="scratch"))
+    write_record(
+        run_dir / "sweep" / "scratch-seed0",
+        training_record("scratch", "scratch", 0, 1000.0, 600, 0.45, group="scratch"),
+    )
     write_record(run_dir / "runs" / "scratch", training_record("scratch", "scratch", 0, 700.0, 400, 0.40))
     report = build_report(run_dir, plots=False, formats=("md",))
     (group,) = report.data["groups"]
@@ -534,8 +654,10 @@ def test_same_seed_runs_count_once_and_are_listed(tmp_path):
 
 def test_runs_of_one_label_but_other_settings_are_not_replicates(tmp_path):
     run_dir = tmp_path / "x"
-    write_record(run_dir / "sweep" / "scratch-seed0", training_record("scratch", "scratch", 0, 1000.0, 600, 0.45,
-                                                                        group="scratch"))
+    write_record(
+        run_dir / "sweep" / "scratch-seed0",
+        training_record("scratch", "scratch", 0, 1000.0, 600, 0.45, group="scratch"),
+    )
     other = training_record("scratch", "scratch", 1, 500.0, 300, 0.40, group="scratch")
     other["setting_hash"] = "another-learning-rate"
     write_record(run_dir / "sweep" / "scratch-seed1", other)
@@ -551,12 +673,18 @@ def test_close_methods_get_no_winner_and_the_figures_are_given(tmp_path):
     verdict = report.data["verdicts"][0]
     assert verdict["fastest"]["winner"] is None and verdict["fastest"]["leader"] == "scratch"
     assert verdict["best_final_quality"]["winner"] is None
-    assert report.data["winners"] == {"size_class": verdict["size_class"], "time_to_target": None,
-                                      "cost_to_target": None, "final_quality": None}
+    assert report.data["winners"] == {
+        "size_class": verdict["size_class"],
+        "time_to_target": None,
+        "cost_to_target": None,
+        "final_quality": None,
+    }
     line = next(line for line in report.summary.splitlines() if "fastest to target" in line)
     assert "no significant difference: scratch 570 ± 188 s vs finetune 583.3 ± 94 s (p = 0.8" in line
-    assert "Not significant at this many seeds: fastest to the target; cheapest to the target; best in final " \
-           "quality." in report.summary
+    assert (
+        "Not significant at this many seeds: fastest to the target; cheapest to the target; best in final "
+        "quality." in report.summary
+    )
 
 
 def test_a_group_most_of_whose_seeds_reached_the_target_shows_its_median(tmp_path):
@@ -578,12 +706,21 @@ def test_a_group_most_of_whose_seeds_reached_the_target_shows_its_median(tmp_pat
 
 def test_break_even_is_stated_with_its_interval_when_the_saving_is_significant(tmp_path):
     run_dir = tmp_path / "x"
-    write_record(run_dir / "runs" / "teacher", training_record("teacher", "scratch", 0, 3000.0, 300, 0.3,
-                                                               model="teacher", total_params=1_040_000))
+    write_record(
+        run_dir / "runs" / "teacher",
+        training_record("teacher", "scratch", 0, 3000.0, 300, 0.3, model="teacher", total_params=1_040_000),
+    )
     # scratch reaches the target for 0.60 each (sd 0.01), kd_logits for 0.30 (sd 0.01): a saving of 0.30
     three_seeds(run_dir, "scratch", "scratch", [1000.0] * 3, [590, 600, 610], [0.45, 0.46, 0.44])
-    three_seeds(run_dir, "kd_logits", "kd_logits", [1000.0] * 3, [290, 300, 310], [0.45, 0.44, 0.45],
-                params={"teacher_source": "online"})
+    three_seeds(
+        run_dir,
+        "kd_logits",
+        "kd_logits",
+        [1000.0] * 3,
+        [290, 300, 310],
+        [0.45, 0.44, 0.45],
+        params={"teacher_source": "online"},
+    )
     report = build_report(run_dir, plots=False, formats=("md",))
     (row,) = report.data["amortization"]
     result = row["break_even"]
@@ -602,11 +739,15 @@ def test_a_method_lower_on_the_seeds_that_reached_but_not_on_all_is_not_called_t
     line says so rather than "no significant difference"."""
     run_dir = tmp_path / "x"
     for seed, reach in enumerate([500, 510, 520, 505, 5000]):  # 600 s runs: 300-312 s to target, or more than 600
-        write_record(run_dir / "sweep" / f"scratch-seed{seed}",
-                     training_record("scratch", "scratch", seed, 600.0, reach, 0.45, group="scratch"))
+        write_record(
+            run_dir / "sweep" / f"scratch-seed{seed}",
+            training_record("scratch", "scratch", seed, 600.0, reach, 0.45, group="scratch"),
+        )
     for seed, reach in enumerate([700, 720, 710, 705, 715]):
-        write_record(run_dir / "sweep" / f"finetune-seed{seed}",
-                     training_record("finetune", "finetune", seed, 1000.0, reach, 0.45, group="finetune"))
+        write_record(
+            run_dir / "sweep" / f"finetune-seed{seed}",
+            training_record("finetune", "finetune", seed, 1000.0, reach, 0.45, group="finetune"),
+        )
     report = build_report(run_dir, plots=False, formats=("md",))
     fastest = report.data["verdicts"][0]["fastest"]
     assert fastest["leader"] == "finetune" and fastest["winner"] is None

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import minimal_config, train_locally
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import prepare_data
@@ -19,6 +18,8 @@ from ray_t2t.ledger import read_record
 from ray_t2t.models import build_model
 from ray_t2t.soft_targets import TeacherReplica, produce_soft_targets
 from ray_t2t.teachers import MANIFEST, load_soft_targets, resolve_teacher, shard_name, verify_manifest
+
+from conftest import minimal_config, train_locally
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 ROWS_PER_SHARD = 128  # 300 training examples -> shards of 128, 128, 44
@@ -40,8 +41,14 @@ def write_all_shards_in_process(cfg, prepared) -> tuple:
     teacher = resolve_teacher(cfg)
     folder = cfg.experiment_dir / "soft_targets" / teacher.label
     folder.mkdir(parents=True, exist_ok=True)
-    replica = TeacherReplica({"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path),
-                              "teacher_path": teacher.path, "folder": str(folder)})
+    replica = TeacherReplica(
+        {
+            "config": cfg.model_dump(mode="json"),
+            "data_path": str(prepared.path),
+            "teacher_path": teacher.path,
+            "folder": str(folder),
+        }
+    )
     for index in range(3):
         replica.write_shard(index)
     return replica, folder
@@ -189,12 +196,18 @@ def test_kd_collate_aligns_teacher_rows_with_labelled_positions(tmp_path, preset
     raw = cfg.model_dump(mode="json")
     raw["methods"] = [{"name": "kd_logits", "top_k": 4, "temperature": 2.0}]
     kd_cfg = validate_config(raw)
-    setup = Setup(kd_cfg, kd_cfg.methods[0], replica.tokenizer, seed=0,
-                  encoder_decoder=replica.encoder_decoder,
-                  extras={"soft_targets": [str(folder)], "stored_temperatures": [1.0]})
+    setup = Setup(
+        kd_cfg,
+        kd_cfg.methods[0],
+        replica.tokenizer,
+        seed=0,
+        encoder_decoder=replica.encoder_decoder,
+        extras={"soft_targets": [str(folder)], "stored_temperatures": [1.0]},
+    )
     indices = [3, 150, 299]
-    batch = kd_collate(setup, [replica.source_ids[i] for i in indices], [replica.target_ids[i] for i in indices],
-                       indices=indices)
+    batch = kd_collate(
+        setup, [replica.source_ids[i] for i in indices], [replica.target_ids[i] for i in indices], indices=indices
+    )
     positions = sum(len(replica.target_ids[i]) for i in indices)
     assert batch["teacher_topk_ids"].shape == (positions, 4)
     # the teacher itself as the student: its own distribution, so the divergence is ~0
@@ -225,14 +238,22 @@ def test_kd_sequence_trains_on_the_teachers_generations(tmp_path):
         raw = cfg.model_dump(mode="json")
         raw["methods"] = [{"name": "kd_sequence", "gold_mix": gold_mix}]
         seq_cfg = validate_config(raw)
-        setup = Setup(seq_cfg, seq_cfg.methods[0], replica.tokenizer, seed=0, encoder_decoder=True,
-                      extras={"soft_targets": [str(folder)]})
+        setup = Setup(
+            seq_cfg,
+            seq_cfg.methods[0],
+            replica.tokenizer,
+            seed=0,
+            encoder_decoder=True,
+            extras={"soft_targets": [str(folder)]},
+        )
         labels = seq_collate(setup, sources, golds, indices=indices)["labels"].tolist()
         return [[t for t in row if t != -100] for row in labels]
 
     teacher_only = labels_with(0.0)
     assert all(row[-1] == eos for row in teacher_only)
-    assert teacher_only == [g if g[-1:] == [eos] else g + [eos] for g in (generations[i] or golds[n] for n, i in enumerate(indices))]
+    assert teacher_only == [
+        g if g[-1:] == [eos] else g + [eos] for g in (generations[i] or golds[n] for n, i in enumerate(indices))
+    ]
     half = labels_with(0.5)
     kept = [keeps_gold(i, 0.5, 0) for i in indices]
     assert 10 < sum(kept) < 30
@@ -267,8 +288,13 @@ def test_a_teacher_job_killed_mid_run_resumes_to_exactly_one_row_per_example(tmp
     config.write_text(yaml.safe_dump(raw))
     folder = tmp_path / "runs" / "test" / "soft_targets" / "teacher"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    job = subprocess.Popen([ray_t2t_bin, "teacher", str(config)], env=env, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [ray_t2t_bin, "teacher", str(config)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while not (folder / shard_name(0)).exists() and job.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -278,8 +304,7 @@ def test_a_teacher_job_killed_mid_run_resumes_to_exactly_one_row_per_example(tmp
     kept = sorted(folder.glob("shard-*.parquet"))
     assert 1 <= len(kept) < 24 and not (folder / MANIFEST).exists(), "the kill did not land mid-run"
 
-    done = subprocess.run([ray_t2t_bin, "teacher", str(config)], env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([ray_t2t_bin, "teacher", str(config)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert f"{24 - len(kept)} of 24 shards to compute" in done.stdout
     ids = read_ids(folder)
@@ -306,8 +331,9 @@ def test_a_one_teacher_mixture_is_kd_logits_and_duplicates_change_nothing(kind):
     single = kd_loss(logits, labels, ids, logprobs, True, params)
     mixed = mixture_kd_loss(logits, labels, ids[None], logprobs[None], [1.0], True, params)
     assert float(mixed.detach()) == pytest.approx(float(single.detach()), rel=1e-5)
-    twice = mixture_kd_loss(logits, labels, torch.stack([ids, ids]), torch.stack([logprobs, logprobs]), [0.3, 0.7],
-                            True, params)
+    twice = mixture_kd_loss(
+        logits, labels, torch.stack([ids, ids]), torch.stack([logprobs, logprobs]), [0.3, 0.7], True, params
+    )
     assert float(twice.detach()) == pytest.approx(float(single.detach()), rel=1e-5)
     twice.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
@@ -329,11 +355,17 @@ def test_kd_multi_teacher_student_learns_from_two_teachers(tmp_path):
     cfg = validate_config(raw)
     with pytest.raises(ConfigError, match="weights has 1 entries for 2 teacher"):
         get_method("kd_multi_teacher").check(cfg, cfg.methods[0].model_copy(update={"weights": [1.0]}))
-    for index, name in enumerate(("teacher_a", "teacher_b")):  # shards in this process: no Ray needed
+    for name in ("teacher_a", "teacher_b"):  # shards in this process: no Ray needed
         folder = cfg.experiment_dir / "soft_targets" / name
         folder.mkdir(parents=True)
-        replica = TeacherReplica({"config": cfg.model_dump(mode="json"), "data_path": str(prepared.path),
-                                  "teacher_path": str(tmp_path / name), "folder": str(folder)})
+        replica = TeacherReplica(
+            {
+                "config": cfg.model_dump(mode="json"),
+                "data_path": str(prepared.path),
+                "teacher_path": str(tmp_path / name),
+                "folder": str(folder),
+            }
+        )
         for shard in range(3):
             replica.write_shard(shard)
     from ray_t2t.train.launcher import prepare_method

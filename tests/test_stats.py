@@ -7,8 +7,16 @@ import pytest
 from scipy import stats as scipy_stats
 
 from ray_t2t.ledger import crossing
-from ray_t2t.stats import (Crossings, Stat, best_of, binomial_coverage, break_even_interval, median_interval,
-                           students_to_break_even, welch)
+from ray_t2t.stats import (
+    Crossings,
+    Stat,
+    best_of,
+    binomial_coverage,
+    break_even_interval,
+    median_interval,
+    students_to_break_even,
+    welch,
+)
 
 # ------------------------------------------------------------------------------------- intervals
 
@@ -38,8 +46,14 @@ def test_welch_by_hand():
     assert (test.low, test.high) == pytest.approx((-3 - half, -3 + half))
 
 
-@pytest.mark.parametrize("a, b", [([10.1, 11.9, 10.7, 11.2], [12.5, 13.9, 12.2]), ([0.91, 0.88, 0.95], [0.74, 0.79, 0.7]),
-                                  ([5.0, 5.1], [4.0, 9.0, 2.0, 7.5, 3.3])])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ([10.1, 11.9, 10.7, 11.2], [12.5, 13.9, 12.2]),
+        ([0.91, 0.88, 0.95], [0.74, 0.79, 0.7]),
+        ([5.0, 5.1], [4.0, 9.0, 2.0, 7.5, 3.3]),
+    ],
+)
 def test_welch_agrees_with_scipy(a, b):
     ours = welch(a, b, 0.95)
     theirs = scipy_stats.ttest_ind(a, b, equal_var=False)
@@ -59,12 +73,15 @@ def test_welch_needs_two_values_a_side_and_treats_no_spread_as_certain():
 
 
 def test_crossing_is_interpolated_between_the_evaluations_around_it():
-    curve = [{"step": 0, "wall_s": 0.0, "device_s": 0.0, "cost": 0.0, "tokens": 0, "val_wer": 1.0},
-             {"step": 100, "wall_s": 10.0, "device_s": 20.0, "cost": 0.2, "tokens": 1000, "val_wer": 0.8},
-             {"step": 200, "wall_s": 20.0, "device_s": 40.0, "cost": 0.4, "tokens": 2000, "val_wer": 0.6}]
+    curve = [
+        {"step": 0, "wall_s": 0.0, "device_s": 0.0, "cost": 0.0, "tokens": 0, "val_wer": 1.0},
+        {"step": 100, "wall_s": 10.0, "device_s": 20.0, "cost": 0.2, "tokens": 1000, "val_wer": 0.8},
+        {"step": 200, "wall_s": 20.0, "device_s": 40.0, "cost": 0.4, "tokens": 2000, "val_wer": 0.6},
+    ]
     hit = crossing(curve, "val_wer", "<=", 0.7)  # halfway from 0.8 (step 100) to 0.6 (step 200)
-    assert hit == pytest.approx({"step": 150, "wall_s": 15.0, "device_s": 30.0, "cost": 0.3, "tokens": 1500,
-                                 "energy_j": None})
+    assert hit == pytest.approx(
+        {"step": 150, "wall_s": 15.0, "device_s": 30.0, "cost": 0.3, "tokens": 1500, "energy_j": None}
+    )
     assert crossing(curve, "val_wer", "<=", 0.8)["step"] == 100  # met exactly at an evaluation
     assert crossing(curve, "val_wer", "<=", 0.65)["wall_s"] == pytest.approx(17.5)
     assert crossing(curve, "val_wer", "<=", 0.5) is None

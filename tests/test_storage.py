@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import minimal_config
 from ray_t2t import storage
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import PreparedData, prepare_data
@@ -19,6 +18,8 @@ from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import read_record, write_record
 from ray_t2t.preflight import check_storage_writable
 from ray_t2t.storage import Remote, local_copy, location, staged_folder
+
+from conftest import minimal_config
 
 
 def test_locations_parse_uris_with_their_options_and_join_like_paths():
@@ -32,7 +33,10 @@ def test_locations_parse_uris_with_their_options_and_join_like_paths():
     assert isinstance(location("runs/x"), Path) and isinstance(location("gs://b/x"), Remote)
     with pytest.raises(ValueError, match="unknown storage scheme ftp://"):
         location("ftp://host/x")
-    assert storage.uri_problem("file:///data/runs") == "'file:///data/runs': give a file:// location as a plain path (e.g. /data/runs)"
+    assert (
+        storage.uri_problem("file:///data/runs")
+        == "'file:///data/runs': give a file:// location as a plain path (e.g. /data/runs)"
+    )
 
 
 def test_remote_paths_read_write_list_and_remove(s3_bucket):
@@ -43,11 +47,19 @@ def test_remote_paths_read_write_list_and_remove(s3_bucket):
     (root / "runs" / "b" / "model" / "w.bin").write_bytes(b"\0" * 1000)
     (root / "sweep" / "t1" / "record.json").write_text("{}")
     assert root.is_dir() and (root / "runs").is_dir() and not (root / "runs").is_file()
-    assert (root / "runs" / "a" / "record.json").is_file() and (root / "runs" / "a" / "record.json").read_text() == '{"a": 1}'
-    assert [p.relative_to(root) for p in root.glob("runs/*/record.json")] == ["runs/a/record.json", "runs/b/record.json"]
+    assert (root / "runs" / "a" / "record.json").is_file() and (
+        root / "runs" / "a" / "record.json"
+    ).read_text() == '{"a": 1}'
+    assert [p.relative_to(root) for p in root.glob("runs/*/record.json")] == [
+        "runs/a/record.json",
+        "runs/b/record.json",
+    ]
     assert [p.relative_to(root) for p in root.glob("*/t?/record.json")] == ["sweep/t1/record.json"]
-    assert [name for name, _, _ in storage.files_under(root / "runs")] == ["a/record.json", "b/model/w.bin",
-                                                                           "b/record.json"]
+    assert [name for name, _, _ in storage.files_under(root / "runs")] == [
+        "a/record.json",
+        "b/model/w.bin",
+        "b/record.json",
+    ]
     assert storage.folder_bytes(root / "runs" / "b" / "model") == 1000
     (root / "runs" / "a" / "record.json").unlink()
     (root / "runs" / "a" / "record.json").unlink(missing_ok=True)
@@ -82,12 +94,21 @@ def test_an_upload_puts_the_marker_file_last(tmp_path, s3_bucket, monkeypatch):
         (local / name).write_text(name)
     order = []
     real_copy = shutil.copyfileobj
-    monkeypatch.setattr(storage.shutil, "copyfileobj",
-                        lambda source, sink, size: (order.append(Path(source.name).relative_to(local).as_posix()),
-                                                    real_copy(source, sink, size)))
+    monkeypatch.setattr(
+        storage.shutil,
+        "copyfileobj",
+        lambda source, sink, size: (
+            order.append(Path(source.name).relative_to(local).as_posix()),
+            real_copy(source, sink, size),
+        ),
+    )
     storage.upload(local, location(s3_bucket) / "data", last="summary.json")
-    assert order[-1] == "summary.json" and sorted(order) == ["a.parquet", "summary.json", "tokenizer/meta.json",
-                                                              "z.parquet"]
+    assert order[-1] == "summary.json" and sorted(order) == [
+        "a.parquet",
+        "summary.json",
+        "tokenizer/meta.json",
+        "z.parquet",
+    ]
 
 
 def test_a_local_copy_is_downloaded_once_per_node_and_follows_changes(tmp_path, s3_bucket):
@@ -156,11 +177,11 @@ def test_an_s3_storage_path_is_checked_before_any_work(tmp_path, s3_bucket):
 def test_soft_targets_are_written_verified_and_read_on_s3(tmp_path, s3_bucket):
     """The teacher replica's shards, the manifest and the inference record go to the bucket; a
     training worker reads the same soft targets as from disk."""
-    from test_soft_targets import experiment, write_all_shards_in_process
-
     from ray_t2t.errors import DataError
     from ray_t2t.soft_targets import produce_soft_targets
     from ray_t2t.teachers import MANIFEST, load_soft_targets, shard_name, verify_manifest
+
+    from test_soft_targets import experiment, write_all_shards_in_process
 
     cfg_local, _ = experiment(tmp_path / "local", "t5-tiny")
     write_all_shards_in_process(cfg_local, prepare_data(cfg_local))
@@ -176,13 +197,20 @@ def test_soft_targets_are_written_verified_and_read_on_s3(tmp_path, s3_bucket):
     assert isinstance(folder, Remote)
     manifest = produce_soft_targets(cfg, log=lambda m: None)  # every shard there: no Ray needed
     same = ("name", "rows", "first_id", "last_id", "target_tokens")  # (the bytes hold each shard's timing)
-    assert [[s[k] for k in same] for s in manifest["shards"]] == [[s[k] for k in same] for s in local_manifest["shards"]]
+    assert [[s[k] for k in same] for s in manifest["shards"]] == [
+        [s[k] for k in same] for s in local_manifest["shards"]
+    ]
     assert manifest["identity"]["teacher weights"] == local_manifest["identity"]["teacher weights"]
     assert (folder / MANIFEST).is_file() and read_record(folder)["kind"] == "teacher_inference"
-    remote_rows, local_rows = load_soft_targets(str(folder)), load_soft_targets(cfg_local.experiment_dir / "soft_targets" / "teacher")
+    remote_rows, local_rows = (
+        load_soft_targets(str(folder)),
+        load_soft_targets(cfg_local.experiment_dir / "soft_targets" / "teacher"),
+    )
     assert remote_rows.keys() == local_rows.keys()
-    assert all(np.array_equal(remote_rows[i][0], local_rows[i][0]) and np.allclose(remote_rows[i][1], local_rows[i][1])
-               for i in remote_rows)
+    assert all(
+        np.array_equal(remote_rows[i][0], local_rows[i][0]) and np.allclose(remote_rows[i][1], local_rows[i][1])
+        for i in remote_rows
+    )
     (folder / shard_name(1)).write_bytes(b"corrupt")
     with pytest.raises(DataError, match="shard-00001.parquet: checksum does not match"):
         verify_manifest(str(folder))

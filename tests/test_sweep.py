@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import minimal_config
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.sweep import _concurrency, _tune_domain, best_params, make_trial, plan_trials, trial_config
 
+from conftest import minimal_config
+
 
 def sweep_config(tmp_path, **tune):
-    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}, {"name": "scratch", "label": "teacher",
-                                                                   "model": "teacher"},
-                                            {"name": "kd_logits"}])
+    raw = minimal_config(
+        tmp_path,
+        methods=[
+            {"name": "scratch"},
+            {"name": "scratch", "label": "teacher", "model": "teacher"},
+            {"name": "kd_logits"},
+        ],
+    )
     raw["models"]["teacher"] = {"preset": "t5-tiny"}
     raw["tune"] = tune
     return validate_config(raw)
 
 
 def test_grid_is_every_combination_times_every_seed_and_skips_the_teacher(tmp_path):
-    cfg = sweep_config(tmp_path, seeds=[0, 1], space={"kd_logits": {"alpha": [0.2, 0.8], "temperature": [1, 2, 4]},
-                                                      "scratch": {"training.learning_rate": [1e-3, 3e-3]}})
+    cfg = sweep_config(
+        tmp_path,
+        seeds=[0, 1],
+        space={
+            "kd_logits": {"alpha": [0.2, 0.8], "temperature": [1, 2, 4]},
+            "scratch": {"training.learning_rate": [1e-3, 3e-3]},
+        },
+    )
     trials = plan_trials(cfg)
     assert len(trials) == (2 + 6) * 2
     assert {t["label"] for t in trials} == {"scratch", "kd_logits"}
@@ -34,8 +46,14 @@ def test_grid_is_every_combination_times_every_seed_and_skips_the_teacher(tmp_pa
 
 
 def test_random_search_draws_reproducibly_within_bounds(tmp_path):
-    space = {"kd_logits": {"alpha": {"uniform": [0.1, 0.9]}, "training.learning_rate": {"loguniform": [1e-4, 1e-2]},
-                           "top_k": {"randint": [4, 16]}, "divergence": {"choice": ["forward_kl", "jsd"]}}}
+    space = {
+        "kd_logits": {
+            "alpha": {"uniform": [0.1, 0.9]},
+            "training.learning_rate": {"loguniform": [1e-4, 1e-2]},
+            "top_k": {"randint": [4, 16]},
+            "divergence": {"choice": ["forward_kl", "jsd"]},
+        }
+    }
     cfg = sweep_config(tmp_path, search="random", num_samples=5, methods=["kd_logits"], space=space, seeds=[0])
     trials = plan_trials(cfg)
     assert len(trials) == 5 and trials == plan_trials(cfg)
@@ -47,14 +65,24 @@ def test_random_search_draws_reproducibly_within_bounds(tmp_path):
 
 
 def test_optuna_plans_one_checked_trial_per_method_and_maps_the_space_to_tune(tmp_path):
-    space = {"kd_logits": {"alpha": {"uniform": [0.1, 0.9]}, "training.learning_rate": {"loguniform": [1e-4, 1e-2]},
-                           "top_k": {"randint": [4, 16]}, "divergence": ["forward_kl", "jsd"]}}
+    space = {
+        "kd_logits": {
+            "alpha": {"uniform": [0.1, 0.9]},
+            "training.learning_rate": {"loguniform": [1e-4, 1e-2]},
+            "top_k": {"randint": [4, 16]},
+            "divergence": ["forward_kl", "jsd"],
+        }
+    }
     cfg = sweep_config(tmp_path, search="optuna", num_samples=8, seeds=[3, 4], space=space)
     trials = plan_trials(cfg)  # the rest are suggested while the sweep runs
     assert [(t["label"], t["seed"]) for t in trials] == [("scratch", 3), ("kd_logits", 3)]
     first = trials[1]["params"]
-    assert first == {"alpha": 0.1, "training.learning_rate": pytest.approx(1e-3), "top_k": 4,
-                     "divergence": "forward_kl"}
+    assert first == {
+        "alpha": 0.1,
+        "training.learning_rate": pytest.approx(1e-3),
+        "top_k": 4,
+        "divergence": "forward_kl",
+    }
     assert trial_config(cfg, trials[1]).methods[2].top_k == 4
     domains = {key: _tune_domain(spec) for key, spec in space["kd_logits"].items()}
     assert (domains["alpha"].lower, domains["alpha"].upper) == (0.1, 0.9)
@@ -67,8 +95,11 @@ def test_best_params_is_the_best_final_validation_metric(tmp_path):
     cfg = sweep_config(tmp_path, search="optuna")  # wer: lower is better
 
     def record(lr, wer, status="finished"):
-        return {"status": status, "final": {"validation": {"wer": wer}, "test": {"wer": 0.0}},
-                "trial": {"params": {"training.learning_rate": lr}}}
+        return {
+            "status": status,
+            "final": {"validation": {"wer": wer}, "test": {"wer": 0.0}},
+            "trial": {"params": {"training.learning_rate": lr}},
+        }
 
     records = [record(1e-3, 0.6), record(3e-3, 0.4), record(1e-2, 0.1, status="failed"), record(2e-3, 0.4)]
     assert best_params(cfg, records) == {"training.learning_rate": 3e-3}  # ties: the first
@@ -84,15 +115,21 @@ def test_trial_config_applies_parameters_and_seed(tmp_path):
     assert one.methods[2].alpha == 0.9 and cfg.methods[2].alpha == 0.5
 
 
-@pytest.mark.parametrize("tune, message", [
-    ({"space": {"nope": {"alpha": [1]}}}, "tune.space.nope: not a method this sweep trains"),
-    ({"space": {"kd_logits": {"alpah": [1]}}}, "'alpah' is not a parameter of method 'kd_logits'"),
-    ({"space": {"kd_logits": {"alpha": {"uniform": [0, 1]}}}}, "grid search takes lists"),
-    ({"search": "random", "space": {"kd_logits": {"alpha": {"uniform": [1, 0]}}}}, "uniform takes [low, high]"),
-    ({"space": {"kd_logits": {"alpha": 0.5}}}, "give a list of values"),
-    ({"methods": ["kd_logit"]}, "tune.methods: kd_logit is not a method label"),
-    ({"search": "optuna", "space": {"kd_logits": {"alpha": {"loguniform": [0, 1]}}}}, "loguniform needs a positive"),
-])
+@pytest.mark.parametrize(
+    "tune, message",
+    [
+        ({"space": {"nope": {"alpha": [1]}}}, "tune.space.nope: not a method this sweep trains"),
+        ({"space": {"kd_logits": {"alpah": [1]}}}, "'alpah' is not a parameter of method 'kd_logits'"),
+        ({"space": {"kd_logits": {"alpha": {"uniform": [0, 1]}}}}, "grid search takes lists"),
+        ({"search": "random", "space": {"kd_logits": {"alpha": {"uniform": [1, 0]}}}}, "uniform takes [low, high]"),
+        ({"space": {"kd_logits": {"alpha": 0.5}}}, "give a list of values"),
+        ({"methods": ["kd_logit"]}, "tune.methods: kd_logit is not a method label"),
+        (
+            {"search": "optuna", "space": {"kd_logits": {"alpha": {"loguniform": [0, 1]}}}},
+            "loguniform needs a positive",
+        ),
+    ],
+)
 def test_sweep_mistakes_name_the_key(tmp_path, tune, message):
     with pytest.raises(ConfigError) as err:
         plan_trials(sweep_config(tmp_path, **tune))
@@ -120,8 +157,15 @@ def test_concurrency_follows_resources(tmp_path):
 def test_the_sweep_stage_starts_from_what_stage_one_trained(tmp_path):
     from ray_t2t.pipeline import with_stage_one_models
 
-    raw = minimal_config(tmp_path, methods=[{"name": "pretrain"}, {"name": "finetune"}, {"name": "sft"},
-                                            {"name": "scratch", "label": "big", "model": "teacher"}])
+    raw = minimal_config(
+        tmp_path,
+        methods=[
+            {"name": "pretrain"},
+            {"name": "finetune"},
+            {"name": "sft"},
+            {"name": "scratch", "label": "big", "model": "teacher"},
+        ],
+    )
     raw["models"] = {"student": {"preset": "t5-tiny"}, "base": {"preset": "t5-tiny"}, "teacher": {"preset": "t5-0.5m"}}
     cfg = validate_config(raw)
     swept = with_stage_one_models(cfg)
@@ -130,16 +174,30 @@ def test_the_sweep_stage_starts_from_what_stage_one_trained(tmp_path):
     assert swept.models.teachers[0].name_or_path == str(runs / "big" / "model")
     assert swept.models.student == cfg.models.student
     # a teacher fine-tuned from Hub weights is the fine-tuned one too; a base nobody pretrains stays
-    hub = dict(raw, methods=[{"name": "finetune"}, {"name": "finetune", "label": "big", "model": "teacher"}],
-               models=dict(raw["models"], base={"name_or_path": "google-t5/t5-small"},
-                           teacher={"name_or_path": "google-t5/t5-base"}))
+    hub = dict(
+        raw,
+        methods=[{"name": "finetune"}, {"name": "finetune", "label": "big", "model": "teacher"}],
+        models=dict(
+            raw["models"], base={"name_or_path": "google-t5/t5-small"}, teacher={"name_or_path": "google-t5/t5-base"}
+        ),
+    )
     swept = with_stage_one_models(validate_config(hub))
     assert swept.models.base.name_or_path == "google-t5/t5-small"
     assert swept.models.teachers[0].name_or_path == str(runs / "big" / "model")
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "g2p_full.yaml", "quickstart_smoke.yaml", "g2p_gpu.yaml", "xsum_t5.yaml",
-                                  "xsum_gpt2.yaml", "alternatives.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "quickstart.yaml",
+        "g2p_full.yaml",
+        "quickstart_smoke.yaml",
+        "g2p_gpu.yaml",
+        "xsum_t5.yaml",
+        "xsum_gpt2.yaml",
+        "alternatives.yaml",
+    ],
+)
 def test_shipped_pipelines_plan_their_sweeps(name, repo):
     from ray_t2t.config.experiment import load_config
     from ray_t2t.pipeline import with_stage_one_models
@@ -179,11 +237,17 @@ def test_local_mode_trials_reserve_their_worker_and_nothing_besides(tmp_path):
     assert [r.stage for r in requests(workers, ("train", "sweep"))] == ["train", "sweep"]
 
 
-@pytest.mark.parametrize("scaling, tune, message", [
-    ({"num_workers": 2, "local_mode": True}, {}, "scaling: local_mode trains one worker in the calling process, but "
-                                                 "num_workers is 2"),
-    ({}, {"scheduler": "asha"}, "eval.every_n_steps (500) leaves none before training.max_steps (500)"),
-])
+@pytest.mark.parametrize(
+    "scaling, tune, message",
+    [
+        (
+            {"num_workers": 2, "local_mode": True},
+            {},
+            "scaling: local_mode trains one worker in the calling process, but num_workers is 2",
+        ),
+        ({}, {"scheduler": "asha"}, "eval.every_n_steps (500) leaves none before training.max_steps (500)"),
+    ],
+)
 def test_settings_that_cannot_work_together_are_refused(tmp_path, scaling, tune, message):
     raw = minimal_config(tmp_path, scaling=scaling, tune=tune, training={"max_steps": 500}, eval={"every_n_steps": 500})
     with pytest.raises(ConfigError) as err:
@@ -206,8 +270,9 @@ def test_local_mode_restarts_a_failed_run_up_to_run_max_failures(tmp_path):
                 raise RuntimeError(f"failure {self.calls}")
 
     def attempt(failures: int, max_failures: int, local_mode: bool = True):
-        cfg = validate_config(minimal_config(tmp_path, run={"name": "t", "storage_path": str(tmp_path),
-                                                            "max_failures": max_failures}))
+        cfg = validate_config(
+            minimal_config(tmp_path, run={"name": "t", "storage_path": str(tmp_path), "max_failures": max_failures})
+        )
         trainer, messages = Trainer(failures), []
         try:
             _fit(trainer, cfg, "run", messages.append, local_mode)
@@ -215,9 +280,14 @@ def test_local_mode_restarts_a_failed_run_up_to_run_max_failures(tmp_path):
             return trainer.calls, messages, str(err)
         return trainer.calls, messages, None
 
-    assert attempt(2, 2) == (3, ["run: training failed (RuntimeError: failure 1); restart 1 of 2 from its last "
-                                 "checkpoint", "run: training failed (RuntimeError: failure 2); restart 2 of 2 "
-                                 "from its last checkpoint"], None)
+    assert attempt(2, 2) == (
+        3,
+        [
+            "run: training failed (RuntimeError: failure 1); restart 1 of 2 from its last checkpoint",
+            "run: training failed (RuntimeError: failure 2); restart 2 of 2 from its last checkpoint",
+        ],
+        None,
+    )
     assert attempt(2, 1)[0::2] == (2, "failure 2")
     assert attempt(3, -1)[0] == 4 and attempt(3, -1)[1][-1].endswith("restart 3 from its last checkpoint")
     assert attempt(1, 0)[0::2] == (1, "failure 1")
@@ -225,7 +295,8 @@ def test_local_mode_restarts_a_failed_run_up_to_run_max_failures(tmp_path):
 
 
 def test_local_mode_trains_in_process_in_sweep_trials_anywhere_and_in_the_driver_only_on_a_local_ray(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     from ray_t2t.train.launcher import trains_in_process
 
     cfg = validate_config(minimal_config(tmp_path, scaling={"local_mode": True}))
@@ -249,8 +320,9 @@ def test_a_lone_local_mode_run_starts_no_ray_unless_something_needs_it(tmp_path,
     local = validate_config(minimal_config(tmp_path, scaling={"local_mode": True, "resources_per_worker": {"CPU": 1}}))
     assert needs_no_ray(local, sweep_trial=False)
     assert not needs_no_ray(local, sweep_trial=True)
-    custom = validate_config(minimal_config(tmp_path, scaling={"local_mode": True,
-                                                               "resources_per_worker": {"CPU": 1, "ssd": 1}}))
+    custom = validate_config(
+        minimal_config(tmp_path, scaling={"local_mode": True, "resources_per_worker": {"CPU": 1, "ssd": 1}})
+    )
     assert not needs_no_ray(custom, sweep_trial=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: True)  # `ray-t2t run` started Ray for its other stages
     assert not needs_no_ray(local, sweep_trial=False)

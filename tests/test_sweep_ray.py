@@ -19,8 +19,17 @@ from conftest import minimal_config
 
 pytestmark = pytest.mark.ray
 
-TINY_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
-                                              "num_decoder_layers": 2, "dropout_rate": 0.0}}
+TINY_T5 = {
+    "preset": "t5-tiny",
+    "overrides": {
+        "d_model": 64,
+        "d_ff": 128,
+        "d_kv": 32,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "dropout_rate": 0.0,
+    },
+}
 
 
 def finished_trials(folder):
@@ -41,15 +50,23 @@ def test_sweep_survives_its_driver_and_the_report_lists_every_trial(tmp_path, ra
     raw["eval"] = {"every_n_steps": 20, "metric": "per", "target": "per <= 0.99"}
     raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
     # one trial at a time: the trials after the first run in the process of the one before (tune.reuse_actors)
-    raw["tune"] = {"seeds": [0, 1], "space": {"scratch_fast": {"training.learning_rate": [1e-2]}},
-                   "max_concurrent_trials": 1}
+    raw["tune"] = {
+        "seeds": [0, 1],
+        "space": {"scratch_fast": {"training.learning_rate": [1e-2]}},
+        "max_concurrent_trials": 1,
+    }
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(raw))
     trials = tmp_path / "runs" / "sweep" / "sweep"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
-    driver = subprocess.Popen([ray_t2t_bin, "sweep", str(config)], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [ray_t2t_bin, "sweep", str(config)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 400
     while not finished_trials(trials) and driver.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -58,8 +75,9 @@ def test_sweep_survives_its_driver_and_the_report_lists_every_trial(tmp_path, ra
     kept = finished_trials(trials)
     assert len(kept) == 1, f"the kill did not land mid-sweep: {kept}"
 
-    done = subprocess.run([ray_t2t_bin, "-v", "sweep", str(config)], env=env, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        [ray_t2t_bin, "-v", "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "resuming the sweep" in done.stdout and "4 of 4 trial(s) finished" in done.stdout
     after = finished_trials(trials)
@@ -71,16 +89,20 @@ def test_sweep_survives_its_driver_and_the_report_lists_every_trial(tmp_path, ra
     assert all(after[name] == mtime for name, mtime in kept.items())  # finished trials were not rerun
     records = [json.loads((trials / name / "record.json").read_text()) for name in after]
     assert sorted((r["group"], r["seed"]) for r in records) == [
-        ("scratch", 0), ("scratch", 1), ("scratch_fast (training.learning_rate=0.01)", 0),
-        ("scratch_fast (training.learning_rate=0.01)", 1)]
+        ("scratch", 0),
+        ("scratch", 1),
+        ("scratch_fast (training.learning_rate=0.01)", 0),
+        ("scratch_fast (training.learning_rate=0.01)", 1),
+    ]
     for record in records:
         curve = record["learning_curve"]
         assert curve[-1]["val_loss"] < curve[0]["val_loss"] and record["steps"]["done"] == 40
     fast = [r for r in records if r["label"] == "scratch_fast"]
     assert all(r["params"]["name"] == "scratch" for r in fast) and len({r["seed"] for r in fast}) == 2
 
-    report = subprocess.run([ray_t2t_bin, "report", str(tmp_path / "runs" / "sweep")], capture_output=True, text=True,
-                            timeout=300)
+    report = subprocess.run(
+        [ray_t2t_bin, "report", str(tmp_path / "runs" / "sweep")], capture_output=True, text=True, timeout=300
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     markdown = (tmp_path / "runs" / "sweep" / "report" / "report.md").read_text()
     assert "scratch_fast (training.learning_rate=0.01)" in markdown and "| scratch " in markdown
@@ -90,8 +112,14 @@ def test_run_pipeline_killed_mid_sweep_reuses_every_finished_stage(tmp_path, ray
     """`ray-t2t run` SIGKILLed (with its local Ray) once a sweep trial finished, then rerun: the teacher,
     its soft targets and the finished trial are reused, the rest completes, and the report is written.
     In local mode, as the quickstart runs: the teacher trains in the driver, the trials in theirs."""
-    raw = minimal_config(tmp_path, methods=[{"name": "scratch", "label": "teacher", "model": "teacher", "max_steps": 60},
-                                            {"name": "scratch"}, {"name": "kd_logits", "top_k": 8}])
+    raw = minimal_config(
+        tmp_path,
+        methods=[
+            {"name": "scratch", "label": "teacher", "model": "teacher", "max_steps": 60},
+            {"name": "scratch"},
+            {"name": "kd_logits", "top_k": 8},
+        ],
+    )
     raw["run"] = {"name": "pipe", "storage_path": str(tmp_path / "runs"), "checkpoint_every_n_steps": 40}
     raw["data"] = {"split_sizes": {"train": 1000, "validation": 64, "test": 64}}
     raw["models"] = {"student": TINY_T5, "teacher": TINY_T5}
@@ -105,8 +133,13 @@ def test_run_pipeline_killed_mid_sweep_reuses_every_finished_stage(tmp_path, ray
     experiment = tmp_path / "runs" / "pipe"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
-    driver = subprocess.Popen([ray_t2t_bin, "run", str(config)], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [ray_t2t_bin, "run", str(config)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 400
     while not finished_trials(experiment / "sweep") and driver.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -136,14 +169,19 @@ def test_optuna_sweep_searches_with_the_first_seed_then_trains_the_best_point_wi
     raw["training"] = {"batch_size": 32, "max_steps": 40, "warmup_steps": 4}
     raw["eval"] = {"every_n_steps": 20, "metric": "per", "target": "per <= 0.99"}  # checkpoints at 30: no val
     raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
-    raw["tune"] = {"search": "optuna", "num_samples": 2, "seeds": [0, 1],
-                   "space": {"scratch": {"training.learning_rate": {"loguniform": [1e-3, 1e-2]}}}}
+    raw["tune"] = {
+        "search": "optuna",
+        "num_samples": 2,
+        "seeds": [0, 1],
+        "space": {"scratch": {"training.learning_rate": {"loguniform": [1e-3, 1e-2]}}},
+    }
     config = tmp_path / "optuna.yaml"
     config.write_text(yaml.safe_dump(raw))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
-    done = subprocess.run([ray_t2t_bin, "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        [ray_t2t_bin, "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 Optuna trial(s) with seed 0" in done.stdout and "trained with seeds 1" in done.stdout
     trials = tmp_path / "runs" / "optuna" / "sweep"
@@ -156,7 +194,10 @@ def test_optuna_sweep_searches_with_the_first_seed_then_trains_the_best_point_wi
     (rerun,) = [r for r in records if r["seed"] == 1]
     assert rerun["trial"]["params"] == best["trial"]["params"] and rerun["group"] == best["group"]
     for record in records:
-        assert record["steps"]["done"] == 40 and record["learning_curve"][-1]["val_loss"] < record["learning_curve"][0]["val_loss"]
+        assert (
+            record["steps"]["done"] == 40
+            and record["learning_curve"][-1]["val_loss"] < record["learning_curve"][0]["val_loss"]
+        )
 
 
 def test_a_local_mode_sweep_with_asha_stops_the_weak_trial_and_restarts_a_failed_one(tmp_path, ray_t2t_bin):
@@ -166,22 +207,31 @@ def test_a_local_mode_sweep_with_asha_stops_the_weak_trial_and_restarts_a_failed
     report). The first trial fails once at step 30 and, with run.max_failures 1, restarts in its
     process from its checkpoint at step 20."""
     raw = minimal_config(tmp_path, methods=[{"name": "scratch"}])
-    raw["run"] = {"name": "asha", "storage_path": str(tmp_path / "runs"), "checkpoint_every_n_steps": 20,
-                  "max_failures": 1}
+    raw["run"] = {
+        "name": "asha",
+        "storage_path": str(tmp_path / "runs"),
+        "checkpoint_every_n_steps": 20,
+        "max_failures": 1,
+    }
     raw["data"] = {"split_sizes": {"train": 1000, "validation": 64, "test": 64}}
     raw["models"] = {"student": TINY_T5}
     raw["training"] = {"batch_size": 32, "max_steps": 40, "warmup_steps": 4}
     raw["eval"] = {"every_n_steps": 20, "metric": "per"}
     raw["scaling"] = {"num_workers": 1, "resources_per_worker": {"CPU": 1}, "local_mode": True}
-    raw["tune"] = {"space": {"scratch": {"training.learning_rate": [1e-2, 1e-6]}}, "scheduler": "asha",
-                   "max_concurrent_trials": 1, "seeds": [0]}
+    raw["tune"] = {
+        "space": {"scratch": {"training.learning_rate": [1e-2, 1e-6]}},
+        "scheduler": "asha",
+        "max_concurrent_trials": 1,
+        "seeds": [0],
+    }
     config = tmp_path / "asha.yaml"
     config.write_text(yaml.safe_dump(raw))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_T2T_FAIL_ONCE_AT_STEP"] = f"30:{tmp_path / 'failed_once'}"
 
-    done = subprocess.run([ray_t2t_bin, "-v", "sweep", str(config)], env=env, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        [ray_t2t_bin, "-v", "sweep", str(config)], env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     output = done.stdout + done.stderr
     assert "1 of 2 trial(s) finished" in output and re.search(r"scratch-\S+-seed0 +stopped", output)
@@ -211,8 +261,13 @@ def test_a_local_mode_run_whose_driver_is_killed_resumes_from_its_own_checkpoint
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     checkpoints = tmp_path / "runs" / "killed" / "train" / "scratch" / "local_checkpoints"
 
-    driver = subprocess.Popen([ray_t2t_bin, "train", str(config), "method=scratch"], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [ray_t2t_bin, "train", str(config), "method=scratch"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not list(checkpoints.glob("step_*")) and driver.poll() is None and time.time() < deadline:
         time.sleep(0.1)
@@ -223,8 +278,13 @@ def test_a_local_mode_run_whose_driver_is_killed_resumes_from_its_own_checkpoint
     record = tmp_path / "runs" / "killed" / "runs" / "scratch" / "record.json"
     assert not record.exists()
 
-    done = subprocess.run([ray_t2t_bin, "-v", "train", str(config), "method=scratch"], env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [ray_t2t_bin, "-v", "train", str(config), "method=scratch"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     step = int(left[-1].split("_")[1])
     assert f"resumed from checkpoint at step {step} (resume 1)" in done.stdout + done.stderr

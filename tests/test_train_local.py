@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import LOCAL_DATA, REPO, TEACHER_T5, minimal_config, train_locally
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.methods import Setup, collate, get_method
 from ray_t2t.models import forward_flops_per_token, is_encoder_decoder, training_flops_per_token
 from ray_t2t.train.launcher import prepare_method
+
+from conftest import LOCAL_DATA, REPO, TEACHER_T5, minimal_config, train_locally
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,9 @@ def test_zero_stages_and_offload_train_identically(prepared):
     folder, raw, data = prepared
     plain = run_locally(folder, raw, data, "zero0", {"zero_stage": 0})
     offload_optimizer = run_locally(folder, raw, data, "zero2_offload", {"zero_stage": 2, "offload_optimizer": True})
-    offload_all = run_locally(folder, raw, data, "zero3_offload",
-                              {"zero_stage": 3, "offload_optimizer": True, "offload_params": True})
+    offload_all = run_locally(
+        folder, raw, data, "zero3_offload", {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}
+    )
     losses = [[p["val_loss"] for p in r["learning_curve"]] for r in (plain, offload_optimizer, offload_all)]
     assert losses[0][-1] < losses[0][0]
     for other in losses[1:]:
@@ -72,8 +74,9 @@ def distillation_term(cfg, prepared, extras: dict, state: dict | None = None) ->
 
     entry = cfg.methods[0]
     method = get_method(entry.name)
-    setup = Setup(cfg, entry.model_copy(update={"alpha": 1.0}), prepared.tokenizer(), seed=cfg.seed,
-                  extras=dict(extras))
+    setup = Setup(
+        cfg, entry.model_copy(update={"alpha": 1.0}), prepared.tokenizer(), seed=cfg.seed, extras=dict(extras)
+    )
     model = method.build(setup)
     setup.encoder_decoder = is_encoder_decoder(model)
     if state is not None:
@@ -84,10 +87,16 @@ def distillation_term(cfg, prepared, extras: dict, state: dict | None = None) ->
 
 
 @pytest.mark.usefixtures("torch_one_thread")
-@pytest.mark.parametrize("method", [{"name": "kd_logits", "teacher_source": "online", "alpha": 1.0},
-                                    {"name": "kd_hidden"}, {"name": "kd_attention"},
-                                    {"name": "kd_relational", "alpha": 0.9}],
-                         ids=["kd_logits_online", "kd_hidden", "kd_attention", "kd_relational"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "kd_logits", "teacher_source": "online", "alpha": 1.0},
+        {"name": "kd_hidden"},
+        {"name": "kd_attention"},
+        {"name": "kd_relational", "alpha": 0.9},
+    ],
+    ids=["kd_logits_online", "kd_hidden", "kd_attention", "kd_relational"],
+)
 def test_students_distilled_from_a_live_teacher_learn(prepared, g2p_teacher, method):
     """30 steps of t5-tiny from the briefly trained teacher: the task's validation loss falls, and so
     does the distillation term itself, on validation (kd_logits online with alpha 1 learns from the
@@ -104,8 +113,9 @@ def test_students_distilled_from_a_live_teacher_learn(prepared, g2p_teacher, met
     assert losses[-1] < 0.95 * losses[0], losses
     cfg = validate_config(raw)
     extras = {"teacher": str(teacher)}
-    state = torch.load(folder / method["name"] / "checkpoint" / "ray_t2t" / "mp_rank_00_model_states.pt",
-                       weights_only=False)["module"]
+    state = torch.load(
+        folder / method["name"] / "checkpoint" / "ray_t2t" / "mp_rank_00_model_states.pt", weights_only=False
+    )["module"]
     # the record's FLOPs count the teacher's forward passes besides the student's training: per token,
     # between the source and the target figure of the two together
     student_flops = training_flops_per_token(built_student(cfg, data, extras))
@@ -157,18 +167,34 @@ def test_local_mode_runs_one_after_another_in_one_process_and_resumes_from_its_c
     import sys
 
     folder, raw, data = prepared
-    cfg = validate_config(dict(raw, run=dict(raw["run"], checkpoint_every_n_steps=10, checkpoints_to_keep=1),
-                               scaling={"local_mode": True}))
+    cfg = validate_config(
+        dict(
+            raw, run=dict(raw["run"], checkpoint_every_n_steps=10, checkpoints_to_keep=1), scaling={"local_mode": True}
+        )
+    )
 
     def payload(name: str, **more) -> dict:
-        return {"config": cfg.model_dump(mode="json"), "label": "scratch", "data_path": str(data.path),
-                "run_dir": str(tmp_path / name), "config_hash": "-", "run_hash": "-", "threads": 1,
-                "method_extras": {}, "local_mode": {"checkpoints": str(tmp_path / "checkpoints" / name), "keep": 1,
-                                                    "to_tune": False}, **more}
+        return {
+            "config": cfg.model_dump(mode="json"),
+            "label": "scratch",
+            "data_path": str(data.path),
+            "run_dir": str(tmp_path / name),
+            "config_hash": "-",
+            "run_hash": "-",
+            "threads": 1,
+            "method_extras": {},
+            "local_mode": {"checkpoints": str(tmp_path / "checkpoints" / name), "keep": 1, "to_tune": False},
+            **more,
+        }
 
     first = payload("first", fail_once_at_step=f"25:{tmp_path / 'failed_once'}")
-    done = subprocess.run([sys.executable, "-c", IN_PROCESS_RUNS, json.dumps(first), json.dumps(payload("second"))],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", IN_PROCESS_RUNS, json.dumps(first), json.dumps(payload("second"))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     seen = json.loads(done.stdout.split("SEEN ", 1)[1])
     assert "injected failure at step 25" in seen["failed"]
@@ -188,12 +214,19 @@ def test_stop_at_target_stops_a_student_at_its_crossing_but_never_a_teacher(prep
     between that evaluation and the one before; a teacher's run (model: teacher) trains all its steps,
     since every student inherits its quality."""
     folder, raw, data = prepared
-    easy = dict(raw, eval={"every_n_steps": 10, "target": "per <= 5", "stop_at_target": True, "metric": "per"},
-                training={"batch_size": 64, "max_steps": 100, "warmup_steps": 2, "learning_rate": 5e-3},
-                models={"student": TEACHER_T5, "teacher": TEACHER_T5})
+    easy = dict(
+        raw,
+        eval={"every_n_steps": 10, "target": "per <= 5", "stop_at_target": True, "metric": "per"},
+        training={"batch_size": 64, "max_steps": 100, "warmup_steps": 2, "learning_rate": 5e-3},
+        models={"student": TEACHER_T5, "teacher": TEACHER_T5},
+    )
     student = run_locally(folder, dict(easy, methods=[{"name": "scratch"}]), data, "stops")
-    teacher = run_locally(folder, dict(easy, methods=[{"name": "scratch", "model": "teacher", "label": "teacher"}]),
-                          data, "teacher_goes_on")
+    teacher = run_locally(
+        folder,
+        dict(easy, methods=[{"name": "scratch", "model": "teacher", "label": "teacher"}]),
+        data,
+        "teacher_goes_on",
+    )
     hit = student["time_to_target"]
     curve = student["learning_curve"]
     assert student["stopped_at_target"] and student["steps"]["done"] < 100, [(p["step"], p["val_per"]) for p in curve]

@@ -12,27 +12,38 @@ import math
 
 import pytest
 
-from conftest import minimal_config
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.ray_cluster import start_local_ray
 from ray_t2t.train.launcher import summarize, train
 from ray_t2t.train.loop import FAIL_ONCE_ENV
 
+from conftest import minimal_config
+
 pytestmark = pytest.mark.ray
 
 TARGET = 0.95  # PER: an untrained model scores 1 (it says nothing); the tiny scratch model gets below
 STEPS, EVERY = 600, 200
-SMALL_T5 = {"preset": "t5-tiny", "overrides": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2,
-                                               "num_decoder_layers": 2, "dropout_rate": 0.0}}
+SMALL_T5 = {
+    "preset": "t5-tiny",
+    "overrides": {
+        "d_model": 64,
+        "d_ff": 128,
+        "d_kv": 32,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "dropout_rate": 0.0,
+    },
+}
 
 
 @pytest.fixture(scope="module")
 def ray_session():
     import ray
 
-    start_local_ray({"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}},
-                    num_cpus=2)
+    start_local_ray(
+        {"env_vars": {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "DS_ACCELERATOR": "cpu"}}, num_cpus=2
+    )
     assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
     yield
     ray.shutdown()
@@ -46,8 +57,11 @@ def storage(tmp_path_factory):
 def experiment(storage, methods, models=None, **sections):
     raw = minimal_config(storage, methods=methods, **sections)
     raw["run"] = {"name": "tiny", "storage_path": str(storage), "checkpoint_every_n_steps": EVERY}
-    raw["data"] = {"split_sizes": {"train": 20000, "validation": 256, "test": 64}, "max_source_length": 24,
-                   "max_target_length": 24}
+    raw["data"] = {
+        "split_sizes": {"train": 20000, "validation": 256, "test": 64},
+        "max_source_length": 24,
+        "max_target_length": 24,
+    }
     raw["models"] = models or {"student": SMALL_T5}
     raw.setdefault("training", {"batch_size": 64, "max_steps": STEPS, "learning_rate": 5e-3, "warmup_steps": 20})
     raw.setdefault("eval", {"every_n_steps": EVERY, "batch_size": 64, "target": f"per <= {TARGET}"})
@@ -64,14 +78,40 @@ def assert_learned(record):
 
 def assert_consistent(record):
     """Every field present, and the figures agree with each other."""
-    for key in ("experiment", "label", "method", "params", "seed", "config_hash", "run_hash", "status", "resumes",
-                "steps", "model", "data", "hardware", "times", "device_seconds", "cost", "tokens_per_s", "mfu",
-                "peak_memory_bytes", "energy_j", "learning_curve", "target", "time_to_target", "final", "setting_hash"):
+    for key in (
+        "experiment",
+        "label",
+        "method",
+        "params",
+        "seed",
+        "config_hash",
+        "run_hash",
+        "status",
+        "resumes",
+        "steps",
+        "model",
+        "data",
+        "hardware",
+        "times",
+        "device_seconds",
+        "cost",
+        "tokens_per_s",
+        "mfu",
+        "peak_memory_bytes",
+        "energy_j",
+        "learning_curve",
+        "target",
+        "time_to_target",
+        "final",
+        "setting_hash",
+    ):
         assert key in record, key
     assert record["status"] == "finished"
     hw, times = record["hardware"], record["times"]
     assert record["device_seconds"] >= times["train_s"] * hw["workers"] * hw["devices_per_worker"] * 0.999
-    assert math.isclose(record["cost"]["total"], record["device_seconds"] / 3600 * record["cost"]["price_per_device_hour"])
+    assert math.isclose(
+        record["cost"]["total"], record["device_seconds"] / 3600 * record["cost"]["price_per_device_hour"]
+    )
     assert times["total_s"] >= times["train_s"] + times["eval_s"] > 0
     assert record["tokens_per_s"] == pytest.approx(record["data"]["tokens_seen"] / times["train_s"])
     steps = [p["step"] for p in record["learning_curve"]]
@@ -110,8 +150,13 @@ def test_scratch_learns_and_writes_a_consistent_record(scratch_run):
     assert "test" in summarize(record)
     # Ray started the worker's process, then called the training function, then the loop stepped
     stamps = record["timestamps"]
-    assert (stamps["process_start"] <= stamps["function_start"] <= stamps["first_step"] <= stamps["last_step"]
-            <= stamps["record_written"])
+    assert (
+        stamps["process_start"]
+        <= stamps["function_start"]
+        <= stamps["first_step"]
+        <= stamps["last_step"]
+        <= stamps["record_written"]
+    )
 
 
 def test_rerun_reuses_the_finished_run(scratch_run):
@@ -141,8 +186,12 @@ def test_export_loads_with_plain_transformers_and_generates(scratch_run):
 
 @pytest.fixture(scope="module")
 def pretrain_run(ray_session, storage):
-    cfg = experiment(storage, [{"name": "pretrain"}], models={"student": SMALL_T5, "base": SMALL_T5},
-                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10})
+    cfg = experiment(
+        storage,
+        [{"name": "pretrain"}],
+        models={"student": SMALL_T5, "base": SMALL_T5},
+        training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10},
+    )
     return train(cfg, "pretrain")
 
 
@@ -157,8 +206,12 @@ def test_pretrain_learns_its_own_objective(pretrain_run):
 def from_pretrained_base(storage, pretrain_run, method: dict, learning_rate: float):
     """A config whose base is the pretrain run's exported model; 200 steps."""
     models = {"student": SMALL_T5, "base": {"name_or_path": pretrain_run["model"]["export_path"]}}
-    return experiment(storage, [method], models=models,
-                      training={"batch_size": 64, "max_steps": 200, "learning_rate": learning_rate, "warmup_steps": 10})
+    return experiment(
+        storage,
+        [method],
+        models=models,
+        training={"batch_size": 64, "max_steps": 200, "learning_rate": learning_rate, "warmup_steps": 10},
+    )
 
 
 def assert_improved(record, loss_factor: float = 0.9, accuracy_gain: float = 0.05):
@@ -177,8 +230,12 @@ def test_finetune_starts_from_the_pretrained_base_and_improves(pretrain_run, sto
 
 def test_sft_copies_half_the_teacher_and_improves(scratch_run, storage):
     models = {"student": SMALL_T5, "teacher": {"name_or_path": scratch_run[1]["model"]["export_path"]}}
-    cfg = experiment(storage, [{"name": "sft"}], models=models,
-                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 3e-3, "warmup_steps": 5})
+    cfg = experiment(
+        storage,
+        [{"name": "sft"}],
+        models=models,
+        training={"batch_size": 64, "max_steps": 200, "learning_rate": 3e-3, "warmup_steps": 5},
+    )
     record = train(cfg, "sft")
     assert_consistent(record)
     assert record["model"]["total_params"] < scratch_run[1]["model"]["total_params"]
@@ -223,9 +280,14 @@ def test_partial_trains_only_the_top_layers(pretrain_run, storage):
     ids=["zero2-t5", "zero3-gpt2"],
 )
 def test_two_workers_under_zero_stage(ray_session, storage, stage, preset):
-    cfg = experiment(storage, [{"name": "scratch", "label": f"zero{stage}"}], models={"student": preset},
-                     scaling={"num_workers": 2}, deepspeed={"zero_stage": stage},
-                     training={"batch_size": 32, "max_steps": STEPS, "learning_rate": 5e-3, "warmup_steps": 20})
+    cfg = experiment(
+        storage,
+        [{"name": "scratch", "label": f"zero{stage}"}],
+        models={"student": preset},
+        scaling={"num_workers": 2},
+        deepspeed={"zero_stage": stage},
+        training={"batch_size": 32, "max_steps": STEPS, "learning_rate": 5e-3, "warmup_steps": 20},
+    )
     record = train(cfg, f"zero{stage}")
     assert_learned(record)
     assert_consistent(record)
@@ -247,10 +309,14 @@ def test_a_failed_worker_resumes_from_its_checkpoint(ray_session, storage, tmp_p
 
 
 def test_refusals_come_before_any_work(ray_session, storage):
-    cfg = experiment(storage, [{"name": "qlora"}], models={"student": {"preset": "t5-tiny"}, "base": {"name_or_path": "x"}})
+    cfg = experiment(
+        storage, [{"name": "qlora"}], models={"student": {"preset": "t5-tiny"}, "base": {"name_or_path": "x"}}
+    )
     with pytest.raises(ConfigError, match="qlora' quantizes the base model to 4 bits .* needs a CUDA GPU"):
         train(cfg, "qlora")
-    cfg = experiment(storage, [{"name": "finetune"}], models={"student": {"preset": "t5-tiny"}, "base": {"preset": "t5-tiny"}})
+    cfg = experiment(
+        storage, [{"name": "finetune"}], models={"student": {"preset": "t5-tiny"}, "base": {"preset": "t5-tiny"}}
+    )
     with pytest.raises(ConfigError, match="starts from pretrained weights"):
         train(cfg, "finetune")
     with pytest.raises(ConfigError, match=r"no method 'nope' in the config. Methods: finetune"):
@@ -261,9 +327,13 @@ def test_refusals_come_before_any_work(ray_session, storage):
 def test_kd_logits_student_learns_from_stored_soft_targets(scratch_run, storage):
     teacher = scratch_run[1]["model"]["export_path"]
     models = {"student": {"preset": "t5-tiny"}, "teacher": {"name_or_path": teacher}}
-    cfg = experiment(storage, [{"name": "kd_logits", "alpha": 0.5, "temperature": 2.0, "top_k": 8}], models=models,
-                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10},
-                     soft_targets={"top_k": 8, "rows_per_shard": 8192, "batch_size": 512})
+    cfg = experiment(
+        storage,
+        [{"name": "kd_logits", "alpha": 0.5, "temperature": 2.0, "top_k": 8}],
+        models=models,
+        training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10},
+        soft_targets={"top_k": 8, "rows_per_shard": 8192, "batch_size": 512},
+    )
     messages = []
     record = train(cfg, "kd_logits", log=messages.append)
     assert any("3 of 3 shards to compute" in m for m in messages)  # soft targets made first, on Ray Data
@@ -276,9 +346,13 @@ def test_kd_logits_student_learns_from_stored_soft_targets(scratch_run, storage)
 
 def test_kd_sequence_student_learns_from_teacher_generations(scratch_run, storage):
     models = {"student": {"preset": "t5-tiny"}, "teacher": {"name_or_path": scratch_run[1]["model"]["export_path"]}}
-    cfg = experiment(storage, [{"name": "kd_sequence", "gold_mix": 0.2}], models=models,
-                     training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10},
-                     soft_targets={"top_k": 4, "generations": "greedy", "rows_per_shard": 8192, "batch_size": 512})
+    cfg = experiment(
+        storage,
+        [{"name": "kd_sequence", "gold_mix": 0.2}],
+        models=models,
+        training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10},
+        soft_targets={"top_k": 4, "generations": "greedy", "rows_per_shard": 8192, "batch_size": 512},
+    )
     cfg.run.name = "tiny_seq"  # its own soft-target folder: generations make a different request
     record = train(cfg, "kd_sequence")
     assert (storage / "tiny_seq" / "soft_targets" / scratch_run[1]["label"] / "manifest.json").is_file()
@@ -290,8 +364,12 @@ def test_fewshot_in_context_runs_as_any_run(ray_session, storage):
     """fewshot in context through the launcher on Ray: checked and prepared on the driver, its
     demonstrations reach the worker, and the record is a finished run of zero steps charged its inference."""
     method = {"name": "fewshot", "label": "fewshot_icl", "k": 4, "mode": "in_context", "model": "student"}
-    cfg = experiment(storage, [method], models={"student": {"preset": "gpt2-tiny"}},
-                     eval={"batch_size": 64, "max_new_tokens": 20, "target": f"per <= {TARGET}"})
+    cfg = experiment(
+        storage,
+        [method],
+        models={"student": {"preset": "gpt2-tiny"}},
+        eval={"batch_size": 64, "max_new_tokens": 20, "target": f"per <= {TARGET}"},
+    )
     record = train(cfg, "fewshot_icl")
     assert record["status"] == "finished" and record["steps"] == {"planned": 0, "done": 0}
     assert record["cost_basis"] == "inference" and record["times"]["train_s"] == 0 < record["device_seconds"]

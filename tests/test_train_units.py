@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import minimal_config
+from ray_t2t.batching.order import BatchOrder, length_keys
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, read_record, write_record
 from ray_t2t.methods import METHODS, get_method
-from ray_t2t.batching.order import BatchOrder, length_keys
 from ray_t2t.train.launcher import choose_method, entry_config, run_hash
 from ray_t2t.train.loop import deepspeed_config, lr_factor
+
+from conftest import minimal_config
 
 LENGTHS = [(i * 7919) % 23 + 2 for i in range(1000)]
 
@@ -66,7 +67,10 @@ def test_encoder_decoder_batches_group_by_source_then_target_length():
 
     pairs = length_keys(sources, targets, encoder_decoder=True)
     assert pairs[:2] == [(sources[0], targets[0]), (sources[1], targets[1])]
-    assert length_keys(sources, targets, encoder_decoder=False)[:2] == [sources[0] + targets[0], sources[1] + targets[1]]
+    assert length_keys(sources, targets, encoder_decoder=False)[:2] == [
+        sources[0] + targets[0],
+        sources[1] + targets[1],
+    ]
     by_pair, by_sum = pad_share(pairs), pad_share([s + t for s, t in zip(sources, targets)])
     assert by_pair < 0.75 * by_sum, (by_pair, by_sum)  # 4.6% vs 6.6% here; 5.4% vs 13.8% on the quickstart split
 
@@ -96,12 +100,21 @@ def test_deepspeed_config_follows_the_config(tmp_path):
     cfg = cfg_with(
         tmp_path,
         training={"batch_size": 8},
-        deepspeed={"zero_stage": 3, "offload_params": True, "offload_optimizer": True,
-                   "gradient_accumulation_steps": 4, "gradient_clipping": 0.5},
+        deepspeed={
+            "zero_stage": 3,
+            "offload_params": True,
+            "offload_optimizer": True,
+            "gradient_accumulation_steps": 4,
+            "gradient_clipping": 0.5,
+        },
     )
     ds = deepspeed_config(cfg, world_size=2)
     assert ds["train_batch_size"] == 8 * 4 * 2 and ds["train_micro_batch_size_per_gpu"] == 8
-    assert ds["zero_optimization"] == {"stage": 3, "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}}
+    assert ds["zero_optimization"] == {
+        "stage": 3,
+        "offload_optimizer": {"device": "cpu"},
+        "offload_param": {"device": "cpu"},
+    }
     assert ds["gradient_clipping"] == 0.5 and not ds["bf16"]["enabled"]  # CPU: fp32
     gpu = cfg_with(tmp_path, scaling={"use_gpu": True}, deepspeed={"gradient_clipping": 0})
     ds = deepspeed_config(gpu, world_size=1)
@@ -115,13 +128,18 @@ def test_choose_method_and_run_identity(tmp_path):
         choose_method(cfg, None)
     with pytest.raises(ConfigError, match="no method 'lora'"):
         choose_method(cfg, "lora")
-    same = cfg_with(tmp_path, methods=[{"name": "scratch"}, {"name": "scratch", "label": "wide"}], report={"plots": False})
+    same = cfg_with(
+        tmp_path, methods=[{"name": "scratch"}, {"name": "scratch", "label": "wide"}], report={"plots": False}
+    )
     assert run_hash(cfg, cfg.methods[0]) == run_hash(same, same.methods[0])  # report settings do not matter
     assert run_hash(cfg, cfg.methods[0]) != run_hash(cfg, cfg.methods[1])
     other = cfg_with(tmp_path, methods=[{"name": "scratch"}], training={"max_steps": 7})
     assert run_hash(cfg, cfg.methods[0]) != run_hash(other, other.methods[0])
-    longer = cfg_with(tmp_path, methods=[{"name": "scratch"}, {"name": "scratch", "label": "long", "max_steps": 9}],
-                      training={"max_steps": 7})
+    longer = cfg_with(
+        tmp_path,
+        methods=[{"name": "scratch"}, {"name": "scratch", "label": "long", "max_steps": 9}],
+        training={"max_steps": 7},
+    )
     assert entry_config(longer, longer.methods[1]).training.max_steps == 9  # an entry's own step budget
     assert entry_config(longer, longer.methods[0]) is longer
 
@@ -175,9 +193,11 @@ def test_a_record_names_the_trained_weights_a_run_starts_from(tmp_path):
     from ray_t2t.train.loop import initialized_from
 
     base = str(tmp_path / "runs" / "test" / "runs" / "pretrain" / "model")
-    cfg = cfg_with(tmp_path, models={"student": {"preset": "t5-tiny"}, "base": {"name_or_path": base}},
-                   methods=[{"name": "finetune"}, {"name": "scratch"},
-                            {"name": "lora", "label": "arch_only", "model": "student"}])
+    cfg = cfg_with(
+        tmp_path,
+        models={"student": {"preset": "t5-tiny"}, "base": {"name_or_path": base}},
+        methods=[{"name": "finetune"}, {"name": "scratch"}, {"name": "lora", "label": "arch_only", "model": "student"}],
+    )
     finetune, scratch, student = cfg.methods
     assert initialized_from(Setup(cfg, finetune, None, seed=0)) == base
     assert initialized_from(Setup(cfg, scratch, None, seed=0)) is None
@@ -194,8 +214,7 @@ def test_local_mode_on_a_gpu_refuses_a_process_without_one(tmp_path):
     from ray_t2t.errors import UserError
     from ray_t2t.train.launcher import train
 
-    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}],
-                         scaling={"use_gpu": True, "local_mode": True})
+    raw = minimal_config(tmp_path, methods=[{"name": "scratch"}], scaling={"use_gpu": True, "local_mode": True})
     with pytest.raises(UserError, match="local_mode trains in this process, which sees no CUDA GPU"):
         train(validate_config(raw), "scratch")
     assert not (tmp_path / "runs").exists()

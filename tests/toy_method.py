@@ -30,8 +30,12 @@ def loss(model, batch: dict, setup: Setup):
     logits, labels = outputs.logits, batch["labels"]
     if not setup.encoder_decoder:  # a decoder-only model predicts token t+1 at position t
         logits, labels = logits[:, :-1], labels[:, 1:]
-    smoothed = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                 ignore_index=-100, label_smoothing=setup.params.smoothing)
+    smoothed = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=-100,
+        label_smoothing=setup.params.smoothing,
+    )
     return smoothed, {"plain_loss": float(outputs.loss)}
 
 

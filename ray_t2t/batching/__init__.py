@@ -32,7 +32,8 @@ their decoder inputs from the labels themselves (shifted right, starting from de
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch

@@ -23,7 +23,7 @@ from several tasks by mixture probabilities (mixture_probabilities), equally res
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 POOL_BATCHES = 64
 
@@ -136,8 +136,9 @@ class SubsetOrder:
 # ------------------------------------------------------------------------------- multi-task mixture
 
 
-def mixture_probabilities(sizes: dict[str, int], mixing: str, temperature: float = 1.0,
-                          weights: dict[str, float] | None = None) -> dict[str, float]:
+def mixture_probabilities(
+    sizes: dict[str, int], mixing: str, temperature: float = 1.0, weights: dict[str, float] | None = None
+) -> dict[str, float]:
     """The probability of drawing each task's examples: proportional (p_i ∝ n_i, the tasks' training
     examples), temperature (p_i ∝ n_i^(1/T), T5's temperature-scaled mixing) or fixed (p_i ∝ w_i)."""
     if mixing == "proportional":
@@ -220,7 +221,9 @@ class MixtureOrder(_CachedBatches):
             if order is None:
                 order = list(rows)
                 random.Random(f"{self.seed}/{self.names[task]}/{rounds}").shuffle(order)
-                self._passes = {key: value for key, value in self._passes.items() if key[0] != task or key[1] > rounds - 2}
+                self._passes = {
+                    key: value for key, value in self._passes.items() if key[0] != task or key[1] > rounds - 2
+                }
                 self._passes[(task, rounds)] = order
             take = min(count - len(picked), len(rows) - offset)
             picked += order[offset : offset + take]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated
 
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
@@ -49,7 +49,9 @@ class ExperimentConfig(Section):
     run: RunSection = Field(description="Name, storage and failure handling.")
     data: DataSection = Field(default_factory=DataSection, description="The task.")
     models: ModelsSection = Field(description="Student, teacher(s), base.")
-    methods: list[MethodParams] = Field(default_factory=list, description="Methods to compare: a list of {name: ..., params}.")
+    methods: list[MethodParams] = Field(
+        default_factory=list, description="Methods to compare: a list of {name: ..., params}."
+    )
     training: TrainingSection = Field(default_factory=TrainingSection, description="Optimizer and schedule.")
     eval: EvalSection = Field(default_factory=EvalSection, description="Metric, target, decoding.")
     soft_targets: SoftTargetsSection = Field(
@@ -65,7 +67,7 @@ class ExperimentConfig(Section):
     report: ReportSection = Field(default_factory=ReportSection, description="Comparison report.")
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "ExperimentConfig":
+    def _cross_checks(self) -> ExperimentConfig:
         ds = self.deepspeed
         if ds.offload_params and ds.zero_stage != 3:
             raise ValueError("deepspeed.offload_params needs deepspeed.zero_stage=3")
@@ -74,9 +76,11 @@ class ExperimentConfig(Section):
         if ds.precision in ("bf16", "fp16") and not self.scaling.use_gpu:
             raise ValueError(f"deepspeed.precision={ds.precision} needs scaling.use_gpu=true (CPU trains in fp32)")
         if self.tune.scheduler == "asha" and self.eval.every_n_steps >= self.training.max_steps:
-            raise ValueError(f"tune.scheduler=asha stops weak trials at their evaluations before the last step, but "
-                             f"eval.every_n_steps ({self.eval.every_n_steps}) leaves none before training.max_steps "
-                             f"({self.training.max_steps}): lower eval.every_n_steps")
+            raise ValueError(
+                f"tune.scheduler=asha stops weak trials at their evaluations before the last step, but "
+                f"eval.every_n_steps ({self.eval.every_n_steps}) leaves none before training.max_steps "
+                f"({self.training.max_steps}): lower eval.every_n_steps"
+            )
         labels = [m.label or m.name for m in self.methods]
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
@@ -100,7 +104,7 @@ class ExperimentConfig(Section):
 
 def method_entry_type():
     """The registered methods' parameter models as one union, told apart by `name`."""
-    return Annotated[Union[tuple(spec.params for spec in METHODS.values())], Field(discriminator="name")]
+    return Annotated[tuple(spec.params for spec in METHODS.values()), Field(discriminator="name")]
 
 
 _schemas: dict[int, type[ExperimentConfig]] = {}
@@ -112,7 +116,9 @@ def schema() -> type[ExperimentConfig]:
     version = registry_version()
     if version not in _schemas:
         _schemas[version] = create_model(
-            "ExperimentConfig", __base__=ExperimentConfig, __module__=__name__,
+            "ExperimentConfig",
+            __base__=ExperimentConfig,
+            __module__=__name__,
             methods=(list[method_entry_type()], ExperimentConfig.model_fields["methods"]),
         )
     return _schemas[version]

@@ -33,8 +33,11 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
         if name == "methods" and issubclass(model, ExperimentConfig):
             for method_name, spec in METHODS.items():
                 rows.append((f"methods[name={method_name}]", "method", "", spec.params.__doc__ or ""))
-                rows += [r for r in describe_fields(spec.params, f"methods[name={method_name}].")
-                         if r[0] != f"methods[name={method_name}].name"]
+                rows += [
+                    r
+                    for r in describe_fields(spec.params, f"methods[name={method_name}].")
+                    if r[0] != f"methods[name={method_name}].name"
+                ]
         else:
             for section in sections:
                 rows += describe_fields(section, f"{path}.")

@@ -95,7 +95,8 @@ class Num2WordsSource(Section):
     """Options of the embedded num2words task (number -> words from the `num2words` package)."""
 
     languages: list[str] = Field(
-        default_factory=lambda: ["en"], min_length=1,
+        default_factory=lambda: ["en"],
+        min_length=1,
         description="num2words language codes (en, de, fr, es, ...). Each number gives one example per "
         "language, its source '<lang>: <digits>' (e.g. 'de: 1234').",
     )
@@ -110,8 +111,10 @@ class Num2WordsSource(Section):
 
         unknown = [lang for lang in languages if lang not in CONVERTER_CLASSES]
         if unknown:
-            raise ValueError(f"unknown num2words language(s) {', '.join(map(repr, unknown))}. "
-                             f"Supported: {', '.join(sorted(CONVERTER_CLASSES))}")
+            raise ValueError(
+                f"unknown num2words language(s) {', '.join(map(repr, unknown))}. "
+                f"Supported: {', '.join(sorted(CONVERTER_CLASSES))}"
+            )
         if len(set(languages)) != len(languages):
             raise ValueError("a language is listed twice")
         return languages
@@ -208,7 +211,7 @@ class DataSection(Section):
         return dict(data, tokenizer=tokenizer)
 
     @model_validator(mode="after")
-    def _source_present(self) -> "DataSection":
+    def _source_present(self) -> DataSection:
         if self.task == "huggingface" and self.huggingface is None:
             raise ValueError("task 'huggingface' needs data.huggingface (at least `path`)")
         if self.task == "files" and self.files is None:
@@ -238,7 +241,7 @@ class ModelSpec(Section):
     trust_remote_code: bool = Field(False, description="Allow model code from the Hub to run. Off unless you set it.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelSpec":
+    def _one_source(self) -> ModelSpec:
         if (self.preset is None) == (self.name_or_path is None):
             raise ValueError("give exactly one of `preset` or `name_or_path`")
         if self.preset is not None and self.preset not in PRESETS:
@@ -277,14 +280,19 @@ class MethodParams(Section):
 
     label: str | None = Field(None, description="Name of this entry in runs and reports; default = method name.")
     max_steps: int | None = Field(
-        None, ge=1, description="This entry's optimizer steps; null = training.max_steps (e.g. a teacher trained longer)."
+        None,
+        ge=1,
+        description="This entry's optimizer steps; null = training.max_steps (e.g. a teacher trained longer).",
     )
     learning_rate: float | None = Field(
-        None, gt=0, description="This entry's peak learning rate; null = training.learning_rate (e.g. a deeper "
+        None,
+        gt=0,
+        description="This entry's peak learning rate; null = training.learning_rate (e.g. a deeper "
         "teacher that needs a lower one). Compared methods share training.learning_rate.",
     )
     resources_per_worker: dict[str, float] | None = Field(
-        None, description="This entry's scaling.resources_per_worker; null = scaling's. E.g. {CPU: 2} for a run that "
+        None,
+        description="This entry's scaling.resources_per_worker; null = scaling's. E.g. {CPU: 2} for a run that "
         "trains alone on a 2-core machine (`ray-t2t run`'s teacher and pretraining) while each sweep trial takes one "
         "core. Its device-hours count what it reserves.",
     )
@@ -322,7 +330,7 @@ class TargetSection(Section):
         return data
 
     @model_validator(mode="after")
-    def _direction(self) -> "TargetSection":
+    def _direction(self) -> TargetSection:
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}. Valid metrics: {', '.join(METRICS)}")
         expected = ">=" if METRICS[self.metric].higher_is_better else "<="
@@ -331,14 +339,14 @@ class TargetSection(Section):
         return self
 
 
-
-
 class EvalSection(Section):
     """The task metric on validation during training, and on test at the end."""
 
     metric: str = Field("wer", description=f"Metric that decides quality. One of: {', '.join(METRICS)}.")
     every_n_steps: int = Field(
-        100, ge=1, description="Steps between validation evaluations: often enough to resolve the target's "
+        100,
+        ge=1,
+        description="Steps between validation evaluations: often enough to resolve the target's "
         "crossing (~5% of training.max_steps or finer; it is also interpolated between evaluations). Evaluation "
         "has its own clock; data.split_sizes.validation keeps each one cheap.",
     )
@@ -347,7 +355,8 @@ class EvalSection(Section):
     batch_size: int = Field(256, ge=1, description="Examples per decoding batch.")
     target: TargetSection | None = Field(None, description="Quality target, e.g. 'wer <= 0.5'; null = none.")
     stop_at_target: bool = Field(
-        False, description="Stop a run once it reaches the target (training past it is waste when the question is the "
+        False,
+        description="Stop a run once it reaches the target (training past it is waste when the question is the "
         "time to it). Not a teacher's run (model: teacher), which trains for its quality.",
     )
 
@@ -393,7 +402,8 @@ class ScalingSection(Section):
     )
     accelerator_type: str | None = Field(None, description="Required accelerator, e.g. 'H100'; null = any.")
     local_mode: bool = Field(
-        False, description="Train the one worker in the calling process (Ray Train's local mode, ScalingConfig("
+        False,
+        description="Train the one worker in the calling process (Ray Train's local mode, ScalingConfig("
         "num_workers=0)): a sweep trial in its Tune trial's process, which reserves the worker's resources; `ray-t2t "
         "train` and `run`'s first stage in the driver on a local Ray (on a cluster: on a Ray worker, as without it). "
         "Saves Ray Train's controller, helper actors and worker process a run (README, Performance). Needs "
@@ -401,10 +411,12 @@ class ScalingSection(Section):
     )
 
     @model_validator(mode="after")
-    def _local_mode_is_one_worker(self) -> "ScalingSection":
+    def _local_mode_is_one_worker(self) -> ScalingSection:
         if self.local_mode and self.num_workers != 1:
-            raise ValueError(f"local_mode trains one worker in the calling process, but num_workers is "
-                             f"{self.num_workers}: set num_workers: 1 or local_mode: false")
+            raise ValueError(
+                f"local_mode trains one worker in the calling process, but num_workers is "
+                f"{self.num_workers}: set num_workers: 1 or local_mode: false"
+            )
         return self
 
 
@@ -412,12 +424,12 @@ class DeepSpeedSection(Section):
     """The DeepSpeed engine every method trains on."""
 
     zero_stage: int = Field(
-        0, ge=0, le=3,
+        0,
+        ge=0,
+        le=3,
         description="ZeRO stage 0-3; 0 = plain data parallelism (fastest on one worker: see README, Performance).",
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto = bf16 on GPU, fp32 on CPU."
-    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU.")
     offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory (ZeRO >= 1).")
     offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO 3).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-steps per optimizer step.")
@@ -428,34 +440,40 @@ class TuneSection(Section):
     """Sweeps over methods, hyperparameters and seeds (ray.tune.TuneConfig)."""
 
     search: Literal["grid", "random", "optuna"] = Field(
-        "grid", description="grid: every combination of the space's lists; random: num_samples draws per method; "
+        "grid",
+        description="grid: every combination of the space's lists; random: num_samples draws per method; "
         "optuna: num_samples trials per method suggested by Optuna (TPE) on the final validation metric, with the "
-        "first seed, then the best point with every other seed."
+        "first seed, then the best point with every other seed.",
     )
     num_samples: int = Field(1, ge=1, description="Draws per method with search=random; trials per method with optuna.")
     methods: list[str] | None = Field(
-        None, description="Method labels the sweep trains; null = every entry except those training the teacher "
-        "or pretraining (the first stage of `ray-t2t run`)."
+        None,
+        description="Method labels the sweep trains; null = every entry except those training the teacher "
+        "or pretraining (the first stage of `ray-t2t run`).",
     )
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per method label, parameter -> values: a list (grid points; a choice with random search), or "
-        "{uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]} (random or optuna search). A "
-        "parameter is the method's own (alpha) or a config path (training.learning_rate).",
+        "{uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]} (random or optuna search). "
+        "A parameter is the method's own (alpha) or a config path (training.learning_rate).",
     )
     seeds: list[int] = Field(
-        default_factory=lambda: [0, 1, 2], min_length=1,
+        default_factory=lambda: [0, 1, 2],
+        min_length=1,
         description="Seeds; each trial runs once per seed. Replicates are distinct seeds: the report's intervals and "
         "significance tests need at least two, and three or more to separate methods that differ by little.",
     )
     max_concurrent_trials: int | None = Field(None, ge=1, description="Trials at once; null = what resources allow.")
     scheduler: Literal["none", "asha"] = Field("none", description="Early stopping of weak trials.")
     trial_cpus: float = Field(
-        0.5, gt=0, description="CPUs reserved by the Tune trial that drives each TorchTrainer (not with "
-        "scaling.local_mode: the trial then trains itself and reserves its worker's resources)."
+        0.5,
+        gt=0,
+        description="CPUs reserved by the Tune trial that drives each TorchTrainer (not with "
+        "scaling.local_mode: the trial then trains itself and reserves its worker's resources).",
     )
     reuse_actors: bool = Field(
-        True, description="Start the next trial in the process of a finished one (Tune's reuse_actors), not in a new "
+        True,
+        description="Start the next trial in the process of a finished one (Tune's reuse_actors), not in a new "
         "one: ~2-3 s less start-up a trial on 2 cores. Ignored with scheduler asha (a trial it stops is still inside "
         "its TorchTrainer).",
     )
@@ -488,12 +506,17 @@ class InferenceSection(Section):
     device: Literal["cpu", "gpu"] = Field("cpu", description="What the model is deployed on: CPU cores or one GPU.")
     cpus: int = Field(1, ge=1, description="CPU cores the measurement has to itself (and torch threads).")
     accelerator_type: str | None = Field(
-        None, description="On a cluster, the GPU type the model is deployed to (a Ray accelerator type, e.g. 'L4'); "
+        None,
+        description="On a cluster, the GPU type the model is deployed to (a Ray accelerator type, e.g. 'L4'); "
         "null = any GPU. The measurement runs on a node that has it.",
     )
-    examples: int = Field(256, ge=1, description="Test sources decoded at each batch size (batch size 1: the first 16).")
+    examples: int = Field(
+        256, ge=1, description="Test sources decoded at each batch size (batch size 1: the first 16)."
+    )
     output_tokens: int | None = Field(
-        None, ge=1, description="New tokens decoded per example, always exactly this many (end-of-sequence ignored), "
+        None,
+        ge=1,
+        description="New tokens decoded per example, always exactly this many (end-of-sequence ignored), "
         "so the speed does not depend on when a model stops; null = data.max_target_length.",
     )
     batch_sizes: list[Annotated[int, Field(ge=1)]] | None = Field(

@@ -42,8 +42,17 @@ from ray_t2t.methods.base import (
     save_pretrained,
 )
 
-__all__ = ["METHODS", "Method", "Setup", "collate", "cross_entropy", "get_method", "model_spec", "register",
-           "save_pretrained"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "Setup",
+    "collate",
+    "cross_entropy",
+    "get_method",
+    "model_spec",
+    "register",
+    "save_pretrained",
+]
 
 METHODS: dict[str, Method] = {}
 _version = [0]

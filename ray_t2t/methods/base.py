@@ -8,8 +8,9 @@ shared loop's job, in ray_t2t.train, so methods are compared on equal terms. Met
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ray_t2t.batching import family_collate
 from ray_t2t.config.sections import MethodParams

@@ -86,8 +86,9 @@ def architectures(cfg, params) -> tuple[Any, Any]:
 def check_stack(cfg, params, field: str, stack: str, config) -> None:
     """An encoder stack exists only in encoder-decoder models."""
     if stack == "encoder" and not config.is_encoder_decoder:
-        raise ConfigError(f"{key_of(cfg, params, field)}: decoder-only models have no encoder; "
-                          "use the decoder (their one stack)")
+        raise ConfigError(
+            f"{key_of(cfg, params, field)}: decoder-only models have no encoder; use the decoder (their one stack)"
+        )
 
 
 def blocks(config, stack: str) -> int:
@@ -116,8 +117,10 @@ def layer_map(cfg, params, student_config, teacher_config, stack: str) -> dict[i
     for student, teacher in params.layer_map.items():
         for index, count, who in ((student, student_blocks, "student"), (teacher, teacher_blocks, "teacher")):
             if not 0 <= index < count:
-                raise ConfigError(f"{key}: {who} block {index} is out of range: the {who}'s {stack} has "
-                                  f"{count} blocks (0-{count - 1})")
+                raise ConfigError(
+                    f"{key}: {who} block {index} is out of range: the {who}'s {stack} has "
+                    f"{count} blocks (0-{count - 1})"
+                )
     return dict(sorted(params.layer_map.items()))
 
 
@@ -139,8 +142,10 @@ def check_tokenizer(teacher_path: str, tokenizer) -> None:
 
     vocab = AutoConfig.from_pretrained(local_model_path(teacher_path)).vocab_size
     if vocab < tokenizer.vocab_size:
-        raise ConfigError(f"the teacher {teacher_path} has a vocabulary of {vocab}, the experiment's tokenizer "
-                          f"{tokenizer.vocab_size}: they do not share token ids")
+        raise ConfigError(
+            f"the teacher {teacher_path} has a vocabulary of {vocab}, the experiment's tokenizer "
+            f"{tokenizer.vocab_size}: they do not share token ids"
+        )
 
 
 def prepare_live_teacher(cfg, log) -> dict:
@@ -212,8 +217,11 @@ def attention_maps(outputs, attention: str, encoder_decoder: bool) -> tuple:
     """Per block, attention probabilities [batch, heads, queries, keys] of the chosen kind."""
     if not encoder_decoder:
         return outputs.attentions
-    return {"decoder_self": outputs.decoder_attentions, "cross": outputs.cross_attentions,
-            "encoder_self": outputs.encoder_attentions}[attention]
+    return {
+        "decoder_self": outputs.decoder_attentions,
+        "cross": outputs.cross_attentions,
+        "encoder_self": outputs.encoder_attentions,
+    }[attention]
 
 
 def positions(batch: dict, stack: str, encoder_decoder: bool):

@@ -48,11 +48,14 @@ class FewshotParams(MethodParams):
 
     name: Literal["fewshot"] = Field(description="Method name.")
     model: ModelRole = Field(
-        "base", description="Which of `models` to start from: a pretrained model (name_or_path) is the point; a "
-        "preset starts from a random initialization."
+        "base",
+        description="Which of `models` to start from: a pretrained model (name_or_path) is the point; a "
+        "preset starts from a random initialization.",
     )
     k: int = Field(
-        64, ge=1, le=10_000_000,
+        64,
+        ge=1,
+        le=10_000_000,
         description="Training examples used: the first k of a permutation of the training split seeded by the "
         "config's seed (independent of batch size and order; a smaller k's rows are among a larger k's).",
     )
@@ -109,7 +112,6 @@ def check(cfg, params) -> None:
     role = params.model
     spec = model_spec(cfg, role)
     if params.mode == "in_context":
-
         try:
             config = model_config(spec)
         except OSError as err:
@@ -118,13 +120,18 @@ def check(cfg, params) -> None:
             raise ConfigError(
                 f"{_key(cfg, params, 'mode')}: in_context prompts a decoder-only model with k demonstrations, but "
                 f"models.{role} is {config.model_type} (encoder-decoder); use mode: train, or a decoder-only "
-                f"models.{role} (GPT-2, Llama)")
+                f"models.{role} (GPT-2, Llama)"
+            )
     elif params.k < cfg.scaling.num_workers:
-        raise ConfigError(f"{_key(cfg, params, 'k')}: {params.k} training examples cannot give each of "
-                          f"scaling.num_workers={cfg.scaling.num_workers} workers one; raise k or lower the workers")
+        raise ConfigError(
+            f"{_key(cfg, params, 'k')}: {params.k} training examples cannot give each of "
+            f"scaling.num_workers={cfg.scaling.num_workers} workers one; raise k or lower the workers"
+        )
     if cfg.data.split_sizes.train is not None and params.k > cfg.data.split_sizes.train:
-        raise ConfigError(f"{_key(cfg, params, 'k')}: {params.k} is more than the training split's "
-                          f"{cfg.data.split_sizes.train} examples (data.split_sizes.train)")
+        raise ConfigError(
+            f"{_key(cfg, params, 'k')}: {params.k} is more than the training split's "
+            f"{cfg.data.split_sizes.train} examples (data.split_sizes.train)"
+        )
 
 
 def prepare(cfg, params, log) -> dict:
@@ -143,7 +150,9 @@ def prepare(cfg, params, log) -> dict:
     tokenizer = prepared.tokenizer()
     prefix = demonstration_prefix([(train.source_ids[i], train.target_ids[i]) for i in rows], tokenizer.sep_id)
     _check_positions(cfg, params, len(prefix), max(splits[s]["max_source_tokens"] for s in ("validation", "test")))
-    log(f"{params.label or params.name}: in-context, {params.k} demonstrations ({len(prefix)} tokens) before each query")
+    log(
+        f"{params.label or params.name}: in-context, {params.k} demonstrations ({len(prefix)} tokens) before each query"
+    )
     return {"demonstrations": {"rows": rows, "prefix": prefix}}
 
 
@@ -157,7 +166,8 @@ def _check_positions(cfg, params, prefix_tokens: int, longest_source: int) -> No
         raise ConfigError(
             f"{_key(cfg, params, 'k')}: {params.k} demonstrations take {prefix_tokens} tokens; with the longest "
             f"query ({longest_source}) and decoding ({decoded}) a prompt needs {needed} positions, and "
-            f"models.{params.model} has {positions}; lower k")
+            f"models.{params.model} has {positions}; lower k"
+        )
 
 
 def build(setup: Setup):
@@ -189,11 +199,21 @@ def export(model, folder, setup: Setup) -> None:
     save_pretrained(model, folder, setup)
     if setup.params.mode == "in_context":
         demonstrations = setup.extras["demonstrations"]
-        (folder / DEMONSTRATIONS_FILE).write_text(json.dumps(
-            {"k": setup.params.k, "rows": demonstrations["rows"], "prefix_ids": demonstrations["prefix"]}))
+        (folder / DEMONSTRATIONS_FILE).write_text(
+            json.dumps({"k": setup.params.k, "rows": demonstrations["rows"], "prefix_ids": demonstrations["prefix"]})
+        )
 
 
 METHOD = Method(
-    "fewshot", FewshotParams, build, kind="alternative", examples_param="k", check=check, prepare=prepare,
-    trains=trains, train_rows=train_rows, prompt_sources=prompt_sources, export=export,
+    "fewshot",
+    FewshotParams,
+    build,
+    kind="alternative",
+    examples_param="k",
+    check=check,
+    prepare=prepare,
+    trains=trains,
+    train_rows=train_rows,
+    prompt_sources=prompt_sources,
+    export=export,
 )

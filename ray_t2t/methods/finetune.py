@@ -24,7 +24,6 @@ class FinetuneParams(MethodParams):
     model: ModelRole = Field("base", description="Which of `models` to start from.")
 
 
-
 def check(cfg, params) -> None:
     """Raises ConfigError when the model to start from has no pretrained weights."""
     role = params.model

@@ -45,8 +45,8 @@ learning curve carries, next to train_loss, the means since the last log line of
 `train_gen_reward` (the discriminator's mean P(gold) of the samples, on generator steps) and
 `train_gen_mle` (the cross-entropy term). Like train_loss, each is averaged since the previous log
 line (every max(1, max_steps // 20) steps) and is absent from a window without a step of its
-phase: a window of at least d_steps + g_steps steps always holds both players. train_loss averages the discriminator's and the
-generator's losses and is not comparable to other methods'; the validation loss (the task's
+phase: a window of at least d_steps + g_steps steps always holds both players. train_loss averages the
+discriminator's and the generator's losses and is not comparable to other methods'; the validation loss (the task's
 cross-entropy) and the task metric are, as for every method. Evaluation and export see only the
 generator: export() saves it with save_pretrained (the discriminator is not exported), and
 evaluation decodes it greedily like any other model. Training time (and so cost) includes the
@@ -80,29 +80,37 @@ class GanParams(MethodParams):
 
     name: Literal["gan"] = Field(description="Method name.")
     model: Literal["student", "base"] = Field(
-        "student", description="The generator: models.student (its preset or architecture, randomly initialized "
-        "unless name_or_path loads weights) or models.base (e.g. a pretrained model to refine adversarially)."
+        "student",
+        description="The generator: models.student (its preset or architecture, randomly initialized "
+        "unless name_or_path loads weights) or models.base (e.g. a pretrained model to refine adversarially).",
     )
     mle_weight: float = Field(
-        0.5, ge=0, lt=1,
+        0.5,
+        ge=0,
+        lt=1,
         description="Generator loss = mle_weight x cross-entropy on the gold target + (1 - mle_weight) x the "
         "policy-gradient term. Keeps the generator anchored to the data (an adversarial term alone is unstable).",
     )
     d_steps: int = Field(1, ge=1, description="Discriminator optimizer steps per cycle (the D:G step ratio).")
     g_steps: int = Field(1, ge=1, description="Generator optimizer steps per cycle (the D:G step ratio).")
     mle_warmup_steps: int = Field(
-        0, ge=0, description="Optimizer steps of cross-entropy alone before the adversarial cycles start "
-        "(SeqGAN pretrains its generator with MLE)."
+        0,
+        ge=0,
+        description="Optimizer steps of cross-entropy alone before the adversarial cycles start "
+        "(SeqGAN pretrains its generator with MLE).",
     )
     baseline: Literal["moving_average", "none"] = Field(
-        "moving_average", description="Reward baseline subtracted in REINFORCE: an exponential moving average of "
-        "the mean reward (lower variance), or none."
+        "moving_average",
+        description="Reward baseline subtracted in REINFORCE: an exponential moving average of "
+        "the mean reward (lower variance), or none.",
     )
     baseline_decay: float = Field(0.9, ge=0, lt=1, description="Decay of the moving-average reward baseline.")
     sample_temperature: float = Field(1.0, gt=0, description="Softmax temperature of the generator's sampling.")
     disc_dim: int = Field(
-        64, ge=8, description="Discriminator width: a small transformer encoder over the source and the target "
-        "(its own token, segment and position embeddings); a multiple of 4 (its attention heads)."
+        64,
+        ge=8,
+        description="Discriminator width: a small transformer encoder over the source and the target "
+        "(its own token, segment and position embeddings); a multiple of 4 (its attention heads).",
     )
     disc_layers: int = Field(1, ge=1, description="Discriminator transformer layers.")
 
@@ -137,9 +145,11 @@ class Discriminator(torch.nn.Module):
         longest = int((source_lengths + target_lengths).max())
         j = torch.arange(longest, device=source.device).unsqueeze(0)
         from_source = j < source_lengths
-        tokens = torch.where(from_source,
-                             source.gather(1, j.clamp(max=source.shape[1] - 1).expand(source.shape[0], -1)),
-                             target.gather(1, (j - source_lengths).clamp(0, target.shape[1] - 1)))
+        tokens = torch.where(
+            from_source,
+            source.gather(1, j.clamp(max=source.shape[1] - 1).expand(source.shape[0], -1)),
+            target.gather(1, (j - source_lengths).clamp(0, target.shape[1] - 1)),
+        )
         valid = j < source_lengths + target_lengths
         positions = j.clamp(max=self.positions.num_embeddings - 1)
         states = self.tokens(tokens) + self.segments((~from_source).long()) + self.positions(positions)
@@ -164,8 +174,9 @@ def build(setup: Setup):
     vocab = generator.get_input_embeddings().num_embeddings
     with torch.random.fork_rng(devices=[]):  # the same discriminator on every rank, whatever its RNG
         torch.manual_seed(setup.seed)
-        discriminator = Discriminator(vocab, params.disc_dim, params.disc_layers,
-                                      cfg.data.max_source_length + max_sample_length(cfg) + 1)
+        discriminator = Discriminator(
+            vocab, params.disc_dim, params.disc_layers, cfg.data.max_source_length + max_sample_length(cfg) + 1
+        )
     return GanModel(generator, discriminator)
 
 
@@ -207,15 +218,23 @@ def sample(model: GanModel, setup: Setup, sources: list[list[int]], temperature:
     try:
         with torch.no_grad():
             output = generator.generate(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), do_sample=True,
-                temperature=temperature, top_k=0, top_p=1.0, num_beams=1, num_return_sequences=1,
-                max_new_tokens=max_sample_length(setup.cfg), pad_token_id=tok.pad_id, eos_token_id=tok.eos_id,
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                num_beams=1,
+                num_return_sequences=1,
+                max_new_tokens=max_sample_length(setup.cfg),
+                pad_token_id=tok.pad_id,
+                eos_token_id=tok.eos_id,
                 # ZeRO 3 gathers weights with collectives in every forward: ranks keep stepping together
                 synced_gpus=setup.cfg.deepspeed.zero_stage == 3 and setup.cfg.scaling.num_workers > 1,
             )
     finally:
         generator.train(was_training)
-    new = output[:, 1:] if setup.encoder_decoder else output[:, input_ids.shape[1]:]
+    new = output[:, 1:] if setup.encoder_decoder else output[:, input_ids.shape[1] :]
     samples = []
     for ids in new.tolist():
         samples.append(ids[: ids.index(tok.eos_id) + 1] if tok.eos_id in ids else ids)
@@ -254,8 +273,10 @@ def loss(model, batch, setup: Setup):
     if phase == "discriminator":
         real_logits = gan.discriminator(source, source_mask, batch["gan_target"], batch["gan_target_mask"])
         fake_logits = gan.discriminator(source, source_mask, fake, fake_mask)
-        d_loss = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                        + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        d_loss = 0.5 * (
+            F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        )
         accuracy = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
         return d_loss, {"disc_accuracy": accuracy, "disc_loss": d_loss.detach()}
     with torch.no_grad():

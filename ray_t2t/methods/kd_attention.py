@@ -96,8 +96,10 @@ def stack_of(attention: str) -> str:
 def check(cfg, params) -> None:
     student, teacher = distill.architectures(cfg, params)
     if params.attention != "decoder_self" and not student.is_encoder_decoder:
-        raise ConfigError(f"{distill.key_of(cfg, params, 'attention')}: {params.attention} needs an encoder-decoder; "
-                          "decoder-only models have their self-attention only (decoder_self)")
+        raise ConfigError(
+            f"{distill.key_of(cfg, params, 'attention')}: {params.attention} needs an encoder-decoder; "
+            "decoder-only models have their self-attention only (decoder_self)"
+        )
     distill.layer_map(cfg, params, student, teacher, stack_of(params.attention))
 
 
@@ -112,8 +114,9 @@ def build(setup: Setup):
     register_attention()
     model.set_attn_implementation(ATTENTION)
     teacher_config = AutoConfig.from_pretrained(local_model_path(setup.extras["teacher"]))
-    setup.extras["layer_map"] = distill.layer_map(setup.cfg, setup.params, model.config, teacher_config,
-                                                  stack_of(setup.params.attention))  # for loss()
+    setup.extras["layer_map"] = distill.layer_map(
+        setup.cfg, setup.params, model.config, teacher_config, stack_of(setup.params.attention)
+    )  # for loss()
     return model
 
 
@@ -144,16 +147,26 @@ def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
 def loss(model, batch, setup: Setup):
     params, encoder_decoder = setup.params, setup.encoder_decoder
     outputs = model(**batch, output_attentions=True)
-    teacher = distill.teacher_outputs(setup, model, batch, attn_implementation=TEACHER_ATTENTION,
-                                      output_attentions=True)
-    term = attention_loss(distill.attention_maps(outputs, params.attention, encoder_decoder),
-                          distill.attention_maps(teacher, params.attention, encoder_decoder),
-                          distill.positions(batch, stack_of(params.attention), encoder_decoder),
-                          setup.extras["layer_map"])
+    teacher = distill.teacher_outputs(
+        setup, model, batch, attn_implementation=TEACHER_ATTENTION, output_attentions=True
+    )
+    term = attention_loss(
+        distill.attention_maps(outputs, params.attention, encoder_decoder),
+        distill.attention_maps(teacher, params.attention, encoder_decoder),
+        distill.positions(batch, stack_of(params.attention), encoder_decoder),
+        setup.extras["layer_map"],
+    )
     return distill.mix(params.alpha, term, outputs.loss)
 
 
 METHOD = Method(
-    "kd_attention", KdAttentionParams, build, kind="distillation", teacher_use=lambda params: "live",
-    check=check, prepare=prepare, loss=loss, extra_flops_per_token=extra_flops_per_token,
+    "kd_attention",
+    KdAttentionParams,
+    build,
+    kind="distillation",
+    teacher_use=lambda params: "live",
+    check=check,
+    prepare=prepare,
+    loss=loss,
+    extra_flops_per_token=extra_flops_per_token,
 )

@@ -43,8 +43,9 @@ class KdHiddenParams(MethodParams):
     name: Literal["kd_hidden"] = Field(description="Method name.")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hidden-state term; 1 - alpha on hard labels.")
     stack: Literal["decoder", "encoder"] = Field(
-        "decoder", description="Whose hidden states: the decoder (decoder-only models: their one stack) or the "
-        "encoder of an encoder-decoder."
+        "decoder",
+        description="Whose hidden states: the decoder (decoder-only models: their one stack) or the "
+        "encoder of an encoder-decoder.",
     )
     layer_map: LayerMap = Field("auto", description=LAYER_MAP_DESCRIPTION)
 
@@ -72,9 +73,9 @@ def build(setup: Setup):
     setup.extras["layer_map"] = mapping  # for loss()
     with torch.random.fork_rng(devices=[]):  # the same projections on every rank, whatever its RNG
         torch.manual_seed(setup.seed)
-        projections = torch.nn.ModuleDict({
-            str(s): torch.nn.Linear(model.config.hidden_size, teacher_config.hidden_size) for s in mapping
-        })
+        projections = torch.nn.ModuleDict(
+            {str(s): torch.nn.Linear(model.config.hidden_size, teacher_config.hidden_size) for s in mapping}
+        )
     model.add_module(PROJECTIONS, projections)
     return model
 
@@ -96,10 +97,13 @@ def loss(model, batch, setup: Setup):
     outputs = model(**batch, output_hidden_states=True)
     teacher = distill.teacher_outputs(setup, model, batch, output_hidden_states=True)
     student_module = getattr(model, "module", model)
-    term = hidden_loss(distill.block_states(outputs, params.stack, encoder_decoder),
-                       distill.block_states(teacher, params.stack, encoder_decoder),
-                       distill.positions(batch, params.stack, encoder_decoder),
-                       setup.extras["layer_map"], getattr(student_module, PROJECTIONS))
+    term = hidden_loss(
+        distill.block_states(outputs, params.stack, encoder_decoder),
+        distill.block_states(teacher, params.stack, encoder_decoder),
+        distill.positions(batch, params.stack, encoder_decoder),
+        setup.extras["layer_map"],
+        getattr(student_module, PROJECTIONS),
+    )
     return distill.mix(params.alpha, term, outputs.loss)
 
 
@@ -113,6 +117,14 @@ def export(model, folder, setup: Setup) -> None:
 
 
 METHOD = Method(
-    "kd_hidden", KdHiddenParams, build, kind="distillation", teacher_use=lambda params: "live",
-    check=check, prepare=prepare, loss=loss, export=export, extra_flops_per_token=extra_flops_per_token,
+    "kd_hidden",
+    KdHiddenParams,
+    build,
+    kind="distillation",
+    teacher_use=lambda params: "live",
+    check=check,
+    prepare=prepare,
+    loss=loss,
+    export=export,
+    extra_flops_per_token=extra_flops_per_token,
 )

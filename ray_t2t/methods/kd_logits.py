@@ -70,8 +70,10 @@ def check(cfg, params) -> None:
         distill.architectures(cfg, params)  # one family
         return
     if params.top_k > cfg.soft_targets.top_k:
-        raise ConfigError(f"kd_logits top_k={params.top_k} exceeds soft_targets.top_k={cfg.soft_targets.top_k}, "
-                          "the number of teacher tokens stored per position")
+        raise ConfigError(
+            f"kd_logits top_k={params.top_k} exceeds soft_targets.top_k={cfg.soft_targets.top_k}, "
+            "the number of teacher tokens stored per position"
+        )
 
 
 def prepare(cfg, params, log) -> dict:
@@ -115,7 +117,8 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     params = setup.params
     rows = soft_target_rows(setup.extras["soft_targets"][0])
     batch["teacher_topk_ids"], batch["teacher_topk_logprobs"] = teacher_rows(
-        rows, indices, params.top_k, setup.extras["stored_temperatures"][0], params.temperature)
+        rows, indices, params.top_k, setup.extras["stored_temperatures"][0], params.temperature
+    )
     return batch
 
 
@@ -169,8 +172,9 @@ def loss(model, batch, setup: Setup):
     if _online(params):
         outputs = model(**batch)
         teacher = distill.teacher_outputs(setup, model, batch)
-        kd = full_kd_loss(outputs.logits, teacher.logits, batch["labels"], setup.encoder_decoder, params,
-                          setup.tokenizer.vocab_size)
+        kd = full_kd_loss(
+            outputs.logits, teacher.logits, batch["labels"], setup.encoder_decoder, params, setup.tokenizer.vocab_size
+        )
         return distill.mix(params.alpha, kd, outputs.loss)
     teacher_ids, teacher_logprobs = (batch.pop(key) for key in TEACHER_KEYS)
     outputs = model(**batch)
@@ -179,7 +183,14 @@ def loss(model, batch, setup: Setup):
 
 
 METHOD = Method(
-    "kd_logits", KdLogitsParams, build, kind="distillation",
+    "kd_logits",
+    KdLogitsParams,
+    build,
+    kind="distillation",
     teacher_use=lambda params: "live" if _online(params) else "soft_targets",
-    check=check, prepare=prepare, collate=collate, loss=loss, extra_flops_per_token=extra_flops_per_token,
+    check=check,
+    prepare=prepare,
+    collate=collate,
+    loss=loss,
+    extra_flops_per_token=extra_flops_per_token,
 )

@@ -57,11 +57,14 @@ TEACHER_KEYS = ("teacher_topk_ids", "teacher_topk_logprobs")
 def check(cfg, params) -> None:
     teachers = len(cfg.models.teachers)
     if params.weights is not None and len(params.weights) != teachers:
-        raise ConfigError(f"kd_multi_teacher weights has {len(params.weights)} entries for {teachers} teacher(s) "
-                          "in models.teacher")
+        raise ConfigError(
+            f"kd_multi_teacher weights has {len(params.weights)} entries for {teachers} teacher(s) in models.teacher"
+        )
     if params.top_k > cfg.soft_targets.top_k:
-        raise ConfigError(f"kd_multi_teacher top_k={params.top_k} exceeds soft_targets.top_k="
-                          f"{cfg.soft_targets.top_k}, the number of teacher tokens stored per position")
+        raise ConfigError(
+            f"kd_multi_teacher top_k={params.top_k} exceeds soft_targets.top_k="
+            f"{cfg.soft_targets.top_k}, the number of teacher tokens stored per position"
+        )
 
 
 def prepare(cfg, params, log) -> dict:
@@ -80,8 +83,10 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     if indices is None:  # evaluation: the task alone
         return batch
     params = setup.params
-    per_teacher = [teacher_rows(soft_target_rows(folder), indices, params.top_k, stored_t, params.temperature)
-                   for folder, stored_t in zip(setup.extras["soft_targets"], setup.extras["stored_temperatures"])]
+    per_teacher = [
+        teacher_rows(soft_target_rows(folder), indices, params.top_k, stored_t, params.temperature)
+        for folder, stored_t in zip(setup.extras["soft_targets"], setup.extras["stored_temperatures"])
+    ]
     batch["teacher_topk_ids"] = torch.stack([ids for ids, _ in per_teacher])
     batch["teacher_topk_logprobs"] = torch.stack([logprobs for _, logprobs in per_teacher])
     return batch
@@ -116,12 +121,27 @@ def loss(model, batch, setup: Setup):
     teacher_ids, teacher_logprobs = (batch.pop(key) for key in TEACHER_KEYS)
     outputs = model(**batch)
     params = setup.params
-    kd = mixture_kd_loss(outputs.logits, batch["labels"], teacher_ids, teacher_logprobs, setup.extras["weights"],
-                         setup.encoder_decoder, params)
+    kd = mixture_kd_loss(
+        outputs.logits,
+        batch["labels"],
+        teacher_ids,
+        teacher_logprobs,
+        setup.extras["weights"],
+        setup.encoder_decoder,
+        params,
+    )
     return params.alpha * kd + (1 - params.alpha) * outputs.loss
 
 
 METHOD = Method(
-    "kd_multi_teacher", KdMultiTeacherParams, build, kind="distillation", teacher_use=lambda params: "soft_targets",
-    all_teachers=True, check=check, prepare=prepare, collate=collate, loss=loss,
+    "kd_multi_teacher",
+    KdMultiTeacherParams,
+    build,
+    kind="distillation",
+    teacher_use=lambda params: "soft_targets",
+    all_teachers=True,
+    check=check,
+    prepare=prepare,
+    collate=collate,
+    loss=loss,
 )

@@ -44,8 +44,9 @@ class KdRelationalParams(MethodParams):
     name: Literal["kd_relational"] = Field(description="Method name.")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the relational term; 1 - alpha on hard labels.")
     stack: Literal["decoder", "encoder"] = Field(
-        "decoder", description="Whose final hidden state is pooled: the decoder's (over target tokens; "
-        "decoder-only models: over every token) or the encoder's (over source tokens)."
+        "decoder",
+        description="Whose final hidden state is pooled: the decoder's (over target tokens; "
+        "decoder-only models: over every token) or the encoder's (over source tokens).",
     )
     distance_weight: float = Field(
         1.0, ge=0, description="Weight of the distance term: smooth L1 between mean-normalized pairwise distances."
@@ -55,11 +56,10 @@ class KdRelationalParams(MethodParams):
     )
 
     @model_validator(mode="after")
-    def _some_relation(self) -> "KdRelationalParams":
+    def _some_relation(self) -> KdRelationalParams:
         if self.distance_weight == 0 and self.angle_weight == 0:
             raise ValueError("kd_relational needs distance_weight or angle_weight above 0")
         return self
-
 
 
 def check(cfg, params) -> None:
@@ -131,6 +131,13 @@ def loss(model, batch, setup: Setup):
 
 
 METHOD = Method(
-    "kd_relational", KdRelationalParams, build, kind="distillation", teacher_use=lambda params: "live",
-    check=check, prepare=prepare, loss=loss, extra_flops_per_token=extra_flops_per_token,
+    "kd_relational",
+    KdRelationalParams,
+    build,
+    kind="distillation",
+    teacher_use=lambda params: "live",
+    check=check,
+    prepare=prepare,
+    loss=loss,
+    extra_flops_per_token=extra_flops_per_token,
 )

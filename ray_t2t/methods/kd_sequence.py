@@ -32,7 +32,9 @@ class KdSequenceParams(MethodParams):
 
     name: Literal["kd_sequence"] = Field(description="Method name.")
     gold_mix: float = Field(
-        0.0, ge=0, le=1,
+        0.0,
+        ge=0,
+        le=1,
         description="Share of examples that keep the gold target. The generations come from "
         "soft_targets.generations (greedy or beam).",
     )
@@ -43,8 +45,9 @@ _generations: dict = {}  # per worker process: folder -> {example_id: ids}
 
 def check(cfg, params) -> None:
     if cfg.soft_targets.generations == "none":
-        raise ConfigError("kd_sequence trains on the teacher's generations: set soft_targets.generations to "
-                          "greedy or beam")
+        raise ConfigError(
+            "kd_sequence trains on the teacher's generations: set soft_targets.generations to greedy or beam"
+        )
 
 
 def keeps_gold(example: int, gold_mix: float, seed: int) -> bool:
@@ -53,7 +56,6 @@ def keeps_gold(example: int, gold_mix: float, seed: int) -> bool:
 
 def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
     if indices is not None:  # training: the teacher's output replaces the gold target
-
         folder = setup.extras["soft_targets"][0]
         if folder not in _generations:
             _generations[folder] = load_generations(folder)
@@ -68,5 +70,12 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     return task_collate(setup, source_ids, target_ids)
 
 
-METHOD = Method("kd_sequence", KdSequenceParams, build, kind="distillation", teacher_use=lambda params: "soft_targets",
-                check=check, collate=collate)
+METHOD = Method(
+    "kd_sequence",
+    KdSequenceParams,
+    build,
+    kind="distillation",
+    teacher_use=lambda params: "soft_targets",
+    check=check,
+    collate=collate,
+)

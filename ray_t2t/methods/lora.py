@@ -53,8 +53,9 @@ def lora_config(model, params):
             )
         targets = AUTO_TARGETS[model_type]
     task = TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else TaskType.CAUSAL_LM
-    return LoraConfig(r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout,
-                      target_modules=targets, task_type=task)
+    return LoraConfig(
+        r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout, target_modules=targets, task_type=task
+    )
 
 
 def build(setup: Setup):

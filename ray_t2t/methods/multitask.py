@@ -45,8 +45,13 @@ from ray_t2t.data import multitask_task_data, prepare_multitask
 from ray_t2t.methods.base import Method, Setup
 from ray_t2t.methods.scratch import build as build_scratch
 
-TASK_SHORT_NAMES = {"g2p_cmudict": "g2p", "p2g_cmudict": "p2g", "num2words": "n2w", "huggingface": "hf",
-                    "files": "files"}
+TASK_SHORT_NAMES = {
+    "g2p_cmudict": "g2p",
+    "p2g_cmudict": "p2g",
+    "num2words": "n2w",
+    "huggingface": "hf",
+    "files": "files",
+}
 
 
 class MultitaskTask(Section):
@@ -56,7 +61,8 @@ class MultitaskTask(Section):
         description="The task (as data.task); a bare task name stands for {task: NAME}."
     )
     name: str = Field(
-        None, pattern=r"^[a-z][a-z0-9_]*$",  # type: ignore[arg-type]  # filled from `task` when absent
+        None,
+        pattern=r"^[a-z][a-z0-9_]*$",  # type: ignore[arg-type]  # filled from `task` when absent
         description="Short name: the suffix of the task's metrics (val_wer_g2p) and of its default prefix; "
         "default g2p, p2g, n2w, hf or files after the task.",
     )
@@ -71,15 +77,20 @@ class MultitaskTask(Section):
         None, description="This task's split sizes; null = data.split_sizes. Split by data.split_seed."
     )
     target: TargetSection | None = Field(
-        None, description="This task's quality target on its own validation examples, e.g. 'wer <= 0.5'; null = "
-        "eval.target. Its time to target is in the run record and the report."
+        None,
+        description="This task's quality target on its own validation examples, e.g. 'wer <= 0.5'; null = "
+        "eval.target. Its time to target is in the run record and the report.",
     )
     cmudict: CmudictSource | None = Field(None, description="Options of g2p_cmudict/p2g_cmudict; null = data.cmudict.")
     num2words: Num2WordsSource | None = Field(None, description="Options of num2words; null = data.num2words.")
     files: FilesSource | None = Field(None, description="Source of a files task; null = data.files.")
-    huggingface: HuggingFaceSource | None = Field(None, description="Source of a huggingface task; null = data.huggingface.")
+    huggingface: HuggingFaceSource | None = Field(
+        None, description="Source of a huggingface task; null = data.huggingface."
+    )
     source_column: str | None = Field(None, description="Input column (files, huggingface); null = data.source_column.")
-    target_column: str | None = Field(None, description="Output column (files, huggingface); null = data.target_column.")
+    target_column: str | None = Field(
+        None, description="Output column (files, huggingface); null = data.target_column."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -116,11 +127,13 @@ class MultitaskParams(MethodParams):
     )
 
     @model_validator(mode="after")
-    def _tasks_consistent(self) -> "MultitaskParams":
+    def _tasks_consistent(self) -> MultitaskParams:
         names = [t.name for t in self.tasks]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ValueError(f"tasks: the name(s) {', '.join(repeated)} are used twice; give each task a distinct `name`")
+            raise ValueError(
+                f"tasks: the name(s) {', '.join(repeated)} are used twice; give each task a distinct `name`"
+            )
         prefixes = [t.prefix for t in self.tasks]
         if len(set(prefixes)) != len(prefixes):
             raise ValueError("tasks: two tasks have the same `prefix`; the model could not tell them apart")
@@ -132,10 +145,10 @@ class MultitaskParams(MethodParams):
             if sum(t.weight for t in self.tasks) <= 0:
                 raise ValueError("tasks.*.weight: the weights sum to 0; give at least one task a positive weight")
         elif weighted:
-            raise ValueError(f"tasks.{weighted[0]}.weight: weights are used with mixing: fixed only "
-                             f"(mixing is {self.mixing})")
+            raise ValueError(
+                f"tasks.{weighted[0]}.weight: weights are used with mixing: fixed only (mixing is {self.mixing})"
+            )
         return self
-
 
 
 def check(cfg, params) -> None:
@@ -162,14 +175,23 @@ def prepare(cfg, params, log) -> dict:
     mixture = probabilities(params, data.summary)
     default = cfg.eval.target.model_dump() if cfg.eval.target else None
     targets = {task.name: task.target.model_dump() if task.target else default for task in params.tasks}
-    tasks = {task.name: {"task": task.task, "prefix": task.prefix, "probability": mixture[task.name],
-                         "examples": data.summary["tasks"][task.name]["examples"], "target": targets[task.name]}
-             for task in params.tasks}
+    tasks = {
+        task.name: {
+            "task": task.task,
+            "prefix": task.prefix,
+            "probability": mixture[task.name],
+            "examples": data.summary["tasks"][task.name]["examples"],
+            "target": targets[task.name],
+        }
+        for task in params.tasks
+    }
     shown = ", ".join(f"{name} {p:.3f}" for name, p in mixture.items())
     log(f"multitask data: {data.path} ({'reused' if data.reused else 'built'}); {params.mixing} mixture: {shown}")
-    return {"data_path": str(data.path.resolve()), "task_targets": targets,
-            "record_fields": {"multitask": {"mixing": params.mixing, "temperature": params.temperature,
-                                            "tasks": tasks}}}
+    return {
+        "data_path": str(data.path.resolve()),
+        "task_targets": targets,
+        "record_fields": {"multitask": {"mixing": params.mixing, "temperature": params.temperature, "tasks": tasks}},
+    }
 
 
 def build(setup: Setup):
@@ -181,9 +203,11 @@ def batch_order(setup: Setup, data, lengths, batch_size, world_size, rank, seed,
     """Training batches drawn by the task mixture (ray_t2t.batching.order.MixtureOrder)."""
 
     tasks = data.read_split("train").column("task").to_pylist()
-    return MixtureOrder(tasks, probabilities(setup.params, data.summary), lengths, batch_size, world_size, rank,
-                        seed, group_by_length)
+    return MixtureOrder(
+        tasks, probabilities(setup.params, data.summary), lengths, batch_size, world_size, rank, seed, group_by_length
+    )
 
 
-METHOD = Method("multitask", MultitaskParams, build, kind="alternative", check=check, prepare=prepare,
-                batch_order=batch_order)
+METHOD = Method(
+    "multitask", MultitaskParams, build, kind="alternative", check=check, prepare=prepare, batch_order=batch_order
+)

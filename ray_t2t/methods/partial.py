@@ -34,7 +34,6 @@ class PartialParams(MethodParams):
     top_n_layers: int = Field(2, ge=1, description="Blocks trained with trainable=top_layers.")
 
 
-
 def decoder_stack(model):
     """(decoder module, its list of blocks): T5/BART decoders, GPT-2 and Llama stacks."""
     stack = model.get_decoder() if model.config.is_encoder_decoder else model.base_model
@@ -62,7 +61,7 @@ def build(setup: Setup):
     else:
         if params.top_n_layers > len(blocks):
             raise ConfigError(f"partial: top_n_layers={params.top_n_layers} but the model has {len(blocks)} blocks")
-        for block in blocks[-params.top_n_layers:]:
+        for block in blocks[-params.top_n_layers :]:
             block.requires_grad_(True)
         for name, module in stack.named_children():  # the final norm after the blocks
             if "norm" in name or name == "ln_f":

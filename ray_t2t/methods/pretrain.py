@@ -39,8 +39,6 @@ class PretrainParams(MethodParams):
     mean_span_length: float = Field(3.0, ge=1, description="Mean masked span length (span corruption).")
 
 
-
-
 def check(cfg, params) -> None:
     spec = model_spec(cfg, params.model)
     if spec is None:
@@ -56,8 +54,10 @@ def _objective(setup: Setup) -> str:
     if chosen == "auto":
         return "span_corruption" if setup.encoder_decoder else "causal_lm"
     if (chosen == "span_corruption") != bool(setup.encoder_decoder):
-        raise ConfigError(f"pretrain objective {chosen!r} does not fit a "
-                          f"{'encoder-decoder' if setup.encoder_decoder else 'decoder-only'} model")
+        raise ConfigError(
+            f"pretrain objective {chosen!r} does not fit a "
+            f"{'encoder-decoder' if setup.encoder_decoder else 'decoder-only'} model"
+        )
     return chosen
 
 

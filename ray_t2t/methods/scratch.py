@@ -22,7 +22,6 @@ class ScratchParams(MethodParams):
     model: ModelRole = Field("student", description="Which of `models` to build and train.")
 
 
-
 def build(setup: Setup):
     spec = setup.model_spec(setup.params.model)
     if spec.name_or_path is not None:

@@ -43,7 +43,9 @@ LAYER_COUNTS = {
     "llama": (None, "num_hidden_layers"),
 }
 # A block's parameters: "<stack>.<container>.<index>." in the state dict.
-BLOCK_KEY = re.compile(r"^(?P<head>.*?(?P<stack>encoder|decoder|transformer|model)\.(?:block|layers|h)\.)(?P<index>\d+)\.")
+BLOCK_KEY = re.compile(
+    r"^(?P<head>.*?(?P<stack>encoder|decoder|transformer|model)\.(?:block|layers|h)\.)(?P<index>\d+)\."
+)
 
 
 def check(cfg, params) -> None:
@@ -60,7 +62,9 @@ def chosen_layers(choice, available: int, which: str) -> list[int]:
         return list(range(0, available, 2))
     bad = [i for i in choice if not 0 <= i < available]
     if bad or not choice:
-        raise ConfigError(f"sft {which}_layers {choice}: the teacher has {available} {which} blocks (0-{available - 1})")
+        raise ConfigError(
+            f"sft {which}_layers {choice}: the teacher has {available} {which} blocks (0-{available - 1})"
+        )
     return list(choice)
 
 
@@ -74,8 +78,10 @@ def build(setup: Setup):
     encoder_key, decoder_key = LAYER_COUNTS[config.model_type]
     maps = {}  # stack -> student index -> teacher index
     student_config = config.__class__.from_dict(config.to_dict())
-    for key, choice, which in ((encoder_key, setup.params.encoder_layers, "encoder"),
-                               (decoder_key, setup.params.decoder_layers, "decoder")):
+    for key, choice, which in (
+        (encoder_key, setup.params.encoder_layers, "encoder"),
+        (decoder_key, setup.params.decoder_layers, "decoder"),
+    ):
         if key is None:
             continue
         layers = chosen_layers(choice, getattr(config, key), which)
@@ -97,7 +103,7 @@ def _teacher_key(key: str, maps: dict, teacher_state: dict) -> str:
     if match is None:
         return key  # embeddings, final norms, output layer
     stack = "encoder" if match["stack"] == "encoder" else "decoder"
-    mapped = f"{match['head']}{maps[stack][int(match['index'])]}." + key[match.end():]
+    mapped = f"{match['head']}{maps[stack][int(match['index'])]}." + key[match.end() :]
     # T5 keeps its relative-position table in block 0 only: a student's block 0 copied from another
     # teacher block takes the table from the teacher's block 0.
     return mapped if mapped in teacher_state else key

@@ -67,18 +67,22 @@ class VaeParams(MethodParams):
     )
     latent_dim: int = Field(16, ge=1, description="Dimensions of the latent variable z.")
     posterior: Literal["source_target", "target"] = Field(
-        "source_target", description="What q(z | .) reads: pooled encoder states of source and target, or of the "
-        "target alone."
+        "source_target",
+        description="What q(z | .) reads: pooled encoder states of source and target, or of the target alone.",
     )
     kl_weight: float = Field(1.0, gt=0, description="Weight of the KL term once annealing is over.")
     kl_anneal_steps: int = Field(
-        500, ge=0, description="KL annealing: the KL weight rises linearly from 0 to kl_weight over this many "
-        "optimizer steps; 0 = full weight from the start."
+        500,
+        ge=0,
+        description="KL annealing: the KL weight rises linearly from 0 to kl_weight over this many "
+        "optimizer steps; 0 = full weight from the start.",
     )
     free_bits: float = Field(
-        0.05, ge=0, description="Free bits (nats) per latent dimension: the KL of a dimension (batch mean) is "
+        0.05,
+        ge=0,
+        description="Free bits (nats) per latent dimension: the KL of a dimension (batch mean) is "
         "charged max(KL_d, free_bits), so dimensions under the floor feel no pull to the prior (against posterior "
-        "collapse); 0 = off."
+        "collapse); 0 = off.",
     )
 
 
@@ -113,7 +117,9 @@ class VaeModel(TaskModelWrapper):
 
     def posterior(self, source_states, source_mask, target_ids, target_mask, source_target: bool):
         """(mu, logvar) [batch, latent_dim] of q(z | source, target)."""
-        target_states = self.task_model.get_encoder()(input_ids=target_ids, attention_mask=target_mask).last_hidden_state
+        target_states = self.task_model.get_encoder()(
+            input_ids=target_ids, attention_mask=target_mask
+        ).last_hidden_state
         pooled = masked_mean(target_states, target_mask)
         if source_target:
             pooled = torch.cat([masked_mean(source_states, source_mask), pooled], dim=-1)
@@ -125,8 +131,9 @@ class VaeModel(TaskModelWrapper):
         from transformers.modeling_outputs import BaseModelOutput
 
         states = source_states + self.latent_to_states(z.to(source_states.dtype)).unsqueeze(1)
-        return self.task_model(encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                               attention_mask=attention_mask, labels=labels)
+        return self.task_model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=attention_mask, labels=labels
+        )
 
 
 def build(setup: Setup):
@@ -155,8 +162,9 @@ def objective(vae: VaeModel, batch: dict, params, beta: float, pad_id: int):
     source_states = vae.task_model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     target_mask = labels != -100
     target_ids = labels.masked_fill(~target_mask, pad_id)
-    mu, logvar = vae.posterior(source_states, attention_mask, target_ids, target_mask.long(),
-                               params.posterior == "source_target")
+    mu, logvar = vae.posterior(
+        source_states, attention_mask, target_ids, target_mask.long(), params.posterior == "source_target"
+    )
     z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
     recon = vae.decode(source_states, attention_mask, labels, z).loss
     kl_dims = kl_per_dimension(mu, logvar)
@@ -182,5 +190,14 @@ def loss(model, batch, setup: Setup):
 export = export_task_model
 
 
-METHOD = Method("vae", VaeParams, build, kind="alternative", families=("encoder_decoder",), check=check, loss=loss,
-                export=export, extra_flops_per_token=extra_flops_per_token)
+METHOD = Method(
+    "vae",
+    VaeParams,
+    build,
+    kind="alternative",
+    families=("encoder_decoder",),
+    check=check,
+    loss=loss,
+    export=export,
+    extra_flops_per_token=extra_flops_per_token,
+)

@@ -68,9 +68,22 @@ from ray_t2t.stats import (
 )
 from ray_t2t.storage import is_remote, location, upload
 
-__all__ = ["Report", "build_report", "Charge", "Stat", "Target", "break_even_interval", "fewshot_by_k",
-           "fewshot_plot", "mean_ci", "pareto_front", "relative_target", "students_to_break_even", "t_quantile",
-           "time_to_target"]
+__all__ = [
+    "Report",
+    "build_report",
+    "Charge",
+    "Stat",
+    "Target",
+    "break_even_interval",
+    "fewshot_by_k",
+    "fewshot_plot",
+    "mean_ci",
+    "pareto_front",
+    "relative_target",
+    "students_to_break_even",
+    "t_quantile",
+    "time_to_target",
+]
 
 REPORT_DIR = REPORT_FOLDER
 
@@ -82,8 +95,14 @@ class Report:
     data: dict  # what report.json holds
 
 
-def build_report(run_dir, target: str | None = None, target_relative: float | None = None,
-                 confidence: float = 0.95, plots: bool = True, formats: tuple[str, ...] = ("md", "html")) -> Report:
+def build_report(
+    run_dir,
+    target: str | None = None,
+    target_relative: float | None = None,
+    confidence: float = 0.95,
+    plots: bool = True,
+    formats: tuple[str, ...] = ("md", "html"),
+) -> Report:
     """Read the experiment's records and write its report under run_dir/report/. `run_dir` is a
     folder or an object-store URI (the report is then written locally and uploaded). Raises
     UserError for missing or unreadable records, a bad target or confidence level."""
@@ -100,8 +119,9 @@ def build_report(run_dir, target: str | None = None, target_relative: float | No
     with tempfile.TemporaryDirectory(prefix="ray_t2t_report_") as work:
         report = _build_report(run_dir, Path(work), **options)
         upload(Path(work), destination)
-    return Report(report.summary.replace(work, str(destination)), [destination / p.name for p in report.files],
-                  report.data)
+    return Report(
+        report.summary.replace(work, str(destination)), [destination / p.name for p in report.files], report.data
+    )
 
 
 def _text_table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
@@ -110,8 +130,9 @@ def _text_table(headers: list[str], rows: list[list[str]], indent: str = "  ") -
     return [line(headers)] + [line(row) for row in rows]
 
 
-def _verdict_table(verdict: ClassVerdict, target: Target | None, metric: str, currency: str,
-                   level: float) -> tuple[list[str], list[list[str]]]:
+def _verdict_table(
+    verdict: ClassVerdict, target: Target | None, metric: str, currency: str, level: float
+) -> tuple[list[str], list[list[str]]]:
     headers = ["method", "seeds"]
     if target is not None:
         headers += ["reached", "to target s, charged", f"to target {currency}, charged"]
@@ -121,8 +142,11 @@ def _verdict_table(verdict: ClassVerdict, target: Target | None, metric: str, cu
     for f in members:
         row = [f.group.name, str(len(f.group.seeds) or f.runs)]
         if target is not None:
-            row += [f"{f.reached}/{f.runs}", crossing_cell(f.to_target_charged["to target s"], level),
-                    crossing_cell(f.to_target_charged["to target cost"], level)]
+            row += [
+                f"{f.reached}/{f.runs}",
+                crossing_cell(f.to_target_charged["to target s"], level),
+                crossing_cell(f.to_target_charged["to target cost"], level),
+            ]
         row += [cell(f.columns[f"test {metric}"]), cell(f.columns["s/step"])]
         rows.append(row)
     return headers, rows
@@ -133,12 +157,14 @@ def _charges_note(members: list[GroupFigures]) -> str:
     notes = []
     for f in members:
         if f.group.is_distillation and f.charge.parts:
-            notes.append(f"{f.group.name}: its teacher's training" + (" and soft targets" if f.group.reads_soft_targets
-                                                                      else ""))
+            notes.append(
+                f"{f.group.name}: its teacher's training" + (" and soft targets" if f.group.reads_soft_targets else "")
+            )
         elif f.charge.base_runs:
             notes.append(f"{f.group.name}: the training of {', '.join(f.charge.base_runs)}")
-    return ("charged: each method's own training until the interpolated crossing, plus " + "; ".join(notes)
-            if notes else "")
+    return (
+        "charged: each method's own training until the interpolated crossing, plus " + "; ".join(notes) if notes else ""
+    )
 
 
 def _speed_cell(f: GroupFigures, batch: str, key: str) -> str:
@@ -146,14 +172,26 @@ def _speed_cell(f: GroupFigures, batch: str, key: str) -> str:
     return fmt(result[key]["median"]) if result else "—"
 
 
-def _build_report(run_dir, folder: Path, target: str | None, target_relative: float | None, confidence: float,
-                  plots: bool, formats: tuple[str, ...]) -> Report:
+def _build_report(
+    run_dir,
+    folder: Path,
+    target: str | None,
+    target_relative: float | None,
+    confidence: float,
+    plots: bool,
+    formats: tuple[str, ...],
+) -> Report:
     """build_report, writing the report's files into the local `folder`."""
     records = load_records(run_dir)
     runs = records.runs
     metric = one([r["metric"]["name"] for r in runs], "eval.metric", "a report compares one metric")
-    higher = bool(one([r["metric"].get("higher_is_better") for r in runs], "the metric's direction",
-                      "a report compares one metric"))
+    higher = bool(
+        one(
+            [r["metric"].get("higher_is_better") for r in runs],
+            "the metric's direction",
+            "a report compares one metric",
+        )
+    )
     currency = one([r["cost"].get("currency") for r in runs], "the currency", "price every run in one currency")
     chosen = resolve_target(runs, target, target_relative, metric, higher)
     groups = group_records(runs)
@@ -168,26 +206,41 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
 
     folder.mkdir(parents=True, exist_ok=True)
     main_class = classes[0] if classes else None
-    images = write_plots(folder, figures, metric, higher, currency, chosen,
-                         compared=[f.group.name for f in main_class.figures] if main_class else None) if plots else []
+    images = (
+        write_plots(
+            folder,
+            figures,
+            metric,
+            higher,
+            currency,
+            chosen,
+            compared=[f.group.name for f in main_class.figures] if main_class else None,
+        )
+        if plots
+        else []
+    )
     if plots:
         images += fewshot_plot(folder, shots, metric, higher)
 
     # ------------------------------------------------------------------------------------ the verdict
     doc = Document()
     doc.heading(f"ray_t2t report: {run_dir.name}", 1)
-    summary = [f"report: {run_dir.name}: {len(runs)} run records in {len(groups)} groups"
-               + (f"; target {chosen} ({chosen.source})" if chosen else "; no target")]
+    summary = [
+        f"report: {run_dir.name}: {len(runs)} run records in {len(groups)} groups"
+        + (f"; target {chosen} ({chosen.source})" if chosen else "; no target")
+    ]
     doc.heading("Verdict")
-    doc.paragraph(f"Target: **{chosen}** ({chosen.source})." if chosen else
-                  "Target: none (the runs have no `eval.target`; give `--target` or `--target-relative`).")
+    doc.paragraph(
+        f"Target: **{chosen}** ({chosen.source})."
+        if chosen
+        else "Target: none (the runs have no `eval.target`; give `--target` or `--target-relative`)."
+    )
     for verdict in verdicts:
         members = verdict.size_class.figures
         if len(members) < 2 and not verdict.amortization:
             continue
         seeds = sorted({len(f.group.seeds) or f.runs for f in members})
-        title = (f"{verdict.size_class.description}: {len(members)} method(s), "
-                 f"{'/'.join(map(str, seeds))} seed(s) each")
+        title = f"{verdict.size_class.description}: {len(members)} method(s), {'/'.join(map(str, seeds))} seed(s) each"
         headers, rows = _verdict_table(verdict, chosen, metric, currency, confidence)
         lines = verdict_lines(verdict, chosen, metric, currency, higher, confidence)
         said = headline(verdict)
@@ -204,56 +257,81 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
             summary.append(f"  ({charges})")
         summary += lines
         summary += [f"  {said}"]
-    others = [f for f in figures if f.group.name not in ranked and (f.group.is_teacher or f.columns[f"test {metric}"].mean
-                                                                     is not None)]
+    others = [
+        f
+        for f in figures
+        if f.group.name not in ranked and (f.group.is_teacher or f.columns[f"test {metric}"].mean is not None)
+    ]
     if others:
-        other_rows = [[f.group.name, f.group.method + (" (teacher)" if f.group.is_teacher else ""),
-                       fmt(f.group.size_class[3]), cell(f.columns[f"test {metric}"]),
-                       _speed_cell(f, "batch", "examples_per_s")] for f in others]
+        other_rows = [
+            [
+                f.group.name,
+                f.group.method + (" (teacher)" if f.group.is_teacher else ""),
+                fmt(f.group.size_class[3]),
+                cell(f.columns[f"test {metric}"]),
+                _speed_cell(f, "batch", "examples_per_s"),
+            ]
+            for f in others
+        ]
         doc.heading("Not ranked: other models", 3)
-        doc.paragraph("Runs whose exported model differs from the compared students (the teacher, another shape): "
-                      "shown with their size and inference cost, never ranked against the students.")
+        doc.paragraph(
+            "Runs whose exported model differs from the compared students (the teacher, another shape): "
+            "shown with their size and inference cost, never ranked against the students."
+        )
         doc.table(["group", "method", "params", f"test {metric}", "inference examples/s"], other_rows)
-        summary.append("not ranked (other models): " + "; ".join(
-            f"{row[0]} ({row[2]} params): test {metric} {row[3]}" for row in other_rows))
+        summary.append(
+            "not ranked (other models): "
+            + "; ".join(f"{row[0]} ({row[2]} params): test {metric} {row[3]}" for row in other_rows)
+        )
 
     doc.heading("How the verdict is reached")
-    doc.bullets([
-        "Like for like: methods are ranked only against groups whose exported models have the same family, "
-        "architecture and parameter count (params counts the exported model only; parts used only in training, "
-        "such as a discriminator or projections, are in `training-only params`).",
-        f"Each figure is the mean over a group's seeds ± the half-width of its {level} Student-t interval; "
-        "a replicate is a distinct seed of one configuration (reruns and same-seed runs count once).",
-        "Time to target is interpolated linearly between the two evaluations around the crossing. A run that "
-        "never reached the target is censored at what it spent, never dropped: a group's mean needs every seed to "
-        "have reached it; where only a majority did, the median is shown with an order-statistic interval "
-        "(its coverage in brackets when too few seeds allow the asked level).",
-        f"A method is named fastest, cheapest or best only when Welch's t-test (two-sided, alpha {alpha:g}) "
-        "separates it from every other method of its class; a censored run enters the test at what it spent, "
-        "which favours it. Otherwise the report says \"no significant difference\" and gives the figures.",
-        f"Break-even N comes from the {level} interval of the per-student saving against the cheapest normal "
-        "method; \"never\" only when the whole interval shows no saving.",
-    ])
+    doc.bullets(
+        [
+            "Like for like: methods are ranked only against groups whose exported models have the same family, "
+            "architecture and parameter count (params counts the exported model only; parts used only in training, "
+            "such as a discriminator or projections, are in `training-only params`).",
+            f"Each figure is the mean over a group's seeds ± the half-width of its {level} Student-t interval; "
+            "a replicate is a distinct seed of one configuration (reruns and same-seed runs count once).",
+            "Time to target is interpolated linearly between the two evaluations around the crossing. A run that "
+            "never reached the target is censored at what it spent, never dropped: a group's mean needs every seed to "
+            "have reached it; where only a majority did, the median is shown with an order-statistic interval "
+            "(its coverage in brackets when too few seeds allow the asked level).",
+            f"A method is named fastest, cheapest or best only when Welch's t-test (two-sided, alpha {alpha:g}) "
+            "separates it from every other method of its class; a censored run enters the test at what it spent, "
+            'which favours it. Otherwise the report says "no significant difference" and gives the figures.',
+            f"Break-even N comes from the {level} interval of the per-student saving against the cheapest normal "
+            'method; "never" only when the whole interval shows no saving.',
+        ]
+    )
 
     # ---------------------------------------------------------------------------------- the figures
     doc.heading("Comparison")
-    doc.paragraph(f"{len(runs)} run records in {len(groups)} groups, {len(records.inferences)} teacher-inference "
-                  f"records, from `{run_dir}`. Quality: test `{metric}` ({'higher' if higher else 'lower'} is "
-                  f"better). Each figure: mean ± {level} interval over the group's runs.")
+    doc.paragraph(
+        f"{len(runs)} run records in {len(groups)} groups, {len(records.inferences)} teacher-inference "
+        f"records, from `{run_dir}`. Quality: test `{metric}` ({'higher' if higher else 'lower'} is "
+        f"better). Each figure: mean ± {level} interval over the group's runs."
+    )
     columns = figure_columns(metric, currency)
-    headers = ["group", "method", "runs"] + [h for h, _ in columns] + ["reached", "to target s", "to target device-h",
-                                                                        f"to target {currency}"]
+    headers = (
+        ["group", "method", "runs"]
+        + [h for h, _ in columns]
+        + ["reached", "to target s", "to target device-h", f"to target {currency}"]
+    )
     rows = []
     for f in figures:
-        rows.append([f.group.name, f.group.method + (" (teacher)" if f.group.is_teacher else ""), str(f.runs)]
-                    + [cell(f.columns[h]) for h, _ in columns]
-                    + [f.reached_text() if chosen else "—"]
-                    + [crossing_cell(f.to_target[h], confidence) for h, _, _ in TO_TARGET])
+        rows.append(
+            [f.group.name, f.group.method + (" (teacher)" if f.group.is_teacher else ""), str(f.runs)]
+            + [cell(f.columns[h]) for h, _ in columns]
+            + [f.reached_text() if chosen else "—"]
+            + [crossing_cell(f.to_target[h], confidence) for h, _, _ in TO_TARGET]
+        )
     doc.table(headers, rows)
-    doc.paragraph("train s: optimizer steps only (evaluation, checkpoints and export are timed apart); s/step: "
-                  "train s per optimizer step; device-h: train s × devices; tokens seen: source + target tokens "
-                  "trained on; params and size: the exported model; to target: the student's own training until "
-                  "the interpolated crossing.")
+    doc.paragraph(
+        "train s: optimizer steps only (evaluation, checkpoints and export are timed apart); s/step: "
+        "train s per optimizer step; device-h: train s × devices; tokens seen: source + target tokens "
+        "trained on; params and size: the exported model; to target: the student's own training until "
+        "the interpolated crossing."
+    )
 
     measured = [f for f in figures if f.speed]
     doc.heading("Inference speed")
@@ -265,7 +343,8 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
             f"({first.get('device', {}).get('description', 'see the inference records')}): greedy decoding of a fixed "
             f"set of {settings.get('examples')} test sources to exactly {settings.get('output_tokens')} new tokens "
             f"each, after a warm-up; the median of {settings.get('repeats')} repeats. Models of one architecture "
-            "and size are measured once. tokens/s counts input + output tokens.")
+            "and size are measured once. tokens/s counts input + output tokens."
+        )
         batches = [r["batch_size"] for r in first.get("results") or []]
         speed_headers = ["group", "params"]
         for b in batches:
@@ -278,27 +357,46 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
             speed_rows.append(row)
         doc.table(speed_headers, speed_rows)
     else:
-        doc.paragraph("Not measured: `ray-t2t run` measures it after the sweep; for runs trained one at a time, "
-                      "run `ray-t2t inference CONFIG`.")
+        doc.paragraph(
+            "Not measured: `ray-t2t run` measures it after the sweep; for runs trained one at a time, "
+            "run `ray-t2t inference CONFIG`."
+        )
 
     students = [f for f in figures if not f.group.is_teacher]
     if chosen:
         doc.heading("Time to target")
-        doc.paragraph("Distillation charged for its teacher (training, and the soft targets for students that "
-                      "read them: see Teacher amortization); a run that starts from another run's model (a "
-                      "fine-tune of a pretrain run) charged for that run's training. Sorted: groups whose every run "
-                      "reached the target by money to target, then those a majority reached, then the rest.")
+        doc.paragraph(
+            "Distillation charged for its teacher (training, and the soft targets for students that "
+            "read them: see Teacher amortization); a run that starts from another run's model (a "
+            "fine-tune of a pretrain run) charged for that run's training. Sorted: groups whose every run "
+            "reached the target by money to target, then those a majority reached, then the rest."
+        )
         charged = [f for f in students if f.charge.base_runs]
         if charged:
             doc.bullets([f"{f.group.name}: {'; '.join(f.charge.parts)}" for f in charged])
         rows = []
         for f in sorted(students, key=lambda f: f.order_key) + [f for f in figures if f.group.is_teacher]:
-            rows.append([f.group.name, f.group.method + (" (teacher)" if f.group.is_teacher else ""),
-                         f.reached_text()] + [crossing_cell(f.to_target_charged[h], confidence) for h, _, _ in TO_TARGET]
-                        + [crossing_cell(f.to_target[h], confidence) for h, _, _ in TO_TARGET]
-                        + [cell(f.columns[f"test {metric}"])])
-        doc.table(["group", "method", "reached", "s", "device-h", currency, "student alone s",
-                   "student alone device-h", f"student alone {currency}", f"test {metric}"], rows)
+            rows.append(
+                [f.group.name, f.group.method + (" (teacher)" if f.group.is_teacher else ""), f.reached_text()]
+                + [crossing_cell(f.to_target_charged[h], confidence) for h, _, _ in TO_TARGET]
+                + [crossing_cell(f.to_target[h], confidence) for h, _, _ in TO_TARGET]
+                + [cell(f.columns[f"test {metric}"])]
+            )
+        doc.table(
+            [
+                "group",
+                "method",
+                "reached",
+                "s",
+                "device-h",
+                currency,
+                "student alone s",
+                "student alone device-h",
+                f"student alone {currency}",
+                f"test {metric}",
+            ],
+            rows,
+        )
 
     doc.heading("Teacher amortization")
     if amortized:
@@ -309,40 +407,80 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
             f"{level} interval of the per-student saving (Welch); never: the distilled student saves nothing. "
             "Basis: money to target when every run of the student and of a normal method reached it, else the "
             "whole run's cost against normal methods whose final test quality is at least the student's. "
-            "Storage of soft targets is per month, not in the one-off cost.")
+            "Storage of soft targets is per month, not in the one-off cost."
+        )
         table = []
         for row in amortized:
             result = row["break_even"]
             saving = result.saving if result else None
-            table.append([row["group"], row["basis"], cell(row["student"]), fmt(row["teacher_training_cost"]),
-                          fmt(row["teacher_inference_cost"]), row["baseline"] or "none", cell(row["baseline_stat"]),
-                          fmt(row["baseline_once"]),
-                          "—" if saving is None or saving.diff is None else
-                          fmt(saving.diff) + ("" if saving.low is None else f" [{fmt(saving.low)}, {fmt(saving.high)}]"),
-                          "—" if saving is None or saving.p is None else f"{saving.p:.2g}",
-                          str(row["break_even_students"]),
-                          "—" if result is None or result.outcome == "untested" else
-                          f"{result.low if result.low is not None else 'never'} to "
-                          f"{result.high if result.high is not None else 'never'}",
-                          fmt(row["storage_per_month"])])
-        doc.table(["group", "basis", f"student {currency}", f"teacher training {currency}", f"soft targets {currency}",
-                   "cheapest normal method", f"its {currency}", f"its one-off {currency}",
-                   f"saving per student {currency} [{level}]", "p", "break-even students", f"{level} interval",
-                   f"storage {currency}/month"], table)
+            table.append(
+                [
+                    row["group"],
+                    row["basis"],
+                    cell(row["student"]),
+                    fmt(row["teacher_training_cost"]),
+                    fmt(row["teacher_inference_cost"]),
+                    row["baseline"] or "none",
+                    cell(row["baseline_stat"]),
+                    fmt(row["baseline_once"]),
+                    "—"
+                    if saving is None or saving.diff is None
+                    else fmt(saving.diff) + ("" if saving.low is None else f" [{fmt(saving.low)}, {fmt(saving.high)}]"),
+                    "—" if saving is None or saving.p is None else f"{saving.p:.2g}",
+                    str(row["break_even_students"]),
+                    "—"
+                    if result is None or result.outcome == "untested"
+                    else f"{result.low if result.low is not None else 'never'} to "
+                    f"{result.high if result.high is not None else 'never'}",
+                    fmt(row["storage_per_month"]),
+                ]
+            )
+        doc.table(
+            [
+                "group",
+                "basis",
+                f"student {currency}",
+                f"teacher training {currency}",
+                f"soft targets {currency}",
+                "cheapest normal method",
+                f"its {currency}",
+                f"its one-off {currency}",
+                f"saving per student {currency} [{level}]",
+                "p",
+                "break-even students",
+                f"{level} interval",
+                f"storage {currency}/month",
+            ],
+            table,
+        )
         doc.bullets([f"{row['group']}: {'; '.join(row['charged'])}" for row in amortized])
     else:
         doc.paragraph("No distillation runs (methods kd_* or sft).")
 
     if shots:
         doc.heading("Few-shot: quality against k")
-        doc.table(["fewshot entry", "mode", "k", "runs", "train examples", f"test {metric}", "device-h",
-                   currency, "reached"],
-                  [[row["label"], row["mode"], str(row["k"]), str(row["runs"]), cell(row["train_examples"]),
-                    cell(row["test"]), cell(row["device_h"]), cell(row["cost"]),
-                    f"{row['reached']}/{row['runs']}" if chosen else "—"] for row in shots])
-        doc.paragraph("Each k over its runs (seeds: each seed chooses its own k training examples). mode train: "
-                      "fine-tuned on the k examples, cost = training; in_context: k demonstrations in every prompt, "
-                      "no training, cost = the validation and test inference.")
+        doc.table(
+            ["fewshot entry", "mode", "k", "runs", "train examples", f"test {metric}", "device-h", currency, "reached"],
+            [
+                [
+                    row["label"],
+                    row["mode"],
+                    str(row["k"]),
+                    str(row["runs"]),
+                    cell(row["train_examples"]),
+                    cell(row["test"]),
+                    cell(row["device_h"]),
+                    cell(row["cost"]),
+                    f"{row['reached']}/{row['runs']}" if chosen else "—",
+                ]
+                for row in shots
+            ],
+        )
+        doc.paragraph(
+            "Each k over its runs (seeds: each seed chooses its own k training examples). mode train: "
+            "fine-tuned on the k examples, cost = training; in_context: k demonstrations in every prompt, "
+            "no training, cost = the validation and test inference."
+        )
 
     multitask = multitask_comparison(runs, metric, confidence, chosen if target is not None else None)
     if multitask:
@@ -350,21 +488,45 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
         for row in multitask:
             if row.get("all") and row["s"].mean is not None:
                 single = row["single_sum"]
-                summary.append(f"  {'multitask':<20}{row['group']}: every task's target after {fmt(row['s'].mean)} s"
-                               + (f", single-task runs {fmt(single['s'])} s one after another" if single else
-                                  " (not every task has a single-task run that reached it)"))
+                summary.append(
+                    f"  {'multitask':<20}{row['group']}: every task's target after {fmt(row['s'].mean)} s"
+                    + (
+                        f", single-task runs {fmt(single['s'])} s one after another"
+                        if single
+                        else " (not every task has a single-task run that reached it)"
+                    )
+                )
 
     if records.inferences:
         doc.heading("Teacher inference")
-        doc.table(["soft targets", "teacher", "examples", "tokens", "device-h", currency, "tokens/s",
-                   "storage MB", f"{currency}/month"],
-                  [[i["label"], (i.get("teacher") or {}).get("label", "?")
+        doc.table(
+            [
+                "soft targets",
+                "teacher",
+                "examples",
+                "tokens",
+                "device-h",
+                currency,
+                "tokens/s",
+                "storage MB",
+                f"{currency}/month",
+            ],
+            [
+                [
+                    i["label"],
+                    (i.get("teacher") or {}).get("label", "?")
                     + (" (pre-existing)" if (i.get("teacher") or {}).get("pre_existing") else ""),
-                    fmt((i.get("data") or {}).get("examples")), fmt((i.get("data") or {}).get("tokens")),
-                    fmt((i.get("device_seconds") or 0) / 3600), fmt((i.get("cost") or {}).get("total")),
+                    fmt((i.get("data") or {}).get("examples")),
+                    fmt((i.get("data") or {}).get("tokens")),
+                    fmt((i.get("device_seconds") or 0) / 3600),
+                    fmt((i.get("cost") or {}).get("total")),
                     fmt(i.get("tokens_per_s") or i.get("tokens_per_s_per_replica")),
                     fmt((i.get("storage") or {}).get("bytes", 0) / 1e6),
-                    fmt((i.get("cost") or {}).get("storage_per_month"))] for i in records.inferences])
+                    fmt((i.get("cost") or {}).get("storage_per_month")),
+                ]
+                for i in records.inferences
+            ],
+        )
 
     if images:
         doc.heading("Plots")
@@ -389,24 +551,47 @@ def _build_report(run_dir, folder: Path, target: str | None, target_relative: fl
         "final_quality": main_verdict.best.winner if main_verdict and main_verdict.best else None,
     }
     data = {
-        "experiment": run_dir.name, "metric": metric, "higher_is_better": higher, "currency": currency,
+        "experiment": run_dir.name,
+        "metric": metric,
+        "higher_is_better": higher,
+        "currency": currency,
         "confidence": confidence,
-        "target": None if chosen is None else {"metric": chosen.metric, "op": chosen.op, "value": chosen.value,
-                                               "source": chosen.source},
+        "target": None
+        if chosen is None
+        else {"metric": chosen.metric, "op": chosen.op, "value": chosen.value, "source": chosen.source},
         "verdicts": [v.as_dict() | {"headline": headline(v)} for v in verdicts],
-        "groups": [{"group": f.group.name, "method": f.group.method, "teacher": f.group.is_teacher,
-                    "runs": [r["_path"] for r in f.group.records], "seeds": f.group.seeds,
-                    "size_class": list(f.group.size_class), "ranked": f.group.name in ranked,
-                    "figures": {h: s.as_dict() for h, s in f.columns.items()}, "reached": f.reached,
-                    "to_target": {h: c.as_dict() for h, c in f.to_target.items()},
-                    "to_target_teacher_charged": {h: c.as_dict() for h, c in f.to_target_charged.items()},
-                    "inference_speed": f.speed and {k: v for k, v in f.speed.items() if k != "_path"},
-                    "teacher_charge": {"train_s": f.charge.train_s, "device_s": f.charge.device_s,
-                                       "cost": f.charge.cost, "parts": f.charge.parts}} for f in figures],
-        "amortization": [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in row.items()} for row in amortized],
-        "winners": winners, "left_out": records.left_out,
-        "fewshot_by_k": [{**row, **{key: row[key].as_dict() for key in ("train_examples", "test", "device_h", "cost")}}
-                         for row in shots],
+        "groups": [
+            {
+                "group": f.group.name,
+                "method": f.group.method,
+                "teacher": f.group.is_teacher,
+                "runs": [r["_path"] for r in f.group.records],
+                "seeds": f.group.seeds,
+                "size_class": list(f.group.size_class),
+                "ranked": f.group.name in ranked,
+                "figures": {h: s.as_dict() for h, s in f.columns.items()},
+                "reached": f.reached,
+                "to_target": {h: c.as_dict() for h, c in f.to_target.items()},
+                "to_target_teacher_charged": {h: c.as_dict() for h, c in f.to_target_charged.items()},
+                "inference_speed": f.speed and {k: v for k, v in f.speed.items() if k != "_path"},
+                "teacher_charge": {
+                    "train_s": f.charge.train_s,
+                    "device_s": f.charge.device_s,
+                    "cost": f.charge.cost,
+                    "parts": f.charge.parts,
+                },
+            }
+            for f in figures
+        ],
+        "amortization": [
+            {k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in row.items()} for row in amortized
+        ],
+        "winners": winners,
+        "left_out": records.left_out,
+        "fewshot_by_k": [
+            {**row, **{key: row[key].as_dict() for key in ("train_examples", "test", "device_h", "cost")}}
+            for row in shots
+        ],
         "multitask": _multitask_json(multitask),
     }
     json_path = folder / "report.json"
@@ -425,30 +610,74 @@ def _multitask_section(doc: Document, multitask: list[dict], metric: str, curren
         "multitask curve; `--target` replaces every task's own). Single task: the fastest group whose every "
         "run reached the target, and how many groups were compared. All tasks: the multitask run until its "
         "slowest task reached its target, against the fastest single-task groups trained one after another "
-        "(the sum).")
+        "(the sum)."
+    )
     table = []
     for row in multitask:
         if row.get("all"):
             single = row["single_sum"]
             ratio = (row["s"].mean / single["s"]) if single and single["s"] and row["s"].mean is not None else None
-            table.append([row["group"], "**all tasks**", "—", "—", f"{row['reached']}/{row['runs']}",
-                          cell(row["s"]), cell(row["cost"]), "—",
-                          "fastest per task" if single else "—", "—", fmt(single and single["s"]),
-                          fmt(single and single["cost"]), "—", fmt(ratio)])
+            table.append(
+                [
+                    row["group"],
+                    "**all tasks**",
+                    "—",
+                    "—",
+                    f"{row['reached']}/{row['runs']}",
+                    cell(row["s"]),
+                    cell(row["cost"]),
+                    "—",
+                    "fastest per task" if single else "—",
+                    "—",
+                    fmt(single and single["s"]),
+                    fmt(single and single["cost"]),
+                    "—",
+                    fmt(ratio),
+                ]
+            )
             continue
         mt, best = row.get("multitask"), row["best_single"]
         ratio = (mt["s"].mean / best["s"].mean) if mt and best and mt["s"].mean is not None else None
         compared = f" (of {len(row['single_groups'])})" if len(row["single_groups"]) > 1 else ""
-        table.append([row["group"], f"{row['task']} ({row['task_id']})", fmt(row["probability"]),
-                      row["target"] or "none", f"{mt['reached']}/{mt['runs']}" if mt else "—",
-                      cell(mt["s"]) if mt else "—", cell(mt["cost"]) if mt else "—", cell(row["multitask_test"]),
-                      (best["group"] + compared) if best else
-                      ("none reached" if row["single_groups"] else "no single-task run"),
-                      f"{best['reached']}/{best['runs']}" if best else "—", cell(best["s"]) if best else "—",
-                      cell(best["cost"]) if best else "—", cell(best["test"]) if best else "—", fmt(ratio)])
-    doc.table(["multitask group", "task", "p (mixture)", "target", "reached", "to target s", f"to target {currency}",
-               f"test {metric}", "single task", "reached", "to target s", f"to target {currency}",
-               f"test {metric}", "time ratio multi/single"], table)
+        table.append(
+            [
+                row["group"],
+                f"{row['task']} ({row['task_id']})",
+                fmt(row["probability"]),
+                row["target"] or "none",
+                f"{mt['reached']}/{mt['runs']}" if mt else "—",
+                cell(mt["s"]) if mt else "—",
+                cell(mt["cost"]) if mt else "—",
+                cell(row["multitask_test"]),
+                (best["group"] + compared)
+                if best
+                else ("none reached" if row["single_groups"] else "no single-task run"),
+                f"{best['reached']}/{best['runs']}" if best else "—",
+                cell(best["s"]) if best else "—",
+                cell(best["cost"]) if best else "—",
+                cell(best["test"]) if best else "—",
+                fmt(ratio),
+            ]
+        )
+    doc.table(
+        [
+            "multitask group",
+            "task",
+            "p (mixture)",
+            "target",
+            "reached",
+            "to target s",
+            f"to target {currency}",
+            f"test {metric}",
+            "single task",
+            "reached",
+            "to target s",
+            f"to target {currency}",
+            f"test {metric}",
+            "time ratio multi/single",
+        ],
+        table,
+    )
 
 
 def _hardware_section(doc: Document, figures: list[GroupFigures], records, currency: str) -> None:
@@ -456,27 +685,68 @@ def _hardware_section(doc: Document, figures: list[GroupFigures], records, curre
     rows = []
     for f in figures:
         seen = dict.fromkeys(
-            (json.dumps({k: (r.get("hardware") or {}).get(k) for k in ("workers", "device_type", "devices_per_worker",
-                                                                   "host_cpu")}),
-             json.dumps((r.get("hardware") or {}).get("placement")),
-             r["cost"].get("price_per_device_hour"), r.get("precision"), r.get("config_hash"))
-            for r in f.group.records)
+            (
+                json.dumps(
+                    {
+                        k: (r.get("hardware") or {}).get(k)
+                        for k in ("workers", "device_type", "devices_per_worker", "host_cpu")
+                    }
+                ),
+                json.dumps((r.get("hardware") or {}).get("placement")),
+                r["cost"].get("price_per_device_hour"),
+                r.get("precision"),
+                r.get("config_hash"),
+            )
+            for r in f.group.records
+        )
         for hardware, placement, price, precision, config in seen:
             hw, placed = json.loads(hardware), json.loads(placement)
             devices = f"{hw['workers']} × {fmt(hw['devices_per_worker'])} {hw['device_type']}"
-            rows.append([f.group.name, devices, _placement_text(placed), hw.get("host_cpu") or "—", precision or "—",
-                         fmt(price), config or "—", ", ".join(str(s) for s in f.group.seeds) or "—"])
+            rows.append(
+                [
+                    f.group.name,
+                    devices,
+                    _placement_text(placed),
+                    hw.get("host_cpu") or "—",
+                    precision or "—",
+                    fmt(price),
+                    config or "—",
+                    ", ".join(str(s) for s in f.group.seeds) or "—",
+                ]
+            )
     for i in records.inferences:
         hw = i.get("hardware") or {}
-        rows.append([i["label"], f"{hw.get('workers')} × {fmt(hw.get('devices_per_worker'))} {hw.get('device_type')}",
-                     "—", hw.get("host_cpu") or "—", "—", fmt((i.get("cost") or {}).get("price_per_device_hour")),
-                     "—", "—"])
-    doc.table(["group", "workers × devices", "placement", "host CPU", "precision", f"{currency} per device-hour",
-               "config hash", "seeds"], rows)
-    doc.paragraph("Placement: the cores (or GPUs) each run's worker had to itself; `shared` where it could not "
-                  "get its own and ran beside other work (its times are then not comparable). Prices are those "
-                  "recorded with each run (the config's `cost` table at the time). A run that starts from another "
-                  "run's model is charged that run's training when its record says so (model.initialized_from).")
+        rows.append(
+            [
+                i["label"],
+                f"{hw.get('workers')} × {fmt(hw.get('devices_per_worker'))} {hw.get('device_type')}",
+                "—",
+                hw.get("host_cpu") or "—",
+                "—",
+                fmt((i.get("cost") or {}).get("price_per_device_hour")),
+                "—",
+                "—",
+            ]
+        )
+    doc.table(
+        [
+            "group",
+            "workers × devices",
+            "placement",
+            "host CPU",
+            "precision",
+            f"{currency} per device-hour",
+            "config hash",
+            "seeds",
+        ],
+        rows,
+    )
+    doc.paragraph(
+        "Placement: the cores (or GPUs) each run's worker had to itself; `shared` where it could not "
+        "get its own and ran beside other work (its times are then not comparable). Prices are those "
+        "recorded with each run (the config's `cost` table at the time). A run that starts from another "
+        "run's model is charged that run's training when its record says so (model.initialized_from)."
+    )
 
 
 def _placement_text(placement: dict | None) -> str:

@@ -10,8 +10,9 @@ of a pretrain run; the record's model.initialized_from) is charged that run's tr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ray_t2t.report.records import (
     Group,
@@ -51,8 +52,11 @@ def figure_columns(metric: str, currency: str) -> list[tuple[str, Callable[[dict
 
 
 # (header, curve-point key, scale) of the time-to-target figures
-TO_TARGET = (("to target s", "wall_s", 1.0), ("to target device-h", "device_s", 1 / 3600),
-             ("to target cost", "cost", 1.0))
+TO_TARGET = (
+    ("to target s", "wall_s", 1.0),
+    ("to target device-h", "device_s", 1 / 3600),
+    ("to target cost", "cost", 1.0),
+)
 
 
 @dataclass
@@ -86,8 +90,8 @@ def teacher_charge(group: Group, runs: list[dict], inferences: list[dict]) -> Ch
 
     The teacher trained here is the run(s) with params.model == "teacher" (the mean over them, when a
     sweep trained several). A teacher from elsewhere is charged what its soft-target record carries
-    (zero when pre-existing). A method with all_teachers (kd_multi_teacher) uses every teacher; the others the first, which
-    is the one trained here when there is one."""
+    (zero when pre-existing). A method with all_teachers (kd_multi_teacher) uses every teacher; the others
+    the first, which is the one trained here when there is one."""
     charge = Charge()
     if not group.is_distillation:
         return charge
@@ -108,8 +112,11 @@ def teacher_charge(group: Group, runs: list[dict], inferences: list[dict]) -> Ch
         charge.device_s += sum(r["device_seconds"] for r in teacher_runs) / n
         costs = [r["cost"]["total"] for r in teacher_runs]
         charge.add_cost("training_cost", None if None in costs else sum(costs) / n)
-        charge.parts.append(f"teacher training (run {', '.join(sorted(teacher_labels))}"
-                            + (f", mean of {n} runs" if n > 1 else "") + ")")
+        charge.parts.append(
+            f"teacher training (run {', '.join(sorted(teacher_labels))}"
+            + (f", mean of {n} runs" if n > 1 else "")
+            + ")"
+        )
         from_records = [] if not all_teachers else [i for i in used if label_of(i) not in teacher_labels]
     else:
         from_records = used
@@ -157,8 +164,9 @@ def base_charge(group: Group, runs: list[dict], charge: Charge) -> None:
         charged[base["label"]] = charged.get(base["label"], 0) + 1
     for label, count in charged.items():
         charge.base_runs.append(label)
-        charge.parts.append(f"training of the model it starts from (run {label}"
-                            + (f", {count} of {n} runs" if count < n else "") + ")")
+        charge.parts.append(
+            f"training of the model it starts from (run {label}" + (f", {count} of {n} runs" if count < n else "") + ")"
+        )
 
 
 @dataclass
@@ -206,8 +214,16 @@ def _budget(record: dict, key: str) -> float | None:
     return points[-1][key] if points else None
 
 
-def compute_figures(groups: list[Group], runs: list[dict], inferences: list[dict], target: Target | None,
-                    metric: str, currency: str, level: float, speeds: dict[str, dict] | None = None) -> list[GroupFigures]:
+def compute_figures(
+    groups: list[Group],
+    runs: list[dict],
+    inferences: list[dict],
+    target: Target | None,
+    metric: str,
+    currency: str,
+    level: float,
+    speeds: dict[str, dict] | None = None,
+) -> list[GroupFigures]:
     columns = figure_columns(metric, currency)
     speeds = speeds or {}
     result = []
@@ -215,25 +231,45 @@ def compute_figures(groups: list[Group], runs: list[dict], inferences: list[dict
         charge = teacher_charge(group, runs, inferences)
         base_charge(group, runs, charge)
         stats = {header: Stat.of([get(r) for r in group.records], level) for header, get in columns}
-        hits = [time_to_target(r["learning_curve"], target.metric, target.op, target.value) if target else None
-                for r in group.records]
+        hits = [
+            time_to_target(r["learning_curve"], target.metric, target.op, target.value) if target else None
+            for r in group.records
+        ]
         # a run that never measured the target's metric (pretraining) has no crossing to wait for
-        measured = [target is not None and any(isinstance(p, dict) and f"val_{target.metric}" in p
-                                               for p in r["learning_curve"]) for r in group.records]
+        measured = [
+            target is not None and any(isinstance(p, dict) and f"val_{target.metric}" in p for p in r["learning_curve"])
+            for r in group.records
+        ]
         alone, charged = {}, {}
         for header, key, scale in TO_TARGET:
             extra = charge.extra(key)
             values = [None if hit is None or hit.get(key) is None else hit[key] * scale for hit in hits]
-            budgets = [None if _budget(r, key) is None or not known else _budget(r, key) * scale
-                       for r, known in zip(group.records, measured)]
+            budgets = [
+                None if _budget(r, key) is None or not known else _budget(r, key) * scale
+                for r, known in zip(group.records, measured)
+            ]
             alone[header] = Crossings.of(values, budgets, level)
             shift = None if extra is None else extra * scale
-            charged[header] = Crossings.of([None if v is None or shift is None else v + shift for v in values],
-                                           [None if b is None or shift is None else b + shift for b in budgets], level)
-        cost_charged = Stat.of([None if r["cost"]["total"] is None or charge.cost is None
-                                else r["cost"]["total"] + charge.cost for r in group.records], level)
-        curves = [[(p["device_s"] / 3600, p[f"val_{metric}"]) for p in r["learning_curve"]
-                   if isinstance(p.get(f"val_{metric}"), (int, float))] for r in group.records]
+            charged[header] = Crossings.of(
+                [None if v is None or shift is None else v + shift for v in values],
+                [None if b is None or shift is None else b + shift for b in budgets],
+                level,
+            )
+        cost_charged = Stat.of(
+            [
+                None if r["cost"]["total"] is None or charge.cost is None else r["cost"]["total"] + charge.cost
+                for r in group.records
+            ],
+            level,
+        )
+        curves = [
+            [
+                (p["device_s"] / 3600, p[f"val_{metric}"])
+                for p in r["learning_curve"]
+                if isinstance(p.get(f"val_{metric}"), (int, float))
+            ]
+            for r in group.records
+        ]
         speed = speeds.get(str((group.records[0].get("model") or {}).get("architecture_key")))
         result.append(GroupFigures(group, stats, alone, charged, cost_charged, charge, curves, speed))
     return result

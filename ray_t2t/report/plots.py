@@ -13,14 +13,14 @@ from ray_t2t.report.records import Target
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
     """Indices of the points no other point beats: at most the cost (x) and at least as good quality (y),
     better in one. Sorted by cost."""
+
     def better_or_equal(a, b):
         return a >= b if higher_is_better else a <= b
 
     front = []
     for i, (x, y) in enumerate(points):
         dominated = any(
-            x2 <= x and better_or_equal(y2, y) and (x2 < x or y2 != y)
-            for j, (x2, y2) in enumerate(points) if j != i
+            x2 <= x and better_or_equal(y2, y) and (x2 < x or y2 != y) for j, (x2, y2) in enumerate(points) if j != i
         )
         if not dominated:
             front.append(i)
@@ -32,8 +32,15 @@ def _charged_device_hours(figures: GroupFigures) -> float | None:
     return None if alone is None else alone + figures.charge.device_s / 3600
 
 
-def write_plots(folder: Path, figures: list[GroupFigures], metric: str, higher_is_better: bool,
-                currency: str, target: Target | None = None, compared: list[str] | None = None) -> list[tuple[Path, str]]:
+def write_plots(
+    folder: Path,
+    figures: list[GroupFigures],
+    metric: str,
+    higher_is_better: bool,
+    currency: str,
+    target: Target | None = None,
+    compared: list[str] | None = None,
+) -> list[tuple[Path, str]]:
     """Pareto plots of final quality against device-hours and against money (distillation charged for
     its teacher, the student alone as an open marker; error bars: the quality's confidence interval over
     seeds), and every run's learning curve with the target. The front is over the `compared` groups
@@ -58,11 +65,8 @@ def write_plots(folder: Path, figures: list[GroupFigures], metric: str, higher_i
 
     quality = f"test {metric}"
     for name, axis, charged_of, alone_of in (
-        ("pareto_device_hours.png", "device-hours",
-         _charged_device_hours,
-         lambda f: f.columns["device-h"].mean),
-        ("pareto_cost.png", currency,
-         lambda f: f.cost_charged.mean, lambda f: f.columns[f"cost {currency}"].mean),
+        ("pareto_device_hours.png", "device-hours", _charged_device_hours, lambda f: f.columns["device-h"].mean),
+        ("pareto_cost.png", currency, lambda f: f.cost_charged.mean, lambda f: f.columns[f"cost {currency}"].mean),
     ):
         shown = [f for f in figures if f.columns[quality].mean is not None and charged_of(f) is not None]
         if not shown:
@@ -87,8 +91,14 @@ def write_plots(folder: Path, figures: list[GroupFigures], metric: str, higher_i
                 ax.plot([alone, x], [y, y], color=color_of[f.group.name], linewidth=0.8, linestyle=":")
         students = [i for i, f in enumerate(shown) if ranked(f)]
         front = [students[i] for i in pareto_front([points[i] for i in students], higher_is_better)]
-        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="black", linewidth=1.5,
-                zorder=2, label="Pareto front (students of one size, means)")
+        ax.plot(
+            [points[i][0] for i in front],
+            [points[i][1] for i in front],
+            color="black",
+            linewidth=1.5,
+            zorder=2,
+            label="Pareto front (students of one size, means)",
+        )
         ax.set_xlabel(f"{axis} of one run (teacher / base model's training charged; open: the run alone)")
         ax.set_ylabel(f"final test {metric} ({'higher' if higher_is_better else 'lower'} is better)")
         ax.legend(loc="best", fontsize=8)
@@ -100,8 +110,14 @@ def write_plots(folder: Path, figures: list[GroupFigures], metric: str, higher_i
         for f in figures:
             for i, points in enumerate(f.curve_points):
                 if points:
-                    ax.plot([p[0] for p in points], [p[1] for p in points], color=color_of[f.group.name],
-                            marker=".", linewidth=1, label=f.group.name if i == 0 else None)
+                    ax.plot(
+                        [p[0] for p in points],
+                        [p[1] for p in points],
+                        color=color_of[f.group.name],
+                        marker=".",
+                        linewidth=1,
+                        label=f.group.name if i == 0 else None,
+                    )
         if target is not None and target.metric == metric:
             ax.axhline(target.value, color="black", linestyle="--", linewidth=1, label=f"target {target}")
         ax.set_xlabel("device-hours of training (student alone)")
@@ -126,8 +142,14 @@ def fewshot_plot(folder: Path, rows: list[dict], metric: str, higher_is_better: 
     for line in dict.fromkeys((row["label"], row["mode"]) for row in rows):
         points = [row for row in rows if (row["label"], row["mode"]) == line and row["test"].mean is not None]
         if points:
-            ax.errorbar([p["k"] for p in points], [p["test"].mean for p in points],
-                        yerr=[p["test"].half or 0 for p in points], marker="o", capsize=3, label=f"{line[0]} ({line[1]})")
+            ax.errorbar(
+                [p["k"] for p in points],
+                [p["test"].mean for p in points],
+                yerr=[p["test"].half or 0 for p in points],
+                marker="o",
+                capsize=3,
+                label=f"{line[0]} ({line[1]})",
+            )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (training examples)")
     ax.set_ylabel(f"final test {metric} ({'higher' if higher_is_better else 'lower'} is better)")

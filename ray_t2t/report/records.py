@@ -86,7 +86,6 @@ def parse_target(text: str) -> Target:
     """'wer <= 0.5' -> Target; UserError when it is not of that form or points the wrong way."""
     from pydantic import ValidationError
 
-
     try:
         parsed = TargetSection.model_validate(text)
     except ValidationError as err:
@@ -110,7 +109,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not a readable run record ({err}); remove it or rerun the run that wrote it") from None
+        raise UserError(
+            f"{path}: not a readable run record ({err}); remove it or rerun the run that wrote it"
+        ) from None
 
 
 def group_of(record: dict) -> str:
@@ -145,8 +146,13 @@ def load_records(run_dir: Path) -> Records:
         check_record(record, str(path))
         replicate = (group_of(record), record.get("seed"))
         if replicate in seen:
-            records.left_out.append((str(path), f"seed {record.get('seed')} of {group_of(record)} is already counted "
-                                                f"({seen[replicate]}): a replicate is a distinct seed"))
+            records.left_out.append(
+                (
+                    str(path),
+                    f"seed {record.get('seed')} of {group_of(record)} is already counted "
+                    f"({seen[replicate]}): a replicate is a distinct seed",
+                )
+            )
             continue
         seen[replicate] = str(path)
         records.runs.append(dict(record, _path=str(path)))
@@ -237,8 +243,9 @@ def one(values: list, what: str, hint: str) -> Any:
     return json.loads(distinct[0]) if distinct else None
 
 
-def resolve_target(runs: list[dict], target: str | None, target_relative: float | None, metric: str,
-                   higher_is_better: bool) -> Target | None:
+def resolve_target(
+    runs: list[dict], target: str | None, target_relative: float | None, metric: str, higher_is_better: bool
+) -> Target | None:
     """The target the report measures time to: --target, --target-relative, or the records' own."""
     if target is not None and target_relative is not None:
         raise UserError("give --target or --target-relative, not both")
@@ -250,7 +257,8 @@ def resolve_target(runs: list[dict], target: str | None, target_relative: float 
             raise UserError(
                 "--target-relative needs the teacher's measured test quality, and no run record here trained the "
                 "teacher (a method entry with model: teacher); a pre-existing teacher has no run: give an absolute "
-                "--target instead")
+                "--target instead"
+            )
         values = [r["final"]["test"].get(metric) for r in teachers]
         values = [v for v in values if isinstance(v, (int, float))]
         if not values:
@@ -263,7 +271,15 @@ def resolve_target(runs: list[dict], target: str | None, target_relative: float 
         chosen = Target(own["metric"], own["op"], float(own["value"]), "eval.target of the runs")
     key = f"val_{chosen.metric}"
     if not any(key in point for r in runs for point in r["learning_curve"] if isinstance(point, dict)):
-        measured = sorted({k.removeprefix("val_") for r in runs for p in r["learning_curve"] if isinstance(p, dict)
-                           for k in p if k.startswith("val_")})
+        measured = sorted(
+            {
+                k.removeprefix("val_")
+                for r in runs
+                for p in r["learning_curve"]
+                if isinstance(p, dict)
+                for k in p
+                if k.startswith("val_")
+            }
+        )
         raise UserError(f"target {chosen}: no learning curve has {key} (the runs measured {', '.join(measured)})")
     return chosen

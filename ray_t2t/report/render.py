@@ -86,11 +86,13 @@ class Document:
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str) -> str:
-        out = [f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
-               "<style>body{font-family:sans-serif;max-width:90rem;margin:2rem auto;padding:0 1rem}"
-               "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #bbb;padding:.25rem .5rem;"
-               "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#eee}"
-               "img{max-width:100%}code{background:#f4f4f4}</style></head><body>"]
+        out = [
+            f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
+            "<style>body{font-family:sans-serif;max-width:90rem;margin:2rem auto;padding:0 1rem}"
+            "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #bbb;padding:.25rem .5rem;"
+            "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#eee}"
+            "img{max-width:100%}code{background:#f4f4f4}</style></head><body>",
+        ]
         for block in self.blocks:
             kind = block[0]
             if kind == "heading":
@@ -101,12 +103,13 @@ class Document:
                 out.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block[1]) + "</ul>")
             elif kind == "table":
                 head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block[1])
-                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                               for row in block[2])
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in block[2]
+                )
                 out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             elif kind == "image":
                 data = base64.b64encode(block[1].read_bytes()).decode()
-                out.append(f"<p><img alt=\"{html.escape(block[2])}\" src=\"data:image/png;base64,{data}\"></p>")
+                out.append(f'<p><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}"></p>')
         out.append("</body></html>\n")
         return "\n".join(out)
 

@@ -3,7 +3,7 @@ single-task runs of it)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ray_t2t.report.records import (
     Target,
@@ -15,10 +15,12 @@ from ray_t2t.report.records import (
 from ray_t2t.stats import Stat
 
 
-def fewshot_by_k(runs: list[dict], metric: str, currency: str, level: float,
-                 target: Target | None = None) -> list[dict]:
+def fewshot_by_k(
+    runs: list[dict], metric: str, currency: str, level: float, target: Target | None = None
+) -> list[dict]:
     """Final quality against k: one row per fewshot entry (label), mode and k, over its runs (seeds),
     sorted by label, mode and k. Empty unless the fewshot runs have two or more distinct k."""
+
     def k_of(record: dict):
         method = method_of(record)
         return (record.get("params") or {}).get(method.examples_param) if method and method.examples_param else None
@@ -31,14 +33,22 @@ def fewshot_by_k(runs: list[dict], metric: str, currency: str, level: float,
         cells.setdefault((r["label"], r["params"].get("mode", "train"), k_of(r)), []).append(r)
     rows = []
     for (label, mode, k), records in sorted(cells.items()):
-        reached = sum(1 for r in records if target and time_to_target(r["learning_curve"], target.metric,
-                                                                       target.op, target.value))
-        rows.append({"label": label, "mode": mode, "k": k, "runs": len(records),
-                     "train_examples": Stat.of([r["data"].get("train_examples") for r in records], level),
-                     "test": Stat.of([r["final"]["test"].get(metric) for r in records], level),
-                     "device_h": Stat.of([r["device_seconds"] / 3600 for r in records], level),
-                     "cost": Stat.of([r["cost"]["total"] for r in records], level),
-                     "reached": reached if target else None})
+        reached = sum(
+            1 for r in records if target and time_to_target(r["learning_curve"], target.metric, target.op, target.value)
+        )
+        rows.append(
+            {
+                "label": label,
+                "mode": mode,
+                "k": k,
+                "runs": len(records),
+                "train_examples": Stat.of([r["data"].get("train_examples") for r in records], level),
+                "test": Stat.of([r["final"]["test"].get(metric) for r in records], level),
+                "device_h": Stat.of([r["device_seconds"] / 3600 for r in records], level),
+                "cost": Stat.of([r["cost"]["total"] for r in records], level),
+                "reached": reached if target else None,
+            }
+        )
     return rows
 
 
@@ -64,8 +74,13 @@ def _to_target_stats(records: list[dict], metric_key: Callable[[dict], str], tar
     """Time and money to `target` (read at val_<metric_key(record)>) over the records that reached it."""
     hits = [time_to_target(r["learning_curve"], metric_key(r), target["op"], target["value"]) for r in records]
     reached = [h for h in hits if h is not None]
-    return {"reached": len(reached), "runs": len(records), "hits": hits,
-            "s": Stat.of([h["wall_s"] for h in reached], level), "cost": Stat.of([h["cost"] for h in reached], level)}
+    return {
+        "reached": len(reached),
+        "runs": len(records),
+        "hits": hits,
+        "s": Stat.of([h["wall_s"] for h in reached], level),
+        "cost": Stat.of([h["cost"] for h in reached], level),
+    }
 
 
 def multitask_comparison(runs: list[dict], metric: str, level: float, target: Target | None = None) -> list[dict]:
@@ -88,29 +103,43 @@ def multitask_comparison(runs: list[dict], metric: str, level: float, target: Ta
             task_target = info.get("target")
             if target is not None:
                 task_target = {"metric": target.metric, "op": target.op, "value": target.value}
-            row = {"group": group.name, "task": name, "task_id": info.get("task"),
-                   "probability": info.get("probability"), "target": None,
-                   "multitask_test": Stat.of([r["final"]["test"].get(f"{metric}_{name}") for r in group.records], level),
-                   "single_groups": [], "best_single": None}
+            row = {
+                "group": group.name,
+                "task": name,
+                "task_id": info.get("task"),
+                "probability": info.get("probability"),
+                "target": None,
+                "multitask_test": Stat.of([r["final"]["test"].get(f"{metric}_{name}") for r in group.records], level),
+                "single_groups": [],
+                "best_single": None,
+            }
             if task_target is None:
                 per_run_all = [None] * len(group.records)
                 single_sum = None
                 rows.append(row)
                 continue
             row["target"] = f"{task_target['metric']} {task_target['op']} {task_target['value']:.4g}"
-            row["multitask"] = _to_target_stats(group.records, lambda r: f"{task_target['metric']}_{name}", task_target, level)
+            row["multitask"] = _to_target_stats(
+                group.records, lambda r, key=f"{task_target['metric']}_{name}": key, task_target, level
+            )
             for i, hit in enumerate(row["multitask"]["hits"]):
                 if hit is None or per_run_all[i] is None:
                     per_run_all[i] = per_run_cost[i] = None
                 else:
                     per_run_all[i] = max(per_run_all[i], hit["wall_s"])
                     per_run_cost[i] = max(per_run_cost[i], hit["cost"] or 0.0)
-            key = lambda r: _single_task_key(r, info.get("task"), task_target["metric"])
+            task_id, task_metric = info.get("task"), task_target["metric"]
+            key = lambda r, task=task_id, name=task_metric: _single_task_key(r, task, name)
             for single in group_records([r for r in singles if key(r) is not None]):
                 stats = _to_target_stats(single.records, key, task_target, level)
-                stats |= {"group": single.name, "method": single.method,
-                          "test": Stat.of([r["final"]["test"].get(_single_task_key(r, info.get("task"), metric))
-                                           for r in single.records], level)}
+                stats |= {
+                    "group": single.name,
+                    "method": single.method,
+                    "test": Stat.of(
+                        [r["final"]["test"].get(_single_task_key(r, info.get("task"), metric)) for r in single.records],
+                        level,
+                    ),
+                }
                 row["single_groups"].append(stats)
             reaching = [g for g in row["single_groups"] if g["reached"] == g["runs"] and g["s"].mean is not None]
             row["best_single"] = min(reaching, key=lambda g: g["s"].mean) if reaching else None
@@ -121,9 +150,18 @@ def multitask_comparison(runs: list[dict], metric: str, level: float, target: Ta
                 single_sum = None
             rows.append(row)
         done = [(s, c) for s, c in zip(per_run_all, per_run_cost) if s is not None]
-        rows.append({"group": group.name, "task": "all tasks", "all": True, "reached": len(done),
-                     "runs": len(group.records), "s": Stat.of([s for s, _ in done], level),
-                     "cost": Stat.of([c for _, c in done], level), "single_sum": single_sum})
+        rows.append(
+            {
+                "group": group.name,
+                "task": "all tasks",
+                "all": True,
+                "reached": len(done),
+                "runs": len(group.records),
+                "s": Stat.of([s for s, _ in done], level),
+                "cost": Stat.of([c for _, c in done], level),
+                "single_sum": single_sum,
+            }
+        )
     return rows
 
 

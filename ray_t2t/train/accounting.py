@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import resource
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ray_t2t.ledger import EnergyMeter, cost_of, mfu
 from ray_t2t.metrics import METRICS
@@ -20,9 +21,18 @@ if TYPE_CHECKING:
 def new_state(energy_available: bool) -> dict[str, Any]:
     """The loop's state at step 0: every clock and total, saved in each checkpoint and restored on resume."""
     return {
-        "step": 0, "tokens": 0, "train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "setup_s": 0.0,
-        "curve": [], "time_to_target": None, "stopped_at_target": False, "resumes": 0,
-        "flops": 0.0, "energy_j": 0.0 if energy_available else None,
+        "step": 0,
+        "tokens": 0,
+        "train_s": 0.0,
+        "eval_s": 0.0,
+        "checkpoint_s": 0.0,
+        "setup_s": 0.0,
+        "curve": [],
+        "time_to_target": None,
+        "stopped_at_target": False,
+        "resumes": 0,
+        "flops": 0.0,
+        "energy_j": 0.0 if energy_available else None,
     }
 
 
@@ -57,15 +67,29 @@ def curve_point(state: dict, trains: bool, devices: int, price: float, metrics: 
     validation metrics (val_*)."""
     charged_s = state["train_s"] if trains else state["eval_s"]
     device_s = charged_s * devices
-    return {"step": state["step"], "wall_s": charged_s, "device_s": device_s,
-            "cost": device_s / 3600 * price, "tokens": state["tokens"], "energy_j": state.get("energy_j"),
-            "train_loss": metrics.get("train_loss"),
-            **{k: v for k, v in metrics.items() if k.startswith("train_") and k != "train_loss"},  # method stats
-            **{f"val_{k}": v for k, v in val.items()}}
+    return {
+        "step": state["step"],
+        "wall_s": charged_s,
+        "device_s": device_s,
+        "cost": device_s / 3600 * price,
+        "tokens": state["tokens"],
+        "energy_j": state.get("energy_j"),
+        "train_loss": metrics.get("train_loss"),
+        **{k: v for k, v in metrics.items() if k.startswith("train_") and k != "train_loss"},  # method stats
+        **{f"val_{k}": v for k, v in val.items()},
+    }
 
 
-def record_fields(run: Run, exported: dict, test_metrics: dict, test_s: float, finish_s: float, peak_memory: int,
-                  precision: str, initialized_from: str | None) -> dict[str, Any]:
+def record_fields(
+    run: Run,
+    exported: dict,
+    test_metrics: dict,
+    test_s: float,
+    finish_s: float,
+    peak_memory: int,
+    precision: str,
+    initialized_from: str | None,
+) -> dict[str, Any]:
     """The run record's fields (ray_t2t.run_record.RunRecord) of a finished run."""
     cfg, setup, state = run.cfg, run.setup, run.state
     export_dir = run.run_dir / "model"
@@ -106,17 +130,27 @@ def record_fields(run: Run, exported: dict, test_metrics: dict, test_s: float, f
             "export_path": str(export_dir),
             "initialized_from": initialized_from,
         },
-        "data": {"task": run.data.summary.get("task", cfg.data.task),
-                 "train_examples": state.get("train_examples", run.data.summary["splits"]["train"]["examples"]),
-                 "tokens_seen": state["tokens"]},
+        "data": {
+            "task": run.data.summary.get("task", cfg.data.task),
+            "train_examples": state.get("train_examples", run.data.summary["splits"]["train"]["examples"]),
+            "tokens_seen": state["tokens"],
+        },
         "hardware": hardware.as_dict() | {"placement": payload.get("placement")},
-        "times": {"setup_s": state["setup_s"], "train_s": train_s, "eval_s": state["eval_s"],
-                  "checkpoint_s": state["checkpoint_s"], "finish_s": finish_s,
-                  "total_s": state["setup_s"] + train_s + state["eval_s"] + state["checkpoint_s"] + finish_s},
+        "times": {
+            "setup_s": state["setup_s"],
+            "train_s": train_s,
+            "eval_s": state["eval_s"],
+            "checkpoint_s": state["checkpoint_s"],
+            "finish_s": finish_s,
+            "total_s": state["setup_s"] + train_s + state["eval_s"] + state["checkpoint_s"] + finish_s,
+        },
         "device_seconds": device_s,
         "cost_basis": "training" if trains else "inference",
-        "cost": {"currency": cfg.cost.currency, "price_per_device_hour": run.price,
-                 "total": cost_of(device_s, hardware, cfg)},
+        "cost": {
+            "currency": cfg.cost.currency,
+            "price_per_device_hour": run.price,
+            "total": cost_of(device_s, hardware, cfg),
+        },
         "tokens_per_s": tokens_per_s,
         "flops": flops,
         "flops_per_token": flops / state["tokens"] if state["tokens"] else None,
@@ -129,8 +163,12 @@ def record_fields(run: Run, exported: dict, test_metrics: dict, test_s: float, f
         "final": {"validation": final_val, "test": test_metrics},
         "metric": {"name": cfg.eval.metric, "higher_is_better": METRICS[cfg.eval.metric].higher_is_better},
         # wall-clock moments, for start-up and tear-down overheads (benchmarks/train_overhead.py)
-        "timestamps": {**payload.get("start_timestamps", {}), "first_step": state.get("first_step_unix"),
-                       "last_step": state.get("last_step_unix"), "record_written": time.time()},
+        "timestamps": {
+            **payload.get("start_timestamps", {}),
+            "first_step": state.get("first_step_unix"),
+            "last_step": state.get("last_step_unix"),
+            "record_written": time.time(),
+        },
     }
     if "time_to_target_by_task" in state:  # a multitask run: time to each task's target
         fields["time_to_target_by_task"] = state["time_to_target_by_task"]

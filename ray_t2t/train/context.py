@@ -12,9 +12,9 @@ import os
 import shutil
 import socket
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ray_t2t.storage import local_copy, location, remove_tree, staged_folder
 
@@ -71,7 +71,7 @@ class InProcessContext:
         if checkpoint_dir:
             with staged_folder(self.folder / f"step_{int(metrics['step']):09d}") as staging:
                 shutil.copytree(checkpoint_dir, staging, dirs_exist_ok=True)
-            for old in self.checkpoints()[:-self.keep]:
+            for old in self.checkpoints()[: -self.keep]:
                 remove_tree(old)
         if self.to_tune:
             from ray import tune

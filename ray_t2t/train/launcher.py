@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ray_t2t.config.experiment import ExperimentConfig, config_hash
 from ray_t2t.data import prepare_data
@@ -60,8 +60,11 @@ def entry_config(cfg: ExperimentConfig, entry) -> ExperimentConfig:
     """The config one method entry trains with: its own max_steps, learning_rate and
     resources_per_worker, when it sets them."""
     update = {}
-    training = {key: value for key, value in (("max_steps", entry.max_steps), ("learning_rate", entry.learning_rate))
-                if value is not None and value != getattr(cfg.training, key)}
+    training = {
+        key: value
+        for key, value in (("max_steps", entry.max_steps), ("learning_rate", entry.learning_rate))
+        if value is not None and value != getattr(cfg.training, key)
+    }
     if training:
         update["training"] = cfg.training.model_copy(update=training)
     if entry.resources_per_worker is not None and entry.resources_per_worker != cfg.scaling.resources_per_worker:
@@ -73,7 +76,9 @@ def run_hash(cfg: ExperimentConfig, entry, with_seed: bool = True) -> str:
     """What decides a run's result: every section a worker reads, and this method's entry. Without
     the seed: the setting its replicates (other seeds) share."""
     dump = cfg.model_dump(mode="json")
-    relevant = {key: dump[key] for key in ("seed", "data", "models", "training", "eval", "scaling", "deepspeed", "cost")}
+    relevant = {
+        key: dump[key] for key in ("seed", "data", "models", "training", "eval", "scaling", "deepspeed", "cost")
+    }
     if not with_seed:
         del relevant["seed"]
     relevant["method"] = entry.model_dump(mode="json")
@@ -91,15 +96,23 @@ def prepare_method(cfg: ExperimentConfig, entry, log: Callable[[str], None] = pr
     if method.teacher_use(entry) == "soft_targets":
         count = len(cfg.models.teachers) if method.all_teachers else 1
         manifests = [produce_soft_targets(cfg, log=log, teacher_index=i) for i in range(count)]
-        extras["soft_targets"] = [str(cfg.experiment_dir.resolve() / "soft_targets" / m["teacher"]["label"])
-                                  for m in manifests]
+        extras["soft_targets"] = [
+            str(cfg.experiment_dir.resolve() / "soft_targets" / m["teacher"]["label"]) for m in manifests
+        ]
         extras["stored_temperatures"] = [m["identity"]["temperature"] for m in manifests]
     return {**extras, **method.prepare(cfg, entry, log)}
 
 
-def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], None] = print, *,
-          run_name: str | None = None, folder: str = "runs", record_fields: dict | None = None,
-          report_to_tune: bool = False) -> dict:
+def train(
+    cfg: ExperimentConfig,
+    label: str | None = None,
+    log: Callable[[str], None] = print,
+    *,
+    run_name: str | None = None,
+    folder: str = "runs",
+    record_fields: dict | None = None,
+    report_to_tune: bool = False,
+) -> dict:
     """Train one method; returns its run record. Raises UserError (before any training) for a bad
     method choice or config, a storage path it cannot write, or workers no node of the cluster can
     hold (ray_t2t.preflight), and UserError if training fails.
@@ -129,8 +142,10 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError("scaling.local_mode trains in this process, which sees no CUDA GPU (scaling.use_gpu "
-                            "is true): set scaling.local_mode: false to train on Ray workers with GPUs")
+            raise UserError(
+                "scaling.local_mode trains in this process, which sees no CUDA GPU (scaling.use_gpu "
+                "is true): set scaling.local_mode: false to train on Ray workers with GPUs"
+            )
 
     run_dir = (cfg.experiment_dir / folder / run_name).resolve()
     this_run = run_hash(cfg, entry)
@@ -180,8 +195,11 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
     }
     callbacks = []
     if local_mode:  # Ray Train keeps no checkpoints and runs no callbacks then: the loop does both
-        payload["local_mode"] = {"checkpoints": str(train_storage / run_name / "local_checkpoints"),
-                                 "keep": cfg.run.checkpoints_to_keep, "to_tune": report_to_tune}
+        payload["local_mode"] = {
+            "checkpoints": str(train_storage / run_name / "local_checkpoints"),
+            "keep": cfg.run.checkpoints_to_keep,
+            "to_tune": report_to_tune,
+        }
     elif report_to_tune:
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -212,9 +230,20 @@ def train(cfg: ExperimentConfig, label: str | None = None, log: Callable[[str], 
         _fit(trainer, cfg, run_name, log, local_mode)
     except Exception as err:  # Ray wraps the worker's exception; the run folder keeps its checkpoints
         reason = f"{type(err).__name__}: {err}"
-        write_record(run_dir, {"label": label, "method": entry.name, "run_hash": this_run, "status": "failed",
-                               "reason": reason[:4000], **(record_fields or {})})
-        raise UserError(f"training '{label}' failed: {reason}\nRerun the same command to resume from the last checkpoint.") from None
+        write_record(
+            run_dir,
+            {
+                "label": label,
+                "method": entry.name,
+                "run_hash": this_run,
+                "status": "failed",
+                "reason": reason[:4000],
+                **(record_fields or {}),
+            },
+        )
+        raise UserError(
+            f"training '{label}' failed: {reason}\nRerun the same command to resume from the last checkpoint."
+        ) from None
     record = read_record(run_dir)
     if record is None or record.get("status") != "finished":
         raise UserError(f"training '{label}' ended without writing its run record in {run_dir}")
@@ -266,8 +295,10 @@ def _fit(trainer, cfg: ExperimentConfig, run_name: str, log: Callable[[str], Non
             if not local_mode or (allowed != -1 and restarts >= allowed):
                 raise
             restarts += 1
-            log(f"{run_name}: training failed ({type(err).__name__}: {err}); restart {restarts}"
-                f"{'' if allowed == -1 else f' of {allowed}'} from its last checkpoint")
+            log(
+                f"{run_name}: training failed ({type(err).__name__}: {err}); restart {restarts}"
+                f"{'' if allowed == -1 else f' of {allowed}'} from its last checkpoint"
+            )
 
 
 def summarize(record: dict) -> str:
@@ -278,27 +309,35 @@ def summarize(record: dict) -> str:
         + (", stopped at target" if record["stopped_at_target"] else "")
         + (f", resumed {record['resumes']}x" if record["resumes"] else ""),
         f"  model      {record['model']['architecture']} {record['model']['family'].replace('_', '-')}, "
-        f"{record['model']['total_params'] / 1e6:.2f}M parameters ({record['model']['trainable_params'] / 1e6:.2f}M trained)",
+        f"{record['model']['total_params'] / 1e6:.2f}M parameters "
+        f"({record['model']['trainable_params'] / 1e6:.2f}M trained)",
         "  test       " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()),
         f"  training   {record['times']['train_s']:.1f}s, {record['device_seconds'] / 3600:.4f} device-hours "
         f"({record['hardware']['devices']:g} x {record['hardware']['device_type']}), "
         f"{record['cost']['total']:.4f} {record['cost']['currency']}, {record['tokens_per_s'] or 0:,.0f} tokens/s",
     ]
     if record.get("cost_basis") == "inference":  # a method that does not train (fewshot in-context)
-        lines[-1] = (f"  cost       no training; charged its validation and test inference: "
-                     f"{record['device_seconds'] / 3600:.4f} device-hours ({record['hardware']['devices']:g} x "
-                     f"{record['hardware']['device_type']}), {record['cost']['total']:.6f} {record['cost']['currency']}")
+        lines[-1] = (
+            f"  cost       no training; charged its validation and test inference: "
+            f"{record['device_seconds'] / 3600:.4f} device-hours ({record['hardware']['devices']:g} x "
+            f"{record['hardware']['device_type']}), {record['cost']['total']:.6f} {record['cost']['currency']}"
+        )
     ttt = record["time_to_target"]
     target = record["target"]
     if target:
-        reached = (f"reached at step {ttt['step']:.0f} after {ttt['wall_s']:.1f}s, {ttt['cost']:.4f} "
-                   f"{record['cost']['currency']} (interpolated between evaluations)"
-                   if ttt else "not reached")
+        reached = (
+            f"reached at step {ttt['step']:.0f} after {ttt['wall_s']:.1f}s, {ttt['cost']:.4f} "
+            f"{record['cost']['currency']} (interpolated between evaluations)"
+            if ttt
+            else "not reached"
+        )
         lines.append(f"  target     {target['metric']} {target['op']} {target['value']:g}: {reached}")
     if record.get("inference"):
         inf = record["inference"]
-        lines.append(f"  inference  {inf['tokens_per_s'] or 0:,.0f} tokens/s (batch {inf['batch_size']}), "
-                     f"{inf['latency_s'] * 1000:.1f} ms per example alone")
+        lines.append(
+            f"  inference  {inf['tokens_per_s'] or 0:,.0f} tokens/s (batch {inf['batch_size']}), "
+            f"{inf['latency_s'] * 1000:.1f} ms per example alone"
+        )
     lines.append(f"  record     {location(record['model']['export_path']).parent / 'record.json'}")
     lines.append(f"  model      {record['model']['export_path']}")
     return "\n".join(lines)

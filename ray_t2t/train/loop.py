@@ -52,8 +52,7 @@ from ray_t2t.models import (
 from ray_t2t.placement import gpu_placement, own_cores
 from ray_t2t.run_record import new_record
 from ray_t2t.storage import StoragePath, location, staged_folder
-from ray_t2t.train.accounting import (bank_energy, batch_tokens, curve_point, new_state, peak_memory_bytes,
-                                      record_fields)
+from ray_t2t.train.accounting import bank_energy, batch_tokens, curve_point, new_state, peak_memory_bytes, record_fields
 from ray_t2t.train.context import (
     InProcessContext,
     RayTrainContext,
@@ -64,7 +63,6 @@ CHECKPOINT_TAG = "ray_t2t"
 # Test hook, read by the launcher from the driver's environment: "STEP:MARKER_FILE" makes rank 0 raise
 # once at STEP (creating MARKER_FILE), to prove that a failed worker group resumes from its checkpoint.
 FAIL_ONCE_ENV = "RAY_T2T_FAIL_ONCE_AT_STEP"
-
 
 
 def train_loop_per_worker(payload: dict) -> None:
@@ -147,8 +145,10 @@ def start_run(payload: dict, ctx) -> Run:
     # default per-tensor AdamW on the CPU (benchmarks/loop_options.py). DeepSpeed steps it on its own
     # flat fp32 partitions under ZeRO and bf16 alike.
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.training.learning_rate,
-        weight_decay=cfg.training.weight_decay, fused=True,
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.training.learning_rate,
+        weight_decay=cfg.training.weight_decay,
+        fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     skip_shared_memory_comm_build()
@@ -174,13 +174,32 @@ def start_run(payload: dict, ctx) -> Run:
             state["resumes"] += 1
             _log(ctx, f"resumed from checkpoint at step {state['step']} (resume {state['resumes']})")
     state["setup_s"] += time.perf_counter() - wall_start
-    _log(ctx, f"{entry.label or entry.name}: {entry.name} on {hardware.workers} x {hardware.device_type}, "
-              f"{total_params / 1e6:.2f}M parameters ({trainable_params / 1e6:.2f}M trainable), "
-              f"ZeRO {cfg.deepspeed.zero_stage}, {cfg.training.max_steps if method_trains(method, setup) else 0} steps, "
-              f"setup {time.perf_counter() - wall_start:.1f}s")
-    return Run(payload, ctx, cfg, setup, method, data, engine, scheduler, device, hardware,
-               hardware.price_per_device_hour(cfg), total_params, trainable_params, flops_per_token, energy,
-               state, location(payload["run_dir"]))
+    _log(
+        ctx,
+        f"{entry.label or entry.name}: {entry.name} on {hardware.workers} x {hardware.device_type}, "
+        f"{total_params / 1e6:.2f}M parameters ({trainable_params / 1e6:.2f}M trainable), "
+        f"ZeRO {cfg.deepspeed.zero_stage}, {cfg.training.max_steps if method_trains(method, setup) else 0} steps, "
+        f"setup {time.perf_counter() - wall_start:.1f}s",
+    )
+    return Run(
+        payload,
+        ctx,
+        cfg,
+        setup,
+        method,
+        data,
+        engine,
+        scheduler,
+        device,
+        hardware,
+        hardware.price_per_device_hour(cfg),
+        total_params,
+        trainable_params,
+        flops_per_token,
+        energy,
+        state,
+        location(payload["run_dir"]),
+    )
 
 
 def train_steps(run: Run) -> None:
@@ -192,9 +211,14 @@ def train_steps(run: Run) -> None:
     train, validation = Split(run.data, "train"), Split(run.data, "validation")
     trains = method_trains(run.method, run.setup)
     rows = run.method.train_rows(run.setup, len(train))
-    order_args = (length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)),
-                              run.setup.encoder_decoder),
-                  cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed, cfg.training.group_by_length)
+    order_args = (
+        length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)), run.setup.encoder_decoder),
+        cfg.training.batch_size,
+        ctx.world_size,
+        ctx.rank,
+        cfg.seed,
+        cfg.training.group_by_length,
+    )
     make_order = run.method.batch_order  # e.g. multitask: draws by its task mixture
     if rows is not None:  # the method learns from these rows of the split only (fewshot's k examples)
         order = SubsetOrder(rows, cfg.training.batch_size, ctx.world_size, ctx.rank, cfg.seed) if trains else None
@@ -245,8 +269,12 @@ def train_steps(run: Run) -> None:
         state["step"] += 1
         step = state["step"]
         last = step == max_steps
-        if run.device.type == "cuda" and (last or step % log_every == 0 or step % cfg.eval.every_n_steps == 0
-                                          or step % cfg.run.checkpoint_every_n_steps == 0):
+        if run.device.type == "cuda" and (
+            last
+            or step % log_every == 0
+            or step % cfg.eval.every_n_steps == 0
+            or step % cfg.run.checkpoint_every_n_steps == 0
+        ):
             torch.cuda.synchronize(run.device)  # GPU work is queued: charge what is pending to training
         state["train_s"] += time.perf_counter() - step_start
         state["last_step_unix"] = time.time()
@@ -264,8 +292,11 @@ def train_steps(run: Run) -> None:
         if "train_loss" in metrics:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "step")
             tokens_per_s = state["tokens"] / state["train_s"] if state["train_s"] else 0
-            _log(ctx, f"step {step}/{max_steps}: {shown}, lr {run.scheduler.get_last_lr()[0]:.3g}, "
-                      f"{tokens_per_s:,.0f} tokens/s")
+            _log(
+                ctx,
+                f"step {step}/{max_steps}: {shown}, lr {run.scheduler.get_last_lr()[0]:.3g}, "
+                f"{tokens_per_s:,.0f} tokens/s",
+            )
         if step % cfg.run.checkpoint_every_n_steps == 0 or last or state["stopped_at_target"]:
             save_checkpoint(run, metrics)
         elif "val_loss" in metrics:
@@ -282,15 +313,19 @@ def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
     eval_start = time.perf_counter()
     val = evaluate(run, validation)
     state["eval_s"] += time.perf_counter() - eval_start
-    state["curve"].append(curve_point(state, method_trains(run.method, run.setup), run.hardware.devices, run.price,
-                                      metrics, val))
+    state["curve"].append(
+        curve_point(state, method_trains(run.method, run.setup), run.hardware.devices, run.price, metrics, val)
+    )
     metrics |= {f"val_{k}": v for k, v in val.items()}
     if state["time_to_target"] is None and _reached(val, cfg):
         target = cfg.eval.target
         state["time_to_target"] = crossing(state["curve"], f"val_{target.metric}", target.op, target.value)
-        _log(run.ctx, f"target {target.metric} {target.op} {target.value:g} reached by step {state['step']} "
-                      f"(crossed at step {state['time_to_target']['step']:.0f} interpolated, "
-                      f"{state['time_to_target']['wall_s']:.1f}s of training)")
+        _log(
+            run.ctx,
+            f"target {target.metric} {target.op} {target.value:g} reached by step {state['step']} "
+            f"(crossed at step {state['time_to_target']['step']:.0f} interpolated, "
+            f"{state['time_to_target']['wall_s']:.1f}s of training)",
+        )
         # a teacher trains for its quality, which every student inherits: never cut short at the target
         state["stopped_at_target"] = cfg.eval.stop_at_target and getattr(run.setup.params, "model", None) != "teacher"
     task_targets = run.setup.extras.get("task_targets")  # a multitask run: {task: target dict or None}
@@ -298,9 +333,14 @@ def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
         by_task = state.setdefault("time_to_target_by_task", {task: None for task in task_targets})
         for task, target in task_targets.items():
             if target is not None and by_task.get(task) is None and _reached(val, cfg, target, f"_{task}"):
-                by_task[task] = crossing(state["curve"], f"val_{target['metric']}_{task}", target["op"], target["value"])
-                _log(run.ctx, f"task {task}: target {target['metric']} {target['op']} {target['value']:g} reached at "
-                              f"step {state['step']}, {state['train_s']:.1f}s of training")
+                by_task[task] = crossing(
+                    state["curve"], f"val_{target['metric']}_{task}", target["op"], target["value"]
+                )
+                _log(
+                    run.ctx,
+                    f"task {task}: target {target['metric']} {target['op']} {target['value']:g} reached at "
+                    f"step {state['step']}, {state['train_s']:.1f}s of training",
+                )
 
 
 def evaluate(run: Run, split: Split) -> dict[str, float]:
@@ -308,7 +348,6 @@ def evaluate(run: Run, split: Split) -> dict[str, float]:
     on decoded outputs. Each rank takes every world_size-th example; results are gathered, so every
     rank returns the same numbers (and takes the same stop-at-target decision)."""
     import torch
-
 
     cfg, setup, method, engine, ctx, device = run.cfg, run.setup, run.method, run.engine, run.ctx, run.device
     model = engine.module
@@ -342,18 +381,27 @@ def evaluate(run: Run, split: Split) -> dict[str, float]:
             correct += int(((logits.argmax(-1) == labels) & scored).sum())
             if split.tasks is not None:
                 token_loss = torch.nn.functional.cross_entropy(
-                    logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+                    logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
+                )
                 hits = ((logits.argmax(-1) == labels) & scored).sum(-1)
                 rows += zip(token_loss.sum(-1).tolist(), scored.sum(-1).tolist(), hits.tolist())
         if evaluates_task and sources:
             max_new = cfg.eval.max_new_tokens or cfg.data.max_target_length
-            predictions = generate(model, setup.tokenizer, sources, max_new_tokens=max_new,
-                                   num_beams=cfg.eval.num_beams, batch_size=cfg.eval.batch_size)
+            predictions = generate(
+                model,
+                setup.tokenizer,
+                sources,
+                max_new_tokens=max_new,
+                num_beams=cfg.eval.num_beams,
+                batch_size=cfg.eval.batch_size,
+            )
     model.train()
     results = _all_gather(ctx, (mine, predictions, loss_sum, loss_tokens, correct, rows))
     total_tokens = max(1, sum(r[3] for r in results))
-    metrics = {"loss": sum(r[2] for r in results) / total_tokens,
-               "token_accuracy": sum(r[4] for r in results) / total_tokens}
+    metrics = {
+        "loss": sum(r[2] for r in results) / total_tokens,
+        "token_accuracy": sum(r[4] for r in results) / total_tokens,
+    }
     names = list(dict.fromkeys([cfg.eval.metric, "per", "exact_match"]))  # ordered, unique
     by_index = {i: p for r in results for i, p in zip(r[0], r[1])}
     if evaluates_task:
@@ -367,7 +415,9 @@ def evaluate(run: Run, split: Split) -> dict[str, float]:
             metrics[f"loss_{task}"] = sum(row_of[i][0] for i in mine_task) / tokens
             metrics[f"token_accuracy_{task}"] = sum(row_of[i][2] for i in mine_task) / tokens
             if evaluates_task:
-                scores = compute_metrics([by_index[i] for i in mine_task], [split.references[i] for i in mine_task], names)
+                scores = compute_metrics(
+                    [by_index[i] for i in mine_task], [split.references[i] for i in mine_task], names
+                )
                 metrics |= {f"{name}_{task}": value for name, value in scores.items()}
     return metrics
 
@@ -379,8 +429,9 @@ def save_checkpoint(run: Run, metrics: dict) -> None:
     bank_energy(run.energy, run.state, lambda value: _all_gather(run.ctx, value))
     started = time.perf_counter()
     folder = tempfile.mkdtemp(prefix="ray_t2t_checkpoint_")
-    run.engine.save_checkpoint(folder, tag=CHECKPOINT_TAG,
-                               client_state={"ray_t2t": run.state, "rng": torch.get_rng_state()})
+    run.engine.save_checkpoint(
+        folder, tag=CHECKPOINT_TAG, client_state={"ray_t2t": run.state, "rng": torch.get_rng_state()}
+    )
     run.ctx.report(metrics, checkpoint_dir=folder)
     shutil.rmtree(folder, ignore_errors=True)
     run.state["checkpoint_s"] += time.perf_counter() - started
@@ -404,12 +455,23 @@ def finish(run: Run) -> None:
                 exported = {"params": exported_parameters(staging), "key": export_key(staging)}
     if ctx.rank != 0:
         return
-    fields = record_fields(run, exported, test_metrics, test_s, time.perf_counter() - finish_start, max(peaks),
-                           precision=engine_precision(cfg, run.method), initialized_from=initialized_from(setup))
+    fields = record_fields(
+        run,
+        exported,
+        test_metrics,
+        test_s,
+        time.perf_counter() - finish_start,
+        max(peaks),
+        precision=engine_precision(cfg, run.method),
+        initialized_from=initialized_from(setup),
+    )
     write_record(run.run_dir, new_record(**fields))
     shown = cfg.eval.metric if cfg.eval.metric in test_metrics else "loss"  # pretrain scores its own objective
-    _log(ctx, f"finished: test {shown} {test_metrics.get(shown, float('nan')):.4g}, "
-              f"{state['train_s']:.1f}s training, record {run.run_dir / 'record.json'}")
+    _log(
+        ctx,
+        f"finished: test {shown} {test_metrics.get(shown, float('nan')):.4g}, "
+        f"{state['train_s']:.1f}s training, record {run.run_dir / 'record.json'}",
+    )
 
 
 # ------------------------------------------------------------------------------ the engine
@@ -472,6 +534,7 @@ def skip_shared_memory_comm_build() -> None:
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
+
 # ---------------------------------------------------------------------------- the process
 
 
@@ -483,8 +546,9 @@ def run_placement(payload: dict):
     if (payload.get("config") or {}).get("scaling", {}).get("use_gpu"):
         yield gpu_placement()
         return
-    with own_cores(int(payload.get("threads", 1)), log=lambda message: print(f"[ray-t2t] {message}", flush=True)) \
-            as placement:
+    with own_cores(
+        int(payload.get("threads", 1)), log=lambda message: print(f"[ray-t2t] {message}", flush=True)
+    ) as placement:
         yield placement
 
 
@@ -494,6 +558,7 @@ def _process_started() -> float | None:
     except ImportError:
         return None
     return psutil.Process().create_time()
+
 
 # -------------------------------------------------------------------------------- helpers
 
