@@ -42,7 +42,7 @@ def job_env_vars(use_gpu: bool, local: bool) -> dict[str, str]:
     if local:
         # Ray Train watches for nodes being preempted (spot instances) with an actor of its own per run:
         # a process importing Ray and Ray Train, ~1.4 s of a core as the run starts. A one-machine Ray has
-        # no node to lose; without it a sweep's trials started ~1.3 s sooner on 2 cores (README, Performance).
+        # no node to lose; without it a sweep's trials started ~1.3 s sooner on 2 cores (docs/performance.md).
         env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     return env_vars
 

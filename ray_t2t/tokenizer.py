@@ -12,7 +12,7 @@ model reads both sides in one sequence. Each side has its own splitting ("level"
 - word: one token per whitespace-separated word (a CMUdict phoneme is one token);
 - byte: one token per UTF-8 byte (fixed 256-symbol vocabulary, never unknown).
 
-On the embedded task, char source + word target gives the shortest sequences (see README,
+On the embedded task, char source + word target gives the shortest sequences (see docs/data.md,
 "Tokenizers"): a phoneme like 'AH' is one target token instead of two or three.
 """
 

@@ -12,8 +12,10 @@ registered in ray_t2t.methods: their parameter models, told apart by `name`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import operator
 from pathlib import Path
 from typing import Annotated
 
@@ -104,7 +106,9 @@ class ExperimentConfig(Section):
 
 def method_entry_type():
     """The registered methods' parameter models as one union, told apart by `name`."""
-    return Annotated[tuple(spec.params for spec in METHODS.values()), Field(discriminator="name")]
+    return Annotated[
+        functools.reduce(operator.or_, (spec.params for spec in METHODS.values())), Field(discriminator="name")
+    ]
 
 
 _schemas: dict[int, type[ExperimentConfig]] = {}

@@ -406,7 +406,7 @@ class ScalingSection(Section):
         description="Train the one worker in the calling process (Ray Train's local mode, ScalingConfig("
         "num_workers=0)): a sweep trial in its Tune trial's process, which reserves the worker's resources; `ray-t2t "
         "train` and `run`'s first stage in the driver on a local Ray (on a cluster: on a Ray worker, as without it). "
-        "Saves Ray Train's controller, helper actors and worker process a run (README, Performance). Needs "
+        "Saves Ray Train's controller, helper actors and worker process a run (docs/performance.md). Needs "
         "num_workers 1; checkpoints and run.max_failures restarts as without it.",
     )
 
@@ -427,7 +427,7 @@ class DeepSpeedSection(Section):
         0,
         ge=0,
         le=3,
-        description="ZeRO stage 0-3; 0 = plain data parallelism (fastest on one worker: see README, Performance).",
+        description="ZeRO stage 0-3; 0 = plain data parallelism (fastest on one worker: see docs/performance.md).",
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU.")
     offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory (ZeRO >= 1).")
