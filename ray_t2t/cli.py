@@ -19,9 +19,13 @@ import os
 import sys
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 from ray_t2t import __version__, console
 from ray_t2t.errors import UserError
+
+if TYPE_CHECKING:
+    from ray_t2t.config.experiment import ExperimentConfig
 
 EXIT_USER_ERROR = 2
 VERBOSE_HELP = (
@@ -45,7 +49,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser, required: bool = True
     )
 
 
-def _capture_output(args: argparse.Namespace, cfg) -> None:
+def _capture_output(args: argparse.Namespace, cfg: ExperimentConfig) -> None:
     """Send the libraries' and workers' output to a log file in the run folder (not with -v)."""
     if args.verbose:
         return

@@ -42,7 +42,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ray_t2t.config.sections import DataSection
 from ray_t2t.errors import ConfigError, DataError
@@ -51,6 +51,8 @@ from ray_t2t.tokenizer import PairTokenizer
 
 if TYPE_CHECKING:
     from ray_t2t.config.experiment import ExperimentConfig
+    from ray_t2t.config.sections import MethodParams
+    from ray_t2t.data import Split
 
 SPLITS = ("train", "validation", "test")
 FORMAT_VERSION = 1  # bump when the prepared layout or tokenization changes; old caches are rebuilt
@@ -141,7 +143,7 @@ def load_num2words(data: DataSection) -> Splits:
     return splits
 
 
-def _text(value, origin: str, column: str) -> str:
+def _text(value: Any, origin: str, column: str) -> str:
     if not isinstance(value, str):
         kind = "missing (null)" if value is None else f"a {type(value).__name__} ({value!r:.40})"
         raise DataError(f"{origin}: column {column!r} is {kind}, expected text")
@@ -422,7 +424,7 @@ class PreparedData:
     _files: Path | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, path) -> PreparedData:
+    def open(cls, path: Any) -> PreparedData:
         """A finished cache folder, e.g. in a training worker. Raises DataError if it is incomplete."""
         path = location(path)
         marker = path / COMPLETE_MARKER
@@ -440,7 +442,7 @@ class PreparedData:
     def tokenizer(self) -> PairTokenizer:
         return PairTokenizer.load(self.files / "tokenizer")
 
-    def read_split(self, split: str):
+    def read_split(self, split: str) -> Split:
         import pyarrow.parquet as pq
 
         return pq.read_table(self.files / f"{split}.parquet")
@@ -513,7 +515,7 @@ def prepare_data(
 
 
 def _write_prepared(
-    final, tokenized: dict[str, TokenizedSplit], tokenizer: PairTokenizer, summary: dict
+    final: Any, tokenized: dict[str, TokenizedSplit], tokenizer: PairTokenizer, summary: dict
 ) -> PreparedData:
     """Write the splits, tokenizer and summary to a staging folder that then replaces `final`
     (renamed into place, or uploaded with summary.json last)."""
@@ -528,7 +530,7 @@ def _write_prepared(
 class Split:
     """One split's token ids and references, as plain lists."""
 
-    def __init__(self, data: PreparedData, name: str):
+    def __init__(self, data: PreparedData, name: str) -> None:
         table = data.read_split(name)
         self.source_ids = table.column("source_ids").to_pylist()
         self.target_ids = table.column("target_ids").to_pylist()
@@ -547,7 +549,7 @@ class Split:
 _NATURAL_LEVELS = {"g2p_cmudict": ("char", "word"), "p2g_cmudict": ("word", "char"), "num2words": ("char", "char")}
 
 
-def multitask_task_data(cfg: ExperimentConfig, entry) -> dict[str, DataSection]:
+def multitask_task_data(cfg: ExperimentConfig, entry: MethodParams) -> dict[str, DataSection]:
     """Each task of a multitask method entry as a data section: the experiment's `data` with the
     task's own options (split sizes, cmudict, num2words, files, ...). Raises ConfigError naming the
     entry's key for a task its section cannot describe, or a shared tokenizer that cannot spell it."""
@@ -584,7 +586,7 @@ def multitask_task_data(cfg: ExperimentConfig, entry) -> dict[str, DataSection]:
     return sections
 
 
-def multitask_key(cfg: ExperimentConfig, entry, sections: dict[str, DataSection]) -> str:
+def multitask_key(cfg: ExperimentConfig, entry: MethodParams, sections: dict[str, DataSection]) -> str:
     identity = {
         "format": FORMAT_VERSION,
         "tasks": [
@@ -603,7 +605,7 @@ def multitask_key(cfg: ExperimentConfig, entry, sections: dict[str, DataSection]
 
 
 def prepare_multitask(
-    cfg: ExperimentConfig, entry, rebuild: bool = False, log: Callable[[str], None] = lambda message: None
+    cfg: ExperimentConfig, entry: MethodParams, rebuild: bool = False, log: Callable[[str], None] = lambda message: None
 ) -> PreparedData:
     """One prepared dataset for a multitask method entry, under <experiment>/data/multitask-<key>/:
     every task loaded and split as its own data section would be, each source behind the task's

@@ -33,7 +33,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.decoding import generate_ids
@@ -47,6 +47,7 @@ from ray_t2t.tokenizer import PairTokenizer
 
 if TYPE_CHECKING:
     from ray_t2t.config.experiment import ExperimentConfig
+    from ray_t2t.storage import StoragePath
 
 INFERENCE_FOLDER = "inference"
 DEMONSTRATIONS_FILE = "fewshot_demonstrations.json"  # an in-context fewshot export's prompt (methods.fewshot)
@@ -54,7 +55,7 @@ SINGLE_EXAMPLES = 16  # sources decoded one at a time: batch size 1 is slow, its
 RECORD_VERSION = 1
 
 
-def export_key(folder) -> str | None:
+def export_key(folder: StoragePath) -> str | None:
     """The architecture key of an export folder (ray_t2t.models.architecture_key), with the length of
     the in-context demonstrations every query of a fewshot in-context export is prompted with."""
     extra = {}
@@ -104,7 +105,7 @@ def _inputs(export: Path, sources: list[list[int]], model_vocab: int) -> tuple[o
     return tokenizer, sources
 
 
-def measure(export, sources: list[list[int]], settings: dict, log: Callable[[str], None] = print) -> dict:
+def measure(export: Path, sources: list[list[int]], settings: dict, log: Callable[[str], None] = print) -> dict:
     """Time greedy decoding of `sources` by the model exported in `export` (see the module docstring);
     returns the measurement's results and where it ran. Runs where it is called."""
     import torch
@@ -124,7 +125,7 @@ def measure(export, sources: list[list[int]], settings: dict, log: Callable[[str
     for batch_size in settings["batch_sizes"]:
         inputs = sources[: settings["single_examples"] if batch_size == 1 else settings["examples"]]
 
-        def decode(inputs=inputs, batch_size=batch_size):
+        def decode(inputs: list = inputs, batch_size: int = batch_size) -> Any:
             generate_ids(model, tokenizer, inputs, max_new_tokens=length, batch_size=batch_size, exact_length=True)
             if gpu:
                 torch.cuda.synchronize(device)
@@ -253,7 +254,7 @@ def measure_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print
     return written
 
 
-def _remote_runner(cfg: ExperimentConfig):
+def _remote_runner(cfg: ExperimentConfig) -> Any:
     """On a cluster (RAY_ADDRESS), a Ray task on a node with the deployed device; locally None (the
     measurement runs in this process, on cores it claims)."""
     if not os.environ.get("RAY_ADDRESS"):

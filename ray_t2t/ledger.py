@@ -25,7 +25,10 @@ from ray_t2t.errors import ConfigError
 from ray_t2t.storage import write_atomic
 
 if TYPE_CHECKING:
+    import torch
+
     from ray_t2t.config.experiment import ExperimentConfig
+    from ray_t2t.storage import StoragePath
 
 RECORD_FILE = "record.json"
 
@@ -114,7 +117,7 @@ class EnergyMeter:
     bracket the training steps; `take()` returns the joules banked since the last take.
     """
 
-    def __init__(self, device) -> None:
+    def __init__(self, device: torch.device) -> None:
         self._nvml = self._handle = self._since = None
         self._banked = 0.0
         if getattr(device, "type", "cpu") != "cuda":
@@ -150,7 +153,7 @@ class EnergyMeter:
         return banked
 
 
-def _nvml_handle(pynvml, device):
+def _nvml_handle(pynvml: Any, device: torch.device) -> Any:
     """The NVML handle of a torch CUDA device (NVML numbers all GPUs; CUDA only the visible ones)."""
     import torch
 
@@ -197,7 +200,7 @@ def crossing(curve: list[dict], metric_key: str, op: str, threshold: float) -> d
     return None
 
 
-def write_record(folder, record: dict[str, Any]):
+def write_record(folder: StoragePath, record: dict[str, Any]) -> None:
     """Write record.json atomically (a reader never sees half a record); `folder` is a Path or a
     storage.Remote."""
 
@@ -206,7 +209,7 @@ def write_record(folder, record: dict[str, Any]):
     return path
 
 
-def read_record(folder) -> dict[str, Any] | None:
+def read_record(folder: StoragePath) -> dict[str, Any] | None:
     path = folder / RECORD_FILE
     if not path.is_file():
         return None

@@ -25,6 +25,7 @@ transformers are imported inside the functions that need them.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
     from ray_t2t.config.sections import ModelSpec
+    from ray_t2t.storage import StoragePath
     from ray_t2t.tokenizer import PairTokenizer
 
 ENCODER_DECODER = "encoder_decoder"
@@ -119,7 +121,7 @@ def forward_flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
     return 2.0 * source, 2.0 * target
 
 
-def _parameters_by_side(model) -> tuple[tuple[int, int], tuple[int, int]]:
+def _parameters_by_side(model: torch.nn.Module) -> tuple[tuple[int, int], tuple[int, int]]:
     """((total, trainable) parameters a source token runs through, the same for a target token)."""
     total, trainable = count_parameters(model)
     if not is_encoder_decoder(model):
@@ -297,7 +299,7 @@ def _drop_forced_eos(config: PretrainedConfig) -> None:
         config.forced_eos_token_id = None
 
 
-def _make_config(make, where: str) -> PretrainedConfig:
+def _make_config(make: Callable, where: str) -> PretrainedConfig:
     """Run `make`, turning the config's validation errors into a ModelConfigError naming the model."""
     try:
         return make()
@@ -347,7 +349,7 @@ def _sync_generation_config(model: PreTrainedModel) -> None:
 _VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures", "torch_dtype", "dtype")
 
 
-def exported_parameters(folder) -> int | None:
+def exported_parameters(folder: StoragePath) -> int | None:
     """Parameters of an exported model folder, from its *.safetensors headers (no weights are
     loaded): what is deployed, whatever trained beside it. Tied weights are saved once, as
     count_parameters counts them. None when the folder holds no safetensors file."""
@@ -366,7 +368,7 @@ def exported_parameters(folder) -> int | None:
     return total
 
 
-def architecture_key(folder, extra: dict | None = None) -> str | None:
+def architecture_key(folder: StoragePath, extra: dict | None = None) -> str | None:
     """What decides an exported model's inference speed, hashed: its config.json without names and
     versions, its parameter count, and `extra` (e.g. in-context demonstrations read before every
     query). Models of one key decode at one speed whatever their weights, for a fixed output length.

@@ -8,6 +8,7 @@ report, each stage reused when complete.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ray_t2t.config.experiment import ExperimentConfig, validate_config
 from ray_t2t.data import prepare_data
@@ -32,6 +33,9 @@ from ray_t2t.sweep import (
 )
 from ray_t2t.train.launcher import needs_no_ray, summarize, train
 
+if TYPE_CHECKING:
+    from ray_t2t.report import Report
+
 
 def with_stage_one_models(cfg: ExperimentConfig) -> ExperimentConfig:
     """The config the sweep stage trains with: models.base and the first teacher, when a stage-one
@@ -53,7 +57,7 @@ def with_stage_one_models(cfg: ExperimentConfig) -> ExperimentConfig:
     return validate_config(raw)
 
 
-def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print):
+def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> Report:
     """data -> teacher and pretraining runs -> soft targets -> sweep -> inference speed -> report, each
     stage reused when complete. Returns the report (ray_t2t.report.Report)."""
     first = stage_one_labels(cfg)

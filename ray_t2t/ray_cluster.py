@@ -4,6 +4,7 @@ environment every ray_t2t process on it gets."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ray_t2t.errors import UserError
 
@@ -47,7 +48,7 @@ def job_env_vars(use_gpu: bool, local: bool) -> dict[str, str]:
     return env_vars
 
 
-def start_local_ray(runtime_env: dict | None = None, **kwargs) -> None:
+def start_local_ray(runtime_env: dict | None = None, **kwargs: Any) -> None:
     """A one-machine Ray bound to loopback: nothing it opens is reachable from the network.
 
     Ray maps a node address of 127.0.0.1 to the machine's network address unless it believes it runs

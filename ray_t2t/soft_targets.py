@@ -29,7 +29,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray_t2t.batching import family_collate
 from ray_t2t.config.experiment import ExperimentConfig, validate_config
@@ -62,6 +62,11 @@ from ray_t2t.teachers import (
     shard_name,
     verify_manifest,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.tokenizer import PairTokenizer
 
 # ------------------------------------------------------------------------------------- the teacher
 
@@ -114,7 +119,15 @@ def _check_request(folder: StoragePath, wanted: dict) -> None:
 # ------------------------------------------------------------------------------------ the replicas
 
 
-def topk_rows(model, tokenizer, encoder_decoder: bool, sources, targets, k: int, temperature: float):
+def topk_rows(
+    model: torch.nn.Module,
+    tokenizer: PairTokenizer,
+    encoder_decoder: bool,
+    sources: list[list[int]],
+    targets: list[list[int]],
+    k: int,
+    temperature: float,
+) -> list[tuple[int, Any, Any]]:
     """Per example: (positions, ids[positions x k], logprobs[positions x k]) at every target position,
     teacher-forced. Decoder-only models predict position t+1 at t, hence the shift."""
     import torch
@@ -138,7 +151,7 @@ def topk_rows(model, tokenizer, encoder_decoder: bool, sources, targets, k: int,
 class TeacherReplica:
     """A Ray Data actor: loads the teacher once, then computes and writes whole shards."""
 
-    def __init__(self, job: dict):
+    def __init__(self, job: dict) -> None:
         import torch
 
         self.job = job
@@ -221,7 +234,7 @@ class TeacherReplica:
         return {"shard": index, "rows": len(example_ids), "target_tokens": int(sum(positions)), "seconds": seconds}
 
 
-def torch_device_name(device) -> str:
+def torch_device_name(device: torch.device) -> str:
     import torch
 
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

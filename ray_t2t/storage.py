@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs")
 CACHE_ENV = "RAY_T2T_CACHE_DIR"  # where local_copy keeps downloads (default ~/.cache/ray_t2t/storage)
@@ -67,7 +68,7 @@ class Remote:
 
     __slots__ = ("scheme", "path", "query")
 
-    def __init__(self, scheme: str, path: str, query: str = ""):
+    def __init__(self, scheme: str, path: str, query: str = "") -> None:
         self.scheme, self.path, self.query = scheme, path.strip("/"), query
 
     @classmethod
@@ -92,7 +93,7 @@ class Remote:
     def __repr__(self) -> str:
         return f"Remote({str(self)!r})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Remote) and str(self) == str(other)
 
     def __hash__(self) -> int:
@@ -122,7 +123,7 @@ class Remote:
         return self.path[len(other.path) :].strip("/")
 
     @property
-    def fs(self):
+    def fs(self) -> Any:
         key = (self.scheme, self.path.split("/", 1)[0], self.query)
         if key not in _filesystems:
             import pyarrow.fs
@@ -132,7 +133,7 @@ class Remote:
             )[0]
         return _filesystems[key]
 
-    def _info(self):
+    def _info(self) -> Any:
         return self.fs.get_file_info(self.path)
 
     def exists(self) -> bool:
@@ -225,7 +226,7 @@ def location(text: str | os.PathLike | Remote) -> StoragePath:
     return Remote.parse(str(text)) if is_uri(text) else Path(text)
 
 
-def is_remote(path) -> bool:
+def is_remote(path: Any) -> bool:
     return isinstance(path, Remote)
 
 
@@ -277,7 +278,7 @@ def folder_bytes(path: StoragePath) -> int:
     return sum(size for _, _, size in files_under(path))
 
 
-def open_input(path: StoragePath):
+def open_input(path: StoragePath) -> Any:
     """A seekable binary file: for hashing, or pyarrow.parquet (read_table, read_schema)."""
     if isinstance(path, Remote):
         return path.fs.open_input_file(path.path)
@@ -292,7 +293,7 @@ def sha256_of(path: StoragePath) -> str:
     return digest.hexdigest()
 
 
-def write_parquet(table, path: StoragePath, **options) -> None:
+def write_parquet(table: Any, path: StoragePath, **options: Any) -> None:
     """A parquet file that readers on any node see whole or not at all."""
     import pyarrow.parquet as pq
 

@@ -62,7 +62,7 @@ def sweep_labels(cfg: ExperimentConfig) -> list[str]:
     return list(chosen)
 
 
-def _entry(cfg: ExperimentConfig, label: str):
+def _entry(cfg: ExperimentConfig, label: str) -> Any:
     return next(m for m in cfg.methods if (m.label or m.name) == label)
 
 
@@ -162,7 +162,7 @@ def _first_point(space: dict) -> dict:
     return point
 
 
-def _tune_domain(spec: Any):
+def _tune_domain(spec: Any) -> Any:
     """A space entry as a Tune search domain (for Optuna search)."""
     from ray import tune
 
@@ -229,7 +229,7 @@ def _trial(config: dict) -> None:
     )
 
 
-def _trial_cores(cfg: ExperimentConfig, log: Callable[[str], None]):
+def _trial_cores(cfg: ExperimentConfig, log: Callable[[str], None]) -> Any:
     """A trial that trains in its own process (local mode, CPU) claims its cores before its imports and
     model building, so that its start-up never lands on a neighbour's core; the loop reuses the claim."""
     from contextlib import nullcontext
@@ -344,8 +344,8 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
 
 
 def _fit(
-    cfg: ExperimentConfig, path, space: dict, concurrency: int, log: Callable[[str], None], searcher: bool = False
-):
+    cfg: ExperimentConfig, path: Any, space: dict, concurrency: int, log: Callable[[str], None], searcher: bool = False
+) -> Any:
     """Run (or restore and finish) one Tuner at `path` over trials of `_trial`; returns its ResultGrid."""
     from ray import tune
 
@@ -384,7 +384,7 @@ def _fit(
     if searcher:
         search_alg = optuna_searcher(metric, mode, cfg.seed)
 
-    def name(t) -> str:
+    def name(t: Any) -> str:
         c = t.config
         return c["trial"]["name"] if "trial" in c else make_trial(c["label"], c["params"], c["seed"])["name"]
 
@@ -420,7 +420,7 @@ def space_trials(space: dict) -> list:
     return list(trial.get("grid_search", [])) if isinstance(trial, dict) else []
 
 
-def _progress_callback(total: int):
+def _progress_callback(total: int) -> Any:
     """A Tune callback that moves a progress bar (with ETA) over the sweep's trials on the terminal."""
     from ray import tune
 
@@ -428,13 +428,13 @@ def _progress_callback(total: int):
         def __init__(self) -> None:
             self.bar = console.progress(total, "sweep", unit="trial") if total else console.progress(0, "")
 
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.bar.update(1)
 
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.bar.update(1)
 
-        def on_experiment_end(self, trials, **info) -> None:
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
             self.bar.close()
 
     return Progress()

@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ray_t2t.errors import ConfigError, DataError, UserError
 from ray_t2t.ledger import read_record
@@ -26,7 +26,7 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.parquet"
 
 
-def id_type_for(vocab_size: int):
+def id_type_for(vocab_size: int) -> Any:
     """The smallest unsigned integer type that holds every token id."""
     import pyarrow as pa
 
@@ -93,7 +93,7 @@ def resolve_teachers(cfg: ExperimentConfig) -> list[Teacher]:
 # --------------------------------------------------------------------------------- the stored shards
 
 
-def verify_manifest(folder, checksums: bool = True) -> dict:
+def verify_manifest(folder: StoragePath, checksums: bool = True) -> dict:
     """The manifest, after checking that every shard it lists is there (with its checksum, unless
     `checksums` is false: a reader that checks each shard as it reads it, read_shard) and that the
     example ids cover 0..rows-1 once. Raises DataError naming what is wrong."""
@@ -119,7 +119,7 @@ def verify_manifest(folder, checksums: bool = True) -> dict:
     return manifest
 
 
-def read_shard(folder: StoragePath, shard: dict, columns: list[str]):
+def read_shard(folder: StoragePath, shard: dict, columns: list[str]) -> Any:
     """The `columns` of a manifest's shard as a pyarrow Table, read once (one download from a bucket)
     and checked against the manifest's checksum before it is parsed."""
     import pyarrow as pa

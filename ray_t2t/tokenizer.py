@@ -69,7 +69,9 @@ def _symbols(level: str, texts: Iterable[str], min_frequency: int) -> set[str]:
 class PairTokenizer:
     """Encodes sources and targets (each ending in end-of-sequence) and decodes targets."""
 
-    def __init__(self, source, target, *, pad_id: int, eos_id: int, sep_id: int, vocab_size: int, meta: dict):
+    def __init__(
+        self, source: str, target: str, *, pad_id: int, eos_id: int, sep_id: int, vocab_size: int, meta: dict
+    ) -> None:
         self.source, self.target = source, target
         self.pad_id, self.eos_id, self.sep_id = pad_id, eos_id, sep_id
         self.vocab_size = vocab_size
@@ -122,7 +124,7 @@ class PairTokenizer:
 
     # ------------------------------------------------------------------ use
 
-    def _encode(self, side, texts: Sequence[str]) -> list[list[int]]:
+    def _encode(self, side: str, texts: Sequence[str]) -> list[list[int]]:
         if self.meta["kind"] == "pretrained":
             encoded = side(list(texts), add_special_tokens=False)["input_ids"]
         else:

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from ray_t2t.tokenizer import PairTokenizer
+
 IGNORE_INDEX = -100  # label of positions without loss (torch cross_entropy's default ignore_index)
 
 Ids = Sequence[Sequence[int]]
@@ -73,7 +75,9 @@ def collate_decoder_only(source_ids: Ids, target_ids: Ids, pad_id: int, sep_id: 
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels_tensor}
 
 
-def family_collate(encoder_decoder: bool, tokenizer, source_ids: Ids, target_ids: Ids) -> dict[str, torch.Tensor]:
+def family_collate(
+    encoder_decoder: bool, tokenizer: PairTokenizer, source_ids: Ids, target_ids: Ids
+) -> dict[str, torch.Tensor]:
     """The standard training batch of the model's family (loss on the target only)."""
     if encoder_decoder:
         return collate_encoder_decoder(source_ids, target_ids, tokenizer.pad_id)

@@ -67,7 +67,7 @@ class BatchOrder(_CachedBatches):
         rank: int = 0,
         seed: int = 0,
         group_by_length: bool = True,
-    ):
+    ) -> None:
         self.lengths = list(lengths)  # sort keys: ints, or (source, target) tuples (length_keys)
         self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
         self.seed, self.group_by_length = seed, group_by_length
@@ -103,7 +103,7 @@ class SubsetOrder:
     few rows a batch holds most of them anyway. Like BatchOrder, a function of (micro-step, seed, sizes).
     """
 
-    def __init__(self, rows: Sequence[int], batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0):
+    def __init__(self, rows: Sequence[int], batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0) -> None:
         self.rows = list(rows)
         if len(set(self.rows)) != len(self.rows):
             raise ValueError("training rows are listed more than once")
@@ -180,7 +180,7 @@ class MixtureOrder(_CachedBatches):
         rank: int = 0,
         seed: int = 0,
         group_by_length: bool = True,
-    ):
+    ) -> None:
         self.names = [task for task, p in probabilities.items() if p > 0]
         rows: dict[str, list[int]] = {task: [] for task in self.names}
         for i, task in enumerate(tasks):

@@ -17,7 +17,7 @@ import hashlib
 import json
 import operator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
@@ -104,7 +104,7 @@ class ExperimentConfig(Section):
         return location(self.run.storage_path) / self.run.name
 
 
-def method_entry_type():
+def method_entry_type() -> Any:
     """The registered methods' parameter models as one union, told apart by `name`."""
     return Annotated[
         functools.reduce(operator.or_, (spec.params for spec in METHODS.values())), Field(discriminator="name")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ray_t2t.batching import family_collate
 from ray_t2t.config.sections import MethodParams
 
 if TYPE_CHECKING:
+    import torch
+
     from ray_t2t.config.experiment import ExperimentConfig
     from ray_t2t.config.sections import ModelSpec
     from ray_t2t.tokenizer import PairTokenizer
@@ -64,7 +67,13 @@ def no_preparation(cfg: ExperimentConfig, params: Any, log: Callable[[str], None
     return {}
 
 
-def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+def collate(
+    setup: Setup,
+    source_ids: list[list[int]],
+    target_ids: list[list[int]],
+    generator: torch.Generator | None = None,
+    indices: list[int] | None = None,
+) -> dict:
     """The family's standard batch (encoder-decoder or decoder-only, loss on the target). A method's
     own collate may draw random numbers from `generator` (None in training: the global torch RNG,
     which checkpoints restore; a fixed one in evaluation, so validation batches never change).
@@ -72,11 +81,11 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     return family_collate(bool(setup.encoder_decoder), setup.tokenizer, source_ids, target_ids)
 
 
-def cross_entropy(model, batch: dict, setup: Setup | None = None) -> Any:
+def cross_entropy(model: torch.nn.Module, batch: dict, setup: Setup | None = None) -> Any:
     return model(**batch).loss
 
 
-def save_pretrained(model, folder, setup: Setup) -> None:
+def save_pretrained(model: torch.nn.Module, folder: Path, setup: Setup) -> None:
     model.save_pretrained(folder)
 
 
@@ -92,7 +101,7 @@ def same_sources(setup: Setup, source_ids: list) -> list:
     return source_ids
 
 
-def no_extra_flops(setup: Setup, engine) -> tuple[float, float]:
+def no_extra_flops(setup: Setup, engine: Any) -> tuple[float, float]:
     return 0.0, 0.0
 
 

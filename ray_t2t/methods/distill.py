@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import prepare_data
@@ -38,6 +39,13 @@ from ray_t2t.models import build_model, forward_flops_per_token, model_config
 from ray_t2t.storage import absolute, local_model_path, location
 from ray_t2t.teachers import resolve_teacher
 from ray_t2t.tokenizer import META_FILE
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
+    from ray_t2t.config.sections import MethodParams
+    from ray_t2t.tokenizer import PairTokenizer
 
 EPS = 1e-8
 _teachers: dict = {}  # per worker process: (path, device, dtype, attention) -> the loaded teacher
@@ -53,7 +61,7 @@ LAYER_MAP_DESCRIPTION = (
 )
 
 
-def key_of(cfg, params, field: str) -> str:
+def key_of(cfg: ExperimentConfig, params: MethodParams, field: str) -> str:
     """`methods.<index>.<field>` of this method entry, as an override would name it."""
     for index, entry in enumerate(cfg.methods):
         if entry is params:
@@ -61,7 +69,7 @@ def key_of(cfg, params, field: str) -> str:
     return f"{params.name}.{field}"
 
 
-def architectures(cfg, params) -> tuple[Any, Any]:
+def architectures(cfg: ExperimentConfig, params: MethodParams) -> tuple[Any, Any]:
     """(student config, teacher config) from the config alone, before any work. Raises ConfigError
     when they are of different families or the teacher's config cannot be read."""
 
@@ -83,7 +91,7 @@ def architectures(cfg, params) -> tuple[Any, Any]:
     return student, teacher
 
 
-def check_stack(cfg, params, field: str, stack: str, config) -> None:
+def check_stack(cfg: ExperimentConfig, params: MethodParams, field: str, stack: str, config: Any) -> None:
     """An encoder stack exists only in encoder-decoder models."""
     if stack == "encoder" and not config.is_encoder_decoder:
         raise ConfigError(
@@ -91,7 +99,7 @@ def check_stack(cfg, params, field: str, stack: str, config) -> None:
         )
 
 
-def blocks(config, stack: str) -> int:
+def blocks(config: Any, stack: str) -> int:
     """Number of transformer blocks of `stack` ("encoder" or "decoder") in a model config."""
 
     keys = LAYER_COUNTS.get(config.model_type)
@@ -105,7 +113,9 @@ def auto_layer_map(student_blocks: int, teacher_blocks: int) -> dict[int, int]:
     return {i: math.ceil((i + 1) * teacher_blocks / student_blocks) - 1 for i in range(student_blocks)}
 
 
-def layer_map(cfg, params, student_config, teacher_config, stack: str) -> dict[int, int]:
+def layer_map(
+    cfg: ExperimentConfig, params: MethodParams, student_config: Any, teacher_config: Any, stack: str
+) -> dict[int, int]:
     """The method's `layer_map`, resolved and checked against both models' blocks of `stack`.
     Raises ConfigError naming the key for an index out of range or an empty map."""
     student_blocks, teacher_blocks = blocks(student_config, stack), blocks(teacher_config, stack)
@@ -124,7 +134,7 @@ def layer_map(cfg, params, student_config, teacher_config, stack: str) -> dict[i
     return dict(sorted(params.layer_map.items()))
 
 
-def check_tokenizer(teacher_path: str, tokenizer) -> None:
+def check_tokenizer(teacher_path: str, tokenizer: PairTokenizer) -> None:
     """Refuse a teacher whose token ids may differ from the experiment's (see the module docstring)."""
 
     saved = location(teacher_path) / "ray_t2t_tokenizer" / META_FILE
@@ -148,7 +158,7 @@ def check_tokenizer(teacher_path: str, tokenizer) -> None:
         )
 
 
-def prepare_live_teacher(cfg, log) -> dict:
+def prepare_live_teacher(cfg: ExperimentConfig, log: Callable[[str], None]) -> dict:
     """Driver side, before training: the teacher's path for the workers (setup.extras["teacher"]).
     Raises ConfigError/UserError when there is no trained teacher or it has another tokenizer."""
 
@@ -163,7 +173,7 @@ def prepare_live_teacher(cfg, log) -> dict:
 # ------------------------------------------------------------------------------ the teacher (worker)
 
 
-def live_teacher(setup: Setup, student, attn_implementation: str | None = None):
+def live_teacher(setup: Setup, student: torch.nn.Module, attn_implementation: str | None = None) -> torch.nn.Module:
     """The teacher at setup.extras["teacher"], loaded once per process: frozen, eval mode, on the
     student's device and in its dtype, never part of the student (nor of its engine or optimizer)."""
 
@@ -180,20 +190,24 @@ def live_teacher(setup: Setup, student, attn_implementation: str | None = None):
     return _teachers[key]
 
 
-def teacher_flops_per_token(setup: Setup, student, attn_implementation: str | None = None) -> tuple[float, float]:
+def teacher_flops_per_token(
+    setup: Setup, student: torch.nn.Module, attn_implementation: str | None = None
+) -> tuple[float, float]:
     """The live teacher's forward FLOPs per (source, target) token: work each training step does
     besides the student's. Loads the teacher (as teacher_outputs will) if it is not loaded yet."""
 
     return forward_flops_per_token(live_teacher(setup, student, attn_implementation))
 
 
-def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
+def extra_flops_per_token(setup: Setup, model: torch.nn.Module) -> tuple[float, float]:
     """A live-teacher method's hook (ray_t2t.methods): the teacher's forward passes, which the loop adds
     to the student's training FLOPs."""
     return teacher_flops_per_token(setup, model)
 
 
-def teacher_outputs(setup: Setup, student, batch: dict, attn_implementation: str | None = None, **flags):
+def teacher_outputs(
+    setup: Setup, student: torch.nn.Module, batch: dict, attn_implementation: str | None = None, **flags: Any
+) -> Any:
     """The live teacher's outputs on the student's batch, without gradients."""
     import torch
 
@@ -205,7 +219,7 @@ def teacher_outputs(setup: Setup, student, batch: dict, attn_implementation: str
 # ------------------------------------------------------------------------- reading model outputs
 
 
-def block_states(outputs, stack: str, encoder_decoder: bool) -> tuple:
+def block_states(outputs: Any, stack: str, encoder_decoder: bool) -> tuple:
     """Per block of `stack`, its output hidden states [batch, positions, hidden] (embeddings left out)."""
     if not encoder_decoder:
         return outputs.hidden_states[1:]
@@ -213,7 +227,7 @@ def block_states(outputs, stack: str, encoder_decoder: bool) -> tuple:
     return states[1:]
 
 
-def attention_maps(outputs, attention: str, encoder_decoder: bool) -> tuple:
+def attention_maps(outputs: Any, attention: str, encoder_decoder: bool) -> tuple:
     """Per block, attention probabilities [batch, heads, queries, keys] of the chosen kind."""
     if not encoder_decoder:
         return outputs.attentions
@@ -224,7 +238,7 @@ def attention_maps(outputs, attention: str, encoder_decoder: bool) -> tuple:
     }[attention]
 
 
-def positions(batch: dict, stack: str, encoder_decoder: bool):
+def positions(batch: dict, stack: str, encoder_decoder: bool) -> torch.Tensor:
     """[batch, positions] bool: the real (non-padding) positions of `stack`'s sequence: source tokens
     for an encoder, target tokens for an encoder-decoder's decoder, every token of a decoder-only
     sequence (prompt and target)."""
@@ -233,6 +247,6 @@ def positions(batch: dict, stack: str, encoder_decoder: bool):
     return batch["attention_mask"].bool()
 
 
-def mix(alpha: float, distillation, hard_loss):
+def mix(alpha: float, distillation: torch.Tensor, hard_loss: torch.Tensor) -> torch.Tensor:
     """alpha x the distillation term + (1 - alpha) x the task's cross-entropy."""
     return alpha * distillation + (1 - alpha) * hard_loss

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -41,6 +42,12 @@ from ray_t2t.data import Split, prepare_data
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods.base import Method, Setup, model_spec, save_pretrained
 from ray_t2t.models import build_model, model_config
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
+    from ray_t2t.storage import StoragePath
 
 
 class FewshotParams(MethodParams):
@@ -70,7 +77,7 @@ class FewshotParams(MethodParams):
 DEMONSTRATIONS_FILE = "fewshot_demonstrations.json"  # written next to an in-context run's exported model
 
 
-def _key(cfg, params, field: str) -> str:
+def _key(cfg: ExperimentConfig, params: MethodParams, field: str) -> str:
     for index, entry in enumerate(cfg.methods):
         if entry is params or (entry.label or entry.name) == (params.label or params.name):
             return f"methods.{index}.{field}"
@@ -94,7 +101,7 @@ def demonstration_order(rows: list[int], seed: int) -> list[int]:
     return order
 
 
-def demonstration_prefix(demonstrations, sep_id: int) -> list[int]:
+def demonstration_prefix(demonstrations: list, sep_id: int) -> list[int]:
     """The token ids of k demonstrations, each `source <sep> target </s>` (a source and target as
     PairTokenizer encodes them, each ending in end-of-sequence) as a decoder-only model reads a
     training example (ray_t2t.batching.collate_decoder_only)."""
@@ -107,7 +114,7 @@ def demonstration_prefix(demonstrations, sep_id: int) -> list[int]:
 # ------------------------------------------------------------------------------ the method hooks
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     """Before any work: in_context needs a decoder-only model; k must fit the workers and the split."""
     role = params.model
     spec = model_spec(cfg, role)
@@ -134,7 +141,7 @@ def check(cfg, params) -> None:
         )
 
 
-def prepare(cfg, params, log) -> dict:
+def prepare(cfg: ExperimentConfig, params: MethodParams, log: Callable[[str], None]) -> dict:
     """Driver side: check k against the prepared training split; for in_context, the demonstrations
     (rows, in prompt order, and their token ids) and a check that prompts fit the model's positions."""
 
@@ -156,7 +163,7 @@ def prepare(cfg, params, log) -> dict:
     return {"demonstrations": {"rows": rows, "prefix": prefix}}
 
 
-def _check_positions(cfg, params, prefix_tokens: int, longest_source: int) -> None:
+def _check_positions(cfg: ExperimentConfig, params: MethodParams, prefix_tokens: int, longest_source: int) -> None:
 
     config = model_config(model_spec(cfg, params.model))
     positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
@@ -170,7 +177,7 @@ def _check_positions(cfg, params, prefix_tokens: int, longest_source: int) -> No
         )
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     model, _ = build_model(setup.model_spec(setup.params.model), setup.tokenizer, seed=setup.seed)
     return model
 
@@ -184,7 +191,7 @@ def train_rows(setup: Setup, n_train: int) -> list[int]:
     return select_rows(n_train, setup.params.k, setup.seed)
 
 
-def prompt_sources(setup: Setup, source_ids):
+def prompt_sources(setup: Setup, source_ids: list[list[int]]) -> list:
     """What the model reads for each source at evaluation and decoding: in context, the demonstrations
     first (decoder_only_prompt then turns `prefix + source` into `prefix + source <sep>`)."""
     if setup.params.mode != "in_context":
@@ -193,7 +200,7 @@ def prompt_sources(setup: Setup, source_ids):
     return [prefix + list(source) for source in source_ids]
 
 
-def export(model, folder, setup: Setup) -> None:
+def export(model: torch.nn.Module, folder: StoragePath, setup: Setup) -> None:
     """The model as every method exports it; in context, the demonstrations next to it (they are the
     other half of what answers a query)."""
     save_pretrained(model, folder, setup)

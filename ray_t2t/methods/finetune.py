@@ -7,7 +7,9 @@ Parameters: `model` (default base). The model must carry pretrained weights: a H
 the folder a ray_t2t run exported (for example the `pretrain` method's model).
 """
 
-from typing import Literal
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -15,6 +17,11 @@ from ray_t2t.config.sections import MethodParams, ModelRole
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods.base import Method, Setup, model_spec
 from ray_t2t.models import build_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
 
 
 class FinetuneParams(MethodParams):
@@ -24,7 +31,7 @@ class FinetuneParams(MethodParams):
     model: ModelRole = Field("base", description="Which of `models` to start from.")
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     """Raises ConfigError when the model to start from has no pretrained weights."""
     role = params.model
     spec = model_spec(cfg, role)
@@ -36,7 +43,7 @@ def check(cfg, params) -> None:
         )
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     model, _ = build_model(setup.model_spec(setup.params.model), setup.tokenizer, seed=setup.seed)
     return model
 

@@ -56,7 +56,7 @@ parameters, not the sampling passes, so its MFU is an underestimate.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -72,6 +72,9 @@ from ray_t2t.methods.wrapper import (
     unwrap,
 )
 from ray_t2t.models import build_model
+
+if TYPE_CHECKING:
+    from ray_t2t.config.experiment import ExperimentConfig
 
 
 class GanParams(MethodParams):
@@ -130,7 +133,7 @@ HEADS = 4
 class Discriminator(torch.nn.Module):
     """P(gold | source, target) as a logit: a small transformer encoder over both sequences."""
 
-    def __init__(self, vocab_size: int, dim: int, layers: int, max_positions: int):
+    def __init__(self, vocab_size: int, dim: int, layers: int, max_positions: int) -> None:
         super().__init__()
         self.tokens = torch.nn.Embedding(vocab_size, dim)
         self.segments = torch.nn.Embedding(2, dim)
@@ -139,7 +142,9 @@ class Discriminator(torch.nn.Module):
         self.encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = torch.nn.Linear(dim, 1)
 
-    def forward(self, source, source_mask, target, target_mask):
+    def forward(
+        self, source: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor
+    ) -> Any:
         """Logits [batch]. Sequences are right-padded: `*_mask` [batch, positions] marks real tokens."""
         source_lengths, target_lengths = source_mask.sum(1, keepdim=True), target_mask.sum(1, keepdim=True)
         longest = int((source_lengths + target_lengths).max())
@@ -160,7 +165,7 @@ class Discriminator(torch.nn.Module):
 class GanModel(TaskModelWrapper):
     """The generator (task_model, exported) and the discriminator (not exported)."""
 
-    def __init__(self, generator, discriminator):
+    def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module) -> None:
         super().__init__(generator)
         self.discriminator = discriminator
         self.register_buffer("phase_counts", torch.zeros(len(PHASES), dtype=torch.long))  # loss() calls per phase
@@ -168,7 +173,7 @@ class GanModel(TaskModelWrapper):
         self.register_buffer("baseline_started", torch.zeros((), dtype=torch.long))  # 0/1 (gloo broadcasts no bool)
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     params, cfg = setup.params, setup.cfg
     generator, _ = build_model(setup.model_spec(params.model), setup.tokenizer, seed=setup.seed)
     vocab = generator.get_input_embeddings().num_embeddings
@@ -180,11 +185,17 @@ def build(setup: Setup):
     return GanModel(generator, discriminator)
 
 
-def max_sample_length(cfg) -> int:
+def max_sample_length(cfg: ExperimentConfig) -> int:
     return cfg.data.max_target_length
 
 
-def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+def collate(
+    setup: Setup,
+    source_ids: list[list[int]],
+    target_ids: list[list[int]],
+    generator: torch.Generator | None = None,
+    indices: list[int] | None = None,
+) -> dict:
     """The family's batch, plus source and gold target right-padded for the discriminator."""
     batch = family_collate(setup, source_ids, target_ids)
     pad_id = setup.tokenizer.pad_id
@@ -193,7 +204,7 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     return batch
 
 
-def phase_of(step: int, params) -> str:
+def phase_of(step: int, params: MethodParams) -> str:
     """Which part learns at optimizer step `step` (0-based): mle (warm-up), discriminator or generator."""
     if step < params.mle_warmup_steps:
         return "mle"
@@ -201,7 +212,7 @@ def phase_of(step: int, params) -> str:
     return "discriminator" if cycle < params.d_steps else "generator"
 
 
-def rows(ids, mask) -> list[list[int]]:
+def rows(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
     return [row[: int(n)] for row, n in zip(ids.tolist(), mask.sum(1).tolist())]
 
 
@@ -241,7 +252,14 @@ def sample(model: GanModel, setup: Setup, sources: list[list[int]], temperature:
     return samples
 
 
-def sequence_logprobs(model: GanModel, setup: Setup, sources, samples, temperature: float, device):
+def sequence_logprobs(
+    model: GanModel,
+    setup: Setup,
+    sources: list[list[int]],
+    samples: torch.Tensor,
+    temperature: float,
+    device: torch.device,
+) -> torch.Tensor:
     """(sum of log p(token) per sample [batch], number of sampled tokens), with gradient, under the
     sampling distribution (softmax of logits / temperature)."""
     batch = {k: v.to(device) for k, v in family_collate(setup, sources, samples).items()}
@@ -254,7 +272,7 @@ def sequence_logprobs(model: GanModel, setup: Setup, sources, samples, temperatu
     return (picked * scored).sum(1), scored.sum().clamp(min=1)
 
 
-def loss(model, batch, setup: Setup):
+def loss(model: torch.nn.Module, batch: dict, setup: Setup) -> Any:
     """(loss, statistics) of this step's phase; see the module docstring."""
     import torch.nn.functional as F
 

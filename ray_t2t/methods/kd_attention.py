@@ -28,7 +28,8 @@ gradients, no optimizer state; it must share the student's tokenizer and family.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -39,6 +40,11 @@ from ray_t2t.methods.base import Method, Setup
 from ray_t2t.methods.distill import LAYER_MAP_DESCRIPTION, LayerMap
 from ray_t2t.methods.kd_logits import build as build_student
 from ray_t2t.storage import local_model_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
 
 
 class KdAttentionParams(MethodParams):
@@ -58,7 +64,15 @@ ATTENTION = "ray_t2t_eager"  # the student's: eager attention, probabilities ret
 TEACHER_ATTENTION = "eager"  # the teacher is in eval mode: no dropout
 
 
-def eager_probabilities_before_dropout(module, query, key, value, attention_mask, dropout: float = 0.0, **kwargs):
+def eager_probabilities_before_dropout(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """An attention function for transformers' AttentionInterface: the module's family's own eager
     attention, but the probabilities it returns are those before dropout. In training, the output is
     recomputed from them with dropout, as eager does (the same random draw, so the same output)."""
@@ -93,7 +107,7 @@ def stack_of(attention: str) -> str:
     return "encoder" if attention == "encoder_self" else "decoder"
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     student, teacher = distill.architectures(cfg, params)
     if params.attention != "decoder_self" and not student.is_encoder_decoder:
         raise ConfigError(
@@ -103,11 +117,11 @@ def check(cfg, params) -> None:
     distill.layer_map(cfg, params, student, teacher, stack_of(params.attention))
 
 
-def prepare(cfg, params, log) -> dict:
+def prepare(cfg: ExperimentConfig, params: MethodParams, log: Callable[[str], None]) -> dict:
     return distill.prepare_live_teacher(cfg, log)
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     from transformers import AutoConfig
 
     model = build_student(setup)
@@ -120,12 +134,14 @@ def build(setup: Setup):
     return model
 
 
-def head_average(maps):
+def head_average(maps: torch.Tensor) -> torch.Tensor:
     """[batch, heads, queries, keys] -> [batch, queries, keys]: still a distribution over keys."""
     return maps.mean(dim=1)
 
 
-def attention_loss(student_maps, teacher_maps, query_mask, mapping: dict):
+def attention_loss(
+    student_maps: torch.Tensor, teacher_maps: torch.Tensor, query_mask: torch.Tensor, mapping: dict
+) -> Any:
     """Mean over mapped blocks of KL(teacher || student) between head-averaged attention
     distributions, averaged over the queries in `query_mask` [batch, queries]."""
     import torch
@@ -139,12 +155,12 @@ def attention_loss(student_maps, teacher_maps, query_mask, mapping: dict):
     return torch.stack(terms).mean()
 
 
-def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
+def extra_flops_per_token(setup: Setup, model: torch.nn.Module) -> tuple[float, float]:
     """The live teacher's forward passes (the loop adds them to the student's training FLOPs)."""
     return distill.teacher_flops_per_token(setup, model, TEACHER_ATTENTION)
 
 
-def loss(model, batch, setup: Setup):
+def loss(model: torch.nn.Module, batch: dict, setup: Setup) -> Any:
     params, encoder_decoder = setup.params, setup.encoder_decoder
     outputs = model(**batch, output_attentions=True)
     teacher = distill.teacher_outputs(

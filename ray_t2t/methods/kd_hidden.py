@@ -21,7 +21,8 @@ state; it must share the student's tokenizer and family.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -35,6 +36,12 @@ from ray_t2t.methods.distill import (
 )
 from ray_t2t.methods.kd_logits import build as build_student
 from ray_t2t.storage import local_model_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
+    from ray_t2t.storage import StoragePath
 
 
 class KdHiddenParams(MethodParams):
@@ -53,17 +60,17 @@ class KdHiddenParams(MethodParams):
 PROJECTIONS = "kd_projections"  # the student's submodule holding the projections (not exported)
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     student, teacher = distill.architectures(cfg, params)
     distill.check_stack(cfg, params, "stack", params.stack, student)
     distill.layer_map(cfg, params, student, teacher, params.stack)
 
 
-def prepare(cfg, params, log) -> dict:
+def prepare(cfg: ExperimentConfig, params: MethodParams, log: Callable[[str], None]) -> dict:
     return distill.prepare_live_teacher(cfg, log)
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     import torch
     from transformers import AutoConfig
 
@@ -80,7 +87,13 @@ def build(setup: Setup):
     return model
 
 
-def hidden_loss(student_states, teacher_states, mask, mapping: dict, projections):
+def hidden_loss(
+    student_states: torch.Tensor,
+    teacher_states: torch.Tensor,
+    mask: torch.Tensor,
+    mapping: dict,
+    projections: torch.nn.Module,
+) -> Any:
     """Mean over mapped blocks of the MSE between projected student states and teacher states, over
     the positions in `mask` [batch, positions]."""
     import torch
@@ -92,7 +105,7 @@ def hidden_loss(student_states, teacher_states, mask, mapping: dict, projections
     return torch.stack(terms).mean()
 
 
-def loss(model, batch, setup: Setup):
+def loss(model: torch.nn.Module, batch: dict, setup: Setup) -> Any:
     params, encoder_decoder = setup.params, setup.encoder_decoder
     outputs = model(**batch, output_hidden_states=True)
     teacher = distill.teacher_outputs(setup, model, batch, output_hidden_states=True)
@@ -107,7 +120,7 @@ def loss(model, batch, setup: Setup):
     return distill.mix(params.alpha, term, outputs.loss)
 
 
-def export(model, folder, setup: Setup) -> None:
+def export(model: torch.nn.Module, folder: StoragePath, setup: Setup) -> None:
     """The student alone, without the projections: a plain transformers model."""
     projections = model._modules.pop(PROJECTIONS)
     try:

@@ -27,7 +27,8 @@ Parameters: alpha, temperature, divergence, teacher_source, top_k (offline: at m
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -38,6 +39,11 @@ from ray_t2t.methods.base import Method, Setup
 from ray_t2t.methods.base import collate as task_collate
 from ray_t2t.models import build_model
 from ray_t2t.teachers import load_soft_targets
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
 
 
 class KdLogitsParams(MethodParams):
@@ -61,11 +67,11 @@ TEACHER_KEYS = ("teacher_topk_ids", "teacher_topk_logprobs")
 _soft_targets: dict = {}  # per worker process: folder -> {example_id: (ids, logprobs)}
 
 
-def _online(params) -> bool:
+def _online(params: MethodParams) -> bool:
     return params.teacher_source == "online"
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     if _online(params):
         distill.architectures(cfg, params)  # one family
         return
@@ -76,13 +82,13 @@ def check(cfg, params) -> None:
         )
 
 
-def prepare(cfg, params, log) -> dict:
+def prepare(cfg: ExperimentConfig, params: MethodParams, log: Callable[[str], None]) -> dict:
     """Driver side, before training: online, find the teacher (offline, the launcher has stored its
     soft targets: teacher_use)."""
     return distill.prepare_live_teacher(cfg, log) if _online(params) else {}
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     model, _ = build_model(setup.model_spec("student"), setup.tokenizer, seed=setup.seed)  # random init
     return model
 
@@ -95,7 +101,9 @@ def soft_target_rows(folder: str) -> dict:
     return _soft_targets[folder]
 
 
-def teacher_rows(rows: dict, indices, top_k: int, stored_t: float, temperature: float):
+def teacher_rows(
+    rows: dict, indices: list[int] | None, top_k: int, stored_t: float, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's teacher top-k ids and log-probs at `temperature`, flattened over its labelled
     positions (row by row, left to right), as tensors."""
     import numpy as np
@@ -108,7 +116,13 @@ def teacher_rows(rows: dict, indices, top_k: int, stored_t: float, temperature: 
     return torch.from_numpy(ids), torch.from_numpy(logprobs)
 
 
-def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+def collate(
+    setup: Setup,
+    source_ids: list[list[int]],
+    target_ids: list[list[int]],
+    generator: torch.Generator | None = None,
+    indices: list[int] | None = None,
+) -> dict:
     """The task batch plus the teacher's top-k ids and log-probs of its target positions, flattened
     in the order of the batch's labelled positions (row by row, left to right)."""
     batch = task_collate(setup, source_ids, target_ids)
@@ -122,7 +136,7 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     return batch
 
 
-def divergence(student_logprobs, teacher_logprobs, kind: str):
+def divergence(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, kind: str) -> Any:
     """Per-position divergence between two distributions given as log-probs over the same support."""
     import torch
 
@@ -135,7 +149,14 @@ def divergence(student_logprobs, teacher_logprobs, kind: str):
     return 0.5 * (p * (teacher_logprobs - middle)).sum(-1) + 0.5 * (q * (student_logprobs - middle)).sum(-1)
 
 
-def kd_loss(logits, labels, teacher_ids, teacher_logprobs, encoder_decoder: bool, params):
+def kd_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    encoder_decoder: bool,
+    params: MethodParams,
+) -> Any:
     """(distillation term, as a mean over positions times T^2) for one batch."""
     import torch
 
@@ -147,7 +168,14 @@ def kd_loss(logits, labels, teacher_ids, teacher_logprobs, encoder_decoder: bool
     return divergence(student_topk, teacher_topk, params.divergence).mean() * params.temperature**2
 
 
-def full_kd_loss(logits, teacher_logits, labels, encoder_decoder: bool, params, vocab_size: int | None = None):
+def full_kd_loss(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    encoder_decoder: bool,
+    params: MethodParams,
+    vocab_size: int | None = None,
+) -> Any:
     """Online: the distillation term over the whole vocabulary (the first `vocab_size` logits: a
     checkpoint may pad its output layer beyond the tokenizer's ids), mean over positions times T^2."""
     import torch
@@ -161,13 +189,13 @@ def full_kd_loss(logits, teacher_logits, labels, encoder_decoder: bool, params, 
     return kd.mean() * params.temperature**2
 
 
-def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
+def extra_flops_per_token(setup: Setup, model: torch.nn.Module) -> tuple[float, float]:
     """Online: the live teacher's forward passes (the loop adds them to the student's training
     FLOPs). Stored soft targets cost the step nothing beyond the student."""
     return distill.teacher_flops_per_token(setup, model) if _online(setup.params) else (0.0, 0.0)
 
 
-def loss(model, batch, setup: Setup):
+def loss(model: torch.nn.Module, batch: dict, setup: Setup) -> Any:
     params = setup.params
     if _online(params):
         outputs = model(**batch)

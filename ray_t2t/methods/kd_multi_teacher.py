@@ -16,7 +16,8 @@ Teachers must share the student's tokenizer (teachers trained by ray_t2t on the 
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -29,6 +30,11 @@ from ray_t2t.methods.kd_logits import (  # build: a random init
     soft_target_rows,
     teacher_rows,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
 
 
 class KdMultiTeacherParams(MethodParams):
@@ -45,7 +51,7 @@ class KdMultiTeacherParams(MethodParams):
 
     @field_validator("weights")
     @classmethod
-    def _positive_weights(cls, weights):
+    def _positive_weights(cls, weights: list[float] | None) -> Any:
         if weights is not None and (not weights or any(w < 0 for w in weights) or sum(weights) <= 0):
             raise ValueError("weights must be non-negative with a positive sum")
         return weights
@@ -54,7 +60,7 @@ class KdMultiTeacherParams(MethodParams):
 TEACHER_KEYS = ("teacher_topk_ids", "teacher_topk_logprobs")
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     teachers = len(cfg.models.teachers)
     if params.weights is not None and len(params.weights) != teachers:
         raise ConfigError(
@@ -67,14 +73,20 @@ def check(cfg, params) -> None:
         )
 
 
-def prepare(cfg, params, log) -> dict:
+def prepare(cfg: ExperimentConfig, params: MethodParams, log: Callable[[str], None]) -> dict:
     """Driver side, before training (the launcher has stored every teacher's soft targets: all_teachers):
     the teachers' weights, normalized."""
     weights = params.weights or [1.0] * len(cfg.models.teachers)
     return {"weights": [w / sum(weights) for w in weights]}
 
 
-def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+def collate(
+    setup: Setup,
+    source_ids: list[list[int]],
+    target_ids: list[list[int]],
+    generator: torch.Generator | None = None,
+    indices: list[int] | None = None,
+) -> dict:
     """The task batch plus every teacher's top-k ids and log-probs at the labelled positions,
     stacked: [teachers, positions, k]."""
     import torch
@@ -92,7 +104,15 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     return batch
 
 
-def mixture_kd_loss(logits, labels, teacher_ids, teacher_logprobs, weights, encoder_decoder: bool, params):
+def mixture_kd_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    weights: list[float],
+    encoder_decoder: bool,
+    params: MethodParams,
+) -> Any:
     """T^2 x the mean over labelled positions of D(teacher mixture || student), both on the union of
     the teachers' top-k supports. teacher_ids/logprobs: [teachers, positions, k]."""
     import torch
@@ -117,7 +137,7 @@ def mixture_kd_loss(logits, labels, teacher_ids, teacher_logprobs, weights, enco
     return per_position.mean() * params.temperature**2
 
 
-def loss(model, batch, setup: Setup):
+def loss(model: torch.nn.Module, batch: dict, setup: Setup) -> Any:
     teacher_ids, teacher_logprobs = (batch.pop(key) for key in TEACHER_KEYS)
     outputs = model(**batch)
     params = setup.params

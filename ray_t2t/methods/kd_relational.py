@@ -25,7 +25,8 @@ tokenizer and family.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -36,6 +37,11 @@ from ray_t2t.methods.distill import (
     extra_flops_per_token,  # the live teacher's forward passes
 )
 from ray_t2t.methods.kd_logits import build  # a randomly initialized student
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
 
 
 class KdRelationalParams(MethodParams):
@@ -62,22 +68,22 @@ class KdRelationalParams(MethodParams):
         return self
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     student, _ = distill.architectures(cfg, params)
     distill.check_stack(cfg, params, "stack", params.stack, student)
 
 
-def prepare(cfg, params, log) -> dict:
+def prepare(cfg: ExperimentConfig, params: MethodParams, log: Callable[[str], None]) -> dict:
     return distill.prepare_live_teacher(cfg, log)
 
 
-def pooled(states, mask):
+def pooled(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[batch, positions, hidden] -> [batch, hidden]: the mean over the positions in `mask`."""
     weights = mask.unsqueeze(-1).to(states.dtype)
     return (states * weights).sum(1) / weights.sum(1).clamp_min(1)
 
 
-def _pairwise_distances(x):
+def _pairwise_distances(x: torch.Tensor) -> Any:
     import torch
 
     squared = x.pow(2).sum(-1)
@@ -86,7 +92,7 @@ def _pairwise_distances(x):
     return d2.sqrt() * off_diagonal, off_diagonal
 
 
-def distance_loss(student, teacher):
+def distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> Any:
     """RKD distance-wise term: smooth L1 between mean-normalized pairwise distances."""
     import torch.nn.functional as F
 
@@ -97,18 +103,18 @@ def distance_loss(student, teacher):
     return F.smooth_l1_loss(s[off], t[off])
 
 
-def angle_loss(student, teacher):
+def angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> Any:
     """RKD angle-wise term: smooth L1 between cos(angle at j of i-j-k) of every triplet."""
     import torch.nn.functional as F
 
-    def cosines(x):
+    def cosines(x: torch.Tensor) -> Any:
         directions = F.normalize(x.unsqueeze(0) - x.unsqueeze(1), p=2, dim=2)  # [j, i, hidden]: i - j
         return (directions @ directions.transpose(1, 2)).reshape(-1)
 
     return F.smooth_l1_loss(cosines(student.float()), cosines(teacher.float()))
 
 
-def relational_loss(student, teacher, params):
+def relational_loss(student: torch.Tensor, teacher: torch.Tensor, params: MethodParams) -> Any:
     """distance_weight x L_D + angle_weight x L_A between [batch, hidden] representations."""
     if len(student) < 2:
         return student.sum() * 0.0  # no pairs: nothing to match (and the graph stays connected)
@@ -120,7 +126,7 @@ def relational_loss(student, teacher, params):
     return total
 
 
-def loss(model, batch, setup: Setup):
+def loss(model: torch.nn.Module, batch: dict, setup: Setup) -> Any:
     params, encoder_decoder = setup.params, setup.encoder_decoder
     outputs = model(**batch, output_hidden_states=True)
     teacher = distill.teacher_outputs(setup, model, batch, output_hidden_states=True)

@@ -13,7 +13,7 @@ plain cross-entropy; validation and test still score against the gold references
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -25,6 +25,11 @@ from ray_t2t.methods.base import collate as task_collate
 # As kd_logits: a randomly initialized student, and soft targets computed (or reused) before training.
 from ray_t2t.methods.kd_logits import build
 from ray_t2t.teachers import load_generations
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
 
 
 class KdSequenceParams(MethodParams):
@@ -43,7 +48,7 @@ class KdSequenceParams(MethodParams):
 _generations: dict = {}  # per worker process: folder -> {example_id: ids}
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     if cfg.soft_targets.generations == "none":
         raise ConfigError(
             "kd_sequence trains on the teacher's generations: set soft_targets.generations to greedy or beam"
@@ -54,7 +59,13 @@ def keeps_gold(example: int, gold_mix: float, seed: int) -> bool:
     return random.Random(seed * 1_000_003 + example).random() < gold_mix
 
 
-def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+def collate(
+    setup: Setup,
+    source_ids: list[list[int]],
+    target_ids: list[list[int]],
+    generator: torch.Generator | None = None,
+    indices: list[int] | None = None,
+) -> dict:
     if indices is not None:  # training: the teacher's output replaces the gold target
         folder = setup.extras["soft_targets"][0]
         if folder not in _generations:

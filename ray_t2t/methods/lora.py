@@ -7,7 +7,9 @@ attention query and value projections of the family), `merge_on_export` (export 
 load with plain transformers, or the adapter alone, which loads with peft).
 """
 
-from typing import Literal
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -15,6 +17,11 @@ from ray_t2t.config.sections import MethodParams, ModelRole
 from ray_t2t.methods.base import Method, Setup
 from ray_t2t.methods.finetune import check  # LoRA needs pretrained weights too
 from ray_t2t.models import build_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.storage import StoragePath
 
 
 class LoraParams(MethodParams):
@@ -40,7 +47,7 @@ AUTO_TARGETS = {
 }
 
 
-def lora_config(model, params):
+def lora_config(model: torch.nn.Module, params: MethodParams) -> Any:
     from peft import LoraConfig, TaskType
 
     targets = params.target_modules
@@ -58,14 +65,14 @@ def lora_config(model, params):
     )
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     from peft import get_peft_model
 
     base, _ = build_model(setup.model_spec(setup.params.model), setup.tokenizer, seed=setup.seed)
     return get_peft_model(base, lora_config(base, setup.params))
 
 
-def export(model, folder, setup: Setup) -> None:
+def export(model: torch.nn.Module, folder: StoragePath, setup: Setup) -> None:
     if setup.params.merge_on_export:
         model.merge_and_unload().save_pretrained(folder)
     else:

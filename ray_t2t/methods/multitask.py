@@ -25,7 +25,8 @@ record's `multitask` holds the tasks, their prefixes, sizes and mixture probabil
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -44,6 +45,12 @@ from ray_t2t.config.sections import (
 from ray_t2t.data import multitask_task_data, prepare_multitask
 from ray_t2t.methods.base import Method, Setup
 from ray_t2t.methods.scratch import build as build_scratch
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
+    from ray_t2t.data import PreparedData
 
 TASK_SHORT_NAMES = {
     "g2p_cmudict": "g2p",
@@ -151,14 +158,14 @@ class MultitaskParams(MethodParams):
         return self
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     """ConfigError naming the key for a task its section cannot describe, or a shared tokenizer that
     cannot spell a task's text (data.tokenizer word level for spellings or numbers)."""
 
     multitask_task_data(cfg, params)
 
 
-def probabilities(params, summary: dict) -> dict[str, float]:
+def probabilities(params: MethodParams, summary: dict) -> dict[str, float]:
     """The mixture over the tasks of a prepared multitask dataset (its summary's training sizes)."""
 
     sizes = {task.name: summary["tasks"][task.name]["examples"]["train"] for task in params.tasks}
@@ -166,7 +173,7 @@ def probabilities(params, summary: dict) -> dict[str, float]:
     return mixture_probabilities(sizes, params.mixing, params.temperature, weights)
 
 
-def prepare(cfg, params, log) -> dict:
+def prepare(cfg: ExperimentConfig, params: MethodParams, log: Callable[[str], None]) -> dict:
     """Build (or reuse) the pooled dataset; the workers get its path, each task's target and what the
     run record says about the tasks."""
 
@@ -194,12 +201,21 @@ def prepare(cfg, params, log) -> dict:
     }
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
 
     return build_scratch(setup)
 
 
-def batch_order(setup: Setup, data, lengths, batch_size, world_size, rank, seed, group_by_length):
+def batch_order(
+    setup: Setup,
+    data: PreparedData,
+    lengths: list,
+    batch_size: int,
+    world_size: int,
+    rank: int,
+    seed: int,
+    group_by_length: bool,
+) -> Any:
     """Training batches drawn by the task mixture (ray_t2t.batching.order.MixtureOrder)."""
 
     tasks = data.read_split("train").column("task").to_pylist()

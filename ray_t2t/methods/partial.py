@@ -10,7 +10,9 @@ Parameters: `model` (default base), `trainable`:
   feed-forward output; the smallest trainable set of all. Exported merged into the weights.
 """
 
-from typing import Literal
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -19,6 +21,11 @@ from ray_t2t.errors import ConfigError
 from ray_t2t.methods.base import Method, Setup
 from ray_t2t.methods.finetune import check  # needs pretrained weights too
 from ray_t2t.models import build_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.storage import StoragePath
 
 
 class PartialParams(MethodParams):
@@ -34,7 +41,7 @@ class PartialParams(MethodParams):
     top_n_layers: int = Field(2, ge=1, description="Blocks trained with trainable=top_layers.")
 
 
-def decoder_stack(model):
+def decoder_stack(model: torch.nn.Module) -> Any:
     """(decoder module, its list of blocks): T5/BART decoders, GPT-2 and Llama stacks."""
     stack = model.get_decoder() if model.config.is_encoder_decoder else model.base_model
     for name in ("block", "layers", "h"):
@@ -44,7 +51,7 @@ def decoder_stack(model):
     raise ValueError(f"cannot find the decoder blocks of {type(model).__name__}")
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     params = setup.params
     model, _ = build_model(setup.model_spec(params.model), setup.tokenizer, seed=setup.seed)
     if params.trainable == "adapters":
@@ -70,7 +77,7 @@ def build(setup: Setup):
     return model
 
 
-def export(model, folder, setup: Setup) -> None:
+def export(model: torch.nn.Module, folder: StoragePath, setup: Setup) -> None:
     if hasattr(model, "merge_and_unload"):  # the adapters option: a plain model again
         model = model.merge_and_unload()
     model.save_pretrained(folder)

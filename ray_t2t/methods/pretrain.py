@@ -15,7 +15,7 @@ Validation loss is the same objective on the validation texts (with a fixed mask
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
@@ -25,6 +25,10 @@ from ray_t2t.config.sections import MethodParams, ModelRole
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods.base import Method, Setup, model_spec
 from ray_t2t.methods.scratch import build as build_scratch
+
+if TYPE_CHECKING:
+    from ray_t2t.config.experiment import ExperimentConfig
+    from ray_t2t.tokenizer import PairTokenizer
 
 
 class PretrainParams(MethodParams):
@@ -39,13 +43,13 @@ class PretrainParams(MethodParams):
     mean_span_length: float = Field(3.0, ge=1, description="Mean masked span length (span corruption).")
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     spec = model_spec(cfg, params.model)
     if spec is None:
         raise ConfigError(f"method 'pretrain' trains models.{params.model}, which is not set")
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     return build_scratch(setup)  # random init of the chosen model's architecture
 
 
@@ -61,7 +65,9 @@ def _objective(setup: Setup) -> str:
     return chosen
 
 
-def corrupt_spans(ids: list[int], mask_id: int, density: float, mean_span: float, generator) -> list[int]:
+def corrupt_spans(
+    ids: list[int], mask_id: int, density: float, mean_span: float, generator: torch.Generator | None
+) -> list[int]:
     """`ids` with random spans (about `density` of the tokens, mean length `mean_span`) each replaced
     by one `mask_id`; at least one span when the sequence has a token to mask."""
     body, eos = ids[:-1], ids[-1:]
@@ -80,7 +86,13 @@ def corrupt_spans(ids: list[int], mask_id: int, density: float, mean_span: float
     return out + body[position:] + eos
 
 
-def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) -> dict:
+def collate(
+    setup: Setup,
+    source_ids: list[list[int]],
+    target_ids: list[list[int]],
+    generator: torch.Generator | None = None,
+    indices: list[int] | None = None,
+) -> dict:
     texts = [list(ids) for ids in source_ids] + [list(ids) for ids in target_ids]  # unpaired
     tok = setup.tokenizer
     labels, _ = pad(texts, IGNORE_INDEX, left=False)
@@ -95,7 +107,7 @@ def collate(setup: Setup, source_ids, target_ids, generator=None, indices=None) 
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def _unknown_id(tok) -> int:
+def _unknown_id(tok: PairTokenizer) -> int:
     vocab = tok.meta.get("vocab")
     if vocab is not None:
         return vocab["<unk>"]

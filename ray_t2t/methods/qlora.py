@@ -7,7 +7,9 @@ Parameters: those of `lora`, plus `quant_type` (nf4 or fp4) and `double_quant`. 
 On a CPU-only config it refuses before any work.
 """
 
-from typing import Literal
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -16,6 +18,13 @@ from ray_t2t.methods.base import Method, Setup, model_spec
 from ray_t2t.methods.finetune import check as check_pretrained
 from ray_t2t.methods.lora import LoraParams, lora_config
 from ray_t2t.storage import local_model_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
+    from ray_t2t.config.sections import MethodParams
+    from ray_t2t.storage import StoragePath
 
 
 class QloraParams(LoraParams):
@@ -31,7 +40,7 @@ class QloraParams(LoraParams):
 # bf16 through bitsandbytes' compute dtype, as in the QLoRA recipe.
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     if not cfg.scaling.use_gpu:
         raise ConfigError(
             "method 'qlora' quantizes the base model to 4 bits with bitsandbytes, which needs a CUDA GPU: "
@@ -47,7 +56,7 @@ def check(cfg, params) -> None:
     check_pretrained(cfg, params)
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import (
@@ -81,7 +90,7 @@ def build(setup: Setup):
     return get_peft_model(base, lora_config(base, params))
 
 
-def export(model, folder, setup: Setup) -> None:
+def export(model: torch.nn.Module, folder: StoragePath, setup: Setup) -> None:
     """Merged: LoRA folded into the base, de-quantized to bf16, so plain transformers loads it (no
     bitsandbytes needed). Otherwise the adapter alone, for peft on top of the original base."""
     if setup.params.merge_on_export:

@@ -6,13 +6,18 @@ Parameters: `model` (student, teacher or base: which of `models` to build). A Hu
 path is used for its architecture only; its weights are not loaded.
 """
 
-from typing import Literal
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from ray_t2t.config.sections import MethodParams, ModelRole
 from ray_t2t.methods.base import Method, Setup
 from ray_t2t.models import build_model
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ScratchParams(MethodParams):
@@ -22,7 +27,7 @@ class ScratchParams(MethodParams):
     model: ModelRole = Field("student", description="Which of `models` to build and train.")
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     spec = setup.model_spec(setup.params.model)
     if spec.name_or_path is not None:
         spec = spec.model_copy(update={"pretrained": False})

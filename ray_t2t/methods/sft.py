@@ -13,7 +13,7 @@ Face name or a ray_t2t run's exported model).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -21,6 +21,11 @@ from ray_t2t.config.sections import MethodParams
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods.base import Method, Setup, model_spec
 from ray_t2t.models import build_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from ray_t2t.config.experiment import ExperimentConfig
 
 
 class SftParams(MethodParams):
@@ -48,7 +53,7 @@ BLOCK_KEY = re.compile(
 )
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     spec = model_spec(cfg, "teacher")
     if spec.name_or_path is None or not spec.pretrained:
         raise ConfigError(
@@ -57,7 +62,7 @@ def check(cfg, params) -> None:
         )
 
 
-def chosen_layers(choice, available: int, which: str) -> list[int]:
+def chosen_layers(choice: Any, available: int, which: str) -> list[int]:
     if choice == "alternate":
         return list(range(0, available, 2))
     bad = [i for i in choice if not 0 <= i < available]
@@ -68,7 +73,7 @@ def chosen_layers(choice, available: int, which: str) -> list[int]:
     return list(choice)
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     teacher, _ = build_model(model_spec(setup.cfg, "teacher"), setup.tokenizer, seed=setup.seed)

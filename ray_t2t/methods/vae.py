@@ -39,7 +39,7 @@ model's.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import Field
@@ -55,6 +55,9 @@ from ray_t2t.methods.wrapper import (
     unwrap,
 )
 from ray_t2t.models import build_model, model_config, training_flops_per_token
+
+if TYPE_CHECKING:
+    from ray_t2t.config.experiment import ExperimentConfig
 
 
 class VaeParams(MethodParams):
@@ -89,7 +92,7 @@ class VaeParams(MethodParams):
 LOGVAR_RANGE = (-10.0, 10.0)
 
 
-def check(cfg, params) -> None:
+def check(cfg: ExperimentConfig, params: MethodParams) -> None:
     """Raises ConfigError for a decoder-only model."""
 
     spec = model_spec(cfg, params.model)
@@ -108,14 +111,21 @@ def check(cfg, params) -> None:
 class VaeModel(TaskModelWrapper):
     """The encoder-decoder (task_model, exported) with the posterior network and the injection W."""
 
-    def __init__(self, seq2seq, latent_dim: int, posterior: str):
+    def __init__(self, seq2seq: torch.nn.Module, latent_dim: int, posterior: str) -> None:
         super().__init__(seq2seq)
         hidden = getattr(seq2seq.config, "d_model", None) or seq2seq.config.hidden_size
         pooled = 2 * hidden if posterior == "source_target" else hidden
         self.posterior_net = torch.nn.Linear(pooled, 2 * latent_dim)
         self.latent_to_states = torch.nn.Linear(latent_dim, hidden, bias=False)
 
-    def posterior(self, source_states, source_mask, target_ids, target_mask, source_target: bool):
+    def posterior(
+        self,
+        source_states: torch.Tensor,
+        source_mask: torch.Tensor,
+        target_ids: list[list[int]],
+        target_mask: torch.Tensor,
+        source_target: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) [batch, latent_dim] of q(z | source, target)."""
         target_states = self.task_model.get_encoder()(
             input_ids=target_ids, attention_mask=target_mask
@@ -126,7 +136,9 @@ class VaeModel(TaskModelWrapper):
         mu, logvar = self.posterior_net(pooled).float().chunk(2, dim=-1)
         return mu, logvar.clamp(*LOGVAR_RANGE)
 
-    def decode(self, source_states, attention_mask, labels, z):
+    def decode(
+        self, source_states: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, z: torch.Tensor
+    ) -> Any:
         """The task model's outputs with z injected: the decoder reads source_states + W z."""
         from transformers.modeling_outputs import BaseModelOutput
 
@@ -136,7 +148,7 @@ class VaeModel(TaskModelWrapper):
         )
 
 
-def build(setup: Setup):
+def build(setup: Setup) -> torch.nn.Module:
     params = setup.params
     model, _ = build_model(setup.model_spec(params.model), setup.tokenizer, seed=setup.seed)
     with torch.random.fork_rng(devices=[]):  # the same extra parts on every rank, whatever its RNG
@@ -144,19 +156,19 @@ def build(setup: Setup):
         return VaeModel(model, params.latent_dim, params.posterior)
 
 
-def kl_per_dimension(mu, logvar):
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, 1)) per latent dimension, averaged over the batch: [latent_dim]."""
     return (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).mean(0)
 
 
-def kl_weight(step: int, params) -> float:
+def kl_weight(step: int, params: MethodParams) -> float:
     """beta at optimizer step `step` (0-based): linear from 0 to kl_weight over kl_anneal_steps."""
     if params.kl_anneal_steps == 0:
         return params.kl_weight
     return params.kl_weight * min(1.0, step / params.kl_anneal_steps)
 
 
-def objective(vae: VaeModel, batch: dict, params, beta: float, pad_id: int):
+def objective(vae: VaeModel, batch: dict, params: MethodParams, beta: float, pad_id: int) -> Any:
     """(loss, statistics): cross-entropy at a posterior sample of z + beta x the free-bits KL."""
     input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     source_states = vae.task_model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -173,7 +185,7 @@ def objective(vae: VaeModel, batch: dict, params, beta: float, pad_id: int):
     return total, {"kl": kl_dims.sum().detach(), "kl_weight": beta, "recon": recon.detach()}
 
 
-def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
+def extra_flops_per_token(setup: Setup, model: torch.nn.Module) -> tuple[float, float]:
     """The posterior reads each target through the encoder as well, forward and backward: a target
     token also costs the encoder's training FLOPs per token."""
 
@@ -181,7 +193,7 @@ def extra_flops_per_token(setup: Setup, model) -> tuple[float, float]:
     return 0.0, encoder_side
 
 
-def loss(model, batch, setup: Setup):
+def loss(model: torch.nn.Module, batch: dict, setup: Setup) -> Any:
     vae = unwrap(model)
     step = vae.optimizer_step(setup.cfg.deepspeed.gradient_accumulation_steps)
     return objective(vae, batch, setup.params, kl_weight(step, setup.params), setup.tokenizer.pad_id)

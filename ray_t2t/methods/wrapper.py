@@ -14,24 +14,30 @@ checkpoints keep them and a resumed run continues its schedules where it stopped
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
+
+if TYPE_CHECKING:
+    from ray_t2t.methods.base import Setup
+    from ray_t2t.storage import StoragePath
 
 
 class TaskModelWrapper(torch.nn.Module):
-    def __init__(self, task_model):
+    def __init__(self, task_model: torch.nn.Module) -> None:
         super().__init__()
         self.task_model = task_model
         self.config = task_model.config
         # loss() calls while training: the clock of a method's own schedules (annealing, D/G phases)
         self.register_buffer("loss_calls", torch.zeros((), dtype=torch.long))
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.task_model(*args, **kwargs)
 
-    def generate(self, *args, **kwargs):
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
         return self.task_model.generate(*args, **kwargs)
 
-    def get_encoder(self):
+    def get_encoder(self) -> Any:
         return self.task_model.get_encoder()
 
     def optimizer_step(self, accumulation: int) -> int:
@@ -42,17 +48,17 @@ class TaskModelWrapper(torch.nn.Module):
         return step
 
 
-def unwrap(model) -> TaskModelWrapper:
+def unwrap(model: torch.nn.Module) -> TaskModelWrapper:
     """The wrapper inside a DeepSpeed engine (or the wrapper itself)."""
     return getattr(model, "module", model)
 
 
-def export_task_model(model, folder, setup=None) -> None:
+def export_task_model(model: torch.nn.Module, folder: StoragePath, setup: Setup = None) -> None:
     """save_pretrained of the task model alone: a plain transformers model."""
     unwrap(model).task_model.save_pretrained(folder)
 
 
-def masked_mean(states, mask):
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the positions in `mask` [batch, positions] of `states` [batch, positions, hidden]."""
     weights = mask.to(states.dtype).unsqueeze(-1)
     return (states * weights).sum(1) / weights.sum(1).clamp(min=1)

@@ -96,7 +96,7 @@ class Report:
 
 
 def build_report(
-    run_dir,
+    run_dir: str | Path,
     target: str | None = None,
     target_relative: float | None = None,
     confidence: float = 0.95,
@@ -173,7 +173,7 @@ def _speed_cell(f: GroupFigures, batch: str, key: str) -> str:
 
 
 def _build_report(
-    run_dir,
+    run_dir: str | Path,
     folder: Path,
     target: str | None,
     target_relative: float | None,
@@ -680,7 +680,7 @@ def _multitask_section(doc: Document, multitask: list[dict], metric: str, curren
     )
 
 
-def _hardware_section(doc: Document, figures: list[GroupFigures], records, currency: str) -> None:
+def _hardware_section(doc: Document, figures: list[GroupFigures], records: list[dict], currency: str) -> None:
     doc.heading("Hardware, placement, prices and configs behind the numbers")
     rows = []
     for f in figures:

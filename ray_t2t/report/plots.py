@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ray_t2t.report.figures import GroupFigures
 from ray_t2t.report.records import Target
@@ -14,7 +15,7 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
     """Indices of the points no other point beats: at most the cost (x) and at least as good quality (y),
     better in one. Sorted by cost."""
 
-    def better_or_equal(a, b):
+    def better_or_equal(a: float, b: float) -> Any:
         return a >= b if higher_is_better else a <= b
 
     front = []
@@ -55,7 +56,7 @@ def write_plots(
     color_of = {f.group.name: colors[i % len(colors)] for i, f in enumerate(figures)}
     written = []
 
-    def save(fig, name: str, alt: str) -> None:
+    def save(fig: Any, name: str, alt: str) -> None:
         path = folder / name
         staging = folder / f".{name}.{os.getpid()}.png"
         fig.savefig(staging, dpi=110, bbox_inches="tight")

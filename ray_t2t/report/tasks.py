@@ -4,6 +4,7 @@ single-task runs of it)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ray_t2t.report.records import (
     Target,
@@ -21,7 +22,7 @@ def fewshot_by_k(
     """Final quality against k: one row per fewshot entry (label), mode and k, over its runs (seeds),
     sorted by label, mode and k. Empty unless the fewshot runs have two or more distinct k."""
 
-    def k_of(record: dict):
+    def k_of(record: dict) -> Any:
         method = method_of(record)
         return (record.get("params") or {}).get(method.examples_param) if method and method.examples_param else None
 
@@ -166,7 +167,7 @@ def multitask_comparison(runs: list[dict], metric: str, level: float, target: Ta
 
 
 def _multitask_json(rows: list[dict]) -> list[dict]:
-    def plain(value):
+    def plain(value: Any) -> Any:
         if isinstance(value, Stat):
             return value.as_dict()
         if isinstance(value, dict):

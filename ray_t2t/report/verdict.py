@@ -10,6 +10,7 @@ best only when Welch's t-test separates it from every other; break-even N comes 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ray_t2t.report.figures import GroupFigures
@@ -188,7 +189,7 @@ def _verdict_line(
     label: str,
     verdict: Verdict | None,
     members: list[GroupFigures],
-    describe,
+    describe: Callable,
     alpha: float,
     lower_is_better: bool = True,
 ) -> str | None:

@@ -15,6 +15,8 @@ from ray_t2t.metrics import METRICS
 from ray_t2t.storage import folder_bytes
 
 if TYPE_CHECKING:
+    import torch
+
     from ray_t2t.train.loop import Run
 
 
@@ -53,7 +55,7 @@ def batch_tokens(batch: dict, encoder_decoder: bool) -> tuple[int, int]:
     return (real, target) if encoder_decoder else (real - target, target)
 
 
-def peak_memory_bytes(device) -> int:
+def peak_memory_bytes(device: torch.device) -> int:
     import torch
 
     if device.type == "cuda":

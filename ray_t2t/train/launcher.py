@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ray_t2t.config.experiment import ExperimentConfig, config_hash
 from ray_t2t.data import prepare_data
@@ -38,10 +39,13 @@ from ray_t2t.soft_targets import produce_soft_targets
 from ray_t2t.storage import location, ray_storage
 from ray_t2t.train.loop import FAIL_ONCE_ENV, method_entry, train_loop_per_worker
 
+if TYPE_CHECKING:
+    from ray_t2t.config.sections import MethodParams
+
 RUN_HASH_FILE = "run_hash"
 
 
-def choose_method(cfg: ExperimentConfig, label: str | None):
+def choose_method(cfg: ExperimentConfig, label: str | None) -> MethodParams:
     """The methods entry named `label` (its label, or its method name); the only one if None."""
     labels = [m.label or m.name for m in cfg.methods]
     if not labels:
@@ -56,7 +60,7 @@ def choose_method(cfg: ExperimentConfig, label: str | None):
         raise ConfigError(f"no method {label!r} in the config. Methods: {', '.join(labels)}") from None
 
 
-def entry_config(cfg: ExperimentConfig, entry) -> ExperimentConfig:
+def entry_config(cfg: ExperimentConfig, entry: MethodParams) -> ExperimentConfig:
     """The config one method entry trains with: its own max_steps, learning_rate and
     resources_per_worker, when it sets them."""
     update = {}
@@ -72,7 +76,7 @@ def entry_config(cfg: ExperimentConfig, entry) -> ExperimentConfig:
     return cfg.model_copy(update=update) if update else cfg
 
 
-def run_hash(cfg: ExperimentConfig, entry, with_seed: bool = True) -> str:
+def run_hash(cfg: ExperimentConfig, entry: MethodParams, with_seed: bool = True) -> str:
     """What decides a run's result: every section a worker reads, and this method's entry. Without
     the seed: the setting its replicates (other seeds) share."""
     dump = cfg.model_dump(mode="json")
@@ -87,7 +91,7 @@ def run_hash(cfg: ExperimentConfig, entry, with_seed: bool = True) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare_method(cfg: ExperimentConfig, entry, log: Callable[[str], None] = print) -> dict:
+def prepare_method(cfg: ExperimentConfig, entry: MethodParams, log: Callable[[str], None] = print) -> dict:
     """Driver-side work before a method trains: the stored outputs of its teachers (computed on Ray
     Data, or reused) when it reads them, then the method's own prepare(). What it returns reaches the
     workers as setup.extras."""
@@ -282,7 +286,7 @@ def needs_no_ray(cfg: ExperimentConfig, sweep_trial: bool) -> bool:
     return set(worker_bundle(cfg)[0]) <= {"CPU", "GPU"}
 
 
-def _fit(trainer, cfg: ExperimentConfig, run_name: str, log: Callable[[str], None], local_mode: bool) -> None:
+def _fit(trainer: Any, cfg: ExperimentConfig, run_name: str, log: Callable[[str], None], local_mode: bool) -> None:
     """trainer.fit(). In local mode Ray Train restarts nothing, so a failed run is restarted here, from
     its last checkpoint, up to run.max_failures times, as Ray Train restarts a failed worker group."""
     restarts = 0

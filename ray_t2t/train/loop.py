@@ -23,10 +23,11 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray_t2t import console
 from ray_t2t.batching.order import BatchOrder, SubsetOrder, length_keys
@@ -59,6 +60,10 @@ from ray_t2t.train.context import (
     single_process_group,
 )
 
+if TYPE_CHECKING:
+    from ray_t2t.config.sections import MethodParams
+    from ray_t2t.methods.base import Method
+
 CHECKPOINT_TAG = "ray_t2t"
 # Test hook, read by the launcher from the driver's environment: "STEP:MARKER_FILE" makes rank 0 raise
 # once at STEP (creating MARKER_FILE), to prove that a failed worker group resumes from its checkpoint.
@@ -83,7 +88,7 @@ def train_loop_per_worker(payload: dict) -> None:
             run_worker(payload, InProcessContext(local["checkpoints"], local["keep"], local["to_tune"]))
 
 
-def run_worker(payload: dict, ctx) -> None:
+def run_worker(payload: dict, ctx: Any) -> None:
     """Train one method on this worker. `payload`: config (dict), label, data_path, run_dir,
     config_hash, run_hash, threads (CPU threads per worker), fail_once_at_step (tests), start_timestamps
     (when Ray started the process and the function; timestamps of the record)."""
@@ -115,7 +120,7 @@ class Run:
     run_dir: StoragePath
 
 
-def start_run(payload: dict, ctx) -> Run:
+def start_run(payload: dict, ctx: Any) -> Run:
     """Build the method's model and its DeepSpeed engine; resume from the latest checkpoint."""
     wall_start = time.perf_counter()
     cfg = validate_config(payload["config"])
@@ -477,14 +482,14 @@ def finish(run: Run) -> None:
 # ------------------------------------------------------------------------------ the engine
 
 
-def engine_precision(cfg: ExperimentConfig, method=None) -> str:
+def engine_precision(cfg: ExperimentConfig, method: Method | None = None) -> str:
     """deepspeed.precision, with auto = bf16 on GPU and fp32 on CPU, unless the method fixes it."""
     if cfg.deepspeed.precision != "auto":
         return cfg.deepspeed.precision
     return (method and method.engine_precision) or ("bf16" if cfg.scaling.use_gpu else "fp32")
 
 
-def deepspeed_config(cfg: ExperimentConfig, world_size: int, method=None) -> dict[str, Any]:
+def deepspeed_config(cfg: ExperimentConfig, world_size: int, method: Method | None = None) -> dict[str, Any]:
     ds = cfg.deepspeed
     precision = engine_precision(cfg, method)
     zero: dict[str, Any] = {"stage": ds.zero_stage}
@@ -539,7 +544,7 @@ def skip_shared_memory_comm_build() -> None:
 
 
 @contextmanager
-def run_placement(payload: dict):
+def run_placement(payload: dict) -> Iterator[Any]:
     """A CPU worker trains on cores of its own (ray_t2t.placement: its `threads` cores, pinned);
     a GPU worker on the GPUs Ray gave it. Yields the placement for the run record."""
 
@@ -563,19 +568,19 @@ def _process_started() -> float | None:
 # -------------------------------------------------------------------------------- helpers
 
 
-def method_entry(cfg: ExperimentConfig, label: str):
+def method_entry(cfg: ExperimentConfig, label: str) -> MethodParams:
     for entry in cfg.methods:
         if (entry.label or entry.name) == label:
             return entry
     raise KeyError(label)
 
 
-def method_trains(method, setup: Setup) -> bool:
+def method_trains(method: Method | None, setup: Setup) -> bool:
     """False for a method that takes no optimizer steps (fewshot in-context): it is charged its inference."""
     return method.trains(setup)
 
 
-def _prompts(method, setup: Setup, sources: list) -> list:
+def _prompts(method: Method | None, setup: Setup, sources: list) -> list:
     """What the model reads for each source at evaluation (a method's prompt_sources, e.g. demonstrations)."""
     return method.prompt_sources(setup, sources)
 
@@ -607,13 +612,13 @@ def _maybe_fail(run: Run) -> None:
             raise RuntimeError(f"injected failure at step {fail_step} ({FAIL_ONCE_ENV})")
 
 
-def _log(ctx, message: str) -> None:
+def _log(ctx: Any, message: str) -> None:
     if ctx.rank == 0:
         print(f"[ray-t2t] {message}", flush=True)
 
 
 @contextmanager
-def full_parameters(engine):
+def full_parameters(engine: Any) -> Iterator[Any]:
     """Under ZeRO-3 each rank holds a shard of every weight: gather them for decoding and export.
     A collective: every rank enters."""
     if engine.zero_optimization_stage() == 3:
@@ -625,7 +630,7 @@ def full_parameters(engine):
         yield
 
 
-def _all_gather(ctx, value):
+def _all_gather(ctx: Any, value: Any) -> Any:
     import torch.distributed as dist
 
     if ctx.world_size == 1:
