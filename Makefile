@@ -18,11 +18,12 @@ BENCH_ARGS ?=
 
 .PHONY: install demo test lint bench clean
 
+# PYTHONWARNINGS: setuptools warns of every editable install, in a box of its own
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/.installed
