@@ -34,7 +34,6 @@ LAYERS = [
         "config",
         "storage",
         "metrics",
-        "stats",
         "errors",
         "presets",
         "placement",
@@ -137,6 +136,32 @@ def test_the_import_graph_has_no_cycle():
     for node in sorted(graph):
         if state.get(node) is None:
             visit(node)
+
+
+def test_only_the_command_line_imports_inside_functions():
+    """An import of the package inside a function hides a dependency (and, once, hid a cycle). Only
+    cli.py keeps them there: `ray-t2t --help` and `validate` start without torch and Ray."""
+    hidden = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "cli.py" and path.parent == PACKAGE:
+            continue
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for child in node.body
+            for n in ast.walk(child)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.col_offset > 0
+                and id(node) not in typing_only
+                and (node.module or "").startswith("ray_t2t")
+            ):
+                hidden.append(f"ray_t2t/{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
+    assert not hidden, "\n".join(hidden)
 
 
 @pytest.mark.parametrize("module", ["ray_t2t.methods", "ray_t2t.config.sections", "ray_t2t.teachers"])

@@ -14,7 +14,7 @@ report/report.json (the numbers) and report/*.png.
 
 It opens with the verdict (ray_t2t.report.verdict): per size class of exported model, which method
 reaches the target soonest and cheapest, which ends best, and after how many students a teacher
-pays off, each named only when Welch's t-test over the seeds supports it (ray_t2t.stats). Then the
+pays off, each named only when Welch's t-test over the seeds supports it (ray_t2t.report.stats). Then the
 figures behind it: every figure is the mean over a group's runs (seeds) with its confidence interval;
 time to target is interpolated between evaluations and censored for runs that never reached it.
 
@@ -51,6 +51,13 @@ from ray_t2t.report.records import (
     time_to_target,
 )
 from ray_t2t.report.render import Document, _atomic_write, cell, crossing_cell, fmt
+from ray_t2t.report.stats import (
+    Stat,
+    break_even_interval,
+    mean_ci,
+    students_to_break_even,
+    t_quantile,
+)
 from ray_t2t.report.tasks import _multitask_json, fewshot_by_k, multitask_comparison
 from ray_t2t.report.verdict import (
     ClassVerdict,
@@ -58,13 +65,6 @@ from ray_t2t.report.verdict import (
     judge,
     size_classes,
     verdict_lines,
-)
-from ray_t2t.stats import (
-    Stat,
-    break_even_interval,
-    mean_ci,
-    students_to_break_even,
-    t_quantile,
 )
 from ray_t2t.storage import is_remote, location, upload
 

@@ -13,7 +13,7 @@ from ray_t2t.report.records import (
     method_of,
     time_to_target,
 )
-from ray_t2t.stats import Stat
+from ray_t2t.report.stats import Stat
 
 
 def fewshot_by_k(
