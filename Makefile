@@ -18,12 +18,13 @@ BENCH_ARGS ?=
 
 .PHONY: install demo test lint bench clean
 
+# -qq: errors only (this keeps pip's warnings about unreachable index locations out of the demo's output);
 # PYTHONWARNINGS: setuptools warns of every editable install, in a box of its own
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -r requirements.lock
-	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq $(PIP_EXTRA) -r requirements.lock
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -qq --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/.installed
