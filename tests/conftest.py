@@ -218,3 +218,14 @@ def s3_bucket(s3_server, monkeypatch, request):
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
     pyarrow.fs.FileSystem.from_uri(f"s3://{name}?allow_bucket_creation=true")[0].create_dir(name)
     return f"s3://{name}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_ray_left_running():
+    """A module's tests leave no Ray running in the pytest process: a later module that starts its own
+    would fail with "ray.init twice" (a test that patched the wrong module's ensure_ray did so once)."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail("a test of this module left a Ray running in the pytest process")

@@ -282,10 +282,10 @@ def test_this_machine_is_counted_as_a_local_ray_counts_it():
 
 def test_a_sweep_refuses_before_preparing_data(tmp_path, monkeypatch):
     import ray_t2t.preflight as preflight
-    import ray_t2t.train.launcher as launcher
+    import ray_t2t.sweep as sweep
     from ray_t2t.sweep import run_sweep
 
-    monkeypatch.setattr(launcher, "ensure_ray", lambda *args, **kwargs: True)
+    monkeypatch.setattr(sweep, "ensure_ray", lambda *args, **kwargs: True)
     monkeypatch.setattr(preflight, "cluster_view", lambda: ([CPU2], None, False))
     cfg = config(tmp_path, methods=[{"name": "scratch"}], scaling={"resources_per_worker": {"CPU": 4}})
     with pytest.raises(ConfigError, match="lower scaling.resources_per_worker.CPU to at most 2"):
