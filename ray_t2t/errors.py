@@ -14,3 +14,13 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The task's data is unusable: missing file or column, empty split, non-text value, too long."""
+
+
+MAX_SHOWN = 200  # characters of a user's value quoted in a message
+
+
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """`text` cut to `limit` characters, saying how much was left out: a message quotes a user's value,
+    which may be megabytes long."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"

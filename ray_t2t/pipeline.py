@@ -23,6 +23,7 @@ from ray_t2t.preflight import (
 )
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.report import build_report
+from ray_t2t.storage import child
 from ray_t2t.sweep import (
     plan_trials,
     run_sweep,
@@ -46,7 +47,7 @@ def with_stage_one_models(cfg: ExperimentConfig) -> ExperimentConfig:
     for entry in cfg.methods:
         label = entry.label or entry.name
         role = getattr(entry, "model", None)
-        export = str((cfg.experiment_dir / "runs" / label / "model").resolve())
+        export = str((child(cfg.experiment_dir, "runs", label) / "model").resolve())
         if get_method(entry.name).makes_base and role == "base" and cfg.models.base is not None:
             raw["models"]["base"] = {"name_or_path": export}
         elif role == "teacher" and cfg.models.teachers:

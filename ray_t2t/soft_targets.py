@@ -45,6 +45,7 @@ from ray_t2t.run_record import RECORD_VERSION
 from ray_t2t.storage import (
     StoragePath,
     absolute,
+    child,
     files_under,
     location,
     open_input,
@@ -278,7 +279,7 @@ def produce_soft_targets(cfg: ExperimentConfig, log: Callable[[str], None] = pri
     teacher = resolve_teachers(cfg)[teacher_index]
     check_storage_writable(cfg)
     prepared = prepare_data(cfg, log=log)
-    folder = (cfg.experiment_dir / "soft_targets" / teacher.label).resolve()  # a Path, or a storage.Remote
+    folder = child(cfg.experiment_dir, "soft_targets", teacher.label).resolve()  # a Path, or a storage.Remote
     wanted = identity(cfg, teacher, prepared)
     _check_request(folder, wanted)
     manifest_path = folder / MANIFEST

@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ray_t2t.errors import UserError, shorten
+
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs")
 CACHE_ENV = "RAY_T2T_CACHE_DIR"  # where local_copy keeps downloads (default ~/.cache/ray_t2t/storage)
 _filesystems: dict[tuple, object] = {}
@@ -126,11 +128,14 @@ class Remote:
     def fs(self) -> Any:
         key = (self.scheme, self.path.split("/", 1)[0], self.query)
         if key not in _filesystems:
+            import pyarrow
             import pyarrow.fs
 
-            _filesystems[key] = pyarrow.fs.FileSystem.from_uri(
-                f"{self.scheme}://{key[1]}" + (f"?{self.query}" if self.query else "")
-            )[0]
+            uri = f"{self.scheme}://{key[1]}" + (f"?{self.query}" if self.query else "")
+            try:
+                _filesystems[key] = pyarrow.fs.FileSystem.from_uri(uri)[0]
+            except (pyarrow.ArrowException, ValueError, OSError) as err:
+                raise UserError(f"cannot open the object store {shorten(uri)}: {shorten(str(err), 400)}") from None
         return _filesystems[key]
 
     def _info(self) -> Any:
@@ -224,6 +229,27 @@ def location(text: str | os.PathLike | Remote) -> StoragePath:
     if isinstance(text, (Path, Remote)):
         return text
     return Remote.parse(str(text)) if is_uri(text) else Path(text)
+
+
+def child(root: StoragePath, *names: str) -> StoragePath:
+    """root / names..., where each name (a run name, a method label, a teacher's folder) is one plain
+    folder name: the result stays inside `root`. Raises UserError naming the offending name."""
+    path = root
+    for name in names:
+        name = str(name)
+        if (
+            not name
+            or name in (".", "..")
+            or any(c in name for c in "/\\\0")
+            or any(ord(c) < 32 for c in name)
+            or len(name) > 255
+        ):
+            raise UserError(
+                f"{shorten(repr(name))} cannot name a folder under {shorten(str(root))}: a name must be one "
+                "folder name (no '/', '\\', '..' or control characters)"
+            )
+        path = path / name
+    return path
 
 
 def is_remote(path: Any) -> bool:

@@ -40,7 +40,7 @@ from ray_t2t.metrics import METRICS
 from ray_t2t.placement import own_cores
 from ray_t2t.preflight import check_cluster_fits, check_storage_writable, worker_bundle
 from ray_t2t.ray_cluster import ensure_ray
-from ray_t2t.storage import ray_storage
+from ray_t2t.storage import child, ray_storage
 from ray_t2t.train.launcher import prepare_method, train
 from ray_t2t.tune_search import optuna_searcher
 
@@ -442,7 +442,7 @@ def _progress_callback(total: int) -> Any:
 
 def _record_of(cfg: ExperimentConfig, trial: dict) -> dict:
 
-    record = read_record(cfg.experiment_dir / SWEEP_FOLDER / trial["name"])
+    record = read_record(child(cfg.experiment_dir, SWEEP_FOLDER, trial["name"]))
     return record or {
         "label": trial["label"],
         "group": trial["group"],

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray_t2t.errors import ConfigError, DataError, UserError
 from ray_t2t.ledger import read_record
-from ray_t2t.storage import StoragePath, location, open_input, sha256_of
+from ray_t2t.storage import StoragePath, child, location, open_input, sha256_of
 
 if TYPE_CHECKING:
     from ray_t2t.config.experiment import ExperimentConfig
@@ -55,7 +55,7 @@ def resolve_teacher(cfg: ExperimentConfig, index: int = 0) -> Teacher:
     trainers = [m for m in cfg.methods if getattr(m, "model", None) == "teacher"]
     if index == 0 and trainers:
         label = trainers[0].label or trainers[0].name
-        run_dir = cfg.experiment_dir / "runs" / label
+        run_dir = child(cfg.experiment_dir, "runs", label)
         record = read_record(run_dir)
         if record is None or record.get("status") != "finished":
             raise UserError(f"the teacher is not trained yet: run `ray-t2t train CONFIG method={label}` first")

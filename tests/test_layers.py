@@ -31,6 +31,7 @@ LAYERS = [
     [
         "config.sections",
         "config.overrides",
+        "config.reading",
         "config",
         "storage",
         "metrics",

@@ -19,11 +19,12 @@ import operator
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from ray_t2t.config.overrides import apply_override, format_error, unknown_keys
+from ray_t2t.config.reading import load_yaml, read_config_text
 from ray_t2t.config.sections import (
+    MAX_SEED,
     CostSection,
     DataSection,
     DeepSpeedSection,
@@ -41,13 +42,13 @@ from ray_t2t.config.sections import (
 )
 from ray_t2t.errors import ConfigError
 from ray_t2t.methods import METHODS, registry_version
-from ray_t2t.storage import StoragePath, location
+from ray_t2t.storage import StoragePath, child, location
 
 
 class ExperimentConfig(Section):
     """A whole ray_t2t experiment."""
 
-    seed: int = Field(0, description="Base seed of model init and data order.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Base seed of model init and data order.")
     run: RunSection = Field(description="Name, storage and failure handling.")
     data: DataSection = Field(default_factory=DataSection, description="The task.")
     models: ModelsSection = Field(description="Student, teacher(s), base.")
@@ -101,7 +102,7 @@ class ExperimentConfig(Section):
     @property
     def experiment_dir(self) -> StoragePath:
         """<run.storage_path>/<run.name>: a Path, or a storage.Remote for an object-store URI."""
-        return location(self.run.storage_path) / self.run.name
+        return child(location(self.run.storage_path), self.run.name)
 
 
 def method_entry_type() -> Any:
@@ -134,16 +135,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     Raises ConfigError with a message naming the file, key or field.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = load_yaml(read_config_text(path), str(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

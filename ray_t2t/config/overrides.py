@@ -6,10 +6,10 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
-from ray_t2t.errors import ConfigError
+from ray_t2t.config.reading import MAX_OVERRIDE_CHARS, load_yaml
+from ray_t2t.errors import ConfigError, shorten
 
 
 def unknown_keys(raw: Any, model: type[BaseModel], path: str = "") -> list[str]:
@@ -20,7 +20,9 @@ def unknown_keys(raw: Any, model: type[BaseModel], path: str = "") -> list[str]:
     unknown = [key for key in raw if key not in model.model_fields]
     if unknown:
         where = f"section '{path}'" if path else "top level"
-        names = ", ".join(repr(str(key)) for key in unknown)
+        names = ", ".join(shorten(repr(str(key)), 60) for key in unknown[:10])
+        if len(unknown) > 10:
+            names += f" and {len(unknown) - 10:,} more"
         problems.append(f"{where}: unknown key {names}. Valid keys: {', '.join(model.model_fields)}")
     for key, value in raw.items():
         if key in model.model_fields:
@@ -46,21 +48,24 @@ def format_error(error: dict) -> str:
     loc = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     shown = error.get("input")
-    got = "" if error["type"] in ("missing", "value_error") or isinstance(shown, dict) else f" (got {shown!r})"
-    return f"{loc or 'top level'}: {message}{got}"
+    got = (
+        ""
+        if error["type"] in ("missing", "value_error") or isinstance(shown, dict)
+        else f" (got {shorten(repr(shown))})"
+    )
+    return f"{shorten(loc) or 'top level'}: {shorten(message, 400)}{got}"
 
 
 def apply_override(raw: dict, override: str) -> None:
     """Apply one ``a.b.c=value`` override in place. The value is read as YAML (``1``, ``true``, ``[1, 2]``,
     ``{a: 1}``); list items are addressed by index (``methods.0.rank=16``)."""
+    shown = f"override {shorten(repr(override))}"
+    if len(override) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"{shown}: longer than {MAX_OVERRIDE_CHARS:,} characters; put the value in the config file")
     key, sep, value_text = override.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {override!r} is not of the form section.key=value")
-    try:
-        value = yaml.safe_load(value_text)
-    except yaml.YAMLError:
-        value = value_text
-    set_path(raw, key, value, f"override {override!r}")
+        raise ConfigError(f"{shown} is not of the form section.key=value")
+    set_path(raw, key, load_yaml(value_text, shown, plain_fallback=True), shown)
 
 
 def set_path(raw: dict, key: str, value: Any, context: str) -> None:

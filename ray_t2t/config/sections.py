@@ -20,11 +20,17 @@ from ray_t2t.metrics import METRICS
 from ray_t2t.presets import PRESETS
 from ray_t2t.storage import Remote, is_uri
 
+# A name that becomes a folder: no separators, no "..", nothing a shell or a browser reads as markup.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_STEPS = 10**9
+MAX_SEED = 2**32 - 1  # numpy's and Python's generators take seeds below 2^32 as given
+
 
 class Section(BaseModel):
     """Base of every config section: strict keys (see unknown_keys), every field documented."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: inf or nan (a learning rate, a temperature, a price, a target) is refused
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -63,6 +69,8 @@ class RunSection(Section):
 def storage_uri_problem(value: str) -> str | None:
     """Why `value` cannot be run.storage_path (a URI of an unknown scheme, or without a bucket); None
     when it is a folder path or an object-store URI ray_t2t can use."""
+    if any(ord(c) < 32 for c in value):
+        return "a storage path cannot hold control characters (NUL, newline, ...)"
     if not is_uri(value):
         return None
     try:
@@ -187,7 +195,9 @@ class DataSection(Section):
     source_column: str = Field("source", description="Column holding the input text (huggingface, files).")
     target_column: str = Field("target", description="Column holding the output text (huggingface, files).")
     split_sizes: SplitSizes = Field(default_factory=SplitSizes, description="Seeded split sizes.")
-    split_seed: int = Field(0, description="Seed of the split; same seed, same split on every machine.")
+    split_seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the split; same seed, same split on every machine."
+    )
     max_source_length: int = Field(64, ge=2, description="Maximum source tokens, end-of-sequence included.")
     max_target_length: int = Field(64, ge=2, description="Maximum target tokens, end-of-sequence included.")
     overlength: Literal["refuse", "truncate"] = Field(
@@ -278,10 +288,16 @@ class MethodParams(Section):
     """A method entry's parameters that every method shares; each method's own model adds its name
     (a Literal) and parameters."""
 
-    label: str | None = Field(None, description="Name of this entry in runs and reports; default = method name.")
+    label: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="Name of this entry in runs and reports, and of its run folder; default = method name. "
+        "Letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters.",
+    )
     max_steps: int | None = Field(
         None,
         ge=1,
+        le=MAX_STEPS,
         description="This entry's optimizer steps; null = training.max_steps (e.g. a teacher trained longer).",
     )
     learning_rate: float | None = Field(
@@ -302,7 +318,7 @@ class TrainingSection(Section):
     """Optimizer and schedule, shared by every method so comparisons are fair."""
 
     batch_size: int = Field(128, ge=1, description="Examples per worker per micro-step.")
-    max_steps: int = Field(2000, ge=1, description="Optimizer steps per run.")
+    max_steps: int = Field(2000, ge=1, le=MAX_STEPS, description="Optimizer steps per run.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_steps: int = Field(200, ge=0, description="Linear warmup steps.")
@@ -457,7 +473,7 @@ class TuneSection(Section):
         "{uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}, {choice: [...]} (random or optuna search). "
         "A parameter is the method's own (alpha) or a config path (training.learning_rate).",
     )
-    seeds: list[int] = Field(
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
         default_factory=lambda: [0, 1, 2],
         min_length=1,
         description="Seeds; each trial runs once per seed. Replicates are distinct seeds: the report's intervals and "

@@ -36,7 +36,7 @@ from ray_t2t.preflight import (
 )
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.soft_targets import produce_soft_targets
-from ray_t2t.storage import location, ray_storage
+from ray_t2t.storage import child, location, ray_storage
 from ray_t2t.train.loop import FAIL_ONCE_ENV, method_entry, train_loop_per_worker
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def train(
                 "is true): set scaling.local_mode: false to train on Ray workers with GPUs"
             )
 
-    run_dir = (cfg.experiment_dir / folder / run_name).resolve()
+    run_dir = child(cfg.experiment_dir, folder, run_name).resolve()
     this_run = run_hash(cfg, entry)
     hash_file = run_dir / RUN_HASH_FILE
     if hash_file.is_file() and hash_file.read_text().strip() != this_run:
@@ -200,7 +200,7 @@ def train(
     callbacks = []
     if local_mode:  # Ray Train keeps no checkpoints and runs no callbacks then: the loop does both
         payload["local_mode"] = {
-            "checkpoints": str(train_storage / run_name / "local_checkpoints"),
+            "checkpoints": str(child(train_storage, run_name) / "local_checkpoints"),
             "keep": cfg.run.checkpoints_to_keep,
             "to_tune": report_to_tune,
         }

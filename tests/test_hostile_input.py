@@ -1,0 +1,254 @@
+"""Hostile and malformed input ends quickly in exit 2 with a short message naming the file, key or
+line, and writes nothing: regression tests for each case found, and fuzz tests of the config reader
+and the override parser (hypothesis, with a time budget that keeps CI fast)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ray_t2t.cli import main
+from ray_t2t.config.experiment import load_config
+from ray_t2t.config.overrides import apply_override
+from ray_t2t.config.reading import MAX_DEPTH, MAX_VALUES
+from ray_t2t.errors import ConfigError, UserError
+from ray_t2t.storage import child
+
+from conftest import REPO, minimal_config
+
+QUICKSTART = str(REPO / "configs/quickstart.yaml")
+MAX_MESSAGE = 2000  # characters of an error message, whatever the input
+
+
+def refused(capsys, argv: list[str], *expected: str, seconds: float = 10.0) -> str:
+    """Run the CLI in process: exit 2 within `seconds`, a bounded message holding every `expected`."""
+    started = time.perf_counter()
+    assert main(argv) == 2
+    assert time.perf_counter() - started < seconds
+    err = capsys.readouterr().err
+    assert len(err) < MAX_MESSAGE, f"a message of {len(err):,} characters"
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def write(folder: Path, text: str | bytes, name: str = "experiment.yaml") -> str:
+    path = folder / name
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return str(path)
+
+
+def valid_raw(tmp_path: Path) -> dict:
+    return minimal_config(tmp_path, methods=[{"name": "scratch"}])
+
+
+# --------------------------------------------------------------------------- names that are names
+
+
+@pytest.mark.parametrize("label", ["/some/other/folder", "../escape", "a/b", "..", "a\x00b", "<script>", "x" * 65, ""])
+def test_a_label_that_is_not_a_folder_name_is_refused(tmp_path, capsys, label):
+    raw = valid_raw(tmp_path)
+    raw["methods"][0]["label"] = label
+    refused(capsys, ["validate", write(tmp_path, yaml.safe_dump(raw))], "methods.0.scratch.label")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_override_that_escaped_is_refused(capsys):
+    refused(capsys, ["validate", QUICKSTART, "methods.2.label=/some/other/folder"], "methods.2.scratch.label")
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "a\\b", "", "a\x00", "tab\there", "x" * 256])
+def test_child_keeps_every_path_inside_its_root(tmp_path, name):
+    with pytest.raises(UserError, match="cannot name a folder under"):
+        child(tmp_path, "runs", name)
+    assert child(tmp_path, "runs", "ok-name.1") == tmp_path / "runs" / "ok-name.1"
+
+
+def test_a_teacher_folder_named_dot_dot_cannot_escape(tmp_path):
+    """A teacher given as name_or_path '..' has the folder name '..': refused, not used as soft_targets/.."""
+    from ray_t2t.soft_targets import produce_soft_targets
+
+    raw = minimal_config(tmp_path, models={"student": {"preset": "t5-tiny"}, "teacher": {"name_or_path": ".."}})
+    cfg = load_config(write(tmp_path, yaml.safe_dump(raw)))
+    with pytest.raises(UserError, match="'..' cannot name a folder"):
+        produce_soft_targets(cfg, log=lambda message: None)
+    assert not (tmp_path / "soft_targets").exists()
+
+
+# --------------------------------------------------------------------------------- resource bombs
+
+
+def alias_bomb(depth: int = 9) -> str:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    previous = "a"
+    for name in "bcdefghijk"[: depth - 1]:
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+        previous = name
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("where", ["top", "tune.space"])
+def test_an_alias_bomb_is_refused_at_once(tmp_path, capsys, where):
+    bomb = alias_bomb()
+    if where == "top":
+        text = bomb + "\nrun: {name: x}\n"
+    else:
+        text = "run: {name: x}\nmodels: {student: {preset: t5-tiny}}\ntune:\n  space:\n    x:\n" + "\n".join(
+            "      " + line for line in bomb.splitlines()
+        )
+    refused(capsys, ["validate", write(tmp_path, text)], f"expands to more than {MAX_VALUES:,} values", seconds=5)
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path, capsys):
+    refused(capsys, ["validate", write(tmp_path, "a: &a [*a]\n")], "expands to more than")
+
+
+def test_anchors_within_bounds_still_work(tmp_path):
+    text = f"run: {{name: x, storage_path: '{tmp_path}'}}\nmodels: {{student: &s {{preset: t5-tiny}}, base: *s}}\n"
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.models.base == cfg.models.student and cfg.models.base.preset == "t5-tiny"
+
+
+def test_deep_nesting_is_refused(tmp_path, capsys):
+    refused(capsys, ["validate", write(tmp_path, "run: " + "[" * 1200 + "]" * 1200 + "\n")], "nested more than")
+    refused(capsys, ["validate", write(tmp_path, "run: " + "{a: " * 200 + "1" + "}" * 200 + "\n")], "nested more than")
+    assert MAX_DEPTH >= 8  # a real config nests 4 deep
+
+
+def test_a_large_file_and_a_device_are_refused_after_reading_the_limit(tmp_path, capsys):
+    big = write(tmp_path, "run: {name: " + "x" * 5_000_000 + "}\n")
+    refused(capsys, ["validate", big], "larger than 1,048,576 bytes", "RAY_T2T_MAX_CONFIG_BYTES")
+    refused(capsys, ["validate", "/dev/zero"], "/dev/zero: larger than")
+
+
+def test_the_size_limit_can_be_raised(tmp_path, monkeypatch):
+    raw = valid_raw(tmp_path)
+    path = write(tmp_path, yaml.safe_dump(raw) + "#" + "x" * 2_000_000 + "\n")
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(path)
+    monkeypatch.setenv("RAY_T2T_MAX_CONFIG_BYTES", str(4 << 20))
+    assert load_config(path).run.name == "test"
+
+
+def test_a_huge_value_is_not_echoed_in_full(tmp_path, capsys):
+    raw = valid_raw(tmp_path)
+    raw["training"] = {"learning_rate": "x" * 500_000}
+    err = refused(
+        capsys, ["validate", write(tmp_path, yaml.safe_dump(raw))], "training.learning_rate", "more characters"
+    )
+    assert len(err) < MAX_MESSAGE
+
+
+def test_a_map_with_many_keys_is_refused_quickly(tmp_path, capsys):
+    text = "run: {name: x}\ndata:\n" + "".join(f"  k{i}: {i}\n" for i in range(60_000))
+    refused(capsys, ["validate", write(tmp_path, text)], "expands to more than", seconds=15)
+
+
+def test_many_unknown_keys_are_listed_briefly(tmp_path, capsys):
+    raw = valid_raw(tmp_path)
+    raw["data"] = {f"key{i}": i for i in range(5000)}
+    refused(capsys, ["validate", write(tmp_path, yaml.safe_dump(raw))], "unknown key", "and 4,990 more")
+
+
+def test_a_long_override_is_refused(capsys):
+    refused(capsys, ["validate", QUICKSTART, "run.name=" + "y" * 100_000], "longer than 65,536 characters")
+
+
+# ------------------------------------------------------------------------- tracebacks that were
+
+
+def test_a_config_that_is_not_utf8_names_its_line(tmp_path, capsys):
+    refused(capsys, ["validate", write(tmp_path, b"run:\n  name: caf\xe9\n")], "line 2, column 12: not UTF-8")
+
+
+def test_a_storage_path_with_control_characters_is_refused(tmp_path, capsys):
+    refused(capsys, ["validate", QUICKSTART, f"run.storage_path={tmp_path}/a\x00b"], "run.storage_path")
+    refused(capsys, ["validate", QUICKSTART, f"run.storage_path={tmp_path}/a\x01b"], "control characters")
+
+
+def test_unknown_object_store_options_fail_with_a_message(tmp_path, capsys):
+    refused(
+        capsys,
+        ["data", QUICKSTART, "run.storage_path=s3://bucket/x?no_such_option=1"],
+        "cannot open the object store",
+        "no_such_option",
+    )
+
+
+# -------------------------------------------------------------------------- accepted although wrong
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("training.learning_rate=.inf", "training.learning_rate"),
+        ("training.learning_rate=.nan", "training.learning_rate"),
+        ("cost.cpu_hour=.inf", "cost.cpu_hour"),
+        ("deepspeed.gradient_clipping=.nan", "deepspeed.gradient_clipping"),
+        ("eval.target={metric: wer, op: '<=', value: .nan}", "eval.target.value"),
+        ("training.max_steps=1000000000000", "training.max_steps"),
+        ("seed=18446744073709551617", "seed"),
+        ("tune.seeds=[0, 4294967296]", "tune.seeds.1"),
+    ],
+)
+def test_numbers_must_be_finite_and_sane(capsys, override, field):
+    refused(capsys, ["validate", QUICKSTART, override], field)
+
+
+def test_duplicate_keys_are_refused(tmp_path, capsys):
+    text = "run: {name: x}\nmodels: {student: {preset: t5-tiny}}\nrun: {name: y}\n"
+    refused(capsys, ["validate", write(tmp_path, text)], "line 3: key 'run' is given twice", "first on line 1")
+
+
+# --------------------------------------------------------------------------------------- fuzzing
+
+FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_any_bytes_as_a_config_end_in_a_config_or_a_config_error(tmp_path, data):
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(data)
+    try:
+        load_config(path)
+    except ConfigError as err:
+        assert len(str(err)) < MAX_MESSAGE
+
+
+yaml_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@FUZZ
+@given(
+    section=st.sampled_from(["run", "data", "models", "methods", "training", "eval", "tune", "cost", "scaling"]),
+    value=yaml_like,
+)
+def test_any_value_in_any_section_ends_in_a_config_or_a_config_error(tmp_path, section, value):
+    raw = valid_raw(tmp_path)
+    raw[section] = value
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        load_config(path)
+    except ConfigError as err:
+        assert len(str(err)) < MAX_MESSAGE
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_any_override_ends_in_a_change_or_a_config_error(tmp_path, override):
+    raw = valid_raw(tmp_path)
+    try:
+        apply_override(raw, override)
+    except ConfigError as err:
+        assert len(str(err)) < MAX_MESSAGE
