@@ -78,6 +78,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
     elif not args.explain:
         raise UserError("give a CONFIG to validate, or --explain to list every config field")
+    if cfg is not None:
+        from ray_t2t.preflight import check_model_paths
+
+        check_model_paths(cfg)
+    if cfg is not None and cfg.tune.space:  # what a sweep would refuse, refused now
+        from ray_t2t.sweep import check_sweep
+
+        check_sweep(cfg)
     if args.explain:
         print(explain(cfg, args.section))
         return 0
@@ -358,7 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except UserError as err:
-        console.error(f"ray-t2t {args.command}: error: {err}" + _see_log())
+        discard = console.discards_on_refusal()  # a new run folder: the refusal leaves none behind
+        console.error(f"ray-t2t {args.command}: error: {err}" + ("" if discard else _see_log()))
+        if console.log_path() is not None:
+            _stop_ray()
+        console.release(discard=discard)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         console.error("interrupted" + _see_log())

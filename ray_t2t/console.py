@@ -17,6 +17,7 @@ from typing import Any, TextIO
 _terminal: dict[str, TextIO] = {}  # "out"/"err": the terminal's streams while 1 and 2 go to the log
 _log_path: list[Path] = []
 _upload: list[Any] = []  # where the log goes when output is released (a run folder in an object store)
+_created: list[Path] = []  # folders capture() made for the log, deepest first
 
 # Quiet the libraries' own progress bars (model loading and saving) in this process and the processes
 # it starts (Ray's workers inherit the environment of the Ray it starts).
@@ -29,6 +30,7 @@ def capture(log_path: Path, upload_to: Any = None) -> None:
     log is copied there by release() and the local file removed."""
     if _terminal:
         return
+    _created[:] = [p for p in [log_path.parent, *log_path.parent.parents] if not p.exists()]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -45,8 +47,10 @@ def capture(log_path: Path, upload_to: Any = None) -> None:
         os.environ.setdefault(key, value)
 
 
-def release() -> None:
-    """Undo capture(): standard output and error are the terminal's again."""
+def release(discard: bool = False) -> None:
+    """Undo capture(): standard output and error are the terminal's again. `discard`: the command was
+    refused before any work (its message is on the terminal), so the log and the folders capture()
+    made for it are removed: a refusal leaves nothing behind."""
     if not _terminal:
         return
     sys.stdout.flush()
@@ -57,6 +61,16 @@ def release() -> None:
         os.dup2(stream.fileno(), fd)
         stream.close()
     path = _log_path.pop()
+    if discard and _created:
+        path.unlink(missing_ok=True)
+        for folder in _created:
+            try:
+                folder.rmdir()
+            except OSError:  # something else was written there: keep it
+                break
+        _created.clear()
+        _upload.clear()
+    _created.clear()
     if _upload:
         target = _upload.pop()
         try:
@@ -67,6 +81,11 @@ def release() -> None:
     for key, value in QUIET_ENV.items():
         if os.environ.get(key) == value:
             del os.environ[key]
+
+
+def discards_on_refusal() -> bool:
+    """Whether a refusal now removes the log (capture() made its folders: the run folder is new)."""
+    return bool(_created)
 
 
 def log_path() -> Any:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray_t2t.config.sections import DataSection
-from ray_t2t.errors import ConfigError, DataError
+from ray_t2t.errors import ConfigError, DataError, shorten
 from ray_t2t.storage import StoragePath, local_copy, location, staged_folder
 from ray_t2t.tokenizer import PairTokenizer
 
@@ -168,15 +168,23 @@ def _missing_columns(columns: Iterable[str], data: DataSection, where: str) -> N
 
 
 def _read_jsonl(path: Path, data: DataSection) -> Iterator[Example]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            origin = f"{path} line {number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{origin}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
+                ) from None
             if not line.strip():
                 continue
-            origin = f"{path} line {number}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{origin}: not valid JSON ({err.msg})") from None
+            except RecursionError:
+                raise DataError(f"{origin}: JSON nested too deeply") from None
             if not isinstance(record, dict):
                 raise DataError(f"{origin}: expected a JSON object, got {type(record).__name__}")
             if data.source_column not in record or data.target_column not in record:
@@ -187,9 +195,12 @@ def _read_jsonl(path: Path, data: DataSection) -> Iterator[Example]:
 def _read_csv(path: Path, data: DataSection) -> Iterator[Example]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
-        _missing_columns(reader.fieldnames or [], data, str(path))
-        for record in reader:
-            yield _pair(record, f"{path} line {reader.line_num}", data)
+        try:
+            _missing_columns(reader.fieldnames or [], data, str(path))
+            for record in reader:
+                yield _pair(record, f"{path} line {reader.line_num}", data)
+        except csv.Error as err:  # e.g. a field over csv.field_size_limit() (128 KiB): no example is that long
+            raise DataError(f"{path} line {reader.line_num}: not readable as CSV ({err})") from None
 
 
 def _read_parquet(path: Path, data: DataSection) -> Iterator[Example]:
@@ -200,7 +211,10 @@ def _read_parquet(path: Path, data: DataSection) -> Iterator[Example]:
     except Exception as err:  # pyarrow raises several types for a file that is not parquet
         raise DataError(f"{path}: not a readable parquet file ({err})") from None
     _missing_columns(schema.names, data, str(path))
-    table = pq.read_table(path, columns=[data.source_column, data.target_column])
+    try:
+        table = pq.read_table(path, columns=[data.source_column, data.target_column])
+    except Exception as err:  # a corrupted file can have a readable schema
+        raise DataError(f"{path}: not a readable parquet file ({shorten(str(err), 300)})") from None
     for number, record in enumerate(table.to_pylist(), start=1):
         yield _pair(record, f"{path} row {number}", data)
 

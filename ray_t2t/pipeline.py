@@ -17,6 +17,7 @@ from ray_t2t.methods import get_method
 from ray_t2t.preflight import (
     check_cluster_fits,
     check_fits,
+    check_model_paths,
     check_storage_writable,
     machine_resources,
     needs_soft_targets,
@@ -68,6 +69,7 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> R
         f"{', '.join(swept) or 'nothing'} -> {'inference speed -> ' if cfg.inference.enabled else ''}report"
     )
     plan_trials(cfg)  # config mistakes in the sweep fail now, before hours of training
+    check_model_paths(cfg)
     check_storage_writable(cfg)
     if first:  # what every stage asks is checked now, before any training
         stages = ["train"] + ["sweep"] * bool(swept) + ["teacher"] * needs_soft_targets(cfg)

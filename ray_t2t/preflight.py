@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ray_t2t.config.sections import storage_uri_problem
-from ray_t2t.errors import ConfigError
+from ray_t2t.errors import ConfigError, shorten
 from ray_t2t.methods import get_method
 from ray_t2t.storage import StoragePath, is_uri
 
@@ -60,10 +60,27 @@ JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the entrypoint of a su
 # ----------------------------------------------------------------------------------------- storage
 
 
+def check_model_paths(cfg: ExperimentConfig) -> None:
+    """Every models.* name_or_path written as a local path (/..., ./..., ../..., ~/...) is an existing
+    folder; a Hub name (org/name) is looked up when the model loads. Raises ConfigError naming the key."""
+    specs = [("models.student", cfg.models.student), ("models.base", cfg.models.base)]
+    teachers = cfg.models.teachers
+    specs += [(f"models.teacher{f'.{i}' if len(teachers) > 1 else ''}", spec) for i, spec in enumerate(teachers)]
+    for key, spec in specs:
+        value = spec.name_or_path if spec is not None else None
+        if not value or is_uri(value) or not value.startswith(("/", "./", "../", "~")):
+            continue
+        if not Path(value).expanduser().is_dir():
+            raise ConfigError(
+                f"{key}.name_or_path: no folder {shorten(value)} (a local model is a save_pretrained folder)"
+            )
+
+
 def check_storage_writable(cfg: ExperimentConfig) -> StoragePath:
-    """Create the experiment folder (<run.storage_path>/<run.name>) and a file in it, then remove the
-    file. Returns the folder; raises ConfigError naming run.storage_path when that fails (a missing
-    bucket, no permission, no credentials), and, inside a submitted Ray job, for a relative path."""
+    """Create the experiment folder (<run.storage_path>/<run.name>) and a file in it, then remove both
+    (the folder only if this check created it). Returns the folder; raises ConfigError naming
+    run.storage_path when that fails (a missing bucket, no permission, no credentials), and, inside a
+    submitted Ray job, for a relative path."""
     value = cfg.run.storage_path
     problem = storage_uri_problem(value)
     if problem:
@@ -79,10 +96,14 @@ def check_storage_writable(cfg: ExperimentConfig) -> StoragePath:
         )
     folder = cfg.experiment_dir
     probe = folder / f".ray_t2t_write_check.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    # folders this check creates are removed again: a command refused later leaves nothing behind
+    created = [] if remote else [p for p in [folder, *folder.parents] if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ray_t2t")
         probe.unlink()
+        for path in created:  # deepest first
+            path.rmdir()
     except OSError as err:
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         reason = ((err.strerror or str(err)).strip().splitlines() or [repr(err)])[0]

@@ -81,6 +81,38 @@ class MetricPart(_Part):
     higher_is_better: bool | None = None
 
 
+class CurvePoint(_Part):
+    """One evaluation: what was charged so far, and the metrics (val_*, train_*)."""
+
+    step: Number
+    wall_s: Number
+    device_s: Number | None = None
+    cost: Number | None = None
+    tokens: Number | None = None
+
+
+class StepsPart(_Part):
+    planned: StrictInt | None = None
+    done: StrictInt
+
+
+class Placement(_Part):
+    """How a run was placed (ray_t2t.placement): its own cores or GPUs, or shared."""
+
+    pinned: bool | None = None
+    cpus: list[StrictInt] | None = None
+    gpus: list[StrictInt | str] | None = None
+    threads: StrictInt | None = None
+
+
+class HardwarePart(_Part):
+    workers: StrictInt | None = None
+    device_type: str | None = None
+    devices_per_worker: Number | None = None
+    devices: Number | None = None
+    placement: Placement | None = None
+
+
 class RunRecord(_Part):
     """A finished training run, as the loop writes it."""
 
@@ -90,7 +122,7 @@ class RunRecord(_Part):
     times: TimesPart
     device_seconds: Number = Field(description="Seconds x devices charged (training, or a fewshot's inference).")
     cost: CostPart
-    learning_curve: list = Field(description="One entry per evaluation: step, wall_s, device_s, cost, val_*, ...")
+    learning_curve: list[CurvePoint] = Field(description="One entry per evaluation: step, wall_s, device_s, cost, ...")
     final: FinalPart
     metric: MetricPart
     model: ModelPart
@@ -105,8 +137,8 @@ class RunRecord(_Part):
     status: str | None = None
     stopped_at_target: bool | None = None
     resumes: int | None = None
-    steps: dict[str, Any] | None = None
-    hardware: dict[str, Any] | None = Field(None, description="Devices, their type and how the run was placed.")
+    steps: StepsPart | None = None
+    hardware: HardwarePart | None = Field(None, description="Devices, their type and how the run was placed.")
     cost_basis: Literal["training", "inference"] | None = None
     tokens_per_s: float | None = None
     flops: float | None = None

@@ -90,8 +90,11 @@ def _check_space(cfg: ExperimentConfig, labels: list[str]) -> None:
                         f"{where}: {{{kind}: ...}} is sampled; grid search takes lists (or set "
                         "tune.search: random or optuna)"
                     )
-                if kind != "choice" and (not isinstance(args, list) or len(args) != 2 or args[0] > args[1]):
-                    raise ConfigError(f"{where}: {kind} takes [low, high]")
+                numbers = isinstance(args, list) and all(
+                    isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in args
+                )
+                if kind != "choice" and (not numbers or len(args) != 2 or args[0] > args[1]):
+                    raise ConfigError(f"{where}: {kind} takes [low, high], two finite numbers")
                 if kind == "loguniform" and args[0] <= 0:
                     raise ConfigError(f"{where}: loguniform needs a positive low end")
                 if kind == "choice" and (not isinstance(args, list) or not args):
@@ -134,6 +137,15 @@ def make_trial(label: str, params: dict, seed: int) -> dict:
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     name = f"{label}-{digest}-seed{seed}" if params else f"{label}-seed{seed}"
     return {"label": label, "params": params, "seed": seed, "group": group, "name": name}
+
+
+def check_sweep(cfg: ExperimentConfig) -> None:
+    """What `ray-t2t validate` checks of tune.space without running: its labels and parameters, and
+    the config of every trial a grid or random search plans (the first of each method with optuna)."""
+    if not cfg.tune.space:
+        return
+    for trial in plan_trials(cfg)[:1000]:
+        trial_config(cfg, trial)
 
 
 def plan_trials(cfg: ExperimentConfig) -> list[dict]:

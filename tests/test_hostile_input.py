@@ -207,7 +207,13 @@ def test_duplicate_keys_are_refused(tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------- fuzzing
 
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(  # the same examples on every run (CI stays deterministic), no database left behind
+    max_examples=150,
+    deadline=2000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @FUZZ
@@ -252,3 +258,135 @@ def test_any_override_ends_in_a_change_or_a_config_error(tmp_path, override):
         apply_override(raw, override)
     except ConfigError as err:
         assert len(str(err)) < MAX_MESSAGE
+
+
+# ---------------------------------------------------------------------------- validate means valid
+
+
+def test_validate_checks_the_sweep_space(capsys):
+    refused(capsys, ["validate", QUICKSTART, "tune.space={nope: {alpha: [0.1]}}"], "tune.space.nope: not a method")
+    refused(capsys, ["validate", QUICKSTART, "tune.space={kd_logits: {alpah: [0.1]}}"], "'alpah' is not a parameter")
+    refused(capsys, ["validate", QUICKSTART, "tune.space={kd_logits: {alpha: [0.1, 7]}}"], "kd_logits.alpha")
+    refused(
+        capsys,
+        ["validate", QUICKSTART, "tune.search=random", "tune.space={kd_logits: {alpha: {uniform: [a, 1]}}}"],
+        "uniform takes [low, high], two finite numbers",
+    )
+    assert main(["validate", QUICKSTART, "tune.space={kd_logits: {alpha: [0.1, 0.9]}}"]) == 0
+
+
+def test_validate_checks_local_model_folders(tmp_path, capsys):
+    refused(
+        capsys,
+        ["validate", QUICKSTART, f"models.base={{name_or_path: {tmp_path}/missing}}"],
+        "models.base.name_or_path: no folder",
+    )
+    assert main(["validate", QUICKSTART, "models.base={name_or_path: google-t5/t5-small}"]) == 0  # a Hub name
+
+
+# --------------------------------------------------------------------------------- nothing written
+
+
+def test_a_refused_data_command_leaves_no_folder(tmp_path, capsys):
+    raw = minimal_config(tmp_path / "store", data={"task": "files", "files": {"train": str(tmp_path / "none.jsonl")}})
+    refused(capsys, ["data", write(tmp_path, yaml.safe_dump(raw))], "file not found")
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_refused_run_leaves_no_folder_and_no_log(tmp_path):
+    """`train` captures its output in a log in the run folder; refused before any work, it removes both."""
+    import subprocess
+    import sys
+
+    raw = minimal_config(tmp_path / "store", methods=[{"name": "scratch"}])
+    done = subprocess.run(
+        [sys.executable, "-m", "ray_t2t.cli", "train", write(tmp_path, yaml.safe_dump(raw)), "method=nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 2 and "ray-t2t train: error:" in done.stderr and "nope" in done.stderr, done.stderr
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "bad.jsonl",
+            b'{"source": "a", "target": "b"}\n{"source": "caf\xe9", "target": "b"}\n',
+            "bad.jsonl line 2: not UTF-8 (byte 0xe9 at column 16)",
+        ),
+        ("deep.jsonl", b'{"source": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "deep.jsonl line 1:"),
+        ("wide.csv", b"source,target\n" + b"x" * 200_000 + b",y\n", "wide.csv line"),
+        ("broken.parquet", None, "not a readable parquet file"),
+    ],
+)
+def test_malformed_data_files_end_in_a_message_naming_the_file(tmp_path, capsys, name, content, expected):
+    path = tmp_path / name
+    if content is None:  # a real parquet file with its data pages overwritten
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"source": ["a"] * 1000, "target": ["b"] * 1000}), path)
+        data = bytearray(path.read_bytes())
+        data[100:600] = b"\xff" * 500
+        path.write_bytes(bytes(data))
+    else:
+        path.write_bytes(content)
+    raw = minimal_config(tmp_path / "store", data={"task": "files", "files": {"train": str(path)}})
+    refused(capsys, ["data", write(tmp_path, yaml.safe_dump(raw))], expected)
+
+
+def test_num2words_pool_is_bounded(capsys):
+    refused(
+        capsys,
+        ["validate", QUICKSTART, "data.task=num2words", "data.num2words.max_number=100000000"],
+        "data.num2words.max_number",
+    )
+
+
+# --------------------------------------------------------------------------------- run records
+
+
+def _paths(value, prefix=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield (*prefix, key)
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list) and value:
+        yield (*prefix, 0)
+        yield from _paths(value[0], (*prefix, 0))
+
+
+def _base_record():
+    from test_report import training_record
+
+    return training_record("scratch", "scratch", 0, 500.0, 300, 0.4)
+
+
+JSON_VALUES = [None, True, "x", -1, 0, 1.5, [], {}, [1, "a"], {"a": 1}, "1e999", 10**30]
+
+
+@FUZZ
+@given(where=st.sampled_from(list(_paths(_base_record()))), value=st.sampled_from(JSON_VALUES))
+def test_a_run_record_with_any_field_changed_reports_or_names_the_record(tmp_path_factory, where, value):
+    """A record with any one field of any JSON type ends in a report or in UserError naming it."""
+    import copy
+
+    from ray_t2t.ledger import write_record
+    from ray_t2t.report import build_report
+
+    record = _base_record()
+    node = record
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    folder = tmp_path_factory.mktemp("records")
+    write_record(folder / "runs" / "scratch", record)
+    write_record(folder / "runs" / "other", dict(copy.deepcopy(_base_record()), seed=1))
+    try:
+        build_report(folder, plots=False)
+    except UserError as err:
+        assert "record" in str(err) and len(str(err)) < MAX_MESSAGE

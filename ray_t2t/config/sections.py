@@ -109,7 +109,10 @@ class Num2WordsSource(Section):
         "language, its source '<lang>: <digits>' (e.g. 'de: 1234').",
     )
     max_number: int = Field(
-        99999, ge=1, description="Numbers 0..max_number form the pool the seeded split carves (by number)."
+        99999,
+        ge=1,
+        le=1_000_000,
+        description="Numbers 0..max_number form the pool the seeded split carves (by number); at most a million.",
     )
 
     @field_validator("languages")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_t2t.config.sections import TargetSection
-from ray_t2t.errors import UserError
+from ray_t2t.errors import UserError, shorten
 from ray_t2t.inference import INFERENCE_FOLDER  # <experiment>/inference/<key>.json
 from ray_t2t.ledger import crossing, meets
 from ray_t2t.methods import METHODS, Method
@@ -239,7 +239,7 @@ def one(values: list, what: str, hint: str) -> Any:
     """The one value every record has (None for none); UserError naming `what` when they disagree."""
     distinct = list(dict.fromkeys(json.dumps(v, sort_keys=True) for v in values))
     if len(distinct) > 1:
-        raise UserError(f"the run records disagree on {what} ({'; '.join(distinct)}): {hint}")
+        raise UserError(f"the run records disagree on {what} ({shorten('; '.join(distinct), 600)}): {hint}")
     return json.loads(distinct[0]) if distinct else None
 
 

@@ -31,6 +31,7 @@ from ray_t2t.methods import get_method
 from ray_t2t.preflight import (
     check_cluster_fits,
     check_machine_fits,
+    check_model_paths,
     check_storage_writable,
     worker_bundle,
 )
@@ -166,6 +167,7 @@ def train(
 
     checks = not report_to_tune  # a sweep checked storage and cluster before starting its trials
     if checks:
+        check_model_paths(cfg)
         check_storage_writable(cfg)
     if needs_no_ray(cfg, report_to_tune):
         check_machine_fits(cfg, log)  # a method that needs Ray (teacher inference) starts it in prepare
