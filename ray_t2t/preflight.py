@@ -98,6 +98,8 @@ def check_storage_writable(cfg: ExperimentConfig) -> StoragePath:
     probe = folder / f".ray_t2t_write_check.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     # folders this check creates are removed again: a command refused later leaves nothing behind
     created = [] if remote else [p for p in [folder, *folder.parents] if not p.exists()]
+    if remote:
+        folder.exists()  # one request: a bucket out of reach fails here, in seconds, naming what to check
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ray_t2t")

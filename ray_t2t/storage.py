@@ -38,6 +38,7 @@ from typing import Any
 from ray_t2t.errors import UserError, shorten
 
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs")
+GCS_RETRY_LIMIT_S = 5  # a gs:// bucket out of reach fails in ~10 s (the URI's retry_limit_seconds overrides)
 CACHE_ENV = "RAY_T2T_CACHE_DIR"  # where local_copy keeps downloads (default ~/.cache/ray_t2t/storage)
 _filesystems: dict[tuple, object] = {}
 
@@ -131,7 +132,11 @@ class Remote:
             import pyarrow
             import pyarrow.fs
 
-            uri = f"{self.scheme}://{key[1]}" + (f"?{self.query}" if self.query else "")
+            query = self.query
+            if self.scheme in ("gs", "gcs") and "retry_limit_seconds" not in query:
+                # without a limit, a bucket this machine cannot reach (no credentials) retries for minutes
+                query = "&".join(filter(None, [query, f"retry_limit_seconds={GCS_RETRY_LIMIT_S}"]))
+            uri = f"{self.scheme}://{key[1]}" + (f"?{query}" if query else "")
             try:
                 _filesystems[key] = pyarrow.fs.FileSystem.from_uri(uri)[0]
             except (pyarrow.ArrowException, ValueError, OSError) as err:
@@ -139,7 +144,13 @@ class Remote:
         return _filesystems[key]
 
     def _info(self) -> Any:
-        return self.fs.get_file_info(self.path)
+        try:
+            return self.fs.get_file_info(self.path)
+        except OSError as err:
+            raise UserError(
+                f"cannot reach {shorten(str(self))}: {shorten(str(err), 300)}. Check that the bucket exists and that "
+                "this machine's credentials (AWS_* / GOOGLE_APPLICATION_CREDENTIALS, or the node's role) may read it"
+            ) from None
 
     def exists(self) -> bool:
         import pyarrow.fs

@@ -390,3 +390,31 @@ def test_a_run_record_with_any_field_changed_reports_or_names_the_record(tmp_pat
         build_report(folder, plots=False)
     except UserError as err:
         assert "record" in str(err) and len(str(err)) < MAX_MESSAGE
+
+
+# ------------------------------------------------------------------------- object stores fail fast
+
+
+@pytest.mark.parametrize("command", ["data", "report"])
+def test_an_unreachable_bucket_fails_within_seconds(tmp_path, command):
+    """gs:// without credentials: the client's retries end after storage.GCS_RETRY_LIMIT_S (they ran for
+    minutes), and the message says what to check."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GCE_", "CLOUDSDK_"))}
+    env["GCE_METADATA_HOST"] = "127.0.0.1:9"  # no metadata server to ask for a token
+    argv = (
+        [command, QUICKSTART, "run.storage_path=gs://ray-t2t-no-such-bucket/x"]
+        if command == "data"
+        else [command, "gs://ray-t2t-no-such-bucket/x/quickstart"]
+    )
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "ray_t2t.cli", *argv], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
+    assert time.perf_counter() - started < 30
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot reach gs://ray-t2t-no-such-bucket/x/quickstart" in done.stderr and "credentials" in done.stderr
+    assert list(tmp_path.iterdir()) == []
