@@ -418,3 +418,39 @@ def test_an_unreachable_bucket_fails_within_seconds(tmp_path, command):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "cannot reach gs://ray-t2t-no-such-bucket/x/quickstart" in done.stderr and "credentials" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@FUZZ
+@given(fmt=st.sampled_from(["jsonl", "csv", "parquet"]), content=st.binary(max_size=600))
+def test_any_bytes_as_a_data_file_end_in_examples_or_a_data_error(tmp_path, fmt, content):
+    from ray_t2t.config.sections import DataSection
+    from ray_t2t.data import _read_file
+    from ray_t2t.errors import DataError
+
+    path = tmp_path / f"fuzz.{fmt}"
+    path.write_bytes(content)
+    data = DataSection.model_validate({"task": "files", "files": {"train": str(path)}})
+    try:
+        examples = _read_file(str(path), "train", data)
+    except DataError as err:
+        assert str(path) in str(err) and len(str(err)) < MAX_MESSAGE
+    else:
+        assert all(isinstance(e.source, str) and isinstance(e.target, str) for e in examples)
+
+
+@FUZZ
+@given(rows=st.lists(st.dictionaries(st.sampled_from(["source", "target", "x"]), yaml_like, max_size=3), max_size=5))
+def test_any_json_lines_end_in_examples_or_a_data_error(tmp_path, rows):
+    import json
+
+    from ray_t2t.config.sections import DataSection
+    from ray_t2t.data import _read_file
+    from ray_t2t.errors import DataError
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = DataSection.model_validate({"task": "files", "files": {"train": str(path)}})
+    try:
+        _read_file(str(path), "train", data)
+    except DataError as err:
+        assert str(path) in str(err) and len(str(err)) < MAX_MESSAGE
