@@ -56,10 +56,14 @@ def test_an_object_store_uri_is_a_valid_storage_path(tmp_path, uri, folder):
     assert str(validate_config(raw).experiment_dir) == folder
 
 
-def test_a_writable_storage_path_is_created_and_left_clean(tmp_path):
+def test_a_writable_storage_path_is_checked_and_left_as_it_was(tmp_path):
+    """The check creates the folder and a file in it, then removes what it created: a command refused
+    after it leaves nothing behind; a folder that was there stays, clean."""
     cfg = config(tmp_path, run={"name": "exp", "storage_path": str(tmp_path / "new" / "runs")})
     folder = check_storage_writable(cfg)
-    assert folder == tmp_path / "new" / "runs" / "exp" and folder.is_dir()
+    assert folder == tmp_path / "new" / "runs" / "exp" and not (tmp_path / "new").exists()
+    folder.mkdir(parents=True)
+    assert check_storage_writable(cfg) == folder and folder.is_dir()
     assert list(folder.iterdir()) == []  # the probe file is gone
 
 
@@ -74,7 +78,7 @@ def test_an_unwritable_storage_path_names_run_storage_path(tmp_path):
 def test_a_relative_storage_path_is_refused_inside_a_ray_job(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = config(tmp_path, run={"name": "exp", "storage_path": "./ray_t2t_runs"})
-    assert check_storage_writable(cfg).is_dir()  # fine on a laptop
+    assert check_storage_writable(cfg) == tmp_path / "ray_t2t_runs" / "exp"  # fine on a laptop
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray sets for a job's entrypoint
     with pytest.raises(ConfigError, match=r"relative path, and this runs as a Ray job.*run.storage_path=/mnt/shared"):
         check_storage_writable(cfg)
