@@ -78,7 +78,7 @@ def test_an_unwritable_storage_path_names_run_storage_path(tmp_path):
 def test_a_relative_storage_path_is_refused_inside_a_ray_job(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = config(tmp_path, run={"name": "exp", "storage_path": "./ray_t2t_runs"})
-    assert check_storage_writable(cfg) == tmp_path / "ray_t2t_runs" / "exp"  # fine on a laptop
+    assert check_storage_writable(cfg).resolve() == tmp_path / "ray_t2t_runs" / "exp"  # fine on a laptop
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray sets for a job's entrypoint
     with pytest.raises(ConfigError, match=r"relative path, and this runs as a Ray job.*run.storage_path=/mnt/shared"):
         check_storage_writable(cfg)
