@@ -389,7 +389,7 @@ def test_a_run_record_with_any_field_changed_reports_or_names_the_record(tmp_pat
     try:
         build_report(folder, plots=False)
     except UserError as err:
-        assert "record" in str(err) and len(str(err)) < MAX_MESSAGE
+        assert "record.json" in str(err) and len(str(err)) < MAX_MESSAGE
 
 
 # ------------------------------------------------------------------------- object stores fail fast

@@ -517,8 +517,9 @@ def test_never_and_partly_reached_groups_come_last(experiment):
 
 def test_records_that_disagree_on_the_target_need_one(experiment):
     write_record(experiment / "runs" / "lora", training_record("lora", "lora", 0, 100.0, 300, 0.6, target="wer <= 0.3"))
-    with pytest.raises(UserError, match="disagree on the target.*--target"):
+    with pytest.raises(UserError, match="disagree on the target.*--target") as err:
         build_report(experiment, plots=False)
+    assert "runs/lora/record.json" in str(err.value)  # the record that holds the odd target
     assert build_report(experiment, target="wer <= 0.3", plots=False).data["target"]["value"] == 0.3
 
 

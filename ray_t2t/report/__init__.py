@@ -184,15 +184,16 @@ def _build_report(
     """build_report, writing the report's files into the local `folder`."""
     records = load_records(run_dir)
     runs = records.runs
-    metric = one([r["metric"]["name"] for r in runs], "eval.metric", "a report compares one metric")
+    metric = one([r["metric"]["name"] for r in runs], "eval.metric", "a report compares one metric", runs)
     higher = bool(
         one(
             [r["metric"].get("higher_is_better") for r in runs],
             "the metric's direction",
             "a report compares one metric",
+            runs,
         )
     )
-    currency = one([r["cost"].get("currency") for r in runs], "the currency", "price every run in one currency")
+    currency = one([r["cost"].get("currency") for r in runs], "the currency", "price every run in one currency", runs)
     chosen = resolve_target(runs, target, target_relative, metric, higher)
     groups = group_records(runs)
     figures = compute_figures(groups, runs, records.inferences, chosen, metric, currency, confidence, records.speeds)

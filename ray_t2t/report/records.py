@@ -235,12 +235,17 @@ def group_records(runs: list[dict]) -> list[Group]:
     return sorted(groups.values(), key=lambda group: group.is_teacher)
 
 
-def one(values: list, what: str, hint: str) -> Any:
-    """The one value every record has (None for none); UserError naming `what` when they disagree."""
-    distinct = list(dict.fromkeys(json.dumps(v, sort_keys=True) for v in values))
-    if len(distinct) > 1:
-        raise UserError(f"the run records disagree on {what} ({shorten('; '.join(distinct), 600)}): {hint}")
-    return json.loads(distinct[0]) if distinct else None
+def one(values: list, what: str, hint: str, records: list[dict] | None = None) -> Any:
+    """The one value every record has (None for none); UserError naming `what` when they disagree,
+    with a record that holds each value when `records` (aligned with `values`) are given."""
+    first: dict[str, str] = {}
+    for i, value in enumerate(values):
+        where = (records[i].get("_path") or records[i].get("label")) if records else None
+        first.setdefault(json.dumps(value, sort_keys=True), f" in {where}" if where else "")
+    if len(first) > 1:
+        shown = "; ".join(f"{value}{where}" for value, where in first.items())
+        raise UserError(f"the run records disagree on {what} ({shorten(shown, 800)}): {hint}")
+    return json.loads(next(iter(first))) if first else None
 
 
 def resolve_target(
@@ -265,7 +270,8 @@ def resolve_target(
             raise UserError(f"the teacher's run records have no test {metric}: give an absolute --target instead")
         chosen = relative_target(sum(values) / len(values), target_relative, metric, higher_is_better)
     else:
-        own = one([r["target"] for r in runs if r.get("target")], "the target", "choose one with --target")
+        with_target = [r for r in runs if r.get("target")]
+        own = one([r["target"] for r in with_target], "the target", "choose one with --target", with_target)
         if own is None:
             return None
         chosen = Target(own["metric"], own["op"], float(own["value"]), "eval.target of the runs")
