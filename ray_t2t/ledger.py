@@ -200,7 +200,7 @@ def crossing(curve: list[dict], metric_key: str, op: str, threshold: float) -> d
     return None
 
 
-def write_record(folder: StoragePath, record: dict[str, Any]) -> None:
+def write_record(folder: StoragePath, record: dict[str, Any]) -> StoragePath:
     """Write record.json atomically (a reader never sees half a record); `folder` is a Path or a
     storage.Remote."""
 

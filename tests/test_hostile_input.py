@@ -454,3 +454,31 @@ def test_any_json_lines_end_in_examples_or_a_data_error(tmp_path, rows):
         _read_file(str(path), "train", data)
     except DataError as err:
         assert str(path) in str(err) and len(str(err)) < MAX_MESSAGE
+
+
+# ------------------------------------------------------------------------- nothing half-written
+
+
+def test_a_record_writer_killed_mid_write_leaves_a_complete_record(tmp_path):
+    """A process SIGKILLed while it rewrites a large run record again and again: the record read
+    afterwards is one complete version (write_atomic renames a finished temporary file)."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "runs" / "x"
+    code = (
+        "import sys; from pathlib import Path; from ray_t2t.ledger import write_record\n"
+        "folder = Path(sys.argv[1])\n"
+        "for version in range(10**9):\n"
+        "    write_record(folder, {'version': version, 'padding': 'x' * 5_000_000})\n"
+        "    if version == 0: print('ready', flush=True)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert writer.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    record = json.loads((folder / "record.json").read_text())
+    assert record["version"] >= 0 and len(record["padding"]) == 5_000_000
