@@ -152,6 +152,58 @@ class RunRecord(_Part):
     timestamps: dict[str, Any] | None = None
 
 
+class TeacherPart(_Part):
+    label: StrictStr
+    path: str | None = None
+    pre_existing: bool | None = None
+    training_device_seconds: Number | None = None
+    training_cost: Number | None = None
+
+
+class InferenceTimes(_Part):
+    busy_s: Number | None = None
+    wall_s: Number | None = None
+
+
+class InferenceCost(_Part):
+    total: Number | None = None
+    currency: str | None = None
+    price_per_device_hour: Number | None = None
+    storage_per_month: Number | None = None
+
+
+class InferenceData(_Part):
+    examples: StrictInt | None = None
+    source_tokens: StrictInt | None = None
+    target_tokens: StrictInt | None = None
+    tokens: StrictInt | None = None
+
+
+class StoragePart(_Part):
+    bytes: StrictInt | None = None
+    bytes_per_target_token: Number | None = None
+    shards: StrictInt | None = None
+
+
+class TeacherInferenceRecord(_Part):
+    """The record of a teacher's soft-target inference (ray_t2t.soft_targets), which the report
+    charges to the students that read them."""
+
+    record_version: int = RECORD_VERSION
+    kind: Literal["teacher_inference"]
+    label: StrictStr
+    teacher: TeacherPart
+    times: InferenceTimes
+    device_seconds: Number
+    cost: InferenceCost
+    hardware: HardwarePart | None = None
+    data: InferenceData | None = None
+    settings: dict[str, Any] | None = None
+    tokens_per_s: Number | None = None
+    tokens_per_s_per_replica: Number | None = None
+    storage: StoragePart | None = None
+
+
 def new_record(**fields: Any) -> dict[str, Any]:
     """A run record as JSON-ready data, checked against RunRecord (the loop's mistakes fail here, not
     in the report)."""
@@ -162,9 +214,10 @@ def new_record(**fields: Any) -> dict[str, Any]:
 
 def check_record(record: dict, source: str) -> None:
     """Raise UserError naming `source` and the first field the report needs that `record` lacks or
-    holds with the wrong type."""
+    holds with the wrong type (a training run's record, or a teacher inference's)."""
+    model = TeacherInferenceRecord if record.get("kind") == "teacher_inference" else RunRecord
     try:
-        RunRecord.model_validate(record)
+        model.model_validate(record)
     except ValidationError as err:
         error = err.errors()[0]
         where = _field_path(error["loc"])

@@ -482,3 +482,65 @@ def test_a_record_writer_killed_mid_write_leaves_a_complete_record(tmp_path):
     writer.wait(timeout=30)
     record = json.loads((folder / "record.json").read_text())
     assert record["version"] >= 0 and len(record["padding"]) == 5_000_000
+
+
+def _experiment_records() -> dict[str, dict]:
+    from test_report import inference_record, training_record
+
+    return {
+        "sweep/kd_logits_seed0": training_record(
+            "kd_logits",
+            "kd_logits",
+            0,
+            800.0,
+            400,
+            0.40,
+            group="kd_logits",
+            params={"teacher_source": "offline", "alpha": 0.5},
+        ),
+        "sweep/kd_logits_seed1": training_record(
+            "kd_logits",
+            "kd_logits",
+            1,
+            900.0,
+            450,
+            0.41,
+            group="kd_logits",
+            params={"teacher_source": "offline", "alpha": 0.5},
+        ),
+        "sweep/scratch_seed0": training_record("scratch", "scratch", 0, 1000.0, 600, 0.45, group="scratch"),
+        "sweep/scratch_seed1": training_record("scratch", "scratch", 1, 1100.0, 650, 0.46, group="scratch"),
+        "runs/teacher": training_record(
+            "teacher", "scratch", 0, 3000.0, 300, 0.30, model="teacher", total_params=2_160_000, trainable=2_160_000
+        ),
+        "soft_targets/teacher": inference_record(),
+    }
+
+
+_EXPERIMENT = _experiment_records()
+_EXPERIMENT_PATHS = [(name, where) for name, record in _EXPERIMENT.items() for where in _paths(record)]
+
+
+@FUZZ
+@given(target=st.sampled_from(_EXPERIMENT_PATHS), value=st.sampled_from(JSON_VALUES))
+def test_an_experiment_with_any_field_of_any_record_changed_reports_or_names_a_record(tmp_path_factory, target, value):
+    """Any one field of a student's, the teacher's or the soft-target inference record set to any JSON
+    type: the report (charges, verdict, break-even) builds, or a UserError names a record."""
+    import copy
+
+    from ray_t2t.ledger import write_record
+    from ray_t2t.report import build_report
+
+    name, where = target
+    records = copy.deepcopy(_EXPERIMENT)
+    node = records[name]
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    folder = tmp_path_factory.mktemp("experiment")
+    for path, record in records.items():
+        write_record(folder / path, record)
+    try:
+        build_report(folder, plots=False)
+    except UserError as err:
+        assert "record" in str(err) and len(str(err)) < MAX_MESSAGE

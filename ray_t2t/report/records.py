@@ -141,6 +141,7 @@ def load_records(run_dir: Path) -> Records:
             records.left_out.append((str(path), why))
             continue
         if record.get("kind") == "teacher_inference":
+            check_record(record, str(path))
             records.inferences.append(dict(record, _path=str(path)))
             continue
         check_record(record, str(path))
