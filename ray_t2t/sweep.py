@@ -289,7 +289,7 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
     for trial in trials:  # every trial's config and method checks fail now, before any work
         trial_cfg = trial_config(cfg, trial)
         entry = _entry(trial_cfg, trial["label"])
-        get_method(entry.name).check(trial_cfg, entry)
+        get_method(entry.name).check_config(trial_cfg, entry)
     check_storage_writable(cfg)
     cpus = os.cpu_count() or 1
     local = ensure_ray(cfg.scaling.use_gpu, extra_cpus=waiting_cpus(cfg))

@@ -172,7 +172,7 @@ def test_vae_refuses_decoder_only_models(tmp_path, tok):
         match=r"methods.0.model: method 'vae' needs an encoder-decoder model .* "
         r"models.student is decoder-only \(gpt2\)",
     ):
-        get_method("vae").check(cfg, cfg.methods[0])
+        get_method("vae").check_config(cfg, cfg.methods[0])
 
 
 @pytest.mark.parametrize("posterior", ["source_target", "target"])

@@ -27,21 +27,9 @@ from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import prepare_data
 from ray_t2t.models import build_model
 
-from conftest import minimal_config
+from conftest import TINY_T5, minimal_config
 
 pytestmark = pytest.mark.ray
-
-TINY_T5 = {
-    "preset": "t5-tiny",
-    "overrides": {
-        "d_model": 64,
-        "d_ff": 128,
-        "d_kv": 32,
-        "num_layers": 2,
-        "num_decoder_layers": 2,
-        "dropout_rate": 0.0,
-    },
-}
 
 
 @pytest.fixture

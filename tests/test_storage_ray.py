@@ -14,21 +14,9 @@ import yaml
 
 from ray_t2t.storage import location
 
-from conftest import minimal_config
+from conftest import TINY_T5, minimal_config
 
 pytestmark = pytest.mark.ray
-
-TINY_T5 = {
-    "preset": "t5-tiny",
-    "overrides": {
-        "d_model": 64,
-        "d_ff": 128,
-        "d_kv": 32,
-        "num_layers": 2,
-        "num_decoder_layers": 2,
-        "dropout_rate": 0.0,
-    },
-}
 
 
 def test_a_comparison_on_s3_writes_only_to_the_bucket_and_resumes_from_it(tmp_path, s3_bucket, ray_t2t_bin):

@@ -15,21 +15,9 @@ import time
 import pytest
 import yaml
 
-from conftest import minimal_config
+from conftest import TINY_T5, minimal_config
 
 pytestmark = pytest.mark.ray
-
-TINY_T5 = {
-    "preset": "t5-tiny",
-    "overrides": {
-        "d_model": 64,
-        "d_ff": 128,
-        "d_kv": 32,
-        "num_layers": 2,
-        "num_decoder_layers": 2,
-        "dropout_rate": 0.0,
-    },
-}
 
 
 def finished_trials(folder):

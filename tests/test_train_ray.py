@@ -18,23 +18,12 @@ from ray_t2t.ray_cluster import start_local_ray
 from ray_t2t.train.launcher import summarize, train
 from ray_t2t.train.loop import FAIL_ONCE_ENV
 
-from conftest import minimal_config
+from conftest import TINY_T5, minimal_config
 
 pytestmark = pytest.mark.ray
 
 TARGET = 0.95  # PER: an untrained model scores 1 (it says nothing); the tiny scratch model gets below
 STEPS, EVERY = 600, 200
-SMALL_T5 = {
-    "preset": "t5-tiny",
-    "overrides": {
-        "d_model": 64,
-        "d_ff": 128,
-        "d_kv": 32,
-        "num_layers": 2,
-        "num_decoder_layers": 2,
-        "dropout_rate": 0.0,
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +51,7 @@ def experiment(storage, methods, models=None, **sections):
         "max_source_length": 24,
         "max_target_length": 24,
     }
-    raw["models"] = models or {"student": SMALL_T5}
+    raw["models"] = models or {"student": TINY_T5}
     raw.setdefault("training", {"batch_size": 64, "max_steps": STEPS, "learning_rate": 5e-3, "warmup_steps": 20})
     raw.setdefault("eval", {"every_n_steps": EVERY, "batch_size": 64, "target": f"per <= {TARGET}"})
     return validate_config(raw)
@@ -189,7 +178,7 @@ def pretrain_run(ray_session, storage):
     cfg = experiment(
         storage,
         [{"name": "pretrain"}],
-        models={"student": SMALL_T5, "base": SMALL_T5},
+        models={"student": TINY_T5, "base": TINY_T5},
         training={"batch_size": 64, "max_steps": 200, "learning_rate": 5e-3, "warmup_steps": 10},
     )
     return train(cfg, "pretrain")
@@ -205,7 +194,7 @@ def test_pretrain_learns_its_own_objective(pretrain_run):
 
 def from_pretrained_base(storage, pretrain_run, method: dict, learning_rate: float):
     """A config whose base is the pretrain run's exported model; 200 steps."""
-    models = {"student": SMALL_T5, "base": {"name_or_path": pretrain_run["model"]["export_path"]}}
+    models = {"student": TINY_T5, "base": {"name_or_path": pretrain_run["model"]["export_path"]}}
     return experiment(
         storage,
         [method],
@@ -229,7 +218,7 @@ def test_finetune_starts_from_the_pretrained_base_and_improves(pretrain_run, sto
 
 
 def test_sft_copies_half_the_teacher_and_improves(scratch_run, storage):
-    models = {"student": SMALL_T5, "teacher": {"name_or_path": scratch_run[1]["model"]["export_path"]}}
+    models = {"student": TINY_T5, "teacher": {"name_or_path": scratch_run[1]["model"]["export_path"]}}
     cfg = experiment(
         storage,
         [{"name": "sft"}],
@@ -276,7 +265,7 @@ def test_partial_trains_only_the_top_layers(pretrain_run, storage):
 
 @pytest.mark.parametrize(
     "stage, preset",
-    [(2, SMALL_T5), (3, {"preset": "gpt2-tiny", "overrides": {"n_embd": 64}})],
+    [(2, TINY_T5), (3, {"preset": "gpt2-tiny", "overrides": {"n_embd": 64}})],
     ids=["zero2-t5", "zero3-gpt2"],
 )
 def test_two_workers_under_zero_stage(ray_session, storage, stage, preset):

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ray_t2t.batching import family_collate
 from ray_t2t.config.sections import MethodParams
+from ray_t2t.errors import ConfigError
+from ray_t2t.models import model_config
 
 if TYPE_CHECKING:
     import torch
@@ -126,7 +128,7 @@ class Method:
     # How it uses the teacher, from its parameters (kd_logits: stored or live by teacher_source).
     teacher_use: Callable[[Any], TeacherUse | None] = no_teacher
     all_teachers: bool = False  # learns from every teacher of models.teacher (else the first)
-    families: tuple[Family, ...] = FAMILIES  # model families it can train
+    families: tuple[Family, ...] = FAMILIES  # model families it can train (check_config refuses others)
     engine_precision: str | None = None  # fixes deepspeed.precision=auto (qlora: fp32, bitsandbytes' own)
     evaluates_task: bool = True  # False: validate on its own loss, nothing decoded (pretrain)
     makes_base: bool = False  # its exported model is models.base for the runs after it (pretrain)
@@ -162,9 +164,27 @@ class Method:
     # forward passes); called once the engine is built
     extra_flops_per_token: Callable[[Setup, Any], tuple[float, float]] = no_extra_flops
 
-    @property
-    def summary(self) -> str:
-        return (self.params.__doc__ or "").strip().splitlines()[0] if self.params.__doc__ else ""
-
     def uses_teacher(self, params: Any) -> bool:
         return self.teacher_use(params) is not None
+
+    def check_config(self, cfg: ExperimentConfig, params: Any) -> None:
+        """Everything checked before any work: the trained model's family against `families` (read
+        from the model's config only when the method is restricted), then the method's own check."""
+        if set(self.families) != set(FAMILIES):
+            role = getattr(params, "model", None) or "student"
+            spec = model_spec(cfg, role)
+            try:
+                config = model_config(spec)
+            except OSError as err:
+                raise ConfigError(f"models.{role}: cannot read the config of {spec.name_or_path!r}: {err}") from None
+            family = "encoder_decoder" if config.is_encoder_decoder else "decoder_only"
+            if family not in self.families:
+                index = next((i for i, entry in enumerate(cfg.methods) if entry is params), None)
+                where = f"methods.{index}.model" if index is not None else f"{self.name}.model"
+                wanted = " or ".join(f.replace("_", "-") for f in self.families)
+                example = " (T5, BART)" if self.families == ("encoder_decoder",) else " (GPT-2, Llama)"
+                raise ConfigError(
+                    f"{where}: method {self.name!r} needs an {wanted} model{example}, but models.{role} is "
+                    f"{family.replace('_', '-')} ({config.model_type})"
+                )
+        self.check(cfg, params)

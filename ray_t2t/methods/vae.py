@@ -5,8 +5,8 @@ a latent variable z, trained on the evidence lower bound.
     ray-t2t train CONFIG method=vae methods.0.free_bits=0.1 methods.0.kl_anneal_steps=300
 
 The model is the task's encoder-decoder (models.student by default, or models.base with `model:
-base`; T5 or BART). Decoder-only models are refused (check(), a ConfigError naming the key): there is
-no encoder whose states could carry z and be pooled for the posterior.
+base`; T5 or BART). Decoder-only models are refused before any work (`families`: a ConfigError
+naming the key): there is no encoder whose states could carry z and be pooled for the posterior.
 
 - **Posterior** q(z | x, y) = N(mu, diag sigma^2): a linear map of the masked-mean-pooled encoder
   states of the source and of the target (the same encoder reads the target ids; `posterior:
@@ -45,19 +45,17 @@ import torch
 from pydantic import Field
 
 from ray_t2t.config.sections import MethodParams
-from ray_t2t.errors import ConfigError
-from ray_t2t.methods.base import Method, Setup, model_spec
-from ray_t2t.methods.distill import key_of
+from ray_t2t.methods.base import Method, Setup
 from ray_t2t.methods.wrapper import (
     TaskModelWrapper,
     export_task_model,
     masked_mean,
     unwrap,
 )
-from ray_t2t.models import build_model, model_config, training_flops_per_token
+from ray_t2t.models import build_model, training_flops_per_token
 
 if TYPE_CHECKING:
-    from ray_t2t.config.experiment import ExperimentConfig
+    pass
 
 
 class VaeParams(MethodParams):
@@ -90,22 +88,6 @@ class VaeParams(MethodParams):
 
 
 LOGVAR_RANGE = (-10.0, 10.0)
-
-
-def check(cfg: ExperimentConfig, params: MethodParams) -> None:
-    """Raises ConfigError for a decoder-only model."""
-
-    spec = model_spec(cfg, params.model)
-    try:
-        config = model_config(spec)
-    except OSError as err:
-        raise ConfigError(f"models.{params.model}: cannot read the config of {spec.name_or_path!r}: {err}") from None
-    if not config.is_encoder_decoder:
-        raise ConfigError(
-            f"{key_of(cfg, params, 'model')}: method 'vae' needs an encoder-decoder model (T5, BART), but "
-            f"models.{params.model} is decoder-only ({config.model_type}): z is added to the encoder states the "
-            "decoder reads, and the posterior pools encoder states"
-        )
 
 
 class VaeModel(TaskModelWrapper):
@@ -208,7 +190,6 @@ METHOD = Method(
     build,
     kind="alternative",
     families=("encoder_decoder",),
-    check=check,
     loss=loss,
     export=export,
     extra_flops_per_token=extra_flops_per_token,

@@ -139,7 +139,7 @@ def train(
         method = get_method(entry.name)
     except KeyError as err:
         raise ConfigError(str(err.args[0])) from None
-    method.check(cfg, entry)
+    method.check_config(cfg, entry)
     if not cfg.scaling.use_gpu or cfg.scaling.accelerator_type:
         hardware_of(cfg).price_per_device_hour(cfg)  # a missing price fails now, not after training
     local_mode = trains_in_process(cfg, report_to_tune)
