@@ -60,9 +60,10 @@ def _capture_output(args: argparse.Namespace, cfg: ExperimentConfig) -> None:
         path, remote = cfg.experiment_dir / "logs" / name, None
     else:  # an object store: written locally, copied into the run folder when the command ends
         import tempfile
+        import uuid
 
         remote = cfg.experiment_dir / "logs" / name
-        path = Path(tempfile.mkdtemp(prefix="ray_t2t_log_")) / name
+        path = Path(tempfile.gettempdir()) / f"ray_t2t_log_{uuid.uuid4().hex[:12]}" / name
     console.capture(path, upload_to=remote)
     console.say(f"log: {remote or path} (Ray's, Ray Data's, transformers' and the workers' output; -v shows it here)")
 

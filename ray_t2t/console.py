@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from ray_t2t.errors import UserError
+
 _terminal: dict[str, TextIO] = {}  # "out"/"err": the terminal's streams while 1 and 2 go to the log
 _log_path: list[Path] = []
 _upload: list[Any] = []  # where the log goes when output is released (a run folder in an object store)
@@ -61,31 +63,35 @@ def release(discard: bool = False) -> None:
         os.dup2(stream.fileno(), fd)
         stream.close()
     path = _log_path.pop()
-    if discard and _created:
-        path.unlink(missing_ok=True)
-        for folder in _created:
-            try:
-                folder.rmdir()
-            except OSError:  # something else was written there: keep it
-                break
-        _created.clear()
-        _upload.clear()
-    _created.clear()
-    if _upload:
-        target = _upload.pop()
+    target = _upload.pop() if _upload else None
+    created, _created[:] = list(_created), []
+    keep = False
+    if not discard and target is not None:
         try:
             target.write_bytes(path.read_bytes())
-            path.unlink()
-        except OSError as err:  # the run's result does not depend on its log
+        except (OSError, UserError) as err:  # the run's result does not depend on its log
             print(f"ray-t2t: could not copy the log to {target} ({err}); it is in {path}", file=sys.stderr)
+            keep = True
+    if (discard or target is not None) and not keep:  # refused, or copied to the object store
+        path.unlink(missing_ok=True)
+        _remove_empty(created)
     for key, value in QUIET_ENV.items():
         if os.environ.get(key) == value:
             del os.environ[key]
 
 
 def discards_on_refusal() -> bool:
-    """Whether a refusal now removes the log (capture() made its folders: the run folder is new)."""
-    return bool(_created)
+    """Whether a refusal now removes the log: capture() made its folders (the run folder is new), or
+    the log was to be copied to an object store (a refusal writes nothing there)."""
+    return bool(_created) or bool(_upload)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:  # something else was written there: keep it
+            break
 
 
 def log_path() -> Any:
