@@ -14,9 +14,10 @@ and a local run behaves exactly as it did. What needs real local files goes thro
     write_parquet(table, path)                  a whole shard or none, for readers on any node
     ray_storage(path)                           RunConfig/Tuner storage_path and storage_filesystem
 
-A URI may carry pyarrow's filesystem options as a query, e.g.
-s3://bucket/runs?region=us-west-2 or ?endpoint_override=minio:9000&scheme=http; credentials come from
-the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, instance roles), never from the config.
+A URI may carry filesystem options as a query (OPTIONS lists them), e.g. s3://bucket/runs?region=us-west-2
+or ?endpoint_override=minio:9000&scheme=http; credentials come from the environment (AWS_*,
+GOOGLE_APPLICATION_CREDENTIALS, instance roles), never from the config. Every client gives up on a store
+out of reach within seconds (connect/request timeouts and a retry limit, DEFAULTS; the URI may raise them).
 An object is visible only once whole (S3 and GCS complete an upload atomically), so writes to a
 Remote need no temporary name.
 """
@@ -37,10 +38,94 @@ from typing import Any
 
 from ray_t2t.errors import UserError, shorten
 
-SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs")
-GCS_RETRY_LIMIT_S = 5  # a gs:// bucket out of reach fails in ~10 s (the URI's retry_limit_seconds overrides)
+SCHEMES = ("s3", "gs", "gcs")
 CACHE_ENV = "RAY_T2T_CACHE_DIR"  # where local_copy keeps downloads (default ~/.cache/ray_t2t/storage)
 _filesystems: dict[tuple, object] = {}
+
+
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError("must be true or false")
+    return text.lower() in ("true", "1")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # also refuses nan
+        raise ValueError("must be seconds, more than 0 and at most 3600")
+    return value
+
+
+def _attempts(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 20:
+        raise ValueError("must be a whole number from 1 to 20")
+    return value
+
+
+def _http(text: str) -> str:
+    if text not in ("http", "https"):
+        raise ValueError("must be http or https")
+    return text
+
+
+def _text(text: str) -> str:
+    if not text or any(ord(c) < 33 for c in text):
+        raise ValueError("must be a value without spaces or control characters")
+    return text
+
+
+# The query options a URI may carry, per scheme: pyarrow's own (passed to FileSystem.from_uri) and the
+# client limits ray_t2t sets itself. Anything else is refused when the config is validated.
+_GCS = {"location": _text, "scheme": _http, "endpoint_override": _text, "project_id": _text}
+OPTIONS: dict[str, dict] = {
+    "s3": {
+        "region": _text,
+        "scheme": _http,
+        "endpoint_override": _text,
+        "allow_bucket_creation": _flag,
+        "allow_bucket_deletion": _flag,
+        "tls_ca_file_path": _text,
+        "connect_timeout": _seconds,
+        "request_timeout": _seconds,
+        "max_attempts": _attempts,
+    },
+    "gs": {**_GCS, "retry_limit_seconds": _seconds},
+    "gcs": {**_GCS, "retry_limit_seconds": _seconds},
+}
+# Without limits, a gs:// bucket this machine cannot reach (no credentials) retries for minutes; with
+# these, a store out of reach fails in about 10 s (S3: 3 attempts of at most 3 s without a byte).
+DEFAULTS: dict[str, dict[str, float]] = {
+    "s3": {"connect_timeout": 2.0, "request_timeout": 3.0, "max_attempts": 3},
+    "gs": {"retry_limit_seconds": 5.0},
+    "gcs": {"retry_limit_seconds": 5.0},
+}
+_OWN = ("connect_timeout", "request_timeout", "max_attempts")  # S3 options pyarrow's URI parser lacks
+
+
+def parse_options(scheme: str, query: str) -> dict[str, Any]:
+    """The options of a URI's query, each parsed; ValueError names an unknown, repeated or bad one."""
+    from urllib.parse import parse_qsl
+
+    known = OPTIONS[scheme]
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
+    except ValueError:
+        raise ValueError(f"{shorten(query)!r} is not a query of name=value options joined by '&'") from None
+    options: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in known:
+            raise ValueError(f"unknown option {shorten(key)!r} for {scheme}:// (known: {', '.join(sorted(known))})")
+        if key in options:
+            raise ValueError(f"option {key!r} is given twice")
+        try:
+            options[key] = known[key](value)
+        except ValueError as err:
+            raise ValueError(f"option {key}={shorten(value)!r}: {err}") from None
+    return options
 
 
 def scheme_of(text: str) -> str | None:
@@ -76,13 +161,26 @@ class Remote:
 
     @classmethod
     def parse(cls, text: str) -> Remote:
+        """The Remote a URI names; ValueError for an unknown scheme, no bucket, credentials in the URI
+        or an unknown or bad option."""
         scheme = scheme_of(text)
         if scheme is None or scheme not in SCHEMES:
             raise ValueError(uri_problem(text) or f"{text!r} is not a storage URI")
         rest = str(text).split("://", 1)[1]
         path, _, query = rest.partition("?")
-        if not path.strip("/"):
-            raise ValueError(f"{text!r}: no bucket")
+        bucket = path.strip("/").split("/", 1)[0]
+        if not bucket:
+            raise ValueError(f"{shorten(text)!r}: no bucket")
+        if "@" in bucket or ":" in bucket:
+            raise ValueError(
+                f"a {scheme}:// URI holds no credentials or port (not echoed here); credentials come from "
+                "the environment (AWS_* / GOOGLE_APPLICATION_CREDENTIALS, or the node's role), an endpoint from "
+                "?endpoint_override=host:port"
+            )
+        try:
+            parse_options(scheme, query)
+        except ValueError as err:
+            raise ValueError(f"{shorten(str(text))!r}: {err}") from None
         return cls(scheme, path, query)
 
     # --- pathlib-like
@@ -129,18 +227,30 @@ class Remote:
     def fs(self) -> Any:
         key = (self.scheme, self.path.split("/", 1)[0], self.query)
         if key not in _filesystems:
+            from urllib.parse import parse_qsl, urlencode
+
             import pyarrow
             import pyarrow.fs
 
-            query = self.query
-            if self.scheme in ("gs", "gcs") and "retry_limit_seconds" not in query:
-                # without a limit, a bucket this machine cannot reach (no credentials) retries for minutes
-                query = "&".join(filter(None, [query, f"retry_limit_seconds={GCS_RETRY_LIMIT_S}"]))
-            uri = f"{self.scheme}://{key[1]}" + (f"?{query}" if query else "")
+            limits = {**DEFAULTS[self.scheme], **parse_options(self.scheme, self.query)}
+            passed = {name: str(value) for name, value in limits.items() if name not in _OWN}
+            passed.update((name, value) for name, value in parse_qsl(self.query) if name not in _OWN)
+            limits = {name: value for name, value in limits.items() if name in _OWN}
+            uri = f"{self.scheme}://{key[1]}" + (f"?{urlencode(passed)}" if passed else "")
             try:
-                _filesystems[key] = pyarrow.fs.FileSystem.from_uri(uri)[0]
+                fs = pyarrow.fs.FileSystem.from_uri(uri)[0]
+                if limits:  # pyarrow's URI parser takes no client limits: rebuild with them, as unpickling does
+                    settings = fs.__reduce__()[1][0]
+                    attempts = limits.pop("max_attempts", None)
+                    if attempts:
+                        settings["retry_strategy"] = pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=attempts)
+                    fs = pyarrow.fs.S3FileSystem(**{**settings, **limits})
+                _filesystems[key] = fs
             except (pyarrow.ArrowException, ValueError, OSError) as err:
-                raise UserError(f"cannot open the object store {shorten(uri)}: {shorten(str(err), 400)}") from None
+                raise UserError(
+                    f"cannot open the object store {shorten(uri)}: {shorten(str(err), 400)}. Check the bucket name "
+                    "and, without ?region=..., that this machine can reach the store to find the bucket's region"
+                ) from None
         return _filesystems[key]
 
     def _info(self) -> Any:
@@ -338,8 +448,11 @@ def write_parquet(table: Any, path: StoragePath, **options: Any) -> None:
         pq.write_table(table, path.path, filesystem=path.fs, **options)
         return
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, staging, **options)
-    os.replace(staging, path)
+    try:
+        pq.write_table(table, staging, **options)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def upload(local: Path, target: Remote, last: str | None = None) -> None:
@@ -354,10 +467,10 @@ def upload(local: Path, target: Remote, last: str | None = None) -> None:
 
 @contextmanager
 def staged_folder(target: StoragePath, last: str | None = None) -> Iterator[Path]:
-    """Yield a new local folder to fill; when the block succeeds, it replaces `target` whole: renamed
-    into place (local) or uploaded after removing the old `target` (object store; the file named
-    `last` goes up after all others, so a reader that tests it sees a complete folder). On failure
-    nothing of it is kept."""
+    """Yield a new local folder to fill; when the block succeeds, it replaces `target` whole: swapped
+    into place in one step (local: a reader or a kill sees the previous folder or the new one), or
+    uploaded after removing the old `target` (object store; the file named `last` goes up after all
+    others, so a reader that tests it sees a complete folder). On failure nothing of it is kept."""
     if isinstance(target, Remote):
         staging = Path(tempfile.mkdtemp(prefix="ray_t2t_staging_"))
     else:
@@ -366,13 +479,37 @@ def staged_folder(target: StoragePath, last: str | None = None) -> Iterator[Path
         staging.mkdir()
     try:
         yield staging
-        remove_tree(target)
         if isinstance(target, Remote):
+            remove_tree(target)
             upload(staging, target, last)
         else:
-            staging.rename(target)
+            _put_in_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _put_in_place(staging: Path, target: Path) -> None:
+    """Move the folder `staging` to `target`, so that a process killed at any moment leaves `target`
+    either the previous whole folder or the new one (afterwards `staging` holds what was replaced)."""
+    if not os.path.lexists(target):
+        staging.rename(target)
+    elif not _exchange(staging, target):  # not Linux, or a filesystem without RENAME_EXCHANGE
+        previous = target.with_name(f".{target.name}-previous-{uuid.uuid4().hex[:8]}")
+        target.rename(previous)  # the moment between these two renames has no target
+        staging.rename(target)
+        previous.rename(staging)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 with RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
 
 
 def cache_root() -> Path:

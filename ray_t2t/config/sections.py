@@ -48,7 +48,7 @@ class RunSection(Section):
         "./ray_t2t_runs",
         description="Root of every run's files, shared by every node on a cluster (RunConfig.storage_path): a "
         "folder (on a cluster, a network file system every node mounts at the same path) or an object "
-        "store URI (s3://bucket/path, gs://bucket/path; pyarrow filesystem options as a query, e.g. "
+        "store URI (s3://bucket/path, gs://bucket/path; filesystem options as a query, e.g. "
         "?region=us-west-2; credentials from the environment). See cluster/README.md, Storage.",
     )
     max_failures: int = Field(
