@@ -128,8 +128,9 @@ class RunRecord(_Part):
     model: ModelPart
     data: DataPart
     experiment: str | None = None
+    group: StrictStr | None = Field(None, description="A sweep trial's group: its label and settings, not its seed.")
     params: dict[str, Any] | None = Field(None, description="The method entry's parameters.")
-    seed: int | None = None
+    seed: StrictInt | None = None
     precision: str | None = None
     config_hash: str | None = None
     run_hash: str | None = None
@@ -204,6 +205,41 @@ class TeacherInferenceRecord(_Part):
     storage: StoragePart | None = None
 
 
+class Spread(_Part):
+    median: Number
+
+
+class SpeedResult(_Part):
+    batch_size: StrictInt
+    examples: StrictInt | None = None
+    examples_per_s: Spread
+    tokens_per_s: Spread
+    seconds: Spread | None = None
+    latency_s: Spread | None = None
+
+
+class SpeedDevice(_Part):
+    type: str | None = None
+    name: str | None = None
+    description: StrictStr | None = None
+
+
+class InferenceSpeedRecord(_Part):
+    """The record of an exported model's inference speed (ray_t2t.inference): the report's speed columns."""
+
+    record_version: int = RECORD_VERSION
+    kind: Literal["inference_speed"]
+    architecture_key: StrictStr
+    results: list[SpeedResult]
+    settings: dict[str, Any] | None = None
+    device: SpeedDevice | None = None
+    params: StrictInt | None = None
+    stands_for: str | None = None
+
+
+_MODELS = {"teacher_inference": TeacherInferenceRecord, "inference_speed": InferenceSpeedRecord}
+
+
 def new_record(**fields: Any) -> dict[str, Any]:
     """A run record as JSON-ready data, checked against RunRecord (the loop's mistakes fail here, not
     in the report)."""
@@ -214,8 +250,9 @@ def new_record(**fields: Any) -> dict[str, Any]:
 
 def check_record(record: dict, source: str) -> None:
     """Raise UserError naming `source` and the first field the report needs that `record` lacks or
-    holds with the wrong type (a training run's record, or a teacher inference's)."""
-    model = TeacherInferenceRecord if record.get("kind") == "teacher_inference" else RunRecord
+    holds with the wrong type (a training run's record, a teacher inference's or an inference speed's)."""
+    kind = record.get("kind")
+    model = _MODELS.get(kind, RunRecord) if isinstance(kind, str) else RunRecord
     try:
         model.model_validate(record)
     except ValidationError as err:

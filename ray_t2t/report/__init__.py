@@ -339,9 +339,10 @@ def _build_report(
     if measured:
         first = measured[0].speed
         settings = first.get("settings") or {}
+        where = (first.get("device") or {}).get("description") or "see the inference records"
         doc.paragraph(
             f"Measured after training, one exported model at a time with nothing else running on its devices "
-            f"({first.get('device', {}).get('description', 'see the inference records')}): greedy decoding of a fixed "
+            f"({where}): greedy decoding of a fixed "
             f"set of {settings.get('examples')} test sources to exactly {settings.get('output_tokens')} new tokens "
             f"each, after a warm-up; the median of {settings.get('repeats')} repeats. Models of one architecture "
             "and size are measured once. tokens/s counts input + output tokens."
@@ -522,7 +523,7 @@ def _build_report(
                     fmt((i.get("device_seconds") or 0) / 3600),
                     fmt((i.get("cost") or {}).get("total")),
                     fmt(i.get("tokens_per_s") or i.get("tokens_per_s_per_replica")),
-                    fmt((i.get("storage") or {}).get("bytes", 0) / 1e6),
+                    fmt(((i.get("storage") or {}).get("bytes") or 0) / 1e6),
                     fmt((i.get("cost") or {}).get("storage_per_month")),
                 ]
                 for i in records.inferences

@@ -154,7 +154,7 @@ def compute_figures(
             [
                 (p["device_s"] / 3600, p[f"val_{metric}"])
                 for p in r["learning_curve"]
-                if isinstance(p.get(f"val_{metric}"), (int, float))
+                if isinstance(p.get(f"val_{metric}"), (int, float)) and isinstance(p.get("device_s"), (int, float))
             ]
             for r in group.records
         ]

@@ -162,8 +162,11 @@ def load_records(run_dir: Path) -> Records:
         raise UserError(f"no run records under {run_dir}{failed}: run `ray-t2t train` or `ray-t2t run` first")
     for path in sorted(run_dir.glob(f"{INFERENCE_FOLDER}/*.json")):
         speed = _read_json(path)
-        if isinstance(speed, dict) and speed.get("kind") == "inference_speed" and speed.get("status") == "finished":
-            records.speeds[str(speed.get("architecture_key"))] = dict(speed, _path=str(path))
+        if not isinstance(speed, dict):
+            raise UserError(f"{path}: not an inference-speed record (a JSON object was expected)")
+        if speed.get("kind") == "inference_speed" and speed.get("status") == "finished":
+            check_record(speed, str(path))
+            records.speeds[speed["architecture_key"]] = dict(speed, _path=str(path))
     return records
 
 
