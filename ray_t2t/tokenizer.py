@@ -22,6 +22,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -148,6 +149,39 @@ class PairTokenizer:
         if self.meta["kind"] == "pretrained":
             return [text.strip() for text in self.target.batch_decode(cut, skip_special_tokens=True)]
         return self.target.decode_batch(cut, skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ transformers
+
+    def to_transformers(self, decoder_only: bool) -> Any:
+        """This tokenizer as one transformers tokenizer (PreTrainedTokenizerFast) for an exported model:
+        `tok(texts)` encodes sources as the model reads them (ids, end-of-sequence, and the separator
+        that starts a decoder-only model's answer), `tok.batch_decode(ids, skip_special_tokens=True)`
+        gives target text as ray_t2t decodes it."""
+        from tokenizers import processors
+        from transformers import PreTrainedTokenizerFast
+
+        if self.meta["kind"] == "pretrained":
+            backend = Tokenizer.from_str(self.source.backend_tokenizer.to_str())
+        else:
+            vocab = self.meta["vocab"]
+            backend = _side(self.meta["source_level"], vocab)  # sources split as in training
+            backend.decoder = _side(self.meta["target_level"], vocab).decoder  # targets joined as ray_t2t does
+        name = backend.id_to_token
+        ends = [self.eos_id, self.sep_id] if decoder_only else [self.eos_id]
+        backend.post_processor = processors.TemplateProcessing(
+            single=" ".join(["$A", *(name(i) for i in ends)]),
+            special_tokens=sorted({(name(i), i) for i in ends}),
+        )
+        unk = backend.token_to_id(UNK)
+        return PreTrainedTokenizerFast(
+            tokenizer_object=backend,
+            pad_token=name(self.pad_id),
+            eos_token=name(self.eos_id),
+            sep_token=name(self.sep_id),
+            unk_token=UNK if unk is not None else None,
+            padding_side="left" if decoder_only else "right",  # a decoder-only batch generates after its prompts
+            clean_up_tokenization_spaces=False,
+        )
 
     # ------------------------------------------------------------------ files
 

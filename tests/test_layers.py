@@ -39,6 +39,7 @@ LAYERS = [
         "presets",
         "placement",
         "run_record",
+        "model_card",
         "console",
         "__init__",
     ],

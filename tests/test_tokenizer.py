@@ -79,3 +79,27 @@ def test_pretrained_tokenizer_from_a_local_path(tmp_path, with_pad):
     assert tok.decode_targets(ids) == ["HH AH L OW"]
     tok.save(tmp_path / "saved")
     assert PairTokenizer.load(tmp_path / "saved").encode_targets(["W ER L D"]) == tok.encode_targets(["W ER L D"])
+
+
+@pytest.mark.parametrize("decoder_only", [False, True])
+@pytest.mark.parametrize("kind", ["built", "pretrained"])
+def test_the_transformers_tokenizer_encodes_and_decodes_as_ray_t2t(tmp_path, kind, decoder_only):
+    """What an export holds for AutoTokenizer: sources end in end-of-sequence (and, for a decoder-only
+    model, the separator its answer follows), targets decode to ray_t2t's text."""
+    from transformers import AutoTokenizer
+
+    if kind == "built":
+        tok = PairTokenizer.build(WORDS, PHONES, "char", "word")
+        sources, targets = WORDS, PHONES
+    else:
+        _local_pretrained_tokenizer(tmp_path / "hf_tok", with_pad=False)
+        tok = PairTokenizer.from_pretrained(str(tmp_path / "hf_tok"))
+        sources = targets = ["HH AH L OW", "W ER L D"]
+    tok.to_transformers(decoder_only).save_pretrained(tmp_path / "export")
+    hf = AutoTokenizer.from_pretrained(tmp_path / "export")
+    ends = [tok.sep_id] if decoder_only else []
+    assert hf(list(sources))["input_ids"] == [ids + ends for ids in tok.encode_sources(sources)]
+    encoded = tok.encode_targets(targets)
+    assert hf.batch_decode(encoded, skip_special_tokens=True) == tok.decode_targets(encoded) == list(targets)
+    assert (hf.pad_token_id, hf.eos_token_id) == (tok.pad_id, tok.eos_id)
+    assert hf.padding_side == ("left" if decoder_only else "right")

@@ -44,6 +44,7 @@ from ray_t2t.ledger import (
 )
 from ray_t2t.methods import Setup, collate, get_method, model_spec
 from ray_t2t.metrics import compute_metrics
+from ray_t2t.model_card import model_card
 from ray_t2t.models import (
     count_parameters,
     exported_parameters,
@@ -52,7 +53,7 @@ from ray_t2t.models import (
 )
 from ray_t2t.placement import gpu_placement, own_cores
 from ray_t2t.run_record import new_record
-from ray_t2t.storage import StoragePath, location, staged_folder
+from ray_t2t.storage import StoragePath, files_under, location, staged_folder, write_atomic
 from ray_t2t.train.accounting import bank_energy, batch_tokens, curve_point, new_state, peak_memory_bytes, record_fields
 from ray_t2t.train.context import (
     InProcessContext,
@@ -442,6 +443,13 @@ def save_checkpoint(run: Run, metrics: dict) -> None:
     run.state["checkpoint_s"] += time.perf_counter() - started
 
 
+def _teachers_of(setup: Setup) -> list[str]:
+    """What a run learned from, for its model card: soft-target folders (named after their teacher)
+    and a live teacher's path."""
+    found = [location(str(folder)).name for folder in setup.extras.get("soft_targets") or []]
+    return found + ([str(setup.extras["teacher"])] if setup.extras.get("teacher") else [])
+
+
 def finish(run: Run) -> None:
     """Test metrics, export, and the run record (written by rank 0)."""
     cfg, setup, ctx, engine, state = run.cfg, run.setup, run.ctx, run.engine, run.state
@@ -457,6 +465,7 @@ def finish(run: Run) -> None:
             with staged_folder(export_dir) as staging:  # renamed into place, or uploaded
                 run.method.export(engine.module, staging, setup)
                 setup.tokenizer.save(staging / "ray_t2t_tokenizer")
+                setup.tokenizer.to_transformers(decoder_only=not setup.encoder_decoder).save_pretrained(staging)
                 exported = {"params": exported_parameters(staging), "key": export_key(staging)}
     if ctx.rank != 0:
         return
@@ -470,6 +479,9 @@ def finish(run: Run) -> None:
         precision=engine_precision(cfg, run.method),
         initialized_from=initialized_from(setup),
     )
+    files = [name for name, _, _ in files_under(export_dir)]
+    card = model_card(fields, teachers=_teachers_of(setup), kind=run.method.kind, files=files)
+    write_atomic(export_dir / "README.md", card)  # before the record: a finished run's export has its card
     write_record(run.run_dir, new_record(**fields))
     shown = cfg.eval.metric if cfg.eval.metric in test_metrics else "loss"  # pretrain scores its own objective
     _log(
