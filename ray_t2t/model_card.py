@@ -97,7 +97,7 @@ def model_card(
     if "adapter_config.json" in (files or []):
         notes.append(
             "This folder holds LoRA adapters, not merged weights: load it with peft "
-            "(`AutoPeftModelForSeq2SeqLM` / `AutoPeftModelForCausalLM`), or train with `merge: true`."
+            "(`AutoPeftModelForSeq2SeqLM` / `AutoPeftModelForCausalLM`), or train with `merge_on_export: true`."
         )
     if "fewshot_demonstrations.json" in (files or []):
         notes.append(
