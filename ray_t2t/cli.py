@@ -1,6 +1,6 @@
 """The `ray-t2t` command.
 
-    ray-t2t validate CONFIG [section.key=value ...] [--explain [--section NAME]]
+    ray-t2t validate CONFIG [method=NAME] [section.key=value ...] [--explain [--section NAME]]
     ray-t2t validate --explain [--section NAME]      # every config field, its type, default and meaning
     ray-t2t data CONFIG [section.key=value ...] [--rebuild] [--show N]
     ray-t2t train CONFIG [method=NAME] [section.key=value ...]
@@ -69,21 +69,24 @@ def _capture_output(args: argparse.Namespace, cfg: ExperimentConfig) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ray_t2t.config.experiment import config_hash, load_config
+    from ray_t2t.config.experiment import choose_method, config_hash, load_config
     from ray_t2t.config.explain import explain
 
     cfg = None
+    label, overrides = _method_and_overrides(args.overrides)
     if args.config is not None:
         if "=" in args.config:
             raise UserError(f"expected a config file before the overrides, got {args.config!r}")
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, overrides)
+        if label is not None:  # the exact command line of `train` validates
+            choose_method(cfg, label)
     elif not args.explain:
         raise UserError("give a CONFIG to validate, or --explain to list every config field")
     if cfg is not None:
         from ray_t2t.preflight import check_model_paths
 
         check_model_paths(cfg)
-    if cfg is not None and cfg.tune.space:  # what a sweep would refuse, refused now
+    if cfg is not None and (cfg.tune.space or cfg.tune.search == "optuna"):  # what a sweep would refuse, refused now
         from ray_t2t.sweep import check_sweep
 
         check_sweep(cfg)
@@ -92,7 +95,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 0
     models = cfg.models
     teachers = ", ".join(spec.preset or spec.name_or_path for spec in models.teachers) or "none"
-    methods = ", ".join(m.label or m.name for m in cfg.methods) or "none"
+    methods = label or ", ".join(m.label or m.name for m in cfg.methods) or "none"
     print(f"{args.config}: valid (config hash {config_hash(cfg)})")
     print(f"  experiment  {cfg.experiment_dir}")
     print(f"  task        {cfg.data.task}")
@@ -146,18 +149,25 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from ray_t2t.config.experiment import load_config
-    from ray_t2t.train.launcher import summarize, train
-
-    label = None
-    overrides = []
-    for item in args.overrides:
+def _method_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
+    """`method=NAME` (which of the config's methods `train` runs) apart from the section.key=value
+    overrides."""
+    label, overrides = None, []
+    for item in items:
         if item.startswith("method="):
             label = item.removeprefix("method=")
         else:
             overrides.append(item)
+    return label, overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ray_t2t.config.experiment import choose_method, load_config
+    from ray_t2t.train.launcher import summarize, train
+
+    label, overrides = _method_and_overrides(args.overrides)
     cfg = load_config(args.config, overrides)
+    choose_method(cfg, label)  # a wrong method= is refused before anything is written
     _capture_output(args, cfg)
     record = train(cfg, label, log=console.say)
     console.say(summarize(record))

@@ -42,7 +42,7 @@ from ray_t2t.preflight import check_cluster_fits, check_storage_writable, worker
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.storage import child, ray_storage
 from ray_t2t.train.launcher import prepare_method, train
-from ray_t2t.tune_search import optuna_searcher
+from ray_t2t.tune_search import check_optuna, optuna_searcher
 
 SAMPLERS = ("uniform", "loguniform", "randint", "choice")
 SWEEP_FOLDER = "sweep"
@@ -141,7 +141,10 @@ def make_trial(label: str, params: dict, seed: int) -> dict:
 
 def check_sweep(cfg: ExperimentConfig) -> None:
     """What `ray-t2t validate` checks of tune.space without running: its labels and parameters, and
-    the config of every trial a grid or random search plans (the first of each method with optuna)."""
+    the config of every trial a grid or random search plans (the first of each method with optuna),
+    and that optuna is installed when the search needs it."""
+    if cfg.tune.search == "optuna":
+        check_optuna()
     if not cfg.tune.space:
         return
     for trial in plan_trials(cfg)[:1000]:
@@ -151,6 +154,8 @@ def check_sweep(cfg: ExperimentConfig) -> None:
 def plan_trials(cfg: ExperimentConfig) -> list[dict]:
     """Every trial of the sweep known before it starts. Optuna search: each method's first trial (its
     space's first point, or its only trial when it has no space); the others are suggested as it runs."""
+    if cfg.tune.search == "optuna":
+        check_optuna()
     labels = sweep_labels(cfg)
     if not labels:
         raise ConfigError("the sweep has no method to train: every method entry trains the teacher")

@@ -16,9 +16,16 @@ class ValidationOptunaSearch(OptunaSearch):
             super().on_trial_result(trial_id, result)
 
 
+def check_optuna() -> None:
+    """UserError (exit 2) when tune.search: optuna cannot run: optuna is an optional dependency."""
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is None:
+        raise UserError("tune.search: optuna needs the optuna package: pip install 'ray-t2t[optuna]' (or optuna)")
+
+
 def optuna_searcher(metric: str, mode: str, seed: int) -> ValidationOptunaSearch:
-    try:
-        import optuna
-    except ImportError:
-        raise UserError("tune.search: optuna needs the optuna package: pip install optuna") from None
+    check_optuna()
+    import optuna
+
     return ValidationOptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed))

@@ -22,6 +22,17 @@ def test_validate_quickstart(capsys):
     assert "valid (config hash" in out and "kd_logits" in out
 
 
+def test_validate_takes_the_command_line_of_train(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    quickstart = str(REPO / "configs/quickstart.yaml")
+    assert main(["validate", quickstart, "method=kd_logits", "training.max_steps=10"]) == 0
+    assert "methods     kd_logits\n" in capsys.readouterr().out
+    for command in ("validate", "train"):  # the same message from both, before anything is written
+        assert main([command, quickstart, "method=nope"]) == 2
+        assert "no method 'nope' in the config. Methods: teacher, pretrain" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_validate_unknown_key_exits_nonzero_listing_valid_keys(capsys):
     assert main(["validate", str(REPO / "configs/quickstart.yaml"), "data.no_such_key=1"]) == 2
     err = capsys.readouterr().err
@@ -116,8 +127,11 @@ def test_a_run_shows_its_own_lines_and_logs_the_libraries_output(tmp_path, ray_t
     assert verbose.returncode == 0, verbose.stdout[-2000:] + verbose.stderr[-2000:]
     assert "[ray-t2t] step 4/4" in verbose.stdout and not (tmp_path / "runs" / "verbose" / "logs").exists()
 
-    failed = subprocess.run(
-        [ray_t2t_bin, "train", config, "method=no_such_entry"], capture_output=True, text=True, timeout=300
+    failed = subprocess.run(  # the run folder holds a run of other settings
+        [ray_t2t_bin, "train", config, "method=scratch", "training.max_steps=5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert failed.returncode == 2 and "ray-t2t train: error: " in failed.stderr and "no_such_entry" in failed.stderr
+    assert failed.returncode == 2 and "ray-t2t train: error: " in failed.stderr and "other settings" in failed.stderr
     assert "(everything the run printed: " in failed.stderr

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ray_t2t.config.experiment import validate_config
-from ray_t2t.errors import ConfigError
+from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.sweep import _concurrency, _tune_domain, best_params, make_trial, plan_trials, trial_config
 
-from conftest import minimal_config
+from conftest import REPO, minimal_config
 
 
 def sweep_config(tmp_path, **tune):
@@ -361,3 +361,20 @@ def test_ray_trains_local_mode_notice_is_left_out_of_the_run_log():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def test_optuna_is_an_optional_dependency_checked_by_validate(tmp_path, capsys, monkeypatch):
+    """Without optuna installed, tune.search: optuna is refused by validate (and before a sweep), saying
+    what to install; the other searches need nothing more."""
+    import importlib.util
+
+    from ray_t2t.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a))
+    quickstart = str(REPO / "configs/quickstart.yaml")
+    assert main(["validate", quickstart, "tune.search=optuna"]) == 2
+    assert "pip install 'ray-t2t[optuna]'" in capsys.readouterr().err
+    with pytest.raises(UserError, match="optuna needs the optuna package"):
+        plan_trials(sweep_config(tmp_path, search="optuna"))
+    assert main(["validate", quickstart, "tune.search=random"]) == 0

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from ray_t2t.batching.order import BatchOrder, length_keys
-from ray_t2t.config.experiment import validate_config
+from ray_t2t.config.experiment import choose_method, validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, read_record, write_record
 from ray_t2t.methods import METHODS, get_method
-from ray_t2t.train.launcher import choose_method, entry_config, run_hash
+from ray_t2t.train.launcher import entry_config, run_hash
 from ray_t2t.train.loop import deepspeed_config, lr_factor
 
 from conftest import minimal_config

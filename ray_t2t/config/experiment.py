@@ -112,6 +112,30 @@ def method_entry_type() -> Any:
     ]
 
 
+def method_entry(cfg: ExperimentConfig, label: str) -> MethodParams:
+    """The methods entry whose label (or method name) is `label`; KeyError when there is none."""
+    for entry in cfg.methods:
+        if (entry.label or entry.name) == label:
+            return entry
+    raise KeyError(label)
+
+
+def choose_method(cfg: ExperimentConfig, label: str | None) -> MethodParams:
+    """The methods entry named `label` (its label, or its method name); the only one if None.
+    ConfigError saying which there are otherwise."""
+    labels = [m.label or m.name for m in cfg.methods]
+    if not labels:
+        raise ConfigError("the config lists no methods; add one under `methods`")
+    if label is None:
+        if len(labels) > 1:
+            raise ConfigError(f"the config lists several methods; choose one with method=NAME ({', '.join(labels)})")
+        label = labels[0]
+    try:
+        return method_entry(cfg, label)
+    except KeyError:
+        raise ConfigError(f"no method {label!r} in the config. Methods: {', '.join(labels)}") from None
+
+
 _schemas: dict[int, type[ExperimentConfig]] = {}
 
 

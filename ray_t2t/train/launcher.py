@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ray_t2t.config.experiment import ExperimentConfig, config_hash
+from ray_t2t.config.experiment import ExperimentConfig, choose_method, config_hash
 from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.ledger import hardware_of, read_record, write_record
@@ -38,27 +38,12 @@ from ray_t2t.preflight import (
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.soft_targets import produce_soft_targets
 from ray_t2t.storage import child, location, ray_storage
-from ray_t2t.train.loop import FAIL_ONCE_ENV, method_entry, train_loop_per_worker
+from ray_t2t.train.loop import FAIL_ONCE_ENV, train_loop_per_worker
 
 if TYPE_CHECKING:
     from ray_t2t.config.sections import MethodParams
 
 RUN_HASH_FILE = "run_hash"
-
-
-def choose_method(cfg: ExperimentConfig, label: str | None) -> MethodParams:
-    """The methods entry named `label` (its label, or its method name); the only one if None."""
-    labels = [m.label or m.name for m in cfg.methods]
-    if not labels:
-        raise ConfigError("the config lists no methods; add one under `methods`")
-    if label is None:
-        if len(labels) > 1:
-            raise ConfigError(f"the config lists several methods; choose one with method=NAME ({', '.join(labels)})")
-        label = labels[0]
-    try:
-        return method_entry(cfg, label)
-    except KeyError:
-        raise ConfigError(f"no method {label!r} in the config. Methods: {', '.join(labels)}") from None
 
 
 def entry_config(cfg: ExperimentConfig, entry: MethodParams) -> ExperimentConfig:

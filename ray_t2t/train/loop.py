@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray_t2t import console
 from ray_t2t.batching.order import BatchOrder, SubsetOrder, length_keys
-from ray_t2t.config.experiment import ExperimentConfig, validate_config
+from ray_t2t.config.experiment import ExperimentConfig, method_entry, validate_config
 from ray_t2t.data import PreparedData, Split
 from ray_t2t.decoding import generate
 from ray_t2t.inference import export_key
@@ -62,7 +62,6 @@ from ray_t2t.train.context import (
 )
 
 if TYPE_CHECKING:
-    from ray_t2t.config.sections import MethodParams
     from ray_t2t.methods.base import Method
 
 CHECKPOINT_TAG = "ray_t2t"
@@ -578,13 +577,6 @@ def _process_started() -> float | None:
 
 
 # -------------------------------------------------------------------------------- helpers
-
-
-def method_entry(cfg: ExperimentConfig, label: str) -> MethodParams:
-    for entry in cfg.methods:
-        if (entry.label or entry.name) == label:
-            return entry
-    raise KeyError(label)
 
 
 def method_trains(method: Method | None, setup: Setup) -> bool:
