@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_WORKER = """
 import json, sys
-from ray_t2t.train.context import LocalContext
-from ray_t2t.train.loop import run_worker
+from ray_t2t.training.context import LocalContext
+from ray_t2t.training.loop import run_worker
 payload = json.loads(sys.argv[1])
 run_worker(payload, LocalContext(payload["run_dir"]))
 """

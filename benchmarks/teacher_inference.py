@@ -223,7 +223,7 @@ def measure(args) -> dict:
     if args.read:
         from benchmarks.suite import read_soft_targets
         from ray_t2t.data import Split
-        from ray_t2t.train.launcher import train
+        from ray_t2t.training.launcher import train
 
         train_split = Split(prepared, "train")
         read = read_soft_targets(

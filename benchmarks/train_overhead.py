@@ -67,7 +67,7 @@ def plain_loop(
     from benchmarks.suite import step_batches
     from ray_t2t.methods import Setup, collate
     from ray_t2t.models import build_model, is_encoder_decoder
-    from ray_t2t.train.loop import lr_factor
+    from ray_t2t.training.loop import lr_factor
 
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
@@ -175,7 +175,7 @@ def measure(args) -> dict:
     import ray
 
     from ray_t2t.ray_cluster import ensure_ray
-    from ray_t2t.train.launcher import train
+    from ray_t2t.training.launcher import train
 
     folder = Path(tempfile.mkdtemp(prefix="ray_t2t_bench_"))
     cfg = validate_config(experiment(folder, args))

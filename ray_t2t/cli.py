@@ -87,7 +87,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         check_model_paths(cfg)
     if cfg is not None and (cfg.tune.space or cfg.tune.search == "optuna"):  # what a sweep would refuse, refused now
-        from ray_t2t.sweep import check_sweep
+        from ray_t2t.sweeps import check_sweep
 
         check_sweep(cfg)
     if args.explain:
@@ -163,7 +163,7 @@ def _method_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ray_t2t.config.experiment import choose_method, load_config
-    from ray_t2t.train.launcher import summarize, train
+    from ray_t2t.training.launcher import summarize, train
 
     label, overrides = _method_and_overrides(args.overrides)
     cfg = load_config(args.config, overrides)
@@ -195,7 +195,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ray_t2t.config.experiment import load_config
-    from ray_t2t.sweep import run_sweep, summarize_sweep
+    from ray_t2t.sweeps import run_sweep, summarize_sweep
 
     cfg = load_config(args.config, args.overrides)
     _capture_output(args, cfg)
@@ -229,7 +229,7 @@ def cmd_inference(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ray_t2t.report import build_report
+    from ray_t2t.reporting import build_report
 
     report = build_report(
         args.run_dir,

@@ -23,9 +23,9 @@ from ray_t2t.preflight import (
     needs_soft_targets,
 )
 from ray_t2t.ray_cluster import ensure_ray
-from ray_t2t.report import build_report
+from ray_t2t.reporting import build_report
 from ray_t2t.storage import child
-from ray_t2t.sweep import (
+from ray_t2t.sweeps import (
     plan_trials,
     run_sweep,
     stage_one_labels,
@@ -33,10 +33,10 @@ from ray_t2t.sweep import (
     sweep_labels,
     waiting_cpus,
 )
-from ray_t2t.train.launcher import needs_no_ray, summarize, train
+from ray_t2t.training.launcher import needs_no_ray, summarize, train
 
 if TYPE_CHECKING:
-    from ray_t2t.report import Report
+    from ray_t2t.reporting import Report
 
 
 def with_stage_one_models(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -61,7 +61,7 @@ def with_stage_one_models(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> Report:
     """data -> teacher and pretraining runs -> soft targets -> sweep -> inference speed -> report, each
-    stage reused when complete. Returns the report (ray_t2t.report.Report)."""
+    stage reused when complete. Returns the report (ray_t2t.reporting.Report)."""
     first = stage_one_labels(cfg)
     swept = [label for label in sweep_labels(cfg) if label not in first]
     log(

@@ -41,8 +41,8 @@ def minimal_config(tmp_path: Path, **sections) -> dict:
 
 LOCAL_WORKER = """
 import importlib, json, sys
-from ray_t2t.train.context import LocalContext
-from ray_t2t.train.loop import run_worker
+from ray_t2t.training.context import LocalContext
+from ray_t2t.training.loop import run_worker
 payload = json.loads(sys.argv[1])
 sys.path.insert(0, sys.argv[2])
 for module in sys.argv[3:]:  # e.g. a test's own method, registered as its module is imported

@@ -354,8 +354,8 @@ def test_gan_trains_through_ray(tmp_path):
     import ray
 
     from ray_t2t.ray_cluster import start_local_ray
-    from ray_t2t.report import build_report
-    from ray_t2t.train.launcher import train
+    from ray_t2t.reporting import build_report
+    from ray_t2t.training.launcher import train
 
     # a Ray of its own (start_local_ray never joins another one running on this machine)
     start_local_ray(

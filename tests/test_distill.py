@@ -392,7 +392,7 @@ def test_stored_top_k_and_online_full_logit_kd_losses_agree_as_k_nears_the_vocab
     )
     for shard in range(2):
         replica.write_shard(shard)
-    from ray_t2t.train.launcher import prepare_method
+    from ray_t2t.training.launcher import prepare_method
 
     kd = get_method("kd_logits")
     offline_extras = prepare_method(cfg, entry, lambda message: None)

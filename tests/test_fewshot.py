@@ -16,7 +16,7 @@ from ray_t2t.data import Split, prepare_data
 from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import write_record
 from ray_t2t.methods import Setup, fewshot, get_method
-from ray_t2t.report import build_report, fewshot_by_k, fewshot_plot
+from ray_t2t.reporting import build_report, fewshot_by_k, fewshot_plot
 from ray_t2t.tokenizer import PairTokenizer
 
 from conftest import LOCAL_DATA, minimal_config, train_locally
@@ -32,7 +32,7 @@ def fewshot_config(tmp_path, method: dict, models: dict | None = None, **section
 
 def rows_fed(cfg, n_train: int, steps: int, world_size: int = 1, accumulation: int = 1) -> list[list[int]]:
     """Every micro-batch of every rank the loop's order feeds over `steps` optimizer steps: the method's
-    train_rows hook and SubsetOrder, built as ray_t2t.train.loop.train_steps builds them."""
+    train_rows hook and SubsetOrder, built as ray_t2t.training.loop.train_steps builds them."""
     entry = cfg.methods[0]
     setup = Setup(cfg, entry, tokenizer=None, seed=cfg.seed)
     rows = get_method("fewshot").train_rows(setup, n_train)
@@ -267,7 +267,7 @@ def test_report_lists_quality_against_each_k(tmp_path):
 
 
 def test_a_sweep_over_k_plans_one_group_per_k(tmp_path):
-    from ray_t2t.sweep import plan_trials, trial_config
+    from ray_t2t.sweeps import plan_trials, trial_config
 
     tune = {"methods": ["fewshot"], "space": {"fewshot": {"k": [8, 64, 512]}}, "seeds": [0, 1]}
     cfg = fewshot_config(tmp_path, {}, tune=tune, data={"split_sizes": {"train": 1000, "validation": 20, "test": 20}})

@@ -394,7 +394,7 @@ def test_a_run_record_with_any_field_changed_reports_or_names_the_record(tmp_pat
     import copy
 
     from ray_t2t.ledger import write_record
-    from ray_t2t.report import build_report
+    from ray_t2t.reporting import build_report
 
     record = _base_record()
     node = record
@@ -582,7 +582,7 @@ def _report_with_changes(folder: Path, changes: list) -> None:
     import json
 
     from ray_t2t.ledger import write_record
-    from ray_t2t.report import build_report
+    from ray_t2t.reporting import build_report
 
     records = copy.deepcopy(_EXPERIMENT)
     for (name, where), value in changes:

@@ -119,7 +119,7 @@ def test_the_report_joins_the_measurement_to_every_run_of_its_architecture(exper
     from test_report import training_record
 
     from ray_t2t.inference import settings_of
-    from ray_t2t.report import build_report
+    from ray_t2t.reporting import build_report
 
     cfg, _, exports = experiment
     run_dir = tmp_path / "x"

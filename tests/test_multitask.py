@@ -339,7 +339,7 @@ def test_report_compares_each_task_with_its_single_task_runs(tmp_path):
     from test_report import training_record
 
     from ray_t2t.ledger import write_record
-    from ray_t2t.report import build_report
+    from ray_t2t.reporting import build_report
 
     folder = tmp_path / "synthetic"
     # single-task runs: g2p scratch reaches wer 0.5 at step 400 of 1000 in 1000 s (400 s), p2g at 500 (500 s)

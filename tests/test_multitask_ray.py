@@ -7,7 +7,7 @@ import pytest
 
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.ray_cluster import start_local_ray
-from ray_t2t.train.launcher import train
+from ray_t2t.training.launcher import train
 
 from conftest import minimal_config
 

@@ -137,7 +137,7 @@ def test_teacher_inference_survives_losing_a_worker_node(cluster, tmp_path):
 
 
 def test_training_resumes_from_its_checkpoint_after_losing_its_node(cluster, tmp_path):
-    from ray_t2t.train.launcher import train
+    from ray_t2t.training.launcher import train
 
     raw = minimal_config(tmp_path, methods=[{"name": "scratch"}])
     raw["run"] = {

@@ -212,7 +212,7 @@ def test_needs_soft_targets(tmp_path):
 
 def test_train_refuses_an_impossible_worker_before_preparing_data(tmp_path, monkeypatch):
     import ray_t2t.preflight as preflight
-    import ray_t2t.train.launcher as launcher
+    import ray_t2t.training.launcher as launcher
 
     monkeypatch.setattr(launcher, "ensure_ray", lambda *args, **kwargs: True)
     monkeypatch.setattr(preflight, "cluster_view", lambda: ([CPU2], None, False))
@@ -223,7 +223,7 @@ def test_train_refuses_an_impossible_worker_before_preparing_data(tmp_path, monk
 
 
 def test_train_refuses_an_unwritable_storage_path_before_starting_ray(tmp_path, monkeypatch):
-    import ray_t2t.train.launcher as launcher
+    import ray_t2t.training.launcher as launcher
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started before the storage check")
@@ -241,7 +241,7 @@ def test_a_lone_local_mode_run_is_checked_against_this_machine_without_starting_
     import ray
 
     import ray_t2t.preflight as preflight
-    import ray_t2t.train.launcher as launcher
+    import ray_t2t.training.launcher as launcher
 
     class Prepared(Exception):
         pass
@@ -286,8 +286,8 @@ def test_this_machine_is_counted_as_a_local_ray_counts_it():
 
 def test_a_sweep_refuses_before_preparing_data(tmp_path, monkeypatch):
     import ray_t2t.preflight as preflight
-    import ray_t2t.sweep as sweep
-    from ray_t2t.sweep import run_sweep
+    import ray_t2t.sweeps as sweep
+    from ray_t2t.sweeps import run_sweep
 
     monkeypatch.setattr(sweep, "ensure_ray", lambda *args, **kwargs: True)
     monkeypatch.setattr(preflight, "cluster_view", lambda: ([CPU2], None, False))

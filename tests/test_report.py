@@ -10,7 +10,7 @@ import pytest
 from ray_t2t.cli import main
 from ray_t2t.errors import UserError
 from ray_t2t.ledger import write_record
-from ray_t2t.report import (
+from ray_t2t.reporting import (
     build_report,
     mean_ci,
     pareto_front,
@@ -68,7 +68,7 @@ def training_record(
     architecture_key="student-arch",
     training_only=0,
 ):
-    """A finished run record with the fields and structure of ray_t2t.train.loop.finish()."""
+    """A finished run record with the fields and structure of ray_t2t.training.loop.finish()."""
     devices = 1.0
     points = curve(train_s, reach_step)
     device_s = train_s * devices

@@ -368,7 +368,7 @@ def test_kd_multi_teacher_student_learns_from_two_teachers(tmp_path):
         )
         for shard in range(3):
             replica.write_shard(shard)
-    from ray_t2t.train.launcher import prepare_method
+    from ray_t2t.training.launcher import prepare_method
 
     extras = prepare_method(cfg, cfg.methods[0], lambda m: None)
     assert [Path(f).name for f in extras["soft_targets"]] == ["teacher_a", "teacher_b"]

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from ray_t2t.ledger import crossing
-from ray_t2t.report.stats import (
+from ray_t2t.reporting.stats import (
     Crossings,
     Stat,
     best_of,

@@ -222,7 +222,7 @@ def test_soft_targets_are_written_verified_and_read_on_s3(tmp_path, s3_bucket):
 def test_a_report_of_an_experiment_on_s3_is_written_to_it(tmp_path, s3_bucket):
     from test_report import training_record
 
-    from ray_t2t.report import build_report
+    from ray_t2t.reporting import build_report
 
     exp = location(s3_bucket) / "runs" / "exp"
     for i, (method, wer) in enumerate([("scratch", 0.4), ("kd_logits", 0.3)]):

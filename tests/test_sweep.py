@@ -6,7 +6,7 @@ import pytest
 
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError, UserError
-from ray_t2t.sweep import _concurrency, _tune_domain, best_params, make_trial, plan_trials, trial_config
+from ray_t2t.sweeps import _concurrency, _tune_domain, best_params, make_trial, plan_trials, trial_config
 
 from conftest import REPO, minimal_config
 
@@ -201,7 +201,7 @@ def test_the_sweep_stage_starts_from_what_stage_one_trained(tmp_path):
 def test_shipped_pipelines_plan_their_sweeps(name, repo):
     from ray_t2t.config.experiment import load_config
     from ray_t2t.pipeline import with_stage_one_models
-    from ray_t2t.sweep import stage_one_labels
+    from ray_t2t.sweeps import stage_one_labels
 
     cfg = load_config(repo / "configs" / name)
     swept = with_stage_one_models(cfg)
@@ -225,7 +225,7 @@ def test_local_mode_trials_reserve_their_worker_and_nothing_besides(tmp_path):
     """scaling.local_mode: a trial trains in its own process, so it reserves the worker's bundle and no
     tune.trial_cpus on top; a local Ray declares no extra logical CPUs for waiting trials."""
     from ray_t2t.preflight import requests
-    from ray_t2t.sweep import waiting_cpus
+    from ray_t2t.sweeps import waiting_cpus
 
     raw = minimal_config(tmp_path, scaling={"num_workers": 1, "resources_per_worker": {"CPU": 1}, "local_mode": True})
     cfg = validate_config(raw)
@@ -258,7 +258,7 @@ def test_settings_that_cannot_work_together_are_refused(tmp_path, scaling, tune,
 def test_local_mode_restarts_a_failed_run_up_to_run_max_failures(tmp_path):
     """Ray Train restarts nothing in local mode: the launcher restarts fit() (the loop resumes from its
     checkpoint) as often as run.max_failures allows, -1 without limit; with workers Ray Train does it."""
-    from ray_t2t.train.launcher import _fit
+    from ray_t2t.training.launcher import _fit
 
     class Trainer:
         def __init__(self, failures: int):
@@ -297,7 +297,7 @@ def test_local_mode_restarts_a_failed_run_up_to_run_max_failures(tmp_path):
 def test_local_mode_trains_in_process_in_sweep_trials_anywhere_and_in_the_driver_only_on_a_local_ray(
     tmp_path, monkeypatch
 ):
-    from ray_t2t.train.launcher import trains_in_process
+    from ray_t2t.training.launcher import trains_in_process
 
     cfg = validate_config(minimal_config(tmp_path, scaling={"local_mode": True}))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -313,7 +313,7 @@ def test_a_lone_local_mode_run_starts_no_ray_unless_something_needs_it(tmp_path,
     resource only a Ray node declares (accelerator types, custom resources)."""
     import ray
 
-    from ray_t2t.train.launcher import needs_no_ray
+    from ray_t2t.training.launcher import needs_no_ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -338,7 +338,7 @@ def test_ray_trains_local_mode_notice_is_left_out_of_the_run_log():
 
     from ray.train import ScalingConfig
 
-    from ray_t2t.train.launcher import _LocalModeNotice, _quiet_local_mode_notice
+    from ray_t2t.training.launcher import _LocalModeNotice, _quiet_local_mode_notice
 
     logger = logging.getLogger("ray.train.v2.api.config")
     for earlier in [f for f in logger.filters if isinstance(f, _LocalModeNotice)]:  # an in-process run before

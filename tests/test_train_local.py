@@ -10,7 +10,7 @@ from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import Split, prepare_data
 from ray_t2t.methods import Setup, collate, get_method
 from ray_t2t.models import forward_flops_per_token, is_encoder_decoder, training_flops_per_token
-from ray_t2t.train.launcher import prepare_method
+from ray_t2t.training.launcher import prepare_method
 
 from conftest import LOCAL_DATA, REPO, TEACHER_T5, minimal_config, train_locally
 
@@ -140,7 +140,7 @@ def test_students_distilled_from_a_live_teacher_learn(prepared, g2p_teacher, met
 IN_PROCESS_RUNS = """
 import json, os, sys
 import torch.distributed as dist
-from ray_t2t.train.loop import train_loop_per_worker
+from ray_t2t.training.loop import train_loop_per_worker
 first, second = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 seen = {}
 try:

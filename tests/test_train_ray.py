@@ -15,8 +15,8 @@ import pytest
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.ray_cluster import start_local_ray
-from ray_t2t.train.launcher import summarize, train
-from ray_t2t.train.loop import FAIL_ONCE_ENV
+from ray_t2t.training.launcher import summarize, train
+from ray_t2t.training.loop import FAIL_ONCE_ENV
 
 from conftest import TINY_T5, minimal_config
 

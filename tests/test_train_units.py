@@ -10,8 +10,8 @@ from ray_t2t.config.experiment import choose_method, validate_config
 from ray_t2t.errors import ConfigError
 from ray_t2t.ledger import EnergyMeter, Hardware, cost_of, hardware_of, mfu, read_record, write_record
 from ray_t2t.methods import METHODS, get_method
-from ray_t2t.train.launcher import entry_config, run_hash
-from ray_t2t.train.loop import deepspeed_config, lr_factor
+from ray_t2t.training.launcher import entry_config, run_hash
+from ray_t2t.training.loop import deepspeed_config, lr_factor
 
 from conftest import minimal_config
 
@@ -190,7 +190,7 @@ def test_record_write_is_atomic_and_readable(tmp_path):
 def test_a_record_names_the_trained_weights_a_run_starts_from(tmp_path):
     """What the report charges a fine-tune for: the model its role loads (None for a random start)."""
     from ray_t2t.methods import Setup
-    from ray_t2t.train.loop import initialized_from
+    from ray_t2t.training.loop import initialized_from
 
     base = str(tmp_path / "runs" / "test" / "runs" / "pretrain" / "model")
     cfg = cfg_with(
@@ -212,7 +212,7 @@ def test_local_mode_on_a_gpu_refuses_a_process_without_one(tmp_path):
     """scaling.local_mode trains in the calling process: with use_gpu and no GPU there (a head node),
     the run is refused before Ray starts or any folder is written."""
     from ray_t2t.errors import UserError
-    from ray_t2t.train.launcher import train
+    from ray_t2t.training.launcher import train
 
     raw = minimal_config(tmp_path, methods=[{"name": "scratch"}], scaling={"use_gpu": True, "local_mode": True})
     with pytest.raises(UserError, match="local_mode trains in this process, which sees no CUDA GPU"):

@@ -3,7 +3,7 @@ loop calls, each with its default. A method file ends with one `Method(...)` nam
 overrides; `ray_t2t.methods` registers it. docs/methods.md walks through adding one.
 
 Everything else (the DeepSpeed engine, batching order, evaluation, checkpoints, the run record) is the
-shared loop's job, in ray_t2t.train, so methods are compared on equal terms. Methods never import Ray.
+shared loop's job, in ray_t2t.training, so methods are compared on equal terms. Methods never import Ray.
 """
 
 from __future__ import annotations

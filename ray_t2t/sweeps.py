@@ -41,7 +41,7 @@ from ray_t2t.placement import own_cores
 from ray_t2t.preflight import check_cluster_fits, check_storage_writable, worker_bundle
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.storage import child, ray_storage
-from ray_t2t.train.launcher import prepare_method, train
+from ray_t2t.training.launcher import prepare_method, train
 from ray_t2t.tune_search import check_optuna, optuna_searcher
 
 SAMPLERS = ("uniform", "loguniform", "randint", "choice")

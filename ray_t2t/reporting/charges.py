@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ray_t2t.report.records import Group, is_teacher_run, method_of, teacher_use
+from ray_t2t.reporting.records import Group, is_teacher_run, method_of, teacher_use
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The report's statistics: what a method's seeds say, and when a difference between methods is real.
 
-    from ray_t2t.report.stats import Stat, welch, Crossings, best_of, break_even_interval
+    from ray_t2t.reporting.stats import Stat, welch, Crossings, best_of, break_even_interval
 
     Stat.of([51.0, 55.2, 49.8], 0.95)             # mean 52.0 ± 6.9 (Student-t, 2 degrees of freedom)
     welch([51.0, 55.2, 49.8], [70.1, 66.0, 72.3])  # difference, its interval and a two-sided p-value

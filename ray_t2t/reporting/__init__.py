@@ -2,19 +2,19 @@
 
     ray-t2t report ray_t2t_runs/quickstart [--target 'wer <= 0.5' | --target-relative 0.95]
                                            [--confidence 0.95] [--no-plots]
-    from ray_t2t.report import build_report; print(build_report(Path("ray_t2t_runs/quickstart")).summary)
+    from ray_t2t.reporting import build_report; print(build_report(Path("ray_t2t_runs/quickstart")).summary)
 
 Reads, under an experiment folder (<storage_path>/<run.name>):
-    runs/*/record.json            training runs (ray_t2t.train.loop.finish writes them)
+    runs/*/record.json            training runs (ray_t2t.training.loop.finish writes them)
     sweep/*/record.json           sweep trials, when there is a sweep
     soft_targets/*/record.json    teacher inference (ray_t2t.soft_targets.inference_record)
     inference/*.json              inference speed of the exported models (ray_t2t.inference)
 and writes report/report.md, report/report.html (self-contained: tables and plots inline),
 report/report.json (the numbers) and report/*.png.
 
-It opens with the verdict (ray_t2t.report.verdict): per size class of exported model, which method
+It opens with the verdict (ray_t2t.reporting.verdict): per size class of exported model, which method
 reaches the target soonest and cheapest, which ends best, and after how many students a teacher
-pays off, each named only when Welch's t-test over the seeds supports it (ray_t2t.report.stats). Then the
+pays off, each named only when Welch's t-test over the seeds supports it (ray_t2t.reporting.stats). Then the
 figures behind it: every figure is the mean over a group's runs (seeds) with its confidence interval;
 time to target is interpolated between evaluations and censored for runs that never reached it.
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ray_t2t.errors import UserError
-from ray_t2t.report.figures import (
+from ray_t2t.reporting.figures import (
     TO_TARGET,
     Charge,
     GroupFigures,
@@ -39,8 +39,8 @@ from ray_t2t.report.figures import (
     figure_columns,
     speed_at,
 )
-from ray_t2t.report.plots import fewshot_plot, pareto_front, write_plots
-from ray_t2t.report.records import (
+from ray_t2t.reporting.plots import fewshot_plot, pareto_front, write_plots
+from ray_t2t.reporting.records import (
     REPORT_FOLDER,
     Target,
     group_records,
@@ -50,16 +50,16 @@ from ray_t2t.report.records import (
     resolve_target,
     time_to_target,
 )
-from ray_t2t.report.render import Document, _atomic_write, cell, crossing_cell, fmt
-from ray_t2t.report.stats import (
+from ray_t2t.reporting.render import Document, _atomic_write, cell, crossing_cell, fmt
+from ray_t2t.reporting.stats import (
     Stat,
     break_even_interval,
     mean_ci,
     students_to_break_even,
     t_quantile,
 )
-from ray_t2t.report.tasks import _multitask_json, fewshot_by_k, multitask_comparison
-from ray_t2t.report.verdict import (
+from ray_t2t.reporting.tasks import _multitask_json, fewshot_by_k, multitask_comparison
+from ray_t2t.reporting.verdict import (
     ClassVerdict,
     headline,
     judge,

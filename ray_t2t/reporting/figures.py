@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ray_t2t.report.charges import Charge, base_charge, teacher_charge
-from ray_t2t.report.records import (
+from ray_t2t.reporting.charges import Charge, base_charge, teacher_charge
+from ray_t2t.reporting.records import (
     Group,
     Target,
     time_to_target,
 )
-from ray_t2t.report.stats import Crossings, Stat
+from ray_t2t.reporting.stats import Crossings, Stat
 
 
 def _scaled(value: float | None, factor: float) -> float | None:

@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ray_t2t.report.records import (
+from ray_t2t.reporting.records import (
     Target,
     group_records,
     is_teacher_run,
     method_of,
     time_to_target,
 )
-from ray_t2t.report.stats import Stat
+from ray_t2t.reporting.stats import Stat
 
 
 def fewshot_by_k(

@@ -1,12 +1,12 @@
 """Run one method of an experiment on Ray Train: what `ray-t2t train CONFIG method=NAME` does.
 
     from ray_t2t.config.experiment import load_config
-    from ray_t2t.train.launcher import train
+    from ray_t2t.training.launcher import train
     record = train(load_config("configs/quickstart.yaml"), "scratch")
 
 Driver side only: it checks the method before any work, prepares the data, and builds the
 TorchTrainer (ScalingConfig, RunConfig, FailureConfig, CheckpointConfig from the config). The loop
-itself runs in the workers (ray_t2t.train.loop).
+itself runs in the workers (ray_t2t.training.loop).
 
 Reruns: a run is `<storage_path>/<run.name>/runs/<label>/`. A finished run with the same settings is
 reused, not retrained; an unfinished one resumes from its last checkpoint, because the TorchTrainer
@@ -38,7 +38,7 @@ from ray_t2t.preflight import (
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.soft_targets import produce_soft_targets
 from ray_t2t.storage import child, location, ray_storage
-from ray_t2t.train.loop import FAIL_ONCE_ENV, train_loop_per_worker
+from ray_t2t.training.loop import FAIL_ONCE_ENV, train_loop_per_worker
 
 if TYPE_CHECKING:
     from ray_t2t.config.sections import MethodParams

@@ -17,7 +17,7 @@ from ray_t2t.storage import folder_bytes
 if TYPE_CHECKING:
     import torch
 
-    from ray_t2t.train.loop import Run
+    from ray_t2t.training.loop import Run
 
 
 def new_state(energy_available: bool) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ray_t2t.report.stats import Crossings, Stat
+from ray_t2t.reporting.stats import Crossings, Stat
 
 
 def fmt(value: Any) -> str:

@@ -8,12 +8,12 @@ DeepSpeed checkpoint reported to Ray) -> finish (test metrics, the exported mode
 The engine's settings, the process's placement and small helpers follow. Inference speed is measured
 later, one exported model at a time (ray_t2t.inference).
 
-Clocks, tokens, FLOPs, energy and the learning curve are kept by ray_t2t.train.accounting: `train_s`
+Clocks, tokens, FLOPs, energy and the learning curve are kept by ray_t2t.training.accounting: `train_s`
 counts optimizer steps only; evaluation, checkpoints and export have clocks of their own, so how often
 a run is measured does not change its cost. They are saved in every checkpoint, so a resumed run
 continues its curve and its totals where the checkpoint left them.
 
-The loop never imports Ray: it talks to a TrainContext (ray_t2t.train.context).
+The loop never imports Ray: it talks to a TrainContext (ray_t2t.training.context).
 """
 
 from __future__ import annotations
@@ -54,8 +54,15 @@ from ray_t2t.models import (
 from ray_t2t.placement import gpu_placement, own_cores
 from ray_t2t.run_record import new_record
 from ray_t2t.storage import StoragePath, files_under, location, staged_folder, write_atomic
-from ray_t2t.train.accounting import bank_energy, batch_tokens, curve_point, new_state, peak_memory_bytes, record_fields
-from ray_t2t.train.context import (
+from ray_t2t.training.accounting import (
+    bank_energy,
+    batch_tokens,
+    curve_point,
+    new_state,
+    peak_memory_bytes,
+    record_fields,
+)
+from ray_t2t.training.context import (
     InProcessContext,
     RayTrainContext,
     single_process_group,

@@ -4,7 +4,7 @@ teacher pays for itself, stated only as far as the runs support it.
 Methods are compared within a size class: the groups whose exported models share family,
 architecture and parameter count (the student every method is asked to produce). A run that exports
 another model (the teacher, a differently shaped student) is shown in its own class and never ranked
-against the students. Within a class, ray_t2t.report.stats decides: a method is named fastest, cheapest or
+against the students. Within a class, ray_t2t.reporting.stats decides: a method is named fastest, cheapest or
 best only when Welch's t-test separates it from every other; break-even N comes with its interval.
 """
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ray_t2t.report.figures import GroupFigures
-from ray_t2t.report.records import Target
-from ray_t2t.report.render import cell, crossing_cell, fmt
-from ray_t2t.report.stats import BreakEven, Stat, Verdict, best_of, break_even_interval
+from ray_t2t.reporting.figures import GroupFigures
+from ray_t2t.reporting.records import Target
+from ray_t2t.reporting.render import cell, crossing_cell, fmt
+from ray_t2t.reporting.stats import BreakEven, Stat, Verdict, best_of, break_even_interval
 
 
 @dataclass

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ray_t2t.report.figures import GroupFigures
-from ray_t2t.report.records import Target
+from ray_t2t.reporting.figures import GroupFigures
+from ray_t2t.reporting.records import Target
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
