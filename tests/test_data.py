@@ -28,7 +28,9 @@ def words(splits):
 
 
 def test_task_registry_matches_the_config_choices():
-    assert set(TASKS) == set(DataSection.model_fields["task"].annotation.__args__)
+    from ray_t2t.config.sections import BUILTIN_TASKS
+
+    assert set(TASKS) == set(BUILTIN_TASKS)  # no plug-in is installed in the test environment
 
 
 def test_cmudict_examples(cmudict_examples):

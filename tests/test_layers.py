@@ -40,6 +40,7 @@ LAYERS = [
         "placement",
         "run_record",
         "model_card",
+        "plugins",
         "console",
         "__init__",
     ],

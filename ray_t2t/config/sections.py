@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ray_t2t import plugins
 from ray_t2t.metrics import METRICS
 from ray_t2t.presets import PRESETS
 from ray_t2t.storage import Remote, is_uri
@@ -181,15 +182,21 @@ TASKS = ("g2p_cmudict", "p2g_cmudict", "num2words", "huggingface", "files")
 TASK_TOKENIZER_LEVELS = {"p2g_cmudict": ("word", "char"), "num2words": ("char", "char")}
 
 
+BUILTIN_TASKS = ("g2p_cmudict", "p2g_cmudict", "num2words", "huggingface", "files")
+
+
 class DataSection(Section):
     """The task: where examples come from, how they are split, tokenized and length-checked."""
 
-    task: Literal["g2p_cmudict", "p2g_cmudict", "num2words", "huggingface", "files"] = Field(
+    task: str = Field(
         "g2p_cmudict",
         description="g2p_cmudict = embedded grapheme-to-phoneme task; p2g_cmudict = its reverse, phonemes -> "
         "spelling, on the same word split; num2words = embedded number -> words (see data.num2words); "
         "huggingface = datasets.load_dataset (see data.huggingface); files = local jsonl/csv/parquet (see "
-        "data.files).",
+        "data.files); or a task an installed plug-in registers (docs/plugins.md).",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of a plug-in task, read by its loader (docs/plugins.md)."
     )
     cmudict: CmudictSource = Field(default_factory=CmudictSource, description="Options of g2p_cmudict and p2g_cmudict.")
     num2words: Num2WordsSource = Field(default_factory=Num2WordsSource, description="Options of num2words.")
@@ -198,6 +205,15 @@ class DataSection(Section):
     source_column: str = Field("source", description="Column holding the input text (huggingface, files).")
     target_column: str = Field("target", description="Column holding the output text (huggingface, files).")
     split_sizes: SplitSizes = Field(default_factory=SplitSizes, description="Seeded split sizes.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        known = [*BUILTIN_TASKS, *plugins.names("ray_t2t.tasks")]
+        if value not in known:
+            raise ValueError(f"unknown task {value!r}. Tasks: {', '.join(known)}")
+        return value
+
     split_seed: int = Field(
         0, ge=0, le=MAX_SEED, description="Seed of the split; same seed, same split on every machine."
     )

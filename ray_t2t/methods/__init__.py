@@ -14,6 +14,7 @@ worker, frozen and outside the DeepSpeed engine; layer maps; hidden states and a
 
 from __future__ import annotations
 
+from ray_t2t import plugins
 from ray_t2t.methods import (
     fewshot,
     finetune,
@@ -100,3 +101,7 @@ register(gan.METHOD)
 register(vae.METHOD)
 register(fewshot.METHOD)
 register(multitask.METHOD)
+for _name, _method, _where in plugins.load("ray_t2t.methods", builtin=set(METHODS)):
+    if not isinstance(_method, Method) or _method.name != _name:
+        raise plugins.PluginError(f"{_where}: a method is a ray_t2t.methods.base.Method named {_name!r}")
+    register(_method)
