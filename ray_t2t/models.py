@@ -227,7 +227,7 @@ def _build_preset(spec: ModelSpec, tokenizer: PairTokenizer) -> PreTrainedModel:
     settings.update(_fresh_token_ids(tokenizer, encoder_decoder))
     config = _make_config(lambda: config_class(**settings), where)
     _drop_forced_eos(config)
-    return _instantiate(config, tokenizer, weights_from=None)
+    return _instantiate(config, tokenizer, weights_from=None, attention=spec.attn_implementation)
 
 
 def _build_named(spec: ModelSpec, tokenizer: PairTokenizer) -> PreTrainedModel:
@@ -256,6 +256,7 @@ def _build_named(spec: ModelSpec, tokenizer: PairTokenizer) -> PreTrainedModel:
         tokenizer,
         weights_from=name if spec.pretrained else None,
         trust_remote_code=spec.trust_remote_code,
+        attention=spec.attn_implementation,
     )
 
 
@@ -313,6 +314,7 @@ def _instantiate(
     *,
     weights_from: str | None,
     trust_remote_code: bool = False,
+    attention: str | None = None,
 ) -> PreTrainedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -320,12 +322,20 @@ def _instantiate(
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     # float32 explicitly: otherwise a config carrying dtype=bfloat16 (saved from a bf16 run) builds a
     # bf16 model, and the training engine's precision setting would no longer decide.
-    if weights_from is None:
-        model = auto.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    else:
-        model = auto.from_pretrained(
-            weights_from, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
-        )
+    options: dict[str, Any] = {"dtype": torch.float32, "trust_remote_code": trust_remote_code}
+    if attention is not None:
+        options["attn_implementation"] = attention
+    try:
+        if weights_from is None:
+            model = auto.from_config(config, **options)
+        else:
+            model = auto.from_pretrained(weights_from, config=config, **options)
+    except (ValueError, ImportError) as err:
+        if attention is None or "attn" not in str(err).lower() and "flash" not in str(err).lower():
+            raise
+        raise ModelConfigError(
+            f"attn_implementation={attention!r} is not available for {type(config).__name__} here: {err}"
+        ) from None
     if tokenizer.vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(tokenizer.vocab_size)
     _sync_generation_config(model)

@@ -78,6 +78,11 @@ class ExperimentConfig(Section):
             raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
         if ds.precision in ("bf16", "fp16") and not self.scaling.use_gpu:
             raise ValueError(f"deepspeed.precision={ds.precision} needs scaling.use_gpu=true (CPU trains in fp32)")
+        if self.tune.scheduler == "asha" and self.training.epochs is not None:
+            raise ValueError(
+                "tune.scheduler=asha plans its rungs in steps before the data is prepared: give "
+                "training.max_steps instead of training.epochs"
+            )
         if self.tune.scheduler == "asha" and self.eval.every_n_steps >= self.training.max_steps:
             raise ValueError(
                 f"tune.scheduler=asha stops weak trials at their evaluations before the last step, but "

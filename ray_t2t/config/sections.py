@@ -268,6 +268,11 @@ class ModelSpec(Section):
         description="Model-config attributes to change, e.g. {d_model: 128, num_layers: 4}.",
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the Hub to run. Off unless you set it.")
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None,
+        description="Attention kernel (transformers' attn_implementation); null = transformers' default (sdpa where "
+        "the model has it). flash_attention_2 needs the flash-attn package and a GPU.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -345,6 +350,19 @@ class TrainingSection(Section):
         "linear", description="Decay after warmup (to zero at max_steps, or constant)."
     )
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
+    epochs: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="Passes over the training split, instead of max_steps: when set, a run takes ceil(epochs x "
+        "training examples / global batch) optimizer steps, counted once the data is prepared (a method entry's "
+        "own max_steps still wins). null = max_steps decides.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them (transformers' "
+        "gradient_checkpointing_enable): less memory, about a third more compute per step.",
+    )
 
 
 class TargetSection(Section):
@@ -455,6 +473,47 @@ class ScalingSection(Section):
         return self
 
 
+# DeepSpeed config keys ray_t2t sets from its own fields (what to use instead), and those a user may set.
+DEEPSPEED_MANAGED = {
+    "train_batch_size": "use training.batch_size, deepspeed.gradient_accumulation_steps and scaling.num_workers",
+    "train_micro_batch_size_per_gpu": "use training.batch_size",
+    "gradient_accumulation_steps": "use deepspeed.gradient_accumulation_steps",
+    "gradient_clipping": "use deepspeed.gradient_clipping",
+    "bf16": "use deepspeed.precision",
+    "fp16": "use deepspeed.precision",
+    "amp": "use deepspeed.precision",
+    "optimizer": "every method trains with the same AdamW (training.learning_rate, training.weight_decay)",
+    "scheduler": "every method trains with the same schedule (training.warmup_steps, training.lr_schedule)",
+}
+ZERO_MANAGED = {
+    "stage": "deepspeed.zero_stage",
+    "offload_optimizer": "deepspeed.offload_optimizer",
+    "offload_param": "deepspeed.offload_params",
+}
+DEEPSPEED_KEYS = (
+    "zero_optimization",
+    "activation_checkpointing",
+    "communication_data_type",
+    "seq_parallel_communication_data_type",
+    "prescale_gradients",
+    "gradient_predivide_factor",
+    "sparse_gradients",
+    "data_types",
+    "checkpoint",
+    "aio",
+    "compile",
+    "flops_profiler",
+    "comms_logger",
+    "tensorboard",
+    "wandb",
+    "csv_monitor",
+    "wall_clock_breakdown",
+    "memory_breakdown",
+    "steps_per_print",
+    "dump_state",
+)
+
+
 class DeepSpeedSection(Section):
     """The DeepSpeed engine every method trains on."""
 
@@ -469,6 +528,31 @@ class DeepSpeedSection(Section):
     offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO 3).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-steps per optimizer step.")
     gradient_clipping: float = Field(1.0, ge=0, description="Global gradient-norm clip; 0 = off.")
+    config_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Raw DeepSpeed config entries merged over the one ray_t2t builds, e.g. {zero_optimization: "
+        "{overlap_comm: true, reduce_bucket_size: 50000000}}; checked by DeepSpeed before any work. What the "
+        "fields above and training.batch_size set, and the optimizer and scheduler (every method trains with the "
+        "same AdamW and schedule), are refused here.",
+    )
+
+    @field_validator("config_overrides")
+    @classmethod
+    def _not_managed(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in DEEPSPEED_MANAGED:
+                raise ValueError(f"{key!r} is set by ray_t2t: {DEEPSPEED_MANAGED[key]}")
+            if key not in DEEPSPEED_KEYS:
+                raise ValueError(
+                    f"{key!r} is not a DeepSpeed config key ray_t2t passes on: {', '.join(DEEPSPEED_KEYS)}"
+                )
+        zero = value.get("zero_optimization", {})
+        if not isinstance(zero, dict):
+            raise ValueError("zero_optimization must be a mapping")
+        for key in ("stage", "offload_optimizer", "offload_param"):
+            if key in zero:
+                raise ValueError(f"zero_optimization.{key} is set by ray_t2t: use {ZERO_MANAGED[key]}")
+        return value
 
 
 class TuneSection(Section):

@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ray_t2t.config.experiment import ExperimentConfig, choose_method, config_hash
+from ray_t2t.config.sections import MAX_STEPS
 from ray_t2t.data import prepare_data
 from ray_t2t.errors import ConfigError, UserError
 from ray_t2t.ledger import hardware_of, read_record, write_record
@@ -38,7 +40,7 @@ from ray_t2t.preflight import (
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.soft_targets import produce_soft_targets
 from ray_t2t.storage import child, location, ray_storage
-from ray_t2t.training.loop import FAIL_ONCE_ENV, train_loop_per_worker
+from ray_t2t.training.loop import FAIL_ONCE_ENV, check_deepspeed_config, train_loop_per_worker
 
 if TYPE_CHECKING:
     from ray_t2t.config.sections import MethodParams
@@ -55,11 +57,34 @@ def entry_config(cfg: ExperimentConfig, entry: MethodParams) -> ExperimentConfig
         for key, value in (("max_steps", entry.max_steps), ("learning_rate", entry.learning_rate))
         if value is not None and value != getattr(cfg.training, key)
     }
+    if entry.max_steps is not None and cfg.training.epochs is not None:
+        training.update(max_steps=entry.max_steps, epochs=None)  # the entry's own step count wins
     if training:
         update["training"] = cfg.training.model_copy(update=training)
     if entry.resources_per_worker is not None and entry.resources_per_worker != cfg.scaling.resources_per_worker:
         update["scaling"] = cfg.scaling.model_copy(update={"resources_per_worker": dict(entry.resources_per_worker)})
     return cfg.model_copy(update=update) if update else cfg
+
+
+def workers_of(cfg: ExperimentConfig) -> int:
+    """Data-parallel ranks a run trains on."""
+    return 1 if cfg.scaling.local_mode else cfg.scaling.num_workers
+
+
+def steps_from_epochs(cfg: ExperimentConfig, train_examples: int) -> ExperimentConfig:
+    """The config with training.max_steps set from training.epochs (when set): ceil(epochs x
+    train_examples / global batch), at least 1."""
+    training = cfg.training
+    if training.epochs is None:
+        return cfg
+    global_batch = training.batch_size * cfg.deepspeed.gradient_accumulation_steps * workers_of(cfg)
+    steps = max(1, math.ceil(training.epochs * train_examples / global_batch))
+    if steps > MAX_STEPS:
+        raise ConfigError(
+            f"training.epochs={training.epochs:g} over {train_examples:,} examples in batches of {global_batch} "
+            f"is {steps:,} steps, more than {MAX_STEPS:,}"
+        )
+    return cfg.model_copy(update={"training": training.model_copy(update={"max_steps": steps})})
 
 
 def run_hash(cfg: ExperimentConfig, entry: MethodParams, with_seed: bool = True) -> str:
@@ -125,6 +150,7 @@ def train(
     except KeyError as err:
         raise ConfigError(str(err.args[0])) from None
     method.check_config(cfg, entry)
+    check_deepspeed_config(cfg, workers_of(cfg), method)
     if not cfg.scaling.use_gpu or cfg.scaling.accelerator_type:
         hardware_of(cfg).price_per_device_hour(cfg)  # a missing price fails now, not after training
     local_mode = trains_in_process(cfg, report_to_tune)
@@ -161,6 +187,7 @@ def train(
         if checks:
             check_cluster_fits(cfg, ("train",), log)
     prepared = prepare_data(cfg, log=log)
+    cfg = steps_from_epochs(cfg, prepared.summary["splits"]["train"]["examples"])
     extras = prepare_method(cfg, entry, log)
     run_dir.mkdir(parents=True, exist_ok=True)
     hash_file.write_text(this_run)

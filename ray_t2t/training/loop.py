@@ -34,6 +34,7 @@ from ray_t2t.batching.order import BatchOrder, SubsetOrder, length_keys
 from ray_t2t.config.experiment import ExperimentConfig, method_entry, validate_config
 from ray_t2t.data import PreparedData, Split
 from ray_t2t.decoding import generate
+from ray_t2t.errors import ConfigError, UserError, shorten
 from ray_t2t.inference import export_key
 from ray_t2t.ledger import (
     EnergyMeter,
@@ -149,6 +150,8 @@ def start_run(payload: dict, ctx: Any) -> Run:
     data = PreparedData.open(extras.get("data_path") or payload["data_path"])  # a method's own data (multitask)
     setup = Setup(cfg, entry, data.tokenizer(), seed=cfg.seed, extras=extras)
     model = method.build(setup)
+    if cfg.training.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     setup.encoder_decoder = is_encoder_decoder(model)
     total_params, trainable_params = count_parameters(model)
     flops_per_token = training_flops_per_token(model)
@@ -529,7 +532,52 @@ def deepspeed_config(cfg: ExperimentConfig, world_size: int, method: Method | No
     }
     if ds.gradient_clipping > 0:
         config["gradient_clipping"] = ds.gradient_clipping
-    return config
+    return _merged(config, ds.config_overrides)
+
+
+def _merged(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` laid over it, mappings merged key by key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both else value
+    return merged
+
+
+def check_deepspeed_config(cfg: ExperimentConfig, world_size: int, method: Method | None = None) -> None:
+    """ConfigError naming deepspeed.config_overrides when DeepSpeed refuses the config a run would
+    train with (an unknown or mistyped entry of a section), before any work."""
+    if not cfg.deepspeed.config_overrides:
+        return
+    import logging
+
+    from pydantic import ValidationError
+
+    logging.disable(logging.WARNING)  # DeepSpeed announces the accelerator it found as it is imported
+    try:
+        from deepspeed.runtime.config import DeepSpeedConfig
+    finally:
+        logging.disable(logging.NOTSET)
+
+    try:
+        DeepSpeedConfig(deepspeed_config(cfg, world_size, method))
+    except (ValidationError, ValueError, TypeError, AssertionError) as err:
+        reason = " ".join(line.strip() for line in str(err).splitlines() if "errors.pydantic.dev" not in line)
+        raise ConfigError(f"deepspeed.config_overrides: DeepSpeed refuses it: {shorten(reason, 600)}") from None
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """transformers' activation checkpointing on the model a method trains (or the task model a
+    wrapper holds: gan, vae), non-reentrant so that frozen inputs (LoRA) still get gradients."""
+    target = model if hasattr(model, "gradient_checkpointing_enable") else getattr(model, "task_model", None)
+    if target is None or not getattr(target, "supports_gradient_checkpointing", True):
+        raise UserError(f"training.gradient_checkpointing: {type(model).__name__} does not support it")
+    # transformers turns the key/value cache off in training forwards itself; evaluation keeps it.
+    # transformers 5 names it activation checkpointing (the old name warns)
+    if hasattr(target, "activation_checkpointing_enable"):
+        target.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def lr_factor(step: int, cfg: ExperimentConfig) -> float:
