@@ -36,6 +36,7 @@ CLUSTER = REPO / "cluster"
 AUTOSCALER_YAMLS = sorted(CLUSTER.glob("*.yaml"))
 AUTOSCALER_YAMLS = [p for p in AUTOSCALER_YAMLS if "provider" in (yaml.safe_load(p.read_text()) or {})]
 KUBERAY_YAMLS = sorted((CLUSTER / "kuberay").glob("*.yaml"))
+KUBERAY_IMAGE = "REGISTRY/ray-t2t:0.1.0"  # the image of cluster/Dockerfile, a placeholder registry in every file
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 RAY_VERSION = re.search(r"^ray==(\S+)$", (REPO / "requirements.lock").read_text(), re.M).group(1)
 # ensure_ray() sets these for every job it starts; Ray refuses a job whose runtime env sets them too
@@ -108,7 +109,45 @@ def test_autoscaler_config_shape(path):
     assert "RAY_AUTH_MODE=token" in head_start and "RAY_AUTH_MODE=token" in worker_start
     assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
     assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token", "the token comes from outside the repo"
-    assert f"rayproject/ray:{RAY_VERSION}-" in raw["docker"]["image"], "the cluster runs the client's Ray"
+    # every node runs the image of cluster/Dockerfile (built on the client's Ray) and installs nothing
+    assert raw["docker"]["image"] == raw["docker"]["head_image"] == KUBERAY_IMAGE
+    assert not any("pip install" in command for command in raw.get("setup_commands", []))
+    if raw["provider"]["type"] == "aws":  # a pinned machine image, not Ray's default Deep Learning AMI
+        assert all(t["node_config"].get("ImageId") for t in types.values())
+
+
+def test_the_image_runs_the_clients_ray_with_the_gpu_lock():
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{RAY_VERSION}-py311-gpu" in dockerfile, "the cluster runs the client's Ray"
+    assert "pip install --no-cache-dir -r requirements-gpu.lock" in dockerfile
+
+
+def test_the_gpu_lock_is_the_lock_plus_the_gpu_extra():
+    import tomllib
+
+    lines = [line for line in (REPO / "requirements-gpu.lock").read_text().splitlines() if not line.startswith("#")]
+    assert "-r requirements.lock" in lines  # the same pins, torch==2.13.0 included (its CUDA build on PyPI)
+    pins = {line.split("==")[0].lower(): line.split("==")[1] for line in lines if "==" in line}
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    wanted = {re.split(r"[<>=\[ ]", requirement)[0].lower() for requirement in extra}
+    assert wanted == set(pins), "every package of the gpu extra, pinned"
+
+
+def test_kuberay_pods_bound_their_shared_memory():
+    """/dev/shm (Ray's object store, 30% of a pod's memory by default, and NCCL) is a memory-backed
+    volume with a size limit that holds the object store and stays within the pod's memory limit."""
+    for where, doc in kuberay_documents():
+        spec = doc.get("spec", {}).get("rayClusterSpec", doc.get("spec", {}))
+        if "headGroupSpec" not in spec:
+            continue
+        for template in [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]:
+            volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+            limit = volumes["dshm"]["emptyDir"]["sizeLimit"]
+            memory = template["spec"]["containers"][0]["resources"]["limits"]["memory"]
+            assert limit.endswith("Gi") and memory.endswith("Gi"), where
+            assert 0.3 * int(memory[:-2]) <= int(limit[:-2]) < int(memory[:-2]), (
+                f"{where}: /dev/shm {limit} of {memory}"
+            )
 
 
 # ------------------------------------------------------------------------------------- KubeRay
