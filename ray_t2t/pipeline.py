@@ -33,6 +33,7 @@ from ray_t2t.sweeps import (
     sweep_labels,
     waiting_cpus,
 )
+from ray_t2t.tracking import check_tracking, log_report
 from ray_t2t.training.launcher import needs_no_ray, summarize, train
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> R
     plan_trials(cfg)  # config mistakes in the sweep fail now, before hours of training
     check_model_paths(cfg)
     check_storage_writable(cfg)
+    check_tracking(cfg.tracking)
     if first:  # what every stage asks is checked now, before any training
         stages = ["train"] + ["sweep"] * bool(swept) + ["teacher"] * needs_soft_targets(cfg)
         if needs_no_ray(cfg, sweep_trial=False):
@@ -93,6 +95,8 @@ def run_pipeline(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> R
         log("run: sweep results\n" + summarize_sweep(records))
     if cfg.inference.enabled:  # after every run, so that nothing else runs beside a measurement
         measure_experiment(cfg, log=log)
-    return build_report(
+    report = build_report(
         cfg.experiment_dir, confidence=cfg.report.confidence, plots=cfg.report.plots, formats=tuple(cfg.report.formats)
     )
+    log_report(cfg.tracking, cfg.run.name, cfg.experiment_dir, report)
+    return report

@@ -41,6 +41,7 @@ from ray_t2t.placement import own_cores
 from ray_t2t.preflight import check_cluster_fits, check_storage_writable, worker_bundle
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.storage import child, ray_storage
+from ray_t2t.tracking import check_tracking, tune_callbacks
 from ray_t2t.training.launcher import prepare_method, train
 from ray_t2t.tune_search import check_optuna, optuna_searcher
 
@@ -296,6 +297,7 @@ def run_sweep(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list
         entry = _entry(trial_cfg, trial["label"])
         get_method(entry.name).check_config(trial_cfg, entry)
     check_storage_writable(cfg)
+    check_tracking(cfg.tracking)
     cpus = os.cpu_count() or 1
     local = ensure_ray(cfg.scaling.use_gpu, extra_cpus=waiting_cpus(cfg))
     check_cluster_fits(cfg, ("sweep",), log)
@@ -424,7 +426,7 @@ def _fit(
         run_config=tune.RunConfig(
             name=path.name,
             verbose=0,
-            callbacks=[_progress_callback(len(space_trials(space)))],
+            callbacks=[_progress_callback(len(space_trials(space))), *tune_callbacks(cfg.tracking, cfg.run.name)],
             **ray_storage(path.parent),
         ),
     )

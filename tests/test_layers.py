@@ -27,7 +27,7 @@ LAYERS = [
     ["preflight", "ray_cluster"],
     ["config.experiment", "config.explain"],
     ["methods"],
-    ["models", "data", "batching", "decoding", "teachers", "ledger", "tokenizer"],
+    ["models", "data", "batching", "decoding", "teachers", "ledger", "tokenizer", "tracking"],
     [
         "config.sections",
         "config.overrides",

@@ -37,6 +37,7 @@ from ray_t2t.config.sections import (
     ScalingSection,
     Section,
     SoftTargetsSection,
+    TrackingSection,
     TrainingSection,
     TuneSection,
 )
@@ -68,6 +69,9 @@ class ExperimentConfig(Section):
         default_factory=InferenceSection, description="Inference speed of the exported models (ray-t2t inference)."
     )
     report: ReportSection = Field(default_factory=ReportSection, description="Comparison report.")
+    tracking: TrackingSection = Field(
+        default_factory=TrackingSection, description="Experiment tracking: TensorBoard, MLflow, W&B."
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:

@@ -652,3 +652,51 @@ class ReportSection(Section):
     )
     plots: bool = Field(True, description="Write PNG plots (Pareto, learning curves).")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of intervals over seeds.")
+
+
+class MlflowSection(Section):
+    """Log to an MLflow tracking server (needs mlflow-skinny: pip install 'ray-t2t[tracking]')."""
+
+    tracking_uri: str = Field(
+        description="The tracking server, e.g. http://mlflow.internal:5000 (or a local file:/sqlite: store). No "
+        "credentials here: MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD come from the environment.",
+    )
+    experiment: str | None = Field(None, description="MLflow experiment name; null = run.name.")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        head, sep, rest = value.partition("://")
+        if sep and "@" in rest.split("/", 1)[0]:
+            raise ValueError(
+                "a tracking URI holds no credentials (not echoed here): set MLFLOW_TRACKING_TOKEN or "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment"
+            )
+        if any(ord(c) < 32 for c in value):
+            raise ValueError("control characters in the tracking URI")
+        return value
+
+
+class WandbSection(Section):
+    """Log to Weights & Biases (needs wandb: pip install 'ray-t2t[tracking]'; WANDB_API_KEY from the
+    environment)."""
+
+    project: str = Field(description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (team or user); null = the API key's default.")
+    mode: Literal["online", "offline"] = Field(
+        "online", description="offline: runs are written under the run folder (wandb/), for `wandb sync` later."
+    )
+
+
+class TrackingSection(Section):
+    """Experiment tracking: every training run logs its config, learning curve, final metrics, time and
+    cost from rank 0; sweeps log their trials through Ray Tune's logger callbacks; `ray-t2t run` logs
+    the report (docs/tracking.md)."""
+
+    tensorboard: bool = Field(
+        False,
+        description="TensorBoard event files in <run folder>/tensorboard/ (the report's in "
+        "<experiment>/tensorboard/report/).",
+    )
+    mlflow: MlflowSection | None = Field(None, description="An MLflow tracking server; null = none.")
+    wandb: WandbSection | None = Field(None, description="Weights & Biases; null = none.")

@@ -40,6 +40,7 @@ from ray_t2t.preflight import (
 from ray_t2t.ray_cluster import ensure_ray
 from ray_t2t.soft_targets import produce_soft_targets
 from ray_t2t.storage import child, location, ray_storage
+from ray_t2t.tracking import check_tracking
 from ray_t2t.training.loop import FAIL_ONCE_ENV, check_deepspeed_config, train_loop_per_worker
 
 if TYPE_CHECKING:
@@ -180,6 +181,7 @@ def train(
     if checks:
         check_model_paths(cfg)
         check_storage_writable(cfg)
+        check_tracking(cfg.tracking)
     if needs_no_ray(cfg, report_to_tune):
         check_machine_fits(cfg, log)  # a method that needs Ray (teacher inference) starts it in prepare
     else:
@@ -210,6 +212,7 @@ def train(
         "fail_once_at_step": os.environ.get(FAIL_ONCE_ENV),
         "method_extras": extras,
         "record_fields": record_fields or {},
+        "track": not report_to_tune,  # a sweep trial is tracked by Ray Tune's logger callbacks
     }
     callbacks = []
     if local_mode:  # Ray Train keeps no checkpoints and runs no callbacks then: the loop does both

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ from ray_t2t.models import (
 from ray_t2t.placement import gpu_placement, own_cores
 from ray_t2t.run_record import new_record
 from ray_t2t.storage import StoragePath, files_under, location, staged_folder, write_atomic
+from ray_t2t.tracking import Tracker
 from ray_t2t.training.accounting import (
     bank_energy,
     batch_tokens,
@@ -126,6 +127,7 @@ class Run:
     energy: EnergyMeter
     state: dict  # step, clocks, tokens, curve, target: all saved in checkpoints
     run_dir: StoragePath
+    tracker: Tracker = field(default_factory=lambda: Tracker([]))  # rank 0's (ray_t2t.tracking)
 
 
 def start_run(payload: dict, ctx: Any) -> Run:
@@ -196,7 +198,8 @@ def start_run(payload: dict, ctx: Any) -> Run:
         f"ZeRO {cfg.deepspeed.zero_stage}, {cfg.training.max_steps if method_trains(method, setup) else 0} steps, "
         f"setup {time.perf_counter() - wall_start:.1f}s",
     )
-    return Run(
+    run_dir = location(payload["run_dir"])
+    run = Run(
         payload,
         ctx,
         cfg,
@@ -213,8 +216,12 @@ def start_run(payload: dict, ctx: Any) -> Run:
         flops_per_token,
         energy,
         state,
-        location(payload["run_dir"]),
+        run_dir,
     )
+    if ctx.rank == 0 and payload.get("track", True):  # a sweep trial is logged by Tune's callbacks instead
+        params = {"method": entry.model_dump(mode="json")} | cfg.model_dump(mode="json", exclude={"methods", "tune"})
+        run.tracker = Tracker.start(cfg.tracking, cfg.run.name, run_dir.name, run_dir, params)
+    return run
 
 
 def train_steps(run: Run) -> None:
@@ -331,6 +338,7 @@ def validate_into_curve(run: Run, validation: Split, metrics: dict) -> None:
     state["curve"].append(
         curve_point(state, method_trains(run.method, run.setup), run.hardware.devices, run.price, metrics, val)
     )
+    run.tracker.log(state["curve"][-1], state["step"])
     metrics |= {f"val_{k}": v for k, v in val.items()}
     if state["time_to_target"] is None and _reached(val, cfg):
         target = cfg.eval.target
@@ -492,6 +500,16 @@ def finish(run: Run) -> None:
     card = model_card(fields, teachers=_teachers_of(setup), kind=run.method.kind, files=files)
     write_atomic(export_dir / "README.md", card)  # before the record: a finished run's export has its card
     write_record(run.run_dir, new_record(**fields))
+    run.tracker.finish(
+        {
+            "test": fields["final"]["test"],
+            "train_s": state["train_s"],
+            "device_hours": fields["device_seconds"] / 3600,
+            "cost": fields["cost"]["total"],
+            "time_to_target": fields.get("time_to_target") or {},
+            "params_total": fields["model"]["total_params"],
+        }
+    )
     shown = cfg.eval.metric if cfg.eval.metric in test_metrics else "loss"  # pretrain scores its own objective
     _log(
         ctx,
