@@ -32,6 +32,9 @@ little. The figures:
 - options: benchmarks/loop_options.py at the same settings, best of 2 rounds: the optimizer step of
   fused AdamW (what the loop uses) vs torch's default AdamW (goal < 1: kept only if it gains), and,
   for information, a plain loop's tokens/s with each and with eager attention instead of SDPA.
+- split_memory: benchmarks/split_memory.py: a training worker's own memory for a 1M-example split
+  (synthetic token ids) as the memory-mapped views ray_t2t's Split gives vs as Python lists (goal <=
+  0.25), the resident memory, and the time of an epoch of reads.
 - padding: the share of pad tokens in a quickstart run's batches (the embedded task's training
   split, its batch size) with length-grouped batching vs without (goal <= 10% grouped); arithmetic
   only, no training.
@@ -69,8 +72,9 @@ GOALS = {  # figure -> (op, goal) on its ratio (or on its value where there is n
     "scaling_efficiency": (">=", 0.8),
     "ddp_ratio": (">=", 0.95),
     "fused_adamw_step": ("<", 1.0),
+    "split_memory": ("<=", 0.25),
 }
-BENCHMARKS = ("train", "lone", "sweep", "sweep_workers", "teacher", "padding", "options")
+BENCHMARKS = ("train", "lone", "sweep", "sweep_workers", "teacher", "padding", "options", "split_memory")
 
 
 def quickstart_trial() -> dict:
@@ -162,7 +166,15 @@ def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
         "2",
     ]
     sweep += ["--trials", "4", "--steps", "10"] if quick else ["--trials", "6", "--steps", "100"]
-    found = {"train": train, "lone": lone, "sweep": sweep, "teacher": teacher, "options": options}
+    memory = ["benchmarks/split_memory.py", "--examples", "100000" if quick else "1000000"]
+    found = {
+        "train": train,
+        "lone": lone,
+        "sweep": sweep,
+        "teacher": teacher,
+        "options": options,
+        "split_memory": memory,
+    }
     if trial["local_mode"]:  # the quickstart's sweep against the same sweep on Ray Train workers
         found["sweep_workers"] = sweep + ["--set", "scaling.local_mode=false"]
     return found
@@ -469,6 +481,31 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
                 f"{default['tokens_per_s']:,.0f}",
                 f"{eager['tokens_per_s'] / default['tokens_per_s']:.3f}",
             )
+    memory = results.get("split_memory")
+    if memory:
+        views, lists = memory["views"], memory["lists"]
+        add(
+            f"worker memory of a {memory['examples']:,}-example split, its own: memory-mapped views vs Python lists",
+            "split_memory",
+            f"{views['anonymous_mb']:,.0f} MB",
+            f"{lists['anonymous_mb']:,.0f} MB",
+            f"{memory['anonymous_ratio']:.3f}",
+            memory["anonymous_ratio"],
+        )
+        add(
+            "(the same, resident: the mapped file's pages are shared by the node's workers)",
+            None,
+            f"{views['rss_mb']:,.0f} MB",
+            f"{lists['rss_mb']:,.0f} MB",
+            f"{memory['rss_ratio']:.3f}",
+        )
+        add(
+            "(an epoch of reads, shuffled: views vs lists, s)",
+            None,
+            f"{views['read_s']:.1f}",
+            f"{lists['read_s']:.1f} + {lists['load_s']:.1f} to build",
+            f"{memory['read_ratio']:.2f}",
+        )
     return rows
 
 

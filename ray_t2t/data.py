@@ -39,7 +39,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +56,8 @@ if TYPE_CHECKING:
     from ray_t2t.data import Split
 
 SPLITS = ("train", "validation", "test")
-FORMAT_VERSION = 1  # bump when the prepared layout or tokenization changes; old caches are rebuilt
+FORMAT_VERSION = 2  # bump when the prepared layout or tokenization changes; old caches are rebuilt
+SPLIT_FILE = "{}.arrow"  # Arrow IPC, uncompressed: memory-mapped, so a node's workers share its pages
 COMPLETE_MARKER = "summary.json"  # written last: a folder without it is not a finished cache
 
 
@@ -452,7 +453,7 @@ def data_key(data: DataSection) -> str:
 
 @dataclass
 class PreparedData:
-    """A finished cache folder: <split>.parquet, tokenizer/ and summary.json. `path` is where it is
+    """A finished cache folder: <split>.arrow, tokenizer/ and summary.json. `path` is where it is
     stored (a Path, or a storage.Remote); its files are read from a local copy (the folder itself, or
     this node's download of it)."""
 
@@ -480,15 +481,16 @@ class PreparedData:
     def tokenizer(self) -> PairTokenizer:
         return PairTokenizer.load(self.files / "tokenizer")
 
-    def read_split(self, split: str) -> Split:
-        import pyarrow.parquet as pq
+    def read_split(self, split: str) -> Any:
+        """The split as a pyarrow Table, memory-mapped (its pages are read as they are used, and shared
+        by every process of the node that maps the same file)."""
+        import pyarrow as pa
 
-        return pq.read_table(self.files / f"{split}.parquet")
+        return pa.ipc.open_file(pa.memory_map(str(self.files / SPLIT_FILE.format(split)), "r")).read_all()
 
 
 def _write_split(path: Path, split: TokenizedSplit) -> None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     id_type = pa.list_(pa.int32())
     table = pa.table(
@@ -503,7 +505,8 @@ def _write_split(path: Path, split: TokenizedSplit) -> None:
     )
     if any(e.task is not None for e in split.examples):  # a multitask dataset: each row's task name
         table = table.append_column("task", pa.array([e.task for e in split.examples], pa.string()))
-    pq.write_table(table, path)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())  # one record batch: every column is one array
 
 
 def _split_summary(split: TokenizedSplit, shown: int) -> dict:
@@ -559,25 +562,66 @@ def _write_prepared(
     (renamed into place, or uploaded with summary.json last)."""
     with staged_folder(final, last=COMPLETE_MARKER) as staging:
         for name, split in tokenized.items():
-            _write_split(staging / f"{name}.parquet", split)
+            _write_split(staging / SPLIT_FILE.format(name), split)
         tokenizer.save(staging / "tokenizer")
         (staging / COMPLETE_MARKER).write_text(json.dumps(summary, indent=1, sort_keys=True))
     return PreparedData(final, summary)
 
 
 class Split:
-    """One split's token ids and references, as plain lists."""
+    """One split's token ids, references and tasks: sequences over the memory-mapped file, each
+    example read when it is used (a worker holds no Python copy of its split)."""
 
     def __init__(self, data: PreparedData, name: str) -> None:
         table = data.read_split(name)
-        self.source_ids = table.column("source_ids").to_pylist()
-        self.target_ids = table.column("target_ids").to_pylist()
-        self.references = table.column("references").to_pylist()
+        self.source_ids = IdLists(table.column("source_ids"))
+        self.target_ids = IdLists(table.column("target_ids"))
+        self.references = Values(table.column("references"))
         # a multitask dataset's task name per row; None for a single task
-        self.tasks = table.column("task").to_pylist() if "task" in table.column_names else None
+        self.tasks = Values(table.column("task")) if "task" in table.column_names else None
 
     def __len__(self) -> int:
         return len(self.source_ids)
+
+
+class IdLists(Sequence):
+    """A column of token id lists as a sequence of Python lists, made on access from the column's
+    (memory-mapped) values and offsets."""
+
+    def __init__(self, column: Any) -> None:
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        self.values = array.values.to_numpy()
+        self.offsets = array.offsets.to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.values[self.offsets[index] : self.offsets[index + 1]].tolist()
+
+    def lengths(self) -> list[int]:
+        return (self.offsets[1:] - self.offsets[:-1]).tolist()
+
+
+class Values(Sequence):
+    """A column as a sequence of Python values, each made on access."""
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return self.column[index].to_pylist()
+        return self.column[index].as_py()
 
 
 # --------------------------------------------------------------------------------------- multitask

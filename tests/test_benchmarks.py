@@ -120,6 +120,14 @@ def test_run_all_rows_judge_each_figure():
                 "eager_attention": {"tokens_per_s": 104.0, "optimizer_ms": 4.0},
             }
         },
+        "split_memory": {
+            "examples": 1000,
+            "views": {"anonymous_mb": 30.0, "rss_mb": 60.0, "read_s": 2.0},
+            "lists": {"anonymous_mb": 100.0, "rss_mb": 120.0, "read_s": 1.0, "load_s": 3.0},
+            "anonymous_ratio": 0.3,
+            "rss_ratio": 0.5,
+            "read_ratio": 2.0,
+        },
     }
     rows = {row["key"]: row for row in rows_of(results, {"max_steps": 600}) if row["key"]}
     assert rows["train_ratio"]["result"] == "pass"
@@ -134,6 +142,7 @@ def test_run_all_rows_judge_each_figure():
     assert rows["ddp_ratio"]["result"] == "FAIL" and rows["ddp_ratio"]["ratio"] == "0.938"
     assert rows["ddp_ratio"]["baseline"] == "160"
     assert rows["fused_adamw_step"]["ratio"] == "0.400" and rows["fused_adamw_step"]["result"] == "pass"
+    assert rows["split_memory"]["ratio"] == "0.300" and rows["split_memory"]["result"] == "FAIL"
     assert rows["padding_grouped"]["result"] == "pass" and rows["padding_grouped"]["ratio"] == "0.125"
     # end to end against the plain process's launch-to-exit rate; once started against its loop's
     assert rows["teacher_ratio"]["baseline"] == "100" and rows["teacher_ratio"]["result"] == "pass"
@@ -418,3 +427,16 @@ def test_gpu_mfu_smoke_run_on_cpu(tmp_path):
     assert runs["qlora"] == {"skipped": "needs a CUDA GPU and the bitsandbytes package"}
     assert runs["plain"]["tokens_per_s"] > 0 and runs["full"]["plain_ratio"] > 0
     assert "qlora  skipped" in result.stdout and "ray_t2t / plain" in result.stdout
+
+
+def test_the_split_memory_benchmark_runs(tmp_path):
+    """Its tiny form: a split file written as ray_t2t.data writes one, read both ways in fresh processes."""
+    out = tmp_path / "memory.json"
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "split_memory.py"), "--examples", "2000", "--json", str(out)],
+        check=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    result = json.loads(out.read_text())
+    assert result["examples"] == 2000 and result["views"]["tokens"] == result["lists"]["tokens"] == result["tokens"]

@@ -151,7 +151,7 @@ def test_the_data_cache_is_written_to_s3_complete_and_reused(tmp_path, s3_bucket
     prepared = prepare_data(cfg)
     assert isinstance(prepared.path, Remote) and str(prepared.path).startswith(f"{s3_bucket}/runs/test/data/")
     names = [name for name, _, _ in prepared.path.files()]
-    assert {"summary.json", "train.parquet", "validation.parquet", "test.parquet"} <= set(names)
+    assert {"summary.json", "train.arrow", "validation.arrow", "test.arrow"} <= set(names)
     assert any(name.startswith("tokenizer/") for name in names)
     again = prepare_data(cfg)
     assert again.reused and again.path == prepared.path

@@ -234,7 +234,7 @@ def train_steps(run: Run) -> None:
     trains = method_trains(run.method, run.setup)
     rows = run.method.train_rows(run.setup, len(train))
     order_args = (
-        length_keys(list(map(len, train.source_ids)), list(map(len, train.target_ids)), run.setup.encoder_decoder),
+        length_keys(train.source_ids.lengths(), train.target_ids.lengths(), run.setup.encoder_decoder),
         cfg.training.batch_size,
         ctx.world_size,
         ctx.rank,
