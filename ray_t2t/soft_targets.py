@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ray_t2t.batching import family_collate
 from ray_t2t.config.experiment import ExperimentConfig, validate_config
 from ray_t2t.config.sections import ModelSpec
-from ray_t2t.data import PreparedData, Split, prepare_data
+from ray_t2t.data import SPLIT_FILE, PreparedData, Split, prepare_data
 from ray_t2t.decoding import generate_ids
 from ray_t2t.errors import ConfigError, DataError, UserError
 from ray_t2t.ledger import Hardware, read_record, short_gpu_name, write_record
@@ -89,7 +89,7 @@ def identity(cfg: ExperimentConfig, teacher: Teacher, prepared: PreparedData) ->
         "format": FORMAT_VERSION,
         "teacher weights": teacher_hash,
         "tokenizer": hashlib.sha256(meta.encode()).hexdigest(),
-        "data split": sha256_of(prepared.files / "train.parquet"),
+        "data split": sha256_of(prepared.files / SPLIT_FILE.format("train")),
         "k": settings.top_k,
         "temperature": settings.temperature,
         "generations": settings.generations,

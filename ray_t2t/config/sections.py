@@ -195,13 +195,13 @@ class DataSection(Section):
         "huggingface = datasets.load_dataset (see data.huggingface); files = local jsonl/csv/parquet (see "
         "data.files); or a task an installed plug-in registers (docs/plugins.md).",
     )
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="Options of a plug-in task, read by its loader (docs/plugins.md)."
-    )
     cmudict: CmudictSource = Field(default_factory=CmudictSource, description="Options of g2p_cmudict and p2g_cmudict.")
     num2words: Num2WordsSource = Field(default_factory=Num2WordsSource, description="Options of num2words.")
     huggingface: HuggingFaceSource | None = Field(None, description="Source for task=huggingface.")
     files: FilesSource | None = Field(None, description="Source for task=files.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of a plug-in task, read by its loader (docs/plugins.md)."
+    )
     source_column: str = Field("source", description="Column holding the input text (huggingface, files).")
     target_column: str = Field("target", description="Column holding the output text (huggingface, files).")
     split_sizes: SplitSizes = Field(default_factory=SplitSizes, description="Seeded split sizes.")
