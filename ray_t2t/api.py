@@ -57,9 +57,9 @@ def train(
     from ray_t2t.training.launcher import train as _train
 
     cfg = _config(config, overrides)
-    entry = choose_method(cfg, method)
     if seed is None:
         return _train(cfg, method, log=log)
+    entry = choose_method(cfg, method)
     label = entry.label or entry.name
     cfg = cfg.model_copy(update={"seed": seed})
     return _train(cfg, label, log=log, run_name=f"{label}-seed{seed}", record_fields={"group": label})

@@ -87,9 +87,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         check_model_paths(cfg)
     if cfg is not None and cfg.deepspeed.config_overrides:  # DeepSpeed's own check (imports torch: only then)
-        from ray_t2t.training.launcher import check_deepspeed_config, workers_of
+        from ray_t2t.training.launcher import check_deepspeed_config
 
-        check_deepspeed_config(cfg, workers_of(cfg))
+        check_deepspeed_config(cfg, cfg.scaling.num_workers)
     if cfg is not None and (cfg.tune.space or cfg.tune.search == "optuna"):  # what a sweep would refuse, refused now
         from ray_t2t.sweeps import check_sweep
 

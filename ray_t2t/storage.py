@@ -232,10 +232,11 @@ class Remote:
             import pyarrow
             import pyarrow.fs
 
-            limits = {**DEFAULTS[self.scheme], **parse_options(self.scheme, self.query)}
-            passed = {name: str(value) for name, value in limits.items() if name not in _OWN}
+            defaults, given = DEFAULTS[self.scheme], parse_options(self.scheme, self.query)
+            # pyarrow's own options go through its URI parser as given; the client limits are set below
+            passed = {name: str(value) for name, value in defaults.items() if name not in _OWN}
             passed.update((name, value) for name, value in parse_qsl(self.query) if name not in _OWN)
-            limits = {name: value for name, value in limits.items() if name in _OWN}
+            limits = {name: value for name, value in {**defaults, **given}.items() if name in _OWN}
             uri = f"{self.scheme}://{key[1]}" + (f"?{urlencode(passed)}" if passed else "")
             try:
                 fs = pyarrow.fs.FileSystem.from_uri(uri)[0]

@@ -120,18 +120,19 @@ class Tracker:
         ids = json.loads(ids_file.read_text()) if ids_file.is_file() else {}
         # TensorBoard and W&B write files: in the run folder, or (an object store) locally, uploaded at the end
         local = Path(tempfile.mkdtemp(prefix="ray_t2t_tracking_")) if isinstance(folder, Remote) else Path(folder)
-        builders = {
-            "tensorboard": lambda: _TensorBoard(local / "tensorboard", params),
-            "mlflow": lambda: _Mlflow(tracking.mlflow, experiment, name, params, ids.get("mlflow")),
-            "wandb": lambda: _Wandb(tracking.wandb, experiment, name, params, local, ids.get("wandb")),
-        }
-        wanted = [
-            kind for kind in builders if (tracking.tensorboard if kind == "tensorboard" else getattr(tracking, kind))
-        ]
         backends: list[Any] = []
-        for kind in wanted:
+        for kind, wanted, build in (
+            ("tensorboard", tracking.tensorboard, lambda: _TensorBoard(local / "tensorboard", params)),
+            ("mlflow", tracking.mlflow, lambda: _Mlflow(tracking.mlflow, experiment, name, params, ids.get("mlflow"))),
+            (
+                "wandb",
+                tracking.wandb,
+                lambda: _Wandb(tracking.wandb, experiment, name, params, local, ids.get("wandb")),
+            ),
+        ):
             try:
-                backends.append(builders[kind]())
+                if wanted:
+                    backends.append(build())
             except Exception as err:  # checked before any work (check_tracking); a later failure warns once
                 console.error(f"tracking: {kind}: {shorten(str(err), 300)}; training goes on without it")
         write_atomic(ids_file, json.dumps({b.kind: b.run_id for b in backends if b.run_id}, indent=1))
@@ -176,6 +177,12 @@ class _TensorBoard:
         self.writer.close()
 
 
+def _mlflow_experiment(client: Any, name: str) -> str:
+    """The id of the MLflow experiment `name`, created if there is none."""
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)
+
+
 class _Mlflow:
     kind = "mlflow"
 
@@ -186,9 +193,7 @@ class _Mlflow:
         _mlflow_environment()
         self.client = MlflowClient(tracking_uri=section.tracking_uri)
         if run_id is None:
-            wanted = section.experiment or experiment
-            found = self.client.get_experiment_by_name(wanted)
-            experiment_id = found.experiment_id if found else self.client.create_experiment(wanted)
+            experiment_id = _mlflow_experiment(self.client, section.experiment or experiment)
             run = self.client.create_run(experiment_id, run_name=name, tags={"ray_t2t.run": name})
             run_id = run.info.run_id
             flat = flat_params(params)
@@ -284,9 +289,7 @@ def log_report(tracking: TrackingSection, experiment: str, folder: StoragePath, 
 
         _mlflow_environment()
         client = MlflowClient(tracking_uri=tracking.mlflow.tracking_uri)
-        wanted = tracking.mlflow.experiment or experiment
-        found = client.get_experiment_by_name(wanted)
-        experiment_id = found.experiment_id if found else client.create_experiment(wanted)
+        experiment_id = _mlflow_experiment(client, tracking.mlflow.experiment or experiment)
         run_id = client.create_run(experiment_id, run_name="report", tags={"ray_t2t.report": experiment}).info.run_id
         client.log_text(run_id, report.summary, "verdict.txt")
         for path in files:

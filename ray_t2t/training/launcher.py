@@ -67,18 +67,13 @@ def entry_config(cfg: ExperimentConfig, entry: MethodParams) -> ExperimentConfig
     return cfg.model_copy(update=update) if update else cfg
 
 
-def workers_of(cfg: ExperimentConfig) -> int:
-    """Data-parallel ranks a run trains on."""
-    return 1 if cfg.scaling.local_mode else cfg.scaling.num_workers
-
-
 def steps_from_epochs(cfg: ExperimentConfig, train_examples: int) -> ExperimentConfig:
     """The config with training.max_steps set from training.epochs (when set): ceil(epochs x
     train_examples / global batch), at least 1."""
     training = cfg.training
     if training.epochs is None:
         return cfg
-    global_batch = training.batch_size * cfg.deepspeed.gradient_accumulation_steps * workers_of(cfg)
+    global_batch = training.batch_size * cfg.deepspeed.gradient_accumulation_steps * cfg.scaling.num_workers
     steps = max(1, math.ceil(training.epochs * train_examples / global_batch))
     if steps > MAX_STEPS:
         raise ConfigError(
@@ -151,7 +146,7 @@ def train(
     except KeyError as err:
         raise ConfigError(str(err.args[0])) from None
     method.check_config(cfg, entry)
-    check_deepspeed_config(cfg, workers_of(cfg), method)
+    check_deepspeed_config(cfg, cfg.scaling.num_workers, method)
     if not cfg.scaling.use_gpu or cfg.scaling.accelerator_type:
         hardware_of(cfg).price_per_device_hour(cfg)  # a missing price fails now, not after training
     local_mode = trains_in_process(cfg, report_to_tune)
