@@ -363,6 +363,13 @@ class TrainingSection(Section):
         description="Recompute activations in the backward pass instead of keeping them (transformers' "
         "gradient_checkpointing_enable): less memory, about a third more compute per step.",
     )
+    packing: bool = Field(
+        False,
+        description="Decoder-only models: pack each micro-batch's examples into shared rows instead of padding "
+        "them (positions restart and attention stops at every example's boundary, so the loss is the one the "
+        "padded batch gives; the same examples per step). Methods that support it: scratch, finetune, lora, "
+        "qlora, partial, sft, kd_logits, kd_sequence.",
+    )
 
 
 class TargetSection(Section):

@@ -135,6 +135,10 @@ class Method:
     # The parameter that sets how many training examples it learns from (fewshot: k): the report
     # shows quality against it.
     examples_param: str | None = None
+    # Its batches may be packed (training.packing): they are the family's decoder-only batch plus, in
+    # position_keys, tensors flattened over the labelled positions (ray_t2t.batching.packing).
+    packs: bool = False
+    position_keys: tuple[str, ...] = ()
 
     # ---- hooks (driver)
     check: Callable[[ExperimentConfig, Any], None] = no_check  # raise ConfigError before any work
@@ -168,9 +172,16 @@ class Method:
         return self.teacher_use(params) is not None
 
     def check_config(self, cfg: ExperimentConfig, params: Any) -> None:
-        """Everything checked before any work: the trained model's family against `families` (read
-        from the model's config only when the method is restricted), then the method's own check."""
-        if set(self.families) != set(FAMILIES):
+        """Everything checked before any work: the trained model's family against `families` and, with
+        training.packing, the method's support for it (the model's config is read only for these), then
+        the method's own check."""
+        packing = cfg.training.packing
+        if packing and not self.packs:
+            raise ConfigError(
+                f"training.packing: method {self.name!r} does not pack its batches; set training.packing: false "
+                f"or leave {self.name!r} out (docs/training.md#packing lists the methods that pack)"
+            )
+        if set(self.families) != set(FAMILIES) or packing:
             role = getattr(params, "model", None) or "student"
             spec = model_spec(cfg, role)
             try:
@@ -178,6 +189,11 @@ class Method:
             except OSError as err:
                 raise ConfigError(f"models.{role}: cannot read the config of {spec.name_or_path!r}: {err}") from None
             family = "encoder_decoder" if config.is_encoder_decoder else "decoder_only"
+            if packing and family != "decoder_only":
+                raise ConfigError(
+                    f"training.packing: packing is for decoder-only models (GPT-2, Llama), but models.{role} "
+                    f"is encoder-decoder ({config.model_type}); set training.packing: false"
+                )
             if family not in self.families:
                 index = next((i for i, entry in enumerate(cfg.methods) if entry is params), None)
                 where = f"methods.{index}.model" if index is not None else f"{self.name}.model"

@@ -48,4 +48,4 @@ def build(setup: Setup) -> torch.nn.Module:
     return model
 
 
-METHOD = Method("finetune", FinetuneParams, build, check=check)
+METHOD = Method("finetune", FinetuneParams, build, check=check, packs=True)

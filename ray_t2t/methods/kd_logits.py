@@ -221,4 +221,6 @@ METHOD = Method(
     collate=collate,
     loss=loss,
     extra_flops_per_token=extra_flops_per_token,
+    packs=True,
+    position_keys=TEACHER_KEYS,
 )

@@ -89,4 +89,5 @@ METHOD = Method(
     teacher_use=lambda params: "soft_targets",
     check=check,
     collate=collate,
+    packs=True,
 )

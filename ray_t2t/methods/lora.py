@@ -79,4 +79,4 @@ def export(model: torch.nn.Module, folder: StoragePath, setup: Setup) -> None:
         model.save_pretrained(folder)  # adapter_config.json + adapter weights
 
 
-METHOD = Method("lora", LoraParams, build, check=check, export=export)
+METHOD = Method("lora", LoraParams, build, check=check, export=export, packs=True)

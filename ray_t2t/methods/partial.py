@@ -83,4 +83,4 @@ def export(model: torch.nn.Module, folder: StoragePath, setup: Setup) -> None:
     model.save_pretrained(folder)
 
 
-METHOD = Method("partial", PartialParams, build, check=check, export=export)
+METHOD = Method("partial", PartialParams, build, check=check, export=export, packs=True)

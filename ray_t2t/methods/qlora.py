@@ -101,4 +101,4 @@ def export(model: torch.nn.Module, folder: StoragePath, setup: Setup) -> None:
         model.save_pretrained(folder)
 
 
-METHOD = Method("qlora", QloraParams, build, check=check, export=export, engine_precision="fp32")
+METHOD = Method("qlora", QloraParams, build, check=check, export=export, engine_precision="fp32", packs=True)

@@ -35,4 +35,4 @@ def build(setup: Setup) -> torch.nn.Module:
     return model
 
 
-METHOD = Method("scratch", ScratchParams, build)
+METHOD = Method("scratch", ScratchParams, build, packs=True)

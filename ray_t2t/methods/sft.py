@@ -114,4 +114,6 @@ def _teacher_key(key: str, maps: dict, teacher_state: dict) -> str:
     return mapped if mapped in teacher_state else key
 
 
-METHOD = Method("sft", SftParams, build, kind="distillation", teacher_use=lambda params: "weights", check=check)
+METHOD = Method(
+    "sft", SftParams, build, kind="distillation", teacher_use=lambda params: "weights", check=check, packs=True
+)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray_t2t import console
 from ray_t2t.batching.order import BatchOrder, SubsetOrder, length_keys
+from ray_t2t.batching.packing import pack_batch, quiet_packed_batch_warning, to_device
 from ray_t2t.config.experiment import ExperimentConfig, method_entry, validate_config
 from ray_t2t.data import PreparedData, Split
 from ray_t2t.decoding import generate
@@ -249,6 +250,9 @@ def train_steps(run: Run) -> None:
     else:
         order = BatchOrder(*order_args)
     collate_fn, loss_fn = run.method.collate, run.method.loss
+    packing = cfg.training.packing and not run.setup.encoder_decoder  # check_config refused the rest
+    if packing:
+        quiet_packed_batch_warning()
     accumulation = cfg.deepspeed.gradient_accumulation_steps
     max_steps = cfg.training.max_steps if trains else 0
     if state["step"] == 0 and not state["curve"]:
@@ -273,7 +277,9 @@ def train_steps(run: Run) -> None:
             targets = [train.target_ids[i] for i in indices]
             batch = collate_fn(run.setup, sources, targets, indices=indices)
             source_tokens, target_tokens = batch_tokens(batch, run.setup.encoder_decoder)
-            batch = {key: value.to(run.device, non_blocking=True) for key, value in batch.items()}
+            if packing:
+                batch = pack_batch(batch, run.setup.tokenizer.pad_id, run.method.position_keys)
+            batch = {key: to_device(value, run.device) for key, value in batch.items()}
             loss = loss_fn(engine, batch, run.setup)
             if isinstance(loss, tuple):
                 loss, step_stats = loss
