@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The GPU-only checks, as one script for a GPU machine, in parts run in the order PARTS names them
-# (default "mfu tests", meant to take under 8 minutes on one H200):
+# (default "shapes tests", meant to take under 8 minutes on one H100 or H200):
+#   shapes   benchmarks/shapes.py --device cuda: t5-60m, t5-220m, gpt2-124m and llama-135m at instruction
+#            shapes (sources <= 512 tokens, targets <= 128), bf16: tokens/s, MFU (goal >= 40% for t5-220m
+#            and gpt2-124m), peak memory, the ratio to a plain PyTorch loop (goal >= 0.95), packed vs
+#            padded for the decoder-only ones, and torch.compile on the plain loop (kept only if it gains)
 #   mfu      benchmarks/gpu_mfu.py: a T5-base-size model, bf16, ZeRO-2, 50 steps of ~900-token examples,
 #            then LoRA and QLoRA on it: tokens/s, MFU against the 40% goal, peak memory, energy, and a
 #            plain PyTorch loop's ratio (arguments of this script go to it)
@@ -17,7 +21,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
-PARTS=${PARTS:-mfu tests}
+PARTS=${PARTS:-shapes tests}
 mkdir -p "$OUT"
 if [[ -n "${WHEELS:-}" ]]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
@@ -30,6 +34,8 @@ failed=0
 for part in $PARTS; do
     echo "=== $part ($(date +%T))"
     case $part in
+        shapes) python3 benchmarks/shapes.py --device cuda --compile --json "$OUT/shapes.json" 2>&1 \
+                    | tee "$OUT/shapes.log" | grep -v "^\[ray-t2t\]\|^\[20" ;;
         tests) python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log" ;;
         mfu) python3 benchmarks/gpu_mfu.py --json "$OUT/gpu_mfu.json" "$@" 2>&1 | tee "$OUT/gpu_mfu.log" \
                  | grep -v "^\[ray-t2t\]\|^\[20" ;;
@@ -37,7 +43,7 @@ for part in $PARTS; do
                      --variants default,fused_adamw,foreach_adamw,eager_attention 2>&1 | tee "$OUT/loop_options.log" ;;
         compile) python3 benchmarks/compile_check.py --device cuda --preset t5-220m --batch-size 64 --warmup 30 \
                      --steps 60 2>&1 | tee "$OUT/compile_check.log" ;;
-        *) echo "unknown part '$part' (tests, mfu, options, compile)"; false ;;
+        *) echo "unknown part '$part' (shapes, tests, mfu, options, compile)"; false ;;
     esac
     status=${PIPESTATUS[0]}
     if [[ $status -ne 0 ]]; then

@@ -35,6 +35,11 @@ little. The figures:
 - split_memory: benchmarks/split_memory.py: a training worker's own memory for a 1M-example split
   (synthetic token ids) as the memory-mapped views ray_t2t's Split gives vs as Python lists (goal <=
   0.25), the resident memory, and the time of an epoch of reads.
+- shapes: benchmarks/shapes.py --tiny at instruction-like shapes (sources up to 128 tokens, targets
+  up to 32, not length-grouped) on a tiny GPT-2 and Llama, best of 2 alternated rounds: tokens/s of
+  the ray_t2t loop vs the plain loop (goal >= 0.95, the lower of the two models), and packed vs
+  padded (training.packing): the padding share (goal <= 0.6 of padded's) and real tokens/s (goal
+  >= 1.05). The GPU version of the same benchmark is in benchmarks/gpu_check.sh.
 - padding: the share of pad tokens in a quickstart run's batches (the embedded task's training
   split, its batch size) with length-grouped batching vs without (goal <= 10% grouped); arithmetic
   only, no training.
@@ -73,8 +78,11 @@ GOALS = {  # figure -> (op, goal) on its ratio (or on its value where there is n
     "ddp_ratio": (">=", 0.95),
     "fused_adamw_step": ("<", 1.0),
     "split_memory": ("<=", 0.25),
+    "shapes_ratio": (">=", 0.95),
+    "packed_padding": ("<=", 0.6),
+    "packed_speedup": (">=", 1.05),
 }
-BENCHMARKS = ("train", "lone", "sweep", "sweep_workers", "teacher", "padding", "options", "split_memory")
+BENCHMARKS = ("train", "lone", "sweep", "sweep_workers", "teacher", "padding", "options", "split_memory", "shapes")
 
 
 def quickstart_trial() -> dict:
@@ -108,7 +116,7 @@ def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
         "--scaling",
         "--local-mode",
         "--steps",
-        "40" if quick else "200",
+        "40" if quick else "160",
         "--rounds",
         "1" if quick else "2",
     ]
@@ -153,7 +161,7 @@ def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
         "--threads",
         str(trial["threads"]),
     ]
-    lone += ["--steps", "5", "--rounds", "1"] if quick else ["--steps", "100", "--rounds", "2"]
+    lone += ["--steps", "5", "--rounds", "1"] if quick else ["--steps", "50", "--rounds", "2"]
     sweep = [
         "benchmarks/sweep_overhead.py",
         "--preset",
@@ -167,6 +175,8 @@ def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
     ]
     sweep += ["--trials", "4", "--steps", "10"] if quick else ["--trials", "6", "--steps", "100"]
     memory = ["benchmarks/split_memory.py", "--examples", "100000" if quick else "1000000"]
+    shapes = ["benchmarks/shapes.py", "--tiny", "--presets", "gpt2-0.5m,llama-2m"]
+    shapes += ["--steps", "4", "--rounds", "1"] if quick else ["--steps", "20", "--rounds", "2"]
     found = {
         "train": train,
         "lone": lone,
@@ -174,6 +184,7 @@ def commands(quick: bool, trial: dict) -> dict[str, list[str]]:
         "teacher": teacher,
         "options": options,
         "split_memory": memory,
+        "shapes": shapes,
     }
     if trial["local_mode"]:  # the quickstart's sweep against the same sweep on Ray Train workers
         found["sweep_workers"] = sweep + ["--set", "scaling.local_mode=false"]
@@ -480,6 +491,37 @@ def rows_of(results: dict, trial: dict) -> list[dict]:
                 f"{eager['tokens_per_s']:,.0f}",
                 f"{default['tokens_per_s']:,.0f}",
                 f"{eager['tokens_per_s'] / default['tokens_per_s']:.3f}",
+            )
+    shapes = results.get("shapes")
+    if shapes:
+        rows_by_preset = {row["preset"]: row for row in shapes["presets"]}
+        lowest = min(rows_by_preset.values(), key=lambda row: row["plain_ratio"])
+        add(
+            f"training tokens/s at instruction-like shapes, ray_t2t loop vs plain PyTorch (lower of "
+            f"{', '.join(rows_by_preset)}: {lowest['preset']})",
+            "shapes_ratio",
+            f"{lowest['runs']['loop']['tokens_per_s']:,.0f}",
+            f"{lowest['runs']['plain']['tokens_per_s']:,.0f}",
+            f"{lowest['plain_ratio']:.3f}",
+            lowest["plain_ratio"],
+        )
+        for preset, row in rows_by_preset.items():
+            padding = row["padding"]
+            add(
+                f"{preset}: padding share of batch tokens, packed vs padded",
+                "packed_padding",
+                f"{padding['packed']:.1%}",
+                f"{padding['padded']:.1%}",
+                f"{padding['packed'] / padding['padded']:.3f}",
+                padding["packed"] / padding["padded"],
+            )
+            add(
+                f"{preset}: real tokens/s of the ray_t2t loop, packed vs padded",
+                "packed_speedup",
+                f"{row['runs']['packed']['tokens_per_s']:,.0f}",
+                f"{row['runs']['loop']['tokens_per_s']:,.0f}",
+                f"{row['packed_speedup']:.3f}",
+                row["packed_speedup"],
             )
     memory = results.get("split_memory")
     if memory:

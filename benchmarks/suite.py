@@ -91,6 +91,7 @@ def step_batches(
     world_size: int = 1,
     rank: int = 0,
     by_sum: bool = False,
+    group_by_length: bool = True,
 ):
     """(sources, targets) token-id lists of each step's batch of the training split, step 0 on, in the
     order the ray_t2t loop trains on them (BatchOrder over length_keys; `by_sum`: grouped by source +
@@ -101,7 +102,7 @@ def step_batches(
     train = Split(prepared, "train")
     sources, targets = list(map(len, train.source_ids)), list(map(len, train.target_ids))
     keys = [s + t for s, t in zip(sources, targets)] if by_sum else length_keys(sources, targets, encoder_decoder)
-    order = BatchOrder(keys, batch_size, world_size, rank, seed)
+    order = BatchOrder(keys, batch_size, world_size, rank, seed, group_by_length)
 
     def batches():  # the split and the order are built above, before a caller starts its clock
         for step in itertools.count():
@@ -111,13 +112,9 @@ def step_batches(
     return batches()
 
 
-def run_locally(
-    cfg, label: str, data_path, run_dir: Path, timeout: int = 900, threads: int = 1, extras: dict | None = None
-) -> dict:
-    """One run of the training loop in a fresh process without Ray (LocalContext, one device); its run
-    record. `extras`: what the method's driver-side prepare() returned. RuntimeError with the end of the
-    process's output when it fails."""
-    payload = {
+def worker_payload(cfg, label: str, data_path, run_dir: Path, threads: int = 1, extras: dict | None = None) -> dict:
+    """What the training loop's run_worker takes for one run outside Ray."""
+    return {
         "config": cfg.model_dump(mode="json"),
         "label": label,
         "data_path": str(data_path),
@@ -127,6 +124,15 @@ def run_locally(
         "threads": threads,
         "method_extras": extras or {},
     }
+
+
+def run_locally(
+    cfg, label: str, data_path, run_dir: Path, timeout: int = 900, threads: int = 1, extras: dict | None = None
+) -> dict:
+    """One run of the training loop in a fresh process without Ray (LocalContext, one device); its run
+    record. `extras`: what the method's driver-side prepare() returned. RuntimeError with the end of the
+    process's output when it fails."""
+    payload = worker_payload(cfg, label, data_path, run_dir, threads, extras)
     try:
         done = subprocess.run(
             [sys.executable, "-c", LOCAL_WORKER, json.dumps(payload)],
@@ -139,6 +145,16 @@ def run_locally(
         raise RuntimeError(f"run {label} took more than {timeout} s") from None
     if done.returncode != 0:
         raise RuntimeError(f"run {label} exited with {done.returncode}:\n{done.stdout[-1000:]}{done.stderr[-3000:]}")
+    return json.loads((Path(run_dir) / "record.json").read_text())
+
+
+def run_in_process(cfg, label: str, data_path, run_dir: Path, threads: int = 1) -> dict:
+    """run_locally's run in this process (no start-up per run: for benchmarks of many short runs);
+    its run record."""
+    from ray_t2t.training.context import LocalContext
+    from ray_t2t.training.loop import run_worker
+
+    run_worker(worker_payload(cfg, label, data_path, run_dir, threads), LocalContext(str(run_dir)))
     return json.loads((Path(run_dir) / "record.json").read_text())
 
 

@@ -56,12 +56,13 @@ def experiment(folder: Path, args) -> dict:
 
 
 def plain_loop(
-    cfg, prepared, threads: int, world_size: int = 1, rank: int = 0, device: str = "cpu"
+    cfg, prepared, threads: int, world_size: int = 1, rank: int = 0, device: str = "cpu", compile: bool = False
 ) -> tuple[int, float]:
     """(tokens, seconds) of a minimal loop: fused AdamW, same schedule, clipping, batches and model. With
     world_size > 1 (a gloo process group already up) the model is wrapped in DistributedDataParallel
     and this rank trains on its share of the batches, as a ray_t2t worker does. On a GPU (device
-    "cuda") under bf16 autocast, as a mixed-precision loop runs (benchmarks/gpu_mfu.py)."""
+    "cuda") under bf16 autocast, as a mixed-precision loop runs (benchmarks/gpu_mfu.py). `compile`:
+    the model through torch.compile(dynamic=True) (its compilation counted in the seconds)."""
     import torch
 
     from benchmarks.suite import step_batches
@@ -77,7 +78,16 @@ def plain_loop(
     model.to(device).train()
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    batches = step_batches(prepared, cfg.training.batch_size, setup.encoder_decoder, cfg.seed, world_size, rank)
+    forward = torch.compile(model, dynamic=True) if compile else model
+    batches = step_batches(
+        prepared,
+        cfg.training.batch_size,
+        setup.encoder_decoder,
+        cfg.seed,
+        world_size,
+        rank,
+        group_by_length=cfg.training.group_by_length,
+    )
     # fused, as the ray_t2t loop's: the ratio measures the loop, not a choice of kernels
     # (benchmarks/loop_options.py measures fused against torch's default)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.learning_rate, fused=True)
@@ -87,7 +97,7 @@ def plain_loop(
     for sources, targets in itertools.islice(batches, cfg.training.max_steps):
         batch = {key: value.to(device, non_blocking=True) for key, value in collate(setup, sources, targets).items()}
         with autocast:
-            loss = model(**batch).loss
+            loss = forward(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.deepspeed.gradient_clipping)
         optimizer.step()

@@ -32,14 +32,14 @@ def _gpt2(n_embd: int, n_layer: int, n_head: int, n_positions: int = 512) -> dic
     return {"n_embd": n_embd, "n_layer": n_layer, "n_head": n_head, "n_positions": n_positions}
 
 
-def _llama(hidden: int, layers: int, heads: int, kv_heads: int) -> dict:
+def _llama(hidden: int, layers: int, heads: int, kv_heads: int, positions: int = 512) -> dict:
     return {
         "hidden_size": hidden,
         "intermediate_size": (8 * hidden // 3 + 15) // 16 * 16,  # SwiGLU's 8/3 ratio, rounded to 16
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
-        "max_position_embeddings": 512,
+        "max_position_embeddings": positions,
     }
 
 
@@ -72,4 +72,5 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "gpt2-124m": ("gpt2", _gpt2(768, 12, 12, 1024)),  # gpt2 dimensions
     "llama-tiny": ("llama", _llama(32, 2, 2, 1)),  # tests
     "llama-2m": ("llama", _llama(160, 6, 4, 2)),
+    "llama-135m": ("llama", _llama(576, 30, 9, 3, 2048)),  # SmolLM-135M dimensions
 }

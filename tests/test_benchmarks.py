@@ -128,8 +128,39 @@ def test_run_all_rows_judge_each_figure():
             "rss_ratio": 0.5,
             "read_ratio": 2.0,
         },
+        "shapes": {
+            "presets": [
+                {
+                    "preset": "gpt2-0.5m",
+                    "runs": {
+                        "loop": {"tokens_per_s": 97.0},
+                        "plain": {"tokens_per_s": 100.0},
+                        "packed": {"tokens_per_s": 116.4},
+                    },
+                    "plain_ratio": 0.97,
+                    "padding": {"padded": 0.3, "packed": 0.15},
+                    "packed_speedup": 1.2,
+                },
+                {
+                    "preset": "llama-2m",
+                    "runs": {
+                        "loop": {"tokens_per_s": 90.0},
+                        "plain": {"tokens_per_s": 100.0},
+                        "packed": {"tokens_per_s": 90.0},
+                    },
+                    "plain_ratio": 0.9,
+                    "padding": {"padded": 0.3, "packed": 0.2},
+                    "packed_speedup": 1.0,
+                },
+            ]
+        },
     }
     rows = {row["key"]: row for row in rows_of(results, {"max_steps": 600}) if row["key"]}
+    # the lower of the two models is judged; packing per model (the last one's rows kept here)
+    assert rows["shapes_ratio"]["ratio"] == "0.900" and rows["shapes_ratio"]["result"] == "FAIL"
+    assert "llama-2m" in rows["shapes_ratio"]["figure"]
+    assert rows["packed_padding"]["ratio"] == "0.667" and rows["packed_padding"]["result"] == "FAIL"
+    assert rows["packed_speedup"]["result"] == "FAIL"
     assert rows["train_ratio"]["result"] == "pass"
     assert rows["local_mode_ratio"]["ratio"] == "0.933" and rows["local_mode_ratio"]["result"] == "FAIL"
     # judged on the sweep's trials, which train 2 at a time as the quickstart's do: 600 steps x 10 tokens
@@ -440,3 +471,29 @@ def test_the_split_memory_benchmark_runs(tmp_path):
     )
     result = json.loads(out.read_text())
     assert result["examples"] == 2000 and result["views"]["tokens"] == result["lists"]["tokens"] == result["tokens"]
+
+
+def test_the_realistic_shapes_benchmark_runs_in_its_tiny_form_on_cpu(tmp_path):
+    """benchmarks/shapes.py, the GPU script's benchmark, end to end on the CPU: each preset through
+    the ray_t2t loop and the plain loop, a decoder-only one packed too, with its table."""
+    out = tmp_path / "shapes.json"
+    argv = ["--tiny", "--presets", "t5-tiny,gpt2-tiny", "--steps", "3", "--rounds", "1", "--json", str(out)]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "shapes.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    t5, gpt2 = figures["presets"]
+    assert (t5["family"], gpt2["family"]) == ("encoder_decoder", "decoder_only")
+    assert "packed" not in t5["runs"] and gpt2["runs"]["packed"]["tokens_per_s"] > 0
+    for row in (t5, gpt2):
+        assert row["runs"]["loop"]["tokens_per_s"] > 0 and row["runs"]["plain"]["tokens_per_s"] > 0
+        assert row["runs"]["loop"]["mfu"] is None and row["plain_ratio"] > 0  # no peak FLOPs for a CPU
+        assert 0 < row["padding"]["grouped"] < row["padding"]["padded"]
+        assert row["mean_source_tokens"] > 8 and row["mean_target_tokens"] > 2
+    assert gpt2["padding"]["packed"] < gpt2["padding"]["padded"] / 2
+    assert "ratio: loop / plain" in result.stdout
