@@ -359,6 +359,26 @@ def _sync_generation_config(model: PreTrainedModel) -> None:
 _VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures", "torch_dtype", "dtype")
 
 
+def check_positions(config: PretrainedConfig, longest_source: int, longest_target: int, where: str) -> None:
+    """Refuse sequences longer than a model's learned position embeddings (GPT-2, BART), which would
+    fail mid-run with an index error (a device-side assert on a GPU). Lengths in tokens, end-of-sequence
+    included; a decoder-only model reads source + target as one sequence. Rotary (Llama) and relative
+    (T5) positions have no such table."""
+    if config.model_type == "gpt2":
+        needed, positions, what = longest_source + longest_target, config.n_positions, "source + target"
+    elif config.model_type == "bart":
+        needed, positions = max(longest_source, longest_target + 1), config.max_position_embeddings
+        what = "the longer of source and target"
+    else:
+        return
+    if needed > positions:
+        raise ModelConfigError(
+            f"{where}: the data's longest {what} is {needed} tokens, but the model has {positions} positions; "
+            f"lower data.max_source_length / max_target_length (or eval.max_new_tokens), or choose a model "
+            f"with more positions"
+        )
+
+
 def exported_parameters(folder: StoragePath) -> int | None:
     """Parameters of an exported model folder, from its *.safetensors headers (no weights are
     loaded): what is deployed, whatever trained beside it. Tied weights are saved once, as

@@ -48,6 +48,7 @@ from ray_t2t.methods import Setup, collate, get_method, model_spec
 from ray_t2t.metrics import compute_metrics
 from ray_t2t.model_card import model_card
 from ray_t2t.models import (
+    check_positions,
     count_parameters,
     exported_parameters,
     is_encoder_decoder,
@@ -156,6 +157,14 @@ def start_run(payload: dict, ctx: Any) -> Run:
     if cfg.training.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     setup.encoder_decoder = is_encoder_decoder(model)
+    splits = data.summary["splits"].values()
+    decoded = cfg.eval.max_new_tokens or cfg.data.max_target_length
+    check_positions(
+        model.config,
+        max(split["max_source_tokens"] for split in splits),
+        max([split["max_target_tokens"] for split in splits] + [decoded]),
+        f"models.{getattr(entry, 'model', None) or 'student'}",
+    )
     total_params, trainable_params = count_parameters(model)
     flops_per_token = training_flops_per_token(model)
     model.train()
