@@ -52,6 +52,7 @@ class Hardware:
     workers: int
     device_type: str  # "cpu" or the accelerator name ("H100", ...)
     devices_per_worker: float  # GPUs per worker, or CPU cores per worker
+    nodes: int = 1  # distinct machines the workers ran on
 
     @property
     def devices(self) -> float:
@@ -73,6 +74,7 @@ class Hardware:
             "device_type": self.device_type,
             "devices_per_worker": self.devices_per_worker,
             "devices": self.devices,
+            "nodes": self.nodes,
             "host_cpu": platform.processor() or platform.machine(),
             "host_cpu_count": os.cpu_count(),
         }

@@ -110,6 +110,7 @@ class HardwarePart(_Part):
     device_type: str | None = None
     devices_per_worker: Number | None = None
     devices: Number | None = None
+    nodes: StrictInt | None = None
     placement: Placement | None = None
 
 

@@ -3,6 +3,7 @@
 Tests that start Ray, a cluster or a `ray-t2t` subprocess run are marked `ray` (pyproject.toml):
 `pytest -m "not ray"` runs the rest in a few minutes; plain `pytest` (make test) runs everything."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -285,3 +286,28 @@ def mlflow_server(tmp_path_factory):
         server.wait(timeout=20)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@contextlib.contextmanager
+def loopback_cluster(monkeypatch, cpus_per_node: int):
+    """A multi-node Ray cluster on this machine (`ray.cluster_utils.Cluster`): a head that runs no
+    work (0 CPUs) and two worker nodes of `cpus_per_node` logical CPUs, each its own raylet, all on
+    127.0.0.1; RAY_ADDRESS names it, as under `ray job submit`."""
+    import ray
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    # Node addresses stay 127.0.0.1 (as start_local_ray arranges for a one-machine Ray).
+    monkeypatch.setenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0")
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+    loopback = {"node_ip_address": "127.0.0.1", "object_store_memory": 150 * 2**20}
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, **loopback})
+    for _ in range(2):
+        nodes.add_node(num_cpus=cpus_per_node, **loopback)
+    nodes.wait_for_nodes()
+    monkeypatch.setenv("RAY_ADDRESS", nodes.address)
+    try:
+        yield nodes
+    finally:
+        ray.shutdown()
+        nodes.shutdown()

@@ -27,7 +27,7 @@ from ray_t2t.config.sections import ModelSpec
 from ray_t2t.data import prepare_data
 from ray_t2t.models import build_model
 
-from conftest import TINY_T5, minimal_config
+from conftest import TINY_T5, loopback_cluster, minimal_config
 
 pytestmark = pytest.mark.ray
 
@@ -35,22 +35,8 @@ pytestmark = pytest.mark.ray
 @pytest.fixture
 def cluster(monkeypatch):
     """A head (no CPUs) and two worker nodes with 2 logical CPUs each, on loopback; RAY_ADDRESS names it."""
-    import ray
-    from ray._private import ray_constants
-    from ray.cluster_utils import Cluster
-
-    # Node addresses stay 127.0.0.1 (as start_local_ray arranges for a one-machine Ray).
-    monkeypatch.setenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0")
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-    loopback = {"node_ip_address": "127.0.0.1", "object_store_memory": 150 * 2**20}
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, **loopback})
-    for _ in range(2):
-        nodes.add_node(num_cpus=2, **loopback)
-    nodes.wait_for_nodes()
-    monkeypatch.setenv("RAY_ADDRESS", nodes.address)
-    yield nodes
-    ray.shutdown()
-    nodes.shutdown()
+    with loopback_cluster(monkeypatch, cpus_per_node=2) as nodes:
+        yield nodes
 
 
 def raylet_pid(node) -> int:

@@ -21,12 +21,16 @@ from ray_t2t.storage import local_copy, location, remove_tree, staged_folder
 
 class RayTrainContext:
     def __init__(self) -> None:
+        import ray
         import ray.train
 
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.local_rank = context.get_local_rank()
+        # Ray's node id, not Train's node rank: that groups workers by IP address, and the nodes of a
+        # cluster on one machine share one
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         """Every rank calls this at the same steps (it is a barrier); rank 0's metrics are kept."""

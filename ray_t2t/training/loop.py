@@ -18,6 +18,7 @@ The loop never imports Ray: it talks to a TrainContext (ray_t2t.training.context
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -132,6 +133,17 @@ class Run:
     tracker: Tracker = field(default_factory=lambda: Tracker([]))  # rank 0's (ray_t2t.tracking)
 
 
+def count_nodes(ctx: Any) -> int:
+    """How many machines the run's workers are on (every rank calls this: a collective)."""
+    import torch.distributed as dist
+
+    if ctx.world_size == 1:
+        return 1
+    ids: list = [None] * ctx.world_size
+    dist.all_gather_object(ids, getattr(ctx, "node_id", None))
+    return len(set(ids))
+
+
 def start_run(payload: dict, ctx: Any) -> Run:
     """Build the method's model and its DeepSpeed engine; resume from the latest checkpoint."""
     wall_start = time.perf_counter()
@@ -190,6 +202,7 @@ def start_run(payload: dict, ctx: Any) -> Run:
         # micro-step (~4% of a tiny model's step time; benchmarks/train_overhead.py).
         engine.enable_backward_allreduce = False
     hardware = hardware_of(cfg, torch.cuda.get_device_name(device) if use_gpu else None)
+    hardware = dataclasses.replace(hardware, nodes=count_nodes(ctx))
     energy = EnergyMeter(device)
 
     state = new_state(energy.available)
