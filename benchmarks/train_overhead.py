@@ -115,10 +115,18 @@ def plain_pytorch(cfg, prepared, threads: int) -> float:
     return tokens / seconds
 
 
-def _ddp_rank(rank: int, world_size: int, port: int, cfg, prepared, threads: int, results) -> None:
+def _ddp_rank(
+    rank: int, world_size: int, port: int, cfg, prepared, threads: int, results, pin: bool = False, nice: int = 0
+) -> None:
+    import os
+
     import torch
     import torch.distributed as dist
 
+    if pin:  # a core of its own, as ray_t2t's placement gives each worker
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[rank % len(os.sched_getaffinity(0))]})
+    if nice:
+        os.nice(nice)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         tokens, seconds = plain_loop(cfg, prepared, threads, world_size, rank)
@@ -131,9 +139,10 @@ def _ddp_rank(rank: int, world_size: int, port: int, cfg, prepared, threads: int
         dist.destroy_process_group()
 
 
-def plain_ddp(cfg, prepared, threads: int, world_size: int = 2) -> float:
+def plain_ddp(cfg, prepared, threads: int, world_size: int = 2, pin: bool = False, nice: int = 0) -> float:
     """tokens/s of the plain loop as a hand-written DistributedDataParallel job: `world_size`
-    processes on this machine, gloo over loopback, `threads` CPU threads each."""
+    processes on this machine, gloo over loopback, `threads` CPU threads each; `pin`: each on a core
+    of its own; `nice`: at that nice level (Ray starts its workers at 15)."""
     import socket
 
     import torch.multiprocessing as mp
@@ -144,7 +153,7 @@ def plain_ddp(cfg, prepared, threads: int, world_size: int = 2) -> float:
     context = mp.get_context("spawn")
     results = context.Queue()
     processes = [
-        context.Process(target=_ddp_rank, args=(rank, world_size, port, cfg, prepared, threads, results))
+        context.Process(target=_ddp_rank, args=(rank, world_size, port, cfg, prepared, threads, results, pin, nice))
         for rank in range(world_size)
     ]
     for process in processes:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.suite import worker_payload as local_payload  # what run_worker takes for a run outside Ray
+
 # Never reach for the Hugging Face hub from tests: local paths only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -67,16 +69,7 @@ def train_locally(
     process imports first (a method of a test's own). RuntimeError with the end of the
     process's output when it fails. (benchmarks/suite.py's run_locally does the same for the benchmarks,
     which must not import from tests/.)"""
-    payload = {
-        "config": cfg.model_dump(mode="json"),
-        "label": label,
-        "data_path": str(data_path),
-        "run_dir": str(run_dir),
-        "config_hash": "-",
-        "run_hash": "-",
-        "threads": threads,
-        "method_extras": extras or {},
-    }
+    payload = local_payload(cfg, label, data_path, run_dir, threads, extras)
     try:
         done = subprocess.run(
             [sys.executable, "-c", LOCAL_WORKER, json.dumps(payload), str(Path(__file__).parent), *imports],
@@ -311,3 +304,23 @@ def loopback_cluster(monkeypatch, cpus_per_node: int):
     finally:
         ray.shutdown()
         nodes.shutdown()
+
+
+def write_teacher_shards(cfg, prepared, teacher_path, label: str, shards: int) -> None:
+    """A teacher's soft-target shards under <experiment>/soft_targets/<label>, written in this process
+    as the Ray Data replicas write them (prepare_method then finds them all, verifies them and writes
+    the manifest: no Ray needed)."""
+    from ray_t2t.soft_targets import TeacherReplica
+
+    folder = cfg.experiment_dir / "soft_targets" / label
+    folder.mkdir(parents=True)
+    replica = TeacherReplica(
+        {
+            "config": cfg.model_dump(mode="json"),
+            "data_path": str(prepared.path),
+            "teacher_path": str(teacher_path),
+            "folder": str(folder),
+        }
+    )
+    for shard in range(shards):
+        replica.write_shard(shard)

@@ -15,7 +15,7 @@ from ray_t2t.methods.distill import auto_layer_map
 from ray_t2t.models import build_model, is_encoder_decoder
 from ray_t2t.tokenizer import PairTokenizer
 
-from conftest import minimal_config, save_like_an_export, train_briefly
+from conftest import minimal_config, save_like_an_export, train_briefly, write_teacher_shards
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -366,7 +366,6 @@ def test_stored_top_k_and_online_full_logit_kd_losses_agree_as_k_nears_the_vocab
     import copy
 
     from ray_t2t.data import Split
-    from ray_t2t.soft_targets import TeacherReplica
     from ray_t2t.teachers import resolve_teacher
 
     raw, prepared, teacher = g2p_teacher
@@ -378,20 +377,7 @@ def test_stored_top_k_and_online_full_logit_kd_losses_agree_as_k_nears_the_vocab
     raw["methods"] = [{"name": "kd_logits", "alpha": 1.0, "temperature": 2.0, "top_k": vocab}]
     cfg = validate_config(raw)
     entry = cfg.methods[0]
-    # The shards, written here as the Ray Data replicas write them; prepare() then finds them all,
-    # verifies them and writes the manifest.
-    folder = cfg.experiment_dir / "soft_targets" / resolve_teacher(cfg).label
-    folder.mkdir(parents=True)
-    replica = TeacherReplica(
-        {
-            "config": cfg.model_dump(mode="json"),
-            "data_path": str(prepared.path),
-            "teacher_path": str(teacher),
-            "folder": str(folder),
-        }
-    )
-    for shard in range(2):
-        replica.write_shard(shard)
+    write_teacher_shards(cfg, prepared, teacher, resolve_teacher(cfg).label, shards=2)
     from ray_t2t.training.launcher import prepare_method
 
     kd = get_method("kd_logits")

@@ -23,7 +23,15 @@ import pytest
 from ray_t2t.config.experiment import validate_config
 from ray_t2t.data import Split, prepare_data
 
-from conftest import LOCAL_DATA, REPO, minimal_config, save_like_an_export, train_briefly
+from conftest import (
+    LOCAL_DATA,
+    REPO,
+    local_payload,
+    minimal_config,
+    save_like_an_export,
+    train_briefly,
+    write_teacher_shards,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -101,37 +109,6 @@ def build_and_train(spec: dict, prepared, steps: int, seed: int, folder: Path, l
     return save_like_an_export(model, tokenizer, folder)
 
 
-def write_soft_targets(cfg, prepared, teacher: Path, label: str) -> None:
-    """The teacher's shards, written in this process as a Ray Data replica writes them."""
-    from ray_t2t.soft_targets import TeacherReplica
-
-    folder = cfg.experiment_dir / "soft_targets" / label
-    folder.mkdir(parents=True)
-    replica = TeacherReplica(
-        {
-            "config": cfg.model_dump(mode="json"),
-            "data_path": str(prepared.path),
-            "teacher_path": str(teacher),
-            "folder": str(folder),
-        }
-    )
-    for shard in range(math.ceil(LOCAL_DATA["split_sizes"]["train"] / SOFT_TARGETS["rows_per_shard"])):
-        replica.write_shard(shard)
-
-
-def payload(cfg, label: str, data_path, run_dir: Path, extras: dict) -> dict:
-    return {
-        "config": cfg.model_dump(mode="json"),
-        "label": label,
-        "data_path": str(data_path),
-        "run_dir": str(run_dir),
-        "config_hash": "-",
-        "run_hash": "-",
-        "threads": 1,
-        "method_extras": extras,
-    }
-
-
 def run_all(payloads: list[dict], folder: Path) -> None:
     listing = folder / "payloads.json"
     listing.write_text(json.dumps(payloads))
@@ -175,14 +152,15 @@ def test_every_method_learns_on_every_family_it_supports(tmp_path, family):
     }
     raw.update(training=TRAINING, eval={"every_n_steps": 30, "metric": "per"}, soft_targets=SOFT_TARGETS)
     cfg = validate_config(raw)
+    shards = math.ceil(LOCAL_DATA["split_sizes"]["train"] / SOFT_TARGETS["rows_per_shard"])
     for folder in (teacher, base):  # a teacher's label is its folder's name
-        write_soft_targets(cfg, prepared, folder, folder.name)
+        write_teacher_shards(cfg, prepared, folder, folder.name, shards)
 
     payloads = []
     for entry in cfg.methods:
         label = entry.label or entry.name
         extras = prepare_method(cfg, entry, lambda message: None)
-        payloads.append(payload(cfg, label, prepared.path, tmp_path / "runs_of" / label, extras))
+        payloads.append(local_payload(cfg, label, prepared.path, tmp_path / "runs_of" / label, extras=extras))
     payloads.append(multitask_payload(tmp_path, student))
     run_all(payloads, tmp_path)
 
@@ -203,4 +181,4 @@ def multitask_payload(tmp_path: Path, student: dict) -> dict:
     raw.update(training=TRAINING, eval={"every_n_steps": 30, "metric": "per"})
     cfg = validate_config(raw)
     extras = get_method("multitask").prepare(cfg, cfg.methods[0], lambda message: None)
-    return payload(cfg, "multitask", prepare_data(cfg).path, tmp_path / "runs_of" / "multitask", extras)
+    return local_payload(cfg, "multitask", prepare_data(cfg).path, tmp_path / "runs_of" / "multitask", extras=extras)
