@@ -6,6 +6,7 @@ removed at a time, alternated `--rounds` times (each variant's figure its best r
   ddp_nice     the same pinned, at nice 15, as Ray starts its workers
   deepspeed    the ray_t2t loop (DeepSpeed) in 2 processes without Ray, pinned as run_worker pins
   ray_train    the ray_t2t loop on 2 Ray Train workers (what make bench's scaling rows run)
+  deepspeed_zero1, deepspeed_zero2   the deepspeed variant at ZeRO stage 1 or 2 (optional)
 
     .venv/bin/python benchmarks/ddp_gap.py [--preset t5-0.5m] [--batch-size 128] [--steps 160] [--rounds 2]
                                            [--zero-stage 0] [--variants ddp,ddp_pinned,...] [--json FILE]
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from ray_t2t.config.experiment import validate_config  # noqa: E402
 from ray_t2t.data import prepare_data  # noqa: E402
 
-VARIANTS = ("ddp", "ddp_pinned", "ddp_nice", "deepspeed", "ray_train")
+VARIANTS = ("ddp", "ddp_pinned", "ddp_nice", "deepspeed", "ray_train", "deepspeed_zero1", "deepspeed_zero2")
 
 
 def _deepspeed_rank(rank: int, port: int, payload: dict) -> None:
@@ -76,7 +77,9 @@ def measure(args) -> dict:
     from ray_t2t.training.launcher import train
 
     folder = Path(tempfile.mkdtemp(prefix="ray_t2t_ddp_gap_"))
-    cfg = validate_config(experiment(folder, args))
+    raw = experiment(folder, args)
+    raw["deepspeed"]["config_overrides"] = json.loads(args.overrides)
+    cfg = validate_config(raw)
     two = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": 2})})
     prepared = prepare_data(cfg)
     wanted = args.variants.split(",")
@@ -93,6 +96,12 @@ def measure(args) -> dict:
                     runs[name].append(plain_ddp(cfg, prepared, 1, pin=True, nice=15))
                 elif name == "deepspeed":
                     runs[name].append(deepspeed_two_processes(two, prepared, folder / f"deepspeed-{round_}"))
+                elif name.startswith("deepspeed_zero"):
+                    stage = int(name[-1])
+                    staged = two.model_copy(
+                        update={"deepspeed": two.deepspeed.model_copy(update={"zero_stage": stage})}
+                    )
+                    runs[name].append(deepspeed_two_processes(staged, prepared, folder / f"{name}-{round_}"))
                 elif name == "ray_train":
                     ensure_ray(use_gpu=False)
                     record = train(two, "scratch", run_name=f"two-{round_}", log=lambda message: None)
@@ -136,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--zero-stage", type=int, default=0, choices=[0, 1, 2, 3])
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", default="{}", help="deepspeed.config_overrides as JSON (default none)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
     parser.add_argument("--json", help="write the figures to this file")
     return parser

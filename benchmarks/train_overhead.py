@@ -116,7 +116,7 @@ def plain_pytorch(cfg, prepared, threads: int) -> float:
 
 
 def _ddp_rank(
-    rank: int, world_size: int, port: int, cfg, prepared, threads: int, results, pin: bool = False, nice: int = 0
+    rank: int, world_size: int, port: int, raw: dict, prepared, threads: int, results, pin: bool = False, nice: int = 0
 ) -> None:
     import os
 
@@ -129,7 +129,7 @@ def _ddp_rank(
         os.nice(nice)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
-        tokens, seconds = plain_loop(cfg, prepared, threads, world_size, rank)
+        tokens, seconds = plain_loop(validate_config(raw), prepared, threads, world_size, rank)
         total = torch.tensor([float(tokens), seconds], dtype=torch.float64)
         dist.all_reduce(total[:1])  # all ranks' tokens
         dist.all_reduce(total[1:], op=dist.ReduceOp.MAX)  # the slowest rank's time
@@ -152,8 +152,9 @@ def plain_ddp(cfg, prepared, threads: int, world_size: int = 2, pin: bool = Fals
         port = probe.getsockname()[1]
     context = mp.get_context("spawn")
     results = context.Queue()
+    raw = cfg.model_dump(mode="json")  # as JSON: the config's class is built at run time and does not pickle
     processes = [
-        context.Process(target=_ddp_rank, args=(rank, world_size, port, cfg, prepared, threads, results, pin, nice))
+        context.Process(target=_ddp_rank, args=(rank, world_size, port, raw, prepared, threads, results, pin, nice))
         for rank in range(world_size)
     ]
     for process in processes:
