@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.suite import print_figures  # noqa: E402
 from ray_t2t.config.experiment import validate_config  # noqa: E402
 from ray_t2t.data import prepare_data  # noqa: E402
 
@@ -50,22 +50,10 @@ def _deepspeed_rank(rank: int, port: int, payload: dict) -> None:
 
 def deepspeed_two_processes(cfg, prepared, run_dir: Path) -> float:
     """tokens/s of the ray_t2t loop as 2 processes on this machine, gloo over loopback, no Ray."""
-    import torch.multiprocessing as mp
+    from benchmarks.suite import spawn_ranks, worker_payload
 
-    from benchmarks.suite import worker_payload
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     payload = worker_payload(cfg, "scratch", prepared.path, run_dir)
-    context = mp.get_context("spawn")
-    processes = [context.Process(target=_deepspeed_rank, args=(rank, port, payload)) for rank in range(2)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    if any(process.exitcode for process in processes):
-        raise RuntimeError(f"the 2-process DeepSpeed loop failed (exit codes {[p.exitcode for p in processes]})")
+    spawn_ranks(_deepspeed_rank, (payload,), 2, "the 2-process DeepSpeed loop")
     return json.loads((run_dir / "record.json").read_text())["tokens_per_s"]
 
 
@@ -156,11 +144,7 @@ def main() -> None:
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
-    figures = measure(args)
-    print()
-    print(report(figures))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
+    print_figures(measure(args), report, args.json)
 
 
 if __name__ == "__main__":

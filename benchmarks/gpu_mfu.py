@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.suite import print_figures  # noqa: E402
 from ray_t2t.config.experiment import validate_config  # noqa: E402
 from ray_t2t.data import Split, prepare_data  # noqa: E402
 
@@ -278,11 +279,7 @@ def report(figures: dict) -> str:
 
 def main() -> None:
     args = parser().parse_args()
-    figures = measure(args)
-    print()
-    print(report(figures))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
+    print_figures(measure(args), report, args.json)
 
 
 if __name__ == "__main__":

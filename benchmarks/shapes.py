@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.suite import print_figures  # noqa: E402
 from ray_t2t.config.experiment import validate_config  # noqa: E402
 from ray_t2t.data import Split, prepare_data  # noqa: E402
 
@@ -181,8 +182,8 @@ def measure(args) -> dict:
     started = time.perf_counter()
     try:
         data_file = folder / "examples.jsonl"
-        write_examples(data_file, args.steps * args.batch_size * 2 + 16, args.source_tokens, args.target_tokens,
-                       args.vocab, seed=0)  # fmt: skip
+        count = args.steps * args.batch_size * 2 + 16
+        write_examples(data_file, count, args.source_tokens, args.target_tokens, args.vocab, seed=0)
         rows = [measure_preset(args, preset, folder, data_file) for preset in args.presets.split(",")]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -272,11 +273,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    figures = measure(args)
-    print()
-    print(report(figures))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
+    print_figures(measure(args), report, args.json)
 
 
 if __name__ == "__main__":

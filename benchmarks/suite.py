@@ -158,6 +158,34 @@ def run_in_process(cfg, label: str, data_path, run_dir: Path, threads: int = 1) 
     return json.loads((Path(run_dir) / "record.json").read_text())
 
 
+def spawn_ranks(target, args, world_size: int, what: str) -> None:
+    """Run `target(rank, port, *args)` in `world_size` spawned processes (a gloo group's ranks on a free
+    loopback port) and wait for them; RuntimeError naming `what` if one fails."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = mp.get_context("spawn")
+    processes = [context.Process(target=target, args=(rank, port, *args)) for rank in range(world_size)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    if any(process.exitcode for process in processes):
+        raise RuntimeError(f"{what} failed (exit codes {[p.exitcode for p in processes]})")
+
+
+def print_figures(figures: dict, report, json_path: str | None) -> None:
+    """A benchmark's end: its report after a blank line, and its figures as JSON to `json_path`."""
+    print()
+    print(report(figures))
+    if json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=1))
+
+
 def grouping_speed(cfg, prepared, steps: int = 100, rounds: int = 2) -> dict:
     """Real (unpadded) tokens/s of a plain PyTorch loop (the config's student, batch size, AdamW, one
     thread) over length-grouped batches keyed by source + target length (the old grouping) and by

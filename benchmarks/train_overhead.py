@@ -116,7 +116,7 @@ def plain_pytorch(cfg, prepared, threads: int) -> float:
 
 
 def _ddp_rank(
-    rank: int, world_size: int, port: int, raw: dict, prepared, threads: int, results, pin: bool = False, nice: int = 0
+    rank: int, port: int, world_size: int, raw: dict, prepared, threads: int, results, pin: bool, nice: int
 ) -> None:
     import os
 
@@ -143,26 +143,14 @@ def plain_ddp(cfg, prepared, threads: int, world_size: int = 2, pin: bool = Fals
     """tokens/s of the plain loop as a hand-written DistributedDataParallel job: `world_size`
     processes on this machine, gloo over loopback, `threads` CPU threads each; `pin`: each on a core
     of its own; `nice`: at that nice level (Ray starts its workers at 15)."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    context = mp.get_context("spawn")
-    results = context.Queue()
+    from benchmarks.suite import spawn_ranks
+
+    results = mp.get_context("spawn").Queue()
     raw = cfg.model_dump(mode="json")  # as JSON: the config's class is built at run time and does not pickle
-    processes = [
-        context.Process(target=_ddp_rank, args=(rank, world_size, port, raw, prepared, threads, results, pin, nice))
-        for rank in range(world_size)
-    ]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    if any(process.exitcode for process in processes):
-        raise RuntimeError(f"the plain DDP loop failed (exit codes {[p.exitcode for p in processes]})")
+    args = (world_size, raw, prepared, threads, results, pin, nice)
+    spawn_ranks(_ddp_rank, args, world_size, "the plain DDP loop")
     return results.get(timeout=10)
 
 

@@ -80,14 +80,14 @@ class Hardware:
         }
 
 
-def hardware_of(cfg: ExperimentConfig, gpu_name: str | None = None) -> Hardware:
-    """The hardware a run with this config's scaling section occupies."""
+def hardware_of(cfg: ExperimentConfig, gpu_name: str | None = None, nodes: int = 1) -> Hardware:
+    """The hardware a run with this config's scaling section occupies (its workers on `nodes` machines)."""
     scaling = cfg.scaling
     resources = scaling.resources_per_worker or {}
     if scaling.use_gpu:
         device_type = scaling.accelerator_type or short_gpu_name(gpu_name) or "gpu"
-        return Hardware(scaling.num_workers, device_type, float(resources.get("GPU", 1)))
-    return Hardware(scaling.num_workers, "cpu", float(resources.get("CPU", 1)))
+        return Hardware(scaling.num_workers, device_type, float(resources.get("GPU", 1)), nodes)
+    return Hardware(scaling.num_workers, "cpu", float(resources.get("CPU", 1)), nodes)
 
 
 def short_gpu_name(name: str | None) -> str | None:

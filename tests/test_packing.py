@@ -63,7 +63,6 @@ def test_packing_removes_padding_and_restarts_positions(tok):
 def test_packed_and_padded_losses_and_gradients_agree(tok, preset, attention):
     model, _ = build_model(ModelSpec(preset=preset, attn_implementation=attention), tok, seed=0)
     model.train()
-    model.config.dropout = model.config.attention_dropout = 0.0
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0

@@ -18,7 +18,6 @@ The loop never imports Ray: it talks to a TrainContext (ray_t2t.training.context
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import shutil
@@ -201,8 +200,7 @@ def start_run(payload: dict, ctx: Any) -> Run:
         # Averaging gradients over one rank changes nothing but still costs a gloo all-reduce per
         # micro-step (~4% of a tiny model's step time; benchmarks/train_overhead.py).
         engine.enable_backward_allreduce = False
-    hardware = hardware_of(cfg, torch.cuda.get_device_name(device) if use_gpu else None)
-    hardware = dataclasses.replace(hardware, nodes=count_nodes(ctx))
+    hardware = hardware_of(cfg, torch.cuda.get_device_name(device) if use_gpu else None, count_nodes(ctx))
     energy = EnergyMeter(device)
 
     state = new_state(energy.available)
